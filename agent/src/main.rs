@@ -1,0 +1,2 @@
+//! `blade-agent` binary.
+fn main() {}

@@ -1,0 +1,25 @@
+//! Every fixed capacity of the core, in one place.
+//!
+//! The core allocates nothing: each table below is a `heapless` container of
+//! this size. When a table is full the policy is stated where it is used and
+//! the overflow is counted.
+
+/// Blades in one shelf (ATCA: at most 16 front-board slots).
+pub const MAX_BLADES: usize = 16;
+/// Largest IPMB message in the `ipmb_dev_int` layout, len byte included.
+pub const MAX_IPMB_MESSAGE: usize = 33;
+/// IPMB requests of ours awaiting a response, shelf-wide.
+pub const MAX_OUTSTANDING_REQUESTS: usize = 32;
+/// Platform Events remembered for duplicate suppression.
+pub const DEDUPE_ENTRIES: usize = 64;
+/// Guests whose crashes are counted for the per-guest restart limit.
+pub const MAX_TRACKED_GUESTS: usize = 64;
+/// Crashes remembered per guest (one more than the restart limit).
+pub const CRASHES_PER_GUEST: usize = 4;
+/// Actions one decision may carry.
+pub const MAX_ACTIONS: usize = 4;
+/// Outputs the core may queue between two drains by the runtime.
+pub const MAX_OUTPUTS: usize = 64;
+/// Longest guest name carried through the core (libvirt names are longer in
+/// principle; ours are truncated-refused, see the protocol crate).
+pub const MAX_GUEST_NAME: usize = 64;

@@ -1,0 +1,2 @@
+//! `shmc-plugin` binary.
+fn main() {}

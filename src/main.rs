@@ -1,0 +1,2 @@
+//! `shelfha`: host-side tools (demo, shelf simulator).
+fn main() {}
