@@ -8,3 +8,4 @@
 
 pub mod capacity;
 pub mod event;
+pub mod wire;
