@@ -1,0 +1,452 @@
+//! Agent configuration: one TOML file (`/etc/blade-agent/agent.toml`), every key documented in
+//! `debian/agent.toml`. Unknown keys are errors; every error names the file and, where the
+//! parser knows it, the line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default libvirt connection URI.
+pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+/// Default state directory (journal, partner definitions).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/blade-agent";
+/// Default directory where libvirt's QEMU driver writes `<name>.pid`.
+pub const DEFAULT_QEMU_RUN_DIR: &str = "/run/libvirt/qemu";
+/// Default key file (32-byte pre-shared shelf key).
+pub const DEFAULT_KEY_FILE: &str = "/etc/blade-agent/shelf.key";
+/// Default heartbeat interval.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 200;
+/// Default time libvirt gets to destroy a guest during FenceSelf before QEMU is killed directly.
+pub const DEFAULT_FENCE_TIMEOUT_MS: u64 = 500;
+/// Default time a guest gets to shut down gracefully during an evacuation before it is destroyed.
+pub const DEFAULT_EVACUATE_TIMEOUT_MS: u64 = 30_000;
+/// Default number of guests started at once during a takeover.
+pub const DEFAULT_START_WORKERS: usize = 4;
+/// Default memory (KiB) kept free on the host when deciding whether a partner guest fits.
+pub const DEFAULT_MEMORY_RESERVE_KIB: u64 = 0;
+/// Largest accepted slot number (ATCA shelves have at most 16 logical slots).
+pub const MAX_SLOT: u8 = 16;
+
+/// A configuration error; the message names the file and the line or key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// File path.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// TOML syntax error, unknown key, or wrong type.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// File path.
+        path: PathBuf,
+        /// 1-based line (0 when the parser gave no position).
+        line: usize,
+        /// Parser message.
+        message: String,
+    },
+    /// A value is well-formed but not acceptable.
+    #[error("{path}:{line}: key `{key}`: {message}")]
+    Invalid {
+        /// File path.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// Offending key.
+        key: &'static str,
+        /// Why it was refused.
+        message: String,
+    },
+}
+
+/// Which local domains the agent protects (fences, reports, pushes to its partner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Protection {
+    /// Every persistent domain.
+    AllPersistent,
+    /// Exactly the named domains.
+    List(Vec<String>),
+    /// Persistent domains carrying the agent's metadata element (see [`crate::hypervisor::METADATA_URI`]).
+    Metadata,
+}
+
+impl Protection {
+    /// Whether a domain with this name, persistence and metadata flag is protected.
+    pub fn covers(&self, name: &str, persistent: bool, flagged: bool) -> bool {
+        match self {
+            Protection::AllPersistent => persistent,
+            Protection::List(names) => names.iter().any(|n| n == name),
+            Protection::Metadata => persistent && flagged,
+        }
+    }
+}
+
+/// The partner blade: the one whose guests this agent restarts, and that restarts ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partner {
+    /// Partner's slot.
+    pub slot: u8,
+    /// Partner agent's UDP address.
+    pub address: SocketAddr,
+}
+
+/// Validated agent configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This blade's slot.
+    pub slot: u8,
+    /// ShMC's UDP address.
+    pub shmc: SocketAddr,
+    /// Local UDP address the agent listens on.
+    pub listen: SocketAddr,
+    /// The partner blade.
+    pub partner: Partner,
+    /// libvirt URI.
+    pub libvirt_uri: String,
+    /// Pre-shared shelf key file.
+    pub key_file: PathBuf,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// QEMU pid-file directory.
+    pub qemu_run_dir: PathBuf,
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Per-guest libvirt destroy timeout during FenceSelf.
+    pub fence_timeout: Duration,
+    /// Graceful shutdown timeout during an evacuation.
+    pub evacuate_timeout: Duration,
+    /// Guests started at once during a takeover (at least 1).
+    pub start_workers: usize,
+    /// Memory (KiB) kept free when deciding whether a guest fits.
+    pub memory_reserve_kib: u64,
+    /// Protected-guest selection.
+    pub protection: Protection,
+    /// Restart priority of guests not named in `priorities`.
+    pub default_priority: u32,
+    /// Per-guest restart priority (higher starts first).
+    pub priorities: BTreeMap<String, u32>,
+}
+
+impl Config {
+    /// Restart priority of a guest.
+    pub fn priority_of(&self, name: &str) -> u32 {
+        self.priorities
+            .get(name)
+            .copied()
+            .unwrap_or(self.default_priority)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            line: e.span().map(|s| line_of(text, s.start)).unwrap_or(0),
+            message: e.message().trim().to_owned(),
+        })?;
+        let invalid = |key: &'static str, span: std::ops::Range<usize>, message: String| {
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line: line_of(text, span.start),
+                key,
+                message,
+            }
+        };
+        let slot = *raw.slot.get_ref();
+        if slot == 0 || slot > MAX_SLOT {
+            return Err(invalid(
+                "slot",
+                raw.slot.span(),
+                format!("{slot} is not in 1..={MAX_SLOT}"),
+            ));
+        }
+        let pslot = *raw.partner.slot.get_ref();
+        if pslot == 0 || pslot > MAX_SLOT || pslot == slot {
+            return Err(invalid(
+                "partner.slot",
+                raw.partner.slot.span(),
+                format!("{pslot} must be in 1..={MAX_SLOT} and differ from slot {slot}"),
+            ));
+        }
+        let heartbeat_ms = raw
+            .heartbeat_ms
+            .as_ref()
+            .map(|v| *v.get_ref())
+            .unwrap_or(DEFAULT_HEARTBEAT_MS);
+        if !(10..=10_000).contains(&heartbeat_ms) {
+            let span = raw.heartbeat_ms.as_ref().map(|v| v.span()).unwrap_or(0..0);
+            return Err(invalid(
+                "heartbeat_ms",
+                span,
+                format!("{heartbeat_ms} is not in 10..=10000"),
+            ));
+        }
+        let start_workers = raw
+            .start_workers
+            .as_ref()
+            .map(|v| *v.get_ref())
+            .unwrap_or(DEFAULT_START_WORKERS);
+        if !(1..=64).contains(&start_workers) {
+            let span = raw.start_workers.as_ref().map(|v| v.span()).unwrap_or(0..0);
+            return Err(invalid(
+                "start_workers",
+                span,
+                format!("{start_workers} is not in 1..=64"),
+            ));
+        }
+        let guests = raw.guests.unwrap_or_default();
+        let protection = match guests.protected {
+            None => Protection::AllPersistent,
+            Some(spec) => {
+                let span = spec.span();
+                match spec.into_inner() {
+                    RawProtected::Mode(m) if m == "all" => Protection::AllPersistent,
+                    RawProtected::Mode(m) if m == "metadata" => Protection::Metadata,
+                    RawProtected::Mode(m) => {
+                        return Err(invalid(
+                            "guests.protected",
+                            span,
+                            format!(
+                                "`{m}`: expected \"all\", \"metadata\" or a list of domain names"
+                            ),
+                        ))
+                    }
+                    RawProtected::List(names) => {
+                        if let Some(bad) = names.iter().find(|n| n.is_empty() || n.contains('/')) {
+                            return Err(invalid(
+                                "guests.protected",
+                                span,
+                                format!("`{bad}` is not a valid domain name"),
+                            ));
+                        }
+                        Protection::List(names)
+                    }
+                }
+            }
+        };
+        Ok(Config {
+            slot,
+            shmc: raw.shmc,
+            listen: raw.listen,
+            partner: Partner {
+                slot: pslot,
+                address: raw.partner.address,
+            },
+            libvirt_uri: raw
+                .libvirt_uri
+                .unwrap_or_else(|| DEFAULT_LIBVIRT_URI.to_owned()),
+            key_file: raw
+                .key_file
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_KEY_FILE)),
+            state_dir: raw
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+            qemu_run_dir: raw
+                .qemu_run_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_QEMU_RUN_DIR)),
+            heartbeat: Duration::from_millis(heartbeat_ms),
+            fence_timeout: Duration::from_millis(
+                raw.fence_timeout_ms.unwrap_or(DEFAULT_FENCE_TIMEOUT_MS),
+            ),
+            evacuate_timeout: Duration::from_millis(
+                raw.evacuate_timeout_ms
+                    .unwrap_or(DEFAULT_EVACUATE_TIMEOUT_MS),
+            ),
+            start_workers,
+            memory_reserve_kib: raw.memory_reserve_kib.unwrap_or(DEFAULT_MEMORY_RESERVE_KIB),
+            protection,
+            default_priority: guests.default_priority.unwrap_or(0),
+            priorities: guests.priority,
+        })
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    slot: toml::Spanned<u8>,
+    shmc: SocketAddr,
+    listen: SocketAddr,
+    partner: RawPartner,
+    libvirt_uri: Option<String>,
+    key_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    qemu_run_dir: Option<PathBuf>,
+    heartbeat_ms: Option<toml::Spanned<u64>>,
+    fence_timeout_ms: Option<u64>,
+    evacuate_timeout_ms: Option<u64>,
+    start_workers: Option<toml::Spanned<usize>>,
+    memory_reserve_kib: Option<u64>,
+    guests: Option<RawGuests>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPartner {
+    slot: toml::Spanned<u8>,
+    address: SocketAddr,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGuests {
+    protected: Option<toml::Spanned<RawProtected>>,
+    default_priority: Option<u32>,
+    #[serde(default)]
+    priority: BTreeMap<String, u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawProtected {
+    Mode(String),
+    List(Vec<String>),
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    const MINIMAL: &str = "slot = 3\nshmc = \"10.0.0.1:7300\"\nlisten = \"0.0.0.0:7301\"\n\
+                           [partner]\nslot = 4\naddress = \"10.0.0.4:7301\"\n";
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("agent.toml"))
+    }
+
+    #[test]
+    fn test_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.slot, 3);
+        assert_eq!(c.partner.slot, 4);
+        assert_eq!(c.libvirt_uri, DEFAULT_LIBVIRT_URI);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.heartbeat, Duration::from_millis(200));
+        assert_eq!(c.protection, Protection::AllPersistent);
+        assert_eq!(c.priority_of("x"), 0);
+    }
+
+    #[test]
+    fn test_guests_list_and_priority() {
+        let text = format!(
+            "{MINIMAL}[guests]\nprotected = [\"db\", \"web\"]\ndefault_priority = 5\n\
+             [guests.priority]\ndb = 100\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.protection,
+            Protection::List(vec!["db".into(), "web".into()])
+        );
+        assert_eq!(c.priority_of("db"), 100);
+        assert_eq!(c.priority_of("web"), 5);
+        assert!(c.protection.covers("db", false, false));
+        assert!(!c.protection.covers("other", true, true));
+    }
+
+    #[test]
+    fn test_metadata_mode() {
+        let c = parse(&format!("{MINIMAL}[guests]\nprotected = \"metadata\"\n")).unwrap();
+        assert!(c.protection.covers("a", true, true));
+        assert!(!c.protection.covers("a", true, false));
+        assert!(!c.protection.covers("a", false, true));
+    }
+
+    #[test]
+    fn test_unknown_key_names_line() {
+        let text = format!("{MINIMAL}[guests]\nprotectd = \"all\"\n");
+        let e = parse(&text).unwrap_err();
+        match &e {
+            ConfigError::Parse { line, message, .. } => {
+                assert_eq!(*line, 8, "{e}");
+                assert!(message.contains("protectd"), "{e}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+        assert!(e.to_string().starts_with("agent.toml:8:"), "{e}");
+    }
+
+    #[test]
+    fn test_bad_values_name_key_and_line() {
+        let e = parse(&MINIMAL.replace("slot = 4", "slot = 3")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "partner.slot",
+                    line: 5,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = parse(&MINIMAL.replace("slot = 3", "slot = 17")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "slot",
+                    line: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = parse(&format!("heartbeat_ms = 1\n{MINIMAL}")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "heartbeat_ms",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = parse(&format!("{MINIMAL}[guests]\nprotected = \"some\"\n")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "guests.protected",
+                    line: 8,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = parse(&MINIMAL.replace("10.0.0.1:7300", "nowhere")).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { line: 2, .. }), "{e}");
+    }
+
+    #[test]
+    fn test_shipped_default_config_parses() {
+        let text = include_str!("../debian/agent.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.libvirt_uri, DEFAULT_LIBVIRT_URI);
+        assert_eq!(c.protection, Protection::AllPersistent);
+    }
+}

@@ -1,0 +1,322 @@
+//! An in-memory [`Hypervisor`] for unit tests: domains, free memory, a call log, and knobs to
+//! make libvirt hang or fail.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::mpsc::Sender;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{GuestInfo, GuestState, Hypervisor, HypervisorError, HypervisorEvent};
+
+/// A fake domain.
+#[derive(Debug, Clone)]
+pub struct FakeDomain {
+    /// UUID.
+    pub uuid: String,
+    /// XML as defined.
+    pub xml: String,
+    /// State.
+    pub state: GuestState,
+    /// Persistent.
+    pub persistent: bool,
+    /// Carries the metadata flag.
+    pub flagged: bool,
+    /// Memory in KiB.
+    pub memory_kib: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    domains: BTreeMap<String, FakeDomain>,
+    free_kib: u64,
+    starts: BTreeMap<String, u32>,
+    start_order: Vec<String>,
+    in_flight: usize,
+    max_in_flight: usize,
+    hang: bool,
+    fail_start: HashSet<String>,
+    pids: BTreeMap<String, i32>,
+    wait_for_overlap: bool,
+    events: Option<Sender<HypervisorEvent>>,
+}
+
+/// The fake hypervisor.
+#[derive(Debug, Default)]
+pub struct FakeHypervisor {
+    inner: Mutex<Inner>,
+    cv: Condvar,
+}
+
+fn tag<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{tag}"))?;
+    let body = start + xml[start..].find('>')? + 1;
+    let end = body + xml[body..].find(&format!("</{tag}>"))?;
+    Some(&xml[body..end])
+}
+
+impl FakeHypervisor {
+    /// A fake host with `free_kib` free memory.
+    pub fn new(free_kib: u64) -> FakeHypervisor {
+        let f = FakeHypervisor::default();
+        f.lock().free_kib = free_kib;
+        f
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a persistent domain.
+    pub fn add(&self, name: &str, state: GuestState, memory_kib: u64) {
+        let xml = format!("<domain type='test'><name>{name}</name><memory unit='KiB'>{memory_kib}</memory></domain>");
+        self.lock().domains.insert(
+            name.into(),
+            FakeDomain {
+                uuid: format!("uuid-{name}"),
+                xml,
+                state,
+                persistent: true,
+                flagged: false,
+                memory_kib,
+            },
+        );
+    }
+
+    /// Changes a domain in place.
+    pub fn with_domain(&self, name: &str, f: impl FnOnce(&mut FakeDomain)) {
+        if let Some(d) = self.lock().domains.get_mut(name) {
+            f(d);
+        }
+    }
+
+    /// State of a domain, if defined.
+    pub fn state_of(&self, name: &str) -> Option<GuestState> {
+        self.lock().domains.get(name).map(|d| d.state)
+    }
+
+    /// How many times `start` succeeded for `name`.
+    pub fn starts(&self, name: &str) -> u32 {
+        self.lock().starts.get(name).copied().unwrap_or(0)
+    }
+
+    /// Names in the order their starts began.
+    pub fn start_order(&self) -> Vec<String> {
+        self.lock().start_order.clone()
+    }
+
+    /// Most starts that were in progress at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.lock().max_in_flight
+    }
+
+    /// Makes every start wait (up to 2 s) until another start is in progress too.
+    pub fn wait_for_overlap(&self) {
+        self.lock().wait_for_overlap = true;
+    }
+
+    /// While set, every call blocks (a daemon that does not answer).
+    pub fn set_hang(&self, hang: bool) {
+        self.lock().hang = hang;
+        self.cv.notify_all();
+    }
+
+    /// Makes `start` of `name` fail.
+    pub fn fail_start(&self, name: &str) {
+        self.lock().fail_start.insert(name.into());
+    }
+
+    /// Sets the QEMU pid reported for `name`.
+    pub fn set_pid(&self, name: &str, pid: i32) {
+        self.lock().pids.insert(name.into(), pid);
+    }
+
+    /// Sends an event to the subscriber, if any.
+    pub fn emit(&self, ev: HypervisorEvent) {
+        if let Some(tx) = &self.lock().events {
+            let _ = tx.send(ev);
+        }
+    }
+
+    /// Blocks while `hang` is set; returns the guard.
+    fn call(&self) -> std::sync::MutexGuard<'_, Inner> {
+        let mut g = self.lock();
+        while g.hang {
+            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g
+    }
+
+    fn get<'a>(g: &'a mut Inner, name: &str) -> Result<&'a mut FakeDomain, HypervisorError> {
+        g.domains
+            .get_mut(name)
+            .ok_or_else(|| HypervisorError::NoSuchGuest(name.into()))
+    }
+}
+
+impl Hypervisor for FakeHypervisor {
+    fn list_guests(&self) -> Result<Vec<GuestInfo>, HypervisorError> {
+        let g = self.call();
+        Ok(g.domains
+            .iter()
+            .map(|(n, d)| GuestInfo {
+                name: n.clone(),
+                uuid: d.uuid.clone(),
+                state: d.state,
+                persistent: d.persistent,
+                flagged: d.flagged,
+                xml: d.xml.clone(),
+                memory_kib: d.memory_kib,
+            })
+            .collect())
+    }
+
+    fn state(&self, name: &str) -> Result<GuestState, HypervisorError> {
+        let mut g = self.call();
+        Ok(Self::get(&mut g, name)?.state)
+    }
+
+    fn define(&self, xml: &str) -> Result<String, HypervisorError> {
+        let mut g = self.call();
+        let name = tag(xml, "name").ok_or(HypervisorError::Failed {
+            op: "define",
+            name: "<xml>".into(),
+            message: "no <name>".into(),
+        })?;
+        let memory_kib = tag(xml, "memory")
+            .and_then(|m| m.trim().parse().ok())
+            .unwrap_or(0);
+        let uuid = tag(xml, "uuid")
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("uuid-{name}"));
+        let state = g
+            .domains
+            .get(name)
+            .map(|d| d.state)
+            .unwrap_or(GuestState::Shutoff);
+        g.domains.insert(
+            name.to_owned(),
+            FakeDomain {
+                uuid,
+                xml: xml.to_owned(),
+                state,
+                persistent: true,
+                flagged: false,
+                memory_kib,
+            },
+        );
+        Ok(name.to_owned())
+    }
+
+    fn start(&self, name: &str) -> Result<(), HypervisorError> {
+        let mut g = self.call();
+        if Self::get(&mut g, name)?.state.is_active() {
+            return Err(HypervisorError::Failed {
+                op: "start",
+                name: name.into(),
+                message: "already active".into(),
+            });
+        }
+        g.start_order.push(name.to_owned());
+        g.in_flight += 1;
+        g.max_in_flight = g.max_in_flight.max(g.in_flight);
+        self.cv.notify_all();
+        if g.wait_for_overlap {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while g.max_in_flight < 2 && Instant::now() < deadline {
+                g = self
+                    .cv
+                    .wait_timeout(g, Duration::from_millis(20))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        g.in_flight -= 1;
+        if g.fail_start.contains(name) {
+            return Err(HypervisorError::Failed {
+                op: "start",
+                name: name.into(),
+                message: "injected failure".into(),
+            });
+        }
+        let mem = Self::get(&mut g, name)?.memory_kib;
+        if mem > g.free_kib {
+            return Err(HypervisorError::Failed {
+                op: "start",
+                name: name.into(),
+                message: "out of memory".into(),
+            });
+        }
+        g.free_kib -= mem;
+        Self::get(&mut g, name)?.state = GuestState::Running;
+        *g.starts.entry(name.to_owned()).or_default() += 1;
+        Ok(())
+    }
+
+    fn start_paused(&self, name: &str) -> Result<(), HypervisorError> {
+        self.start(name)?;
+        let mut g = self.call();
+        Self::get(&mut g, name)?.state = GuestState::Paused;
+        Ok(())
+    }
+
+    fn resume(&self, name: &str) -> Result<(), HypervisorError> {
+        let mut g = self.call();
+        let d = Self::get(&mut g, name)?;
+        if d.state != GuestState::Paused {
+            return Err(HypervisorError::Failed {
+                op: "resume",
+                name: name.into(),
+                message: "not paused".into(),
+            });
+        }
+        d.state = GuestState::Running;
+        Ok(())
+    }
+
+    fn shutdown(&self, name: &str) -> Result<(), HypervisorError> {
+        let mut g = self.call();
+        let d = Self::get(&mut g, name)?;
+        let mem = d.memory_kib;
+        d.state = GuestState::Shutoff;
+        g.free_kib += mem;
+        Ok(())
+    }
+
+    fn destroy(&self, name: &str) -> Result<(), HypervisorError> {
+        let mut g = self.call();
+        let d = Self::get(&mut g, name)?;
+        if !d.state.is_active() && d.state != GuestState::Crashed {
+            return Err(HypervisorError::Failed {
+                op: "destroy",
+                name: name.into(),
+                message: "not running".into(),
+            });
+        }
+        let was_running = d.state.is_active();
+        let mem = d.memory_kib;
+        d.state = GuestState::Shutoff;
+        if was_running {
+            g.free_kib += mem;
+        }
+        Ok(())
+    }
+
+    fn free_memory_kib(&self) -> Result<u64, HypervisorError> {
+        Ok(self.call().free_kib)
+    }
+
+    fn qemu_pid(&self, name: &str) -> Option<i32> {
+        // Never blocks: the pid file is read without the daemon.
+        self.lock().pids.get(name).copied()
+    }
+
+    fn ping(&self) -> Result<(), HypervisorError> {
+        let _g = self.call();
+        Ok(())
+    }
+
+    fn subscribe(&self, sink: Sender<HypervisorEvent>) -> Result<(), HypervisorError> {
+        self.lock().events = Some(sink);
+        Ok(())
+    }
+}

@@ -1,0 +1,280 @@
+//! [`Hypervisor`] over libvirt (`virt` crate). Safe code only; lifecycle events come from the
+//! shim in `events`.
+//!
+//! The connection is opened lazily and reopened after a failure: a call that fails because the
+//! daemon is gone drops the connection, and the next call (typically the heartbeat's
+//! [`Hypervisor::ping`]) opens a new one and re-registers the event subscription. libvirt
+//! calls are made on a clone of the connection (a reference count), never under the lock, so a
+//! hung daemon blocks only the calling thread.
+
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::Mutex;
+
+use virt::connect::Connect;
+use virt::domain::{Domain, DomainState};
+use virt::error::ErrorNumber;
+use virt::sys;
+
+use super::events::{self, Registration};
+use super::{GuestInfo, GuestState, Hypervisor, HypervisorError, HypervisorEvent, METADATA_URI};
+
+/// libvirt keepalive: probe every `KEEPALIVE_INTERVAL_S` seconds, give up after
+/// `KEEPALIVE_COUNT` unanswered probes (the connection is then closed and reported).
+const KEEPALIVE_INTERVAL_S: i32 = 1;
+/// See [`KEEPALIVE_INTERVAL_S`].
+const KEEPALIVE_COUNT: u32 = 3;
+
+/// The libvirt implementation of [`Hypervisor`].
+pub struct LibvirtHypervisor {
+    uri: String,
+    qemu_run_dir: PathBuf,
+    conn: Mutex<Option<Connect>>,
+    sink: Mutex<Option<Sender<HypervisorEvent>>>,
+    registration: Mutex<Option<Registration>>,
+}
+
+impl std::fmt::Debug for LibvirtHypervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LibvirtHypervisor")
+            .field("uri", &self.uri)
+            .finish()
+    }
+}
+
+impl LibvirtHypervisor {
+    /// Starts libvirt's event loop (once per process) and opens `uri`.
+    pub fn open(uri: &str, qemu_run_dir: PathBuf) -> Result<LibvirtHypervisor, HypervisorError> {
+        events::start_event_loop().map_err(HypervisorError::Unavailable)?;
+        virt::error::clear_error_callback();
+        let hv = LibvirtHypervisor {
+            uri: uri.to_owned(),
+            qemu_run_dir,
+            conn: Mutex::new(None),
+            sink: Mutex::new(None),
+            registration: Mutex::new(None),
+        };
+        hv.conn()?;
+        Ok(hv)
+    }
+
+    /// The libvirt URI this hypervisor talks to.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The open connection, opening (and re-subscribing) if there is none.
+    fn conn(&self) -> Result<Connect, HypervisorError> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Connect::open(Some(&self.uri))
+            .map_err(|e| HypervisorError::Unavailable(format!("{}: {e}", self.uri)))?;
+        if let Err(e) = c.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) {
+            log::debug!("{}: keepalive not available: {e}", self.uri);
+        }
+        *guard = Some(c.clone());
+        drop(guard);
+        let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(sink) = sink {
+            self.register(&c, sink)?;
+        }
+        Ok(c)
+    }
+
+    fn register(&self, c: &Connect, sink: Sender<HypervisorEvent>) -> Result<(), HypervisorError> {
+        let reg = events::register(c, sink).map_err(|e| HypervisorError::Failed {
+            op: "subscribe",
+            name: self.uri.clone(),
+            message: e.to_string(),
+        })?;
+        // Replacing drops the previous registration (deregisters it on the old connection).
+        *self.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some(reg);
+        Ok(())
+    }
+
+    /// Maps a libvirt error; errors meaning "the daemon is gone" also drop the connection.
+    fn error(&self, op: &'static str, name: &str, e: virt::error::Error) -> HypervisorError {
+        let code = e.code();
+        if code.is(ErrorNumber::NoDomain) {
+            return HypervisorError::NoSuchGuest(name.to_owned());
+        }
+        if code.is_any(vec![
+            ErrorNumber::NoConnect,
+            ErrorNumber::InvalidConn,
+            ErrorNumber::SystemError,
+            ErrorNumber::Rpc,
+        ]) {
+            self.drop_connection();
+            return HypervisorError::Unavailable(format!("{op} `{name}`: {e}"));
+        }
+        HypervisorError::Failed {
+            op,
+            name: name.to_owned(),
+            message: e.message().to_owned(),
+        }
+    }
+
+    fn drop_connection(&self) {
+        self.registration
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    fn lookup(&self, name: &str) -> Result<Domain, HypervisorError> {
+        let c = self.conn()?;
+        c.lookup_domain_by_name(name)
+            .map_err(|e| self.error("lookup", name, e))
+    }
+
+    fn info(&self, d: &Domain) -> Result<GuestInfo, HypervisorError> {
+        let name = d.name().map_err(|e| self.error("name", "?", e))?;
+        let uuid = d.uuid_string().map_err(|e| self.error("uuid", &name, e))?;
+        let (state, _) = d.state().map_err(|e| self.error("state", &name, e))?;
+        let persistent = d
+            .is_persistent()
+            .map_err(|e| self.error("persistent", &name, e))?;
+        let flags = if persistent {
+            sys::VIR_DOMAIN_XML_INACTIVE | sys::VIR_DOMAIN_XML_SECURE
+        } else {
+            sys::VIR_DOMAIN_XML_SECURE
+        };
+        let xml = d.xml_desc(flags).map_err(|e| self.error("xml", &name, e))?;
+        let flagged = d
+            .metadata(
+                sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(METADATA_URI),
+                sys::VIR_DOMAIN_AFFECT_CONFIG,
+            )
+            .is_ok();
+        let memory_kib = d.max_memory().map_err(|e| self.error("memory", &name, e))?;
+        Ok(GuestInfo {
+            name,
+            uuid,
+            state: map_state(state.unwrap_or(DomainState::NoState)),
+            persistent,
+            flagged,
+            xml,
+            memory_kib,
+        })
+    }
+}
+
+fn map_state(s: DomainState) -> GuestState {
+    match s {
+        DomainState::Running | DomainState::Blocked => GuestState::Running,
+        DomainState::Paused => GuestState::Paused,
+        DomainState::Shutdown => GuestState::ShuttingDown,
+        DomainState::Shutoff => GuestState::Shutoff,
+        DomainState::Crashed => GuestState::Crashed,
+        DomainState::PMSuspended | DomainState::NoState => GuestState::Other,
+    }
+}
+
+impl Hypervisor for LibvirtHypervisor {
+    fn list_guests(&self) -> Result<Vec<GuestInfo>, HypervisorError> {
+        let c = self.conn()?;
+        let domains = c
+            .list_all_domains(0)
+            .map_err(|e| self.error("list", &self.uri, e))?;
+        let mut out = Vec::with_capacity(domains.len());
+        for d in &domains {
+            match self.info(d) {
+                Ok(i) => out.push(i),
+                // Undefined between listing and inspection.
+                Err(HypervisorError::NoSuchGuest(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn state(&self, name: &str) -> Result<GuestState, HypervisorError> {
+        let d = self.lookup(name)?;
+        let (s, _) = d.state().map_err(|e| self.error("state", name, e))?;
+        Ok(map_state(s.unwrap_or(DomainState::NoState)))
+    }
+
+    fn define(&self, xml: &str) -> Result<String, HypervisorError> {
+        let c = self.conn()?;
+        let d = c
+            .define_domain_xml(xml)
+            .map_err(|e| self.error("define", "<xml>", e))?;
+        d.name().map_err(|e| self.error("define", "<xml>", e))
+    }
+
+    fn start(&self, name: &str) -> Result<(), HypervisorError> {
+        self.lookup(name)?
+            .create()
+            .map_err(|e| self.error("start", name, e))
+    }
+
+    fn start_paused(&self, name: &str) -> Result<(), HypervisorError> {
+        self.lookup(name)?
+            .create_with_flags(sys::VIR_DOMAIN_START_PAUSED)
+            .map_err(|e| self.error("start paused", name, e))
+    }
+
+    fn resume(&self, name: &str) -> Result<(), HypervisorError> {
+        self.lookup(name)?
+            .resume()
+            .map_err(|e| self.error("resume", name, e))
+    }
+
+    fn shutdown(&self, name: &str) -> Result<(), HypervisorError> {
+        self.lookup(name)?
+            .shutdown()
+            .map_err(|e| self.error("shutdown", name, e))
+    }
+
+    fn destroy(&self, name: &str) -> Result<(), HypervisorError> {
+        self.lookup(name)?
+            .destroy()
+            .map_err(|e| self.error("destroy", name, e))
+    }
+
+    fn free_memory_kib(&self) -> Result<u64, HypervisorError> {
+        let c = self.conn()?;
+        c.free_memory()
+            .map(|b| b / 1024)
+            .map_err(|e| self.error("free memory", &self.uri, e))
+    }
+
+    fn qemu_pid(&self, name: &str) -> Option<i32> {
+        if name.is_empty() || name.contains('/') {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.qemu_run_dir.join(format!("{name}.pid"))).ok()?;
+        text.trim().parse::<i32>().ok().filter(|&p| p > 1)
+    }
+
+    fn ping(&self) -> Result<(), HypervisorError> {
+        let c = self.conn()?;
+        match c.is_alive() {
+            Ok(true) => {}
+            Ok(false) => {
+                self.drop_connection();
+                return Err(HypervisorError::Unavailable(format!(
+                    "{}: connection closed",
+                    self.uri
+                )));
+            }
+            Err(e) => return Err(self.error("ping", &self.uri, e)),
+        }
+        c.num_of_domains().map(|_| ()).map_err(|e| {
+            // Any failure of this trivial call means the daemon is not usable.
+            let err = self.error("ping", &self.uri, e);
+            self.drop_connection();
+            err
+        })
+    }
+
+    fn subscribe(&self, sink: Sender<HypervisorEvent>) -> Result<(), HypervisorError> {
+        *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.clone());
+        let c = self.conn()?;
+        self.register(&c, sink)
+    }
+}

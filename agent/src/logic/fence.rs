@@ -1,0 +1,72 @@
+//! Killing a QEMU process directly, for FenceSelf when libvirt does not answer in time.
+
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How often [`kill_and_wait`] looks whether the process is gone.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Whether `pid` still runs: it exists in `/proc` and is not a zombie (a SIGKILLed QEMU whose
+/// parent, libvirtd, is stuck stays a zombie until reaped, but it no longer runs the guest).
+pub fn is_running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // Format: "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// Sends SIGKILL to `pid` and waits up to `timeout` until it no longer runs.
+/// Returns whether the process is confirmed gone.
+pub fn kill_and_wait(pid: i32, timeout: Duration) -> bool {
+    if pid <= 1 {
+        return false;
+    }
+    match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+        Ok(()) => {}
+        Err(Errno::ESRCH) => return true,
+        Err(e) => {
+            log::error!("kill -9 {pid}: {e}");
+            return !is_running(pid);
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !is_running(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_kill_child() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        assert!(is_running(pid));
+        // The child becomes a zombie until waited for: that counts as gone.
+        assert!(kill_and_wait(pid, Duration::from_secs(5)));
+        assert!(!child.wait().unwrap().success());
+        assert!(!is_running(pid));
+        assert!(
+            !kill_and_wait(1, Duration::from_millis(1)),
+            "pid 1 is never killed"
+        );
+    }
+}

@@ -1,0 +1,724 @@
+//! The agent's decisions, behind the [`Hypervisor`] trait: accepting orders (with the journal
+//! for duplicates and restarts), taking over the partner's guests, self-fencing, restarting a
+//! crashed guest, evacuating, and keeping the definitions exchanged with the partner.
+//!
+//! Order handling is split in two so the network thread never waits for libvirt:
+//! [`Agent::accept`] decides at once (refuse, new, in progress, or already done) and is
+//! acknowledged; [`Agent::execute`] then does the work on its own thread and streams each
+//! guest's outcome.
+//!
+//! Planned evacuation (extraction) sequence: the ShMC sends `Evacuate` to the blade being
+//! extracted; its agent shuts its protected guests down (destroying those still running at
+//! `evacuate_timeout`), reports each one stopped, and then the ShMC, treating the evacuation
+//! report as the blade's fence, orders the partner to `RestartPartnerGuests`. The partner never
+//! starts anything before the guests are reported stopped.
+
+pub mod fence;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::hypervisor::{GuestInfo, GuestState, Hypervisor, HypervisorError};
+use crate::order::{FenceReport, GuestOutcome, GuestResult, Order, OrderResult, Refusal};
+use crate::store::definitions::{DefinitionError, GuestDef, PartnerStore};
+use crate::store::journal::{Begin, Journal, JournalError, TakenOver};
+
+/// How long a directly killed QEMU gets to disappear before the fence counts it failed.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+/// Poll interval while waiting for a graceful shutdown.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
+
+/// The decision of [`Agent::accept`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Refused; nothing will be done. Not journaled: the same order with its precondition
+    /// met later is a new decision.
+    Refused(Refusal),
+    /// Accepted (or resumed after an agent restart): call [`Agent::execute`].
+    Execute,
+    /// Being executed right now: acknowledge only.
+    InProgress,
+    /// Done before: acknowledge and repeat these outcomes and result; do nothing.
+    Done {
+        /// Per-guest outcomes recorded.
+        outcomes: Vec<GuestOutcome>,
+        /// Recorded result.
+        result: OrderResult,
+    },
+}
+
+/// Errors of the agent core.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The journal could not be read or written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The partner store could not be read or written.
+    #[error(transparent)]
+    Definitions(#[from] DefinitionError),
+    /// A hypervisor call failed.
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+}
+
+/// The agent core. Shared between threads (`Arc<Agent<H>>`).
+pub struct Agent<H: Hypervisor> {
+    hv: Arc<H>,
+    cfg: Config,
+    journal: Mutex<Journal>,
+    partner: Mutex<PartnerStore>,
+    running: Mutex<HashSet<String>>,
+    fenced: AtomicBool,
+    protected: Mutex<Vec<String>>,
+}
+
+impl<H: Hypervisor> std::fmt::Debug for Agent<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("slot", &self.cfg.slot)
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn ms(since: Instant) -> u32 {
+    u32::try_from(since.elapsed().as_millis()).unwrap_or(u32::MAX)
+}
+
+impl<H: Hypervisor + 'static> Agent<H> {
+    /// Opens the journal and partner store under the configured state directory.
+    pub fn new(hv: Arc<H>, cfg: Config) -> Result<Agent<H>, AgentError> {
+        let journal = Journal::open(&cfg.state_dir)?;
+        let partner = PartnerStore::open(&cfg.state_dir)?;
+        let taken = journal.taken_over().len();
+        log::info!(
+            "state {}: {} partner definitions, {} guests taken over, {} unfinished orders",
+            cfg.state_dir.display(),
+            partner.len(),
+            taken,
+            journal.unfinished().len()
+        );
+        Ok(Agent {
+            hv,
+            cfg,
+            journal: Mutex::new(journal),
+            partner: Mutex::new(partner),
+            running: Mutex::new(HashSet::new()),
+            fenced: AtomicBool::new(false),
+            protected: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The hypervisor.
+    pub fn hypervisor(&self) -> &Arc<H> {
+        &self.hv
+    }
+
+    /// Whether this blade has fenced itself (it then starts nothing and reports no crashes).
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.load(Ordering::SeqCst)
+    }
+
+    /// Orders accepted before an agent restart and not finished; the caller executes them again.
+    pub fn interrupted_orders(&self) -> Vec<Order> {
+        lock(&self.journal)
+            .unfinished()
+            .into_iter()
+            .map(|r| r.order)
+            .collect()
+    }
+
+    /// Guests taken over from the partner (name, record).
+    pub fn taken_over(&self) -> Vec<(String, TakenOver)> {
+        lock(&self.journal)
+            .taken_over()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Decides what to do with an order, without calling the hypervisor.
+    pub fn accept(&self, order: &Order) -> Result<Acceptance, AgentError> {
+        if let Order::RestartPartnerGuests {
+            failed_slot,
+            fence_confirmed,
+            ..
+        } = order
+        {
+            if *failed_slot != self.cfg.partner.slot {
+                log::warn!(
+                    "refusing {}: slot {failed_slot} is not our partner",
+                    order.key()
+                );
+                return Ok(Acceptance::Refused(Refusal::NotPartner(*failed_slot)));
+            }
+            if !fence_confirmed {
+                log::warn!(
+                    "refusing {}: fence of slot {failed_slot} not confirmed",
+                    order.key()
+                );
+                return Ok(Acceptance::Refused(Refusal::FenceNotConfirmed(
+                    *failed_slot,
+                )));
+            }
+        }
+        if self.is_fenced() && !matches!(order, Order::FenceSelf { .. }) {
+            log::warn!("refusing {}: this blade is fenced", order.key());
+            return Ok(Acceptance::Refused(Refusal::Fenced));
+        }
+        let key = order.key();
+        let mut running = lock(&self.running);
+        if running.contains(&key) {
+            return Ok(Acceptance::InProgress);
+        }
+        match lock(&self.journal).begin(order)? {
+            Begin::Done(rec) => {
+                log::info!("{key}: duplicate of a finished order, repeating its result");
+                Ok(Acceptance::Done {
+                    outcomes: rec.outcomes,
+                    result: rec.result.unwrap_or(OrderResult::Guests(Vec::new())),
+                })
+            }
+            Begin::Unfinished(_) => {
+                log::info!("{key}: resuming an order interrupted by an agent restart");
+                running.insert(key);
+                Ok(Acceptance::Execute)
+            }
+            Begin::New => {
+                log::info!("{key}: accepted");
+                running.insert(key);
+                Ok(Acceptance::Execute)
+            }
+        }
+    }
+
+    /// Executes an accepted order; `emit` receives each guest outcome as it happens. The
+    /// outcomes and the result are journaled before this returns.
+    pub fn execute(
+        &self,
+        order: &Order,
+        emit: &(dyn Fn(&GuestOutcome) + Sync),
+    ) -> Result<OrderResult, AgentError> {
+        let started = Instant::now();
+        let result = match order {
+            Order::RestartPartnerGuests {
+                incident,
+                failed_slot,
+                subset,
+                ..
+            } => self.restart_partner_guests(
+                order,
+                *incident,
+                *failed_slot,
+                subset.as_deref(),
+                started,
+                emit,
+            ),
+            Order::FenceSelf { .. } => Ok(OrderResult::Fenced(self.fence_self(started))),
+            Order::RestartGuest { incident, name } => {
+                self.restart_guest(order, *incident, name, started, emit)
+            }
+            Order::Evacuate { incident } => self.evacuate(order, *incident, started, emit),
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(AgentError::Hypervisor(e)) => {
+                OrderResult::Refused(Refusal::Hypervisor(e.to_string()))
+            }
+            Err(e) => {
+                lock(&self.running).remove(&order.key());
+                return Err(e);
+            }
+        };
+        lock(&self.journal).finish(order, &result)?;
+        lock(&self.running).remove(&order.key());
+        log::info!(
+            "{}: done in {} ms: {}",
+            order.key(),
+            ms(started),
+            summary(&result)
+        );
+        Ok(result)
+    }
+
+    fn record(
+        &self,
+        order: &Order,
+        outcome: GuestOutcome,
+        emit: &(dyn Fn(&GuestOutcome) + Sync),
+    ) -> Result<GuestOutcome, AgentError> {
+        lock(&self.journal).record_outcome(order, &outcome)?;
+        emit(&outcome);
+        Ok(outcome)
+    }
+
+    /// The protected guests among `all`.
+    fn protected_of<'a>(&self, all: &'a [GuestInfo]) -> Vec<&'a GuestInfo> {
+        all.iter()
+            .filter(|g| self.cfg.protection.covers(&g.name, g.persistent, g.flagged))
+            .collect()
+    }
+
+    /// Whether a lifecycle crash of `name` should be reported to the ShMC.
+    pub fn reports_crash_of(&self, name: &str) -> bool {
+        !self.is_fenced() && lock(&self.protected).iter().any(|n| n == name)
+    }
+
+    // ----- definitions exchanged with the partner -----
+
+    /// The definitions of this blade's protected guests (sent to the partner), sorted by name.
+    /// Also refreshes the cached list of protected guests used by FenceSelf when libvirt hangs.
+    pub fn local_definitions(&self) -> Result<Vec<GuestDef>, AgentError> {
+        let all = self.hv.list_guests()?;
+        let mut defs: Vec<GuestDef> = self
+            .protected_of(&all)
+            .into_iter()
+            .filter(|g| g.persistent)
+            .map(|g| GuestDef {
+                name: g.name.clone(),
+                uuid: g.uuid.clone(),
+                priority: self.cfg.priority_of(&g.name),
+                memory_kib: g.memory_kib,
+                xml: g.xml.clone(),
+            })
+            .collect();
+        defs.sort_by(|a, b| a.name.cmp(&b.name));
+        *lock(&self.protected) = self
+            .protected_of(&all)
+            .iter()
+            .map(|g| g.name.clone())
+            .collect();
+        Ok(defs)
+    }
+
+    /// Stores one definition pushed by the partner; returns whether it changed.
+    pub fn store_partner_definition(&self, def: GuestDef) -> Result<bool, AgentError> {
+        let name = def.name.clone();
+        let changed = lock(&self.partner).put(def)?;
+        if changed {
+            log::info!("stored partner definition of `{name}`");
+        }
+        Ok(changed)
+    }
+
+    /// Drops stored partner definitions not in `names` (the partner's complete list).
+    pub fn retain_partner_definitions(&self, names: &[&str]) -> Result<Vec<String>, AgentError> {
+        let gone = lock(&self.partner).retain(names)?;
+        for n in &gone {
+            log::info!("dropped partner definition of `{n}` (no longer protected there)");
+        }
+        Ok(gone)
+    }
+
+    /// Digest of the partner definitions stored here.
+    pub fn partner_digest(&self) -> [u8; 32] {
+        lock(&self.partner).digest()
+    }
+
+    /// Number of partner definitions stored here.
+    pub fn partner_count(&self) -> usize {
+        lock(&self.partner).len()
+    }
+
+    // ----- RestartPartnerGuests -----
+
+    fn restart_partner_guests(
+        &self,
+        order: &Order,
+        incident: u32,
+        failed_slot: u8,
+        subset: Option<&[String]>,
+        started: Instant,
+        emit: &(dyn Fn(&GuestOutcome) + Sync),
+    ) -> Result<OrderResult, AgentError> {
+        let recorded: BTreeMap<String, GuestOutcome> = lock(&self.journal)
+            .record(order)
+            .map(|r| {
+                r.outcomes
+                    .iter()
+                    .map(|o| (o.name.clone(), o.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut defs: Vec<GuestDef> = {
+            let store = lock(&self.partner);
+            store
+                .all()
+                .filter(|d| subset.is_none_or(|s| s.iter().any(|n| n == &d.name)))
+                .cloned()
+                .collect()
+        };
+        defs.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let mut outcomes = Vec::new();
+        for name in subset.unwrap_or(&[]) {
+            if !defs.iter().any(|d| &d.name == name) {
+                let o = GuestOutcome {
+                    incident,
+                    name: name.clone(),
+                    result: GuestResult::Unknown,
+                    elapsed_ms: ms(started),
+                };
+                outcomes.push(self.record(order, o, emit)?);
+            }
+        }
+        let local: BTreeMap<String, GuestState> = self
+            .hv
+            .list_guests()?
+            .into_iter()
+            .map(|g| (g.name, g.state))
+            .collect();
+        let mut budget = self
+            .hv
+            .free_memory_kib()?
+            .saturating_sub(self.cfg.memory_reserve_kib);
+        let mut plan = Vec::new();
+        for def in defs {
+            if let Some(prev) = recorded.get(&def.name).filter(|o| o.result.is_success()) {
+                // Finished before an agent restart: repeat, do not redo.
+                emit(prev);
+                outcomes.push(prev.clone());
+                continue;
+            }
+            let result = if local.get(&def.name).is_some_and(|s| s.is_active()) {
+                Some(GuestResult::AlreadyRunning)
+            } else if def.memory_kib > budget {
+                Some(GuestResult::NoMemory {
+                    needed_kib: def.memory_kib,
+                    available_kib: budget,
+                })
+            } else {
+                budget -= def.memory_kib;
+                None
+            };
+            match result {
+                Some(r) => {
+                    log::info!("{}: partner guest `{}`: {r:?}", order.key(), def.name);
+                    let o = GuestOutcome {
+                        incident,
+                        name: def.name.clone(),
+                        result: r,
+                        elapsed_ms: ms(started),
+                    };
+                    outcomes.push(self.record(order, o, emit)?);
+                }
+                None => plan.push(def),
+            }
+        }
+        log::info!(
+            "{}: starting {} partner guests of slot {failed_slot}, {} at once",
+            order.key(),
+            plan.len(),
+            self.cfg.start_workers
+        );
+        let queue = Mutex::new(plan.into_iter().collect::<VecDeque<GuestDef>>());
+        let results = Mutex::new(Vec::new());
+        let workers = self.cfg.start_workers.max(1);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let Some(def) = lock(&queue).pop_front() else {
+                        break;
+                    };
+                    let result = self.define_and_start(&def);
+                    if result == GuestResult::Started {
+                        let taken = TakenOver {
+                            uuid: def.uuid.clone(),
+                            incident,
+                            from_slot: failed_slot,
+                        };
+                        if let Err(e) = lock(&self.journal).record_takeover(&def.name, taken) {
+                            log::error!("journal: {e}");
+                        }
+                    }
+                    let o = GuestOutcome {
+                        incident,
+                        name: def.name.clone(),
+                        result,
+                        elapsed_ms: ms(started),
+                    };
+                    log::info!(
+                        "{}: partner guest `{}`: {:?} after {} ms",
+                        order.key(),
+                        o.name,
+                        o.result,
+                        o.elapsed_ms
+                    );
+                    lock(&results).push(self.record(order, o, emit));
+                });
+            }
+        });
+        for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            outcomes.push(r?);
+        }
+        Ok(OrderResult::Guests(outcomes))
+    }
+
+    /// Defines and starts one partner guest, unless it already runs here.
+    fn define_and_start(&self, def: &GuestDef) -> GuestResult {
+        match self.hv.state(&def.name) {
+            Ok(s) if s.is_active() => return GuestResult::AlreadyRunning,
+            Ok(_) | Err(HypervisorError::NoSuchGuest(_)) => {}
+            Err(e) => {
+                return GuestResult::Failed {
+                    reason: e.to_string(),
+                }
+            }
+        }
+        if let Err(e) = self.hv.define(&def.xml) {
+            return GuestResult::Failed {
+                reason: e.to_string(),
+            };
+        }
+        match self.hv.start(&def.name) {
+            Ok(()) => GuestResult::Started,
+            Err(e) => GuestResult::Failed {
+                reason: e.to_string(),
+            },
+        }
+    }
+
+    // ----- FenceSelf -----
+
+    /// Destroys every protected guest: through libvirt within `fence_timeout`, then by killing
+    /// QEMU directly for the ones libvirt did not confirm.
+    fn fence_self(&self, started: Instant) -> FenceReport {
+        self.fenced.store(true, Ordering::SeqCst);
+        let deadline = started + self.cfg.fence_timeout;
+        let mut report = FenceReport::default();
+        let (list_tx, list_rx) = mpsc::channel();
+        let hv = Arc::clone(&self.hv);
+        // A hung libvirt leaves this thread blocked; it ends when libvirt answers or the process exits.
+        let _ = std::thread::Builder::new()
+            .name("fence-list".into())
+            .spawn(move || {
+                let _ = list_tx.send(hv.list_guests());
+            });
+        let listed = list_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        // Guests libvirt has not confirmed stopped, with whether libvirt knows them stopped.
+        let mut pending: Vec<String> = Vec::new();
+        match listed {
+            Ok(Ok(all)) => {
+                let protected: Vec<GuestInfo> =
+                    self.protected_of(&all).into_iter().cloned().collect();
+                *lock(&self.protected) = protected.iter().map(|g| g.name.clone()).collect();
+                let (tx, rx) = mpsc::channel();
+                let mut asked = 0;
+                for g in protected {
+                    if !g.state.is_active() {
+                        report.already_stopped += 1;
+                        continue;
+                    }
+                    asked += 1;
+                    pending.push(g.name.clone());
+                    let (hv, tx) = (Arc::clone(&self.hv), tx.clone());
+                    let _ = std::thread::Builder::new()
+                        .name("fence-destroy".into())
+                        .spawn(move || {
+                            let r = hv.destroy(&g.name);
+                            let _ = tx.send((g.name, r));
+                        });
+                }
+                for _ in 0..asked {
+                    let Ok((name, r)) =
+                        rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                    else {
+                        break;
+                    };
+                    match r {
+                        Ok(()) => report.destroyed += 1,
+                        Err(HypervisorError::NoSuchGuest(_)) => report.already_stopped += 1,
+                        Err(e) => {
+                            log::warn!("fence: libvirt destroy `{name}` failed: {e}");
+                            continue;
+                        }
+                    }
+                    log::info!("fence: `{name}` destroyed through libvirt");
+                    pending.retain(|n| n != &name);
+                }
+            }
+            Ok(Err(e)) => {
+                log::warn!("fence: libvirt cannot list guests ({e}); killing QEMU of the last known protected guests");
+                pending = lock(&self.protected).clone();
+            }
+            Err(_) => {
+                log::warn!(
+                    "fence: libvirt did not answer within {} ms; killing QEMU of the last known protected guests",
+                    self.cfg.fence_timeout.as_millis()
+                );
+                pending = lock(&self.protected).clone();
+            }
+        }
+        for name in pending {
+            match self.hv.qemu_pid(&name) {
+                // libvirt removes the pid file when QEMU stops: no file, no process.
+                None => {
+                    log::info!("fence: `{name}` has no QEMU pid file: not running");
+                    report.already_stopped += 1;
+                }
+                Some(pid) if fence::kill_and_wait(pid, KILL_WAIT) => {
+                    log::warn!("fence: `{name}` QEMU pid {pid} killed directly");
+                    report.killed += 1;
+                }
+                Some(pid) => {
+                    log::error!("fence: `{name}` QEMU pid {pid} still runs after SIGKILL");
+                    report.failed += 1;
+                }
+            }
+        }
+        report.elapsed_ms = ms(started);
+        report
+    }
+
+    // ----- RestartGuest -----
+
+    fn restart_guest(
+        &self,
+        order: &Order,
+        incident: u32,
+        name: &str,
+        started: Instant,
+        emit: &(dyn Fn(&GuestOutcome) + Sync),
+    ) -> Result<OrderResult, AgentError> {
+        let all = self.hv.list_guests()?;
+        let Some(g) = self.protected_of(&all).into_iter().find(|g| g.name == name) else {
+            log::warn!("{}: `{name}` is not a protected guest here", order.key());
+            return Ok(OrderResult::Refused(Refusal::NotProtected(name.to_owned())));
+        };
+        let result = if g.state == GuestState::Crashed {
+            // A crashed domain must be destroyed before it can start again.
+            match self.hv.destroy(name).and_then(|()| self.hv.start(name)) {
+                Ok(()) => GuestResult::Started,
+                Err(e) => GuestResult::Failed {
+                    reason: e.to_string(),
+                },
+            }
+        } else if g.state.is_active() {
+            GuestResult::AlreadyRunning
+        } else {
+            match self.hv.start(name) {
+                Ok(()) => GuestResult::Started,
+                Err(e) => GuestResult::Failed {
+                    reason: e.to_string(),
+                },
+            }
+        };
+        let o = GuestOutcome {
+            incident,
+            name: name.to_owned(),
+            result,
+            elapsed_ms: ms(started),
+        };
+        log::info!("{}: {:?} after {} ms", order.key(), o.result, o.elapsed_ms);
+        Ok(OrderResult::Guests(vec![self.record(order, o, emit)?]))
+    }
+
+    // ----- Evacuate -----
+
+    fn evacuate(
+        &self,
+        order: &Order,
+        incident: u32,
+        started: Instant,
+        emit: &(dyn Fn(&GuestOutcome) + Sync),
+    ) -> Result<OrderResult, AgentError> {
+        let all = self.hv.list_guests()?;
+        let protected: Vec<GuestInfo> = self.protected_of(&all).into_iter().cloned().collect();
+        let queue = Mutex::new(protected.into_iter().collect::<VecDeque<GuestInfo>>());
+        let results = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..self.cfg.start_workers.max(1) {
+                s.spawn(|| loop {
+                    let Some(g) = lock(&queue).pop_front() else {
+                        break;
+                    };
+                    let result = if g.state.is_active() {
+                        self.stop_gracefully(&g.name)
+                    } else {
+                        GuestResult::Stopped { graceful: true }
+                    };
+                    let o = GuestOutcome {
+                        incident,
+                        name: g.name.clone(),
+                        result,
+                        elapsed_ms: ms(started),
+                    };
+                    log::info!(
+                        "{}: `{}`: {:?} after {} ms",
+                        order.key(),
+                        o.name,
+                        o.result,
+                        o.elapsed_ms
+                    );
+                    lock(&results).push(self.record(order, o, emit));
+                });
+            }
+        });
+        let mut outcomes = Vec::new();
+        for r in results.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            outcomes.push(r?);
+        }
+        Ok(OrderResult::Guests(outcomes))
+    }
+
+    fn stop_gracefully(&self, name: &str) -> GuestResult {
+        let deadline = Instant::now() + self.cfg.evacuate_timeout;
+        if let Err(e) = self.hv.shutdown(name) {
+            log::warn!("evacuate: shutdown `{name}`: {e}; destroying");
+        } else {
+            while Instant::now() < deadline {
+                match self.hv.state(name) {
+                    Ok(s) if !s.is_active() => return GuestResult::Stopped { graceful: true },
+                    Err(HypervisorError::NoSuchGuest(_)) => {
+                        return GuestResult::Stopped { graceful: true }
+                    }
+                    _ => std::thread::sleep(SHUTDOWN_POLL),
+                }
+            }
+            log::warn!(
+                "evacuate: `{name}` did not shut down in {} ms; destroying",
+                self.cfg.evacuate_timeout.as_millis()
+            );
+        }
+        match self.hv.destroy(name) {
+            Ok(()) | Err(HypervisorError::NoSuchGuest(_)) => {
+                GuestResult::Stopped { graceful: false }
+            }
+            Err(e) => GuestResult::Failed {
+                reason: e.to_string(),
+            },
+        }
+    }
+}
+
+/// One line describing a result, for the log.
+pub fn summary(r: &OrderResult) -> String {
+    match r {
+        OrderResult::Refused(why) => format!("refused: {why}"),
+        OrderResult::Fenced(f) => format!(
+            "fenced: {} destroyed, {} killed, {} already stopped, {} failed",
+            f.destroyed, f.killed, f.already_stopped, f.failed
+        ),
+        OrderResult::Guests(v) => {
+            let ok = v.iter().filter(|o| o.result.is_success()).count();
+            format!("{ok} of {} guests ok", v.len())
+        }
+    }
+}
+
+#[cfg(test)]
+mod test;

@@ -1,0 +1,480 @@
+//! Unit tests of the agent logic against the fake hypervisor.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::config::{Config, Protection};
+use crate::hypervisor::fake::FakeHypervisor;
+use crate::store::definitions::{digest, GuestDef};
+use crate::testutil::TempDir;
+
+const PARTNER: u8 = 4;
+
+fn config(state: &Path) -> Config {
+    let text = format!(
+        "slot = 3\nshmc = \"127.0.0.1:7300\"\nlisten = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n\
+         fence_timeout_ms = 200\nevacuate_timeout_ms = 300\nstart_workers = 3\n\
+         [partner]\nslot = {PARTNER}\naddress = \"127.0.0.1:7302\"\n\
+         [guests.priority]\ndb = 100\nweb = 50\n",
+        state.display()
+    );
+    Config::parse(&text, Path::new("test.toml")).unwrap()
+}
+
+fn def(name: &str, priority: u32, memory_kib: u64) -> GuestDef {
+    GuestDef {
+        name: name.into(),
+        uuid: format!("uuid-{name}"),
+        priority,
+        memory_kib,
+        xml: format!("<domain type='test'><name>{name}</name><memory unit='KiB'>{memory_kib}</memory></domain>"),
+    }
+}
+
+fn agent(state: &TempDir, hv: &Arc<FakeHypervisor>) -> Agent<FakeHypervisor> {
+    Agent::new(Arc::clone(hv), config(state.path())).unwrap()
+}
+
+fn restart(incident: u32, confirmed: bool) -> Order {
+    Order::RestartPartnerGuests {
+        incident,
+        failed_slot: PARTNER,
+        fence_confirmed: confirmed,
+        subset: None,
+    }
+}
+
+/// Accepts and executes, collecting the streamed outcomes.
+fn run(
+    a: &Agent<FakeHypervisor>,
+    o: &Order,
+) -> (Acceptance, Option<OrderResult>, Vec<GuestOutcome>) {
+    let acc = a.accept(o).unwrap();
+    let seen = Mutex::new(Vec::new());
+    let result = if acc == Acceptance::Execute {
+        Some(
+            a.execute(o, &|g: &GuestOutcome| seen.lock().unwrap().push(g.clone()))
+                .unwrap(),
+        )
+    } else {
+        None
+    };
+    (acc, result, seen.into_inner().unwrap())
+}
+
+fn result_of<'a>(outcomes: &'a [GuestOutcome], name: &str) -> &'a GuestResult {
+    &outcomes
+        .iter()
+        .find(|o| o.name == name)
+        .unwrap_or_else(|| panic!("no outcome for {name}"))
+        .result
+}
+
+#[test]
+fn test_refused_without_confirmed_fence() {
+    let dir = TempDir::new("refuse");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let a = agent(&dir, &hv);
+    a.store_partner_definition(def("db", 100, 1000)).unwrap();
+    let (acc, _, _) = run(&a, &restart(1, false));
+    assert_eq!(
+        acc,
+        Acceptance::Refused(Refusal::FenceNotConfirmed(PARTNER))
+    );
+    let other = Order::RestartPartnerGuests {
+        incident: 1,
+        failed_slot: 9,
+        fence_confirmed: true,
+        subset: None,
+    };
+    assert_eq!(
+        run(&a, &other).0,
+        Acceptance::Refused(Refusal::NotPartner(9))
+    );
+    assert_eq!(hv.starts("db"), 0);
+    assert_eq!(hv.state_of("db"), None, "nothing defined either");
+    // The same incident with the fence confirmed is then executed (refusals are not journaled).
+    let (acc, _, out) = run(&a, &restart(1, true));
+    assert_eq!(acc, Acceptance::Execute);
+    assert_eq!(result_of(&out, "db"), &GuestResult::Started);
+}
+
+#[test]
+fn test_priority_order_and_memory_skip() {
+    let dir = TempDir::new("prio");
+    // 3000 KiB free: db (100, 2000) fits, web (50, 1500) does not fit after db, tiny (0, 500) fits.
+    let hv = Arc::new(FakeHypervisor::new(3000));
+    let a = Agent::new(Arc::clone(&hv), {
+        let mut c = config(dir.path());
+        c.start_workers = 1; // sequential, so the start order is the plan order
+        c
+    })
+    .unwrap();
+    for d in [
+        def("tiny", 0, 500),
+        def("web", 50, 1500),
+        def("db", 100, 2000),
+    ] {
+        a.store_partner_definition(d).unwrap();
+    }
+    let (_, result, streamed) = run(&a, &restart(2, true));
+    assert_eq!(hv.start_order(), vec!["db", "tiny"]);
+    assert_eq!(result_of(&streamed, "db"), &GuestResult::Started);
+    assert_eq!(result_of(&streamed, "tiny"), &GuestResult::Started);
+    assert_eq!(
+        result_of(&streamed, "web"),
+        &GuestResult::NoMemory {
+            needed_kib: 1500,
+            available_kib: 1000
+        }
+    );
+    assert_eq!(hv.starts("web"), 0);
+    let Some(OrderResult::Guests(out)) = result else {
+        panic!()
+    };
+    assert_eq!(out.len(), 3);
+    let taken: Vec<String> = a.taken_over().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(taken, vec!["db", "tiny"]);
+}
+
+#[test]
+fn test_reserve_memory_respected() {
+    let dir = TempDir::new("reserve");
+    let hv = Arc::new(FakeHypervisor::new(3000));
+    let mut c = config(dir.path());
+    c.memory_reserve_kib = 1500;
+    let a = Agent::new(Arc::clone(&hv), c).unwrap();
+    a.store_partner_definition(def("db", 100, 2000)).unwrap();
+    let (_, _, out) = run(&a, &restart(2, true));
+    assert_eq!(
+        result_of(&out, "db"),
+        &GuestResult::NoMemory {
+            needed_kib: 2000,
+            available_kib: 1500
+        }
+    );
+}
+
+#[test]
+fn test_several_at_once() {
+    let dir = TempDir::new("parallel");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.wait_for_overlap();
+    let a = agent(&dir, &hv);
+    for i in 0..5 {
+        a.store_partner_definition(def(&format!("g{i}"), 0, 10))
+            .unwrap();
+    }
+    let (_, _, out) = run(&a, &restart(3, true));
+    assert!(
+        out.iter().all(|o| o.result == GuestResult::Started),
+        "{out:?}"
+    );
+    assert!(hv.max_in_flight() >= 2, "starts did not overlap");
+    assert!(hv.max_in_flight() <= 3, "more than start_workers at once");
+}
+
+#[test]
+fn test_no_double_start() {
+    let dir = TempDir::new("double");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 1000);
+    let a = agent(&dir, &hv);
+    a.store_partner_definition(def("db", 100, 1000)).unwrap();
+    a.store_partner_definition(def("web", 50, 1000)).unwrap();
+    let (_, _, out) = run(&a, &restart(4, true));
+    assert_eq!(result_of(&out, "db"), &GuestResult::AlreadyRunning);
+    assert_eq!(result_of(&out, "web"), &GuestResult::Started);
+    assert_eq!(hv.starts("db"), 0);
+    // A new incident later (the first takeover already ran them): nothing starts twice.
+    let (_, _, out) = run(&a, &restart(5, true));
+    assert_eq!(result_of(&out, "web"), &GuestResult::AlreadyRunning);
+    assert_eq!(hv.starts("web"), 1);
+}
+
+#[test]
+fn test_duplicate_order_repeats_recorded_outcome() {
+    let dir = TempDir::new("dup");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let a = agent(&dir, &hv);
+    a.store_partner_definition(def("db", 100, 1000)).unwrap();
+    let (_, first, _) = run(&a, &restart(6, true));
+    // The guest is destroyed meanwhile: a duplicate must still not start it again.
+    hv.destroy("db").unwrap();
+    match run(&a, &restart(6, true)).0 {
+        Acceptance::Done { outcomes, result } => {
+            assert_eq!(Some(result), first);
+            assert_eq!(outcomes.len(), 1);
+            assert_eq!(outcomes[0].result, GuestResult::Started);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(hv.starts("db"), 1);
+}
+
+#[test]
+fn test_journal_restore_after_agent_restart() {
+    let dir = TempDir::new("restore");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let order = restart(7, true);
+    {
+        let a = agent(&dir, &hv);
+        a.store_partner_definition(def("db", 100, 1000)).unwrap();
+        a.store_partner_definition(def("web", 50, 1000)).unwrap();
+        let (acc, ..) = run(&a, &order);
+        assert_eq!(acc, Acceptance::Execute);
+    }
+    // A finished order after a restart: answered from the journal, nothing started again.
+    {
+        let a = agent(&dir, &hv);
+        assert!(a.interrupted_orders().is_empty());
+        assert!(matches!(a.accept(&order).unwrap(), Acceptance::Done { .. }));
+        assert_eq!(a.partner_count(), 2, "partner definitions reloaded");
+        assert_eq!(a.taken_over().len(), 2);
+    }
+    assert_eq!((hv.starts("db"), hv.starts("web")), (1, 1));
+
+    // An order interrupted after one guest: accepted, db started, agent dies before web.
+    let order2 = restart(8, true);
+    hv.destroy("db").unwrap();
+    hv.destroy("web").unwrap();
+    {
+        let a = agent(&dir, &hv);
+        assert_eq!(a.accept(&order2).unwrap(), Acceptance::Execute);
+        assert_eq!(
+            a.accept(&order2).unwrap(),
+            Acceptance::InProgress,
+            "retry while running"
+        );
+        hv.start("db").unwrap(); // as the worker would have done
+        let outcome = GuestOutcome {
+            incident: 8,
+            name: "db".into(),
+            result: GuestResult::Started,
+            elapsed_ms: 1,
+        };
+        lock(&a.journal).record_outcome(&order2, &outcome).unwrap();
+        // dropped without finishing: the agent process died
+    }
+    let a = agent(&dir, &hv);
+    assert_eq!(a.interrupted_orders(), vec![order2.clone()]);
+    let (acc, _, out) = run(&a, &order2);
+    assert_eq!(acc, Acceptance::Execute, "resumed");
+    assert_eq!(
+        result_of(&out, "db"),
+        &GuestResult::Started,
+        "recorded outcome repeated"
+    );
+    assert_eq!(result_of(&out, "web"), &GuestResult::Started);
+    assert_eq!(
+        hv.starts("db"),
+        2,
+        "db started once per incident, not again on resume"
+    );
+    assert_eq!(hv.starts("web"), 2);
+    assert!(a.interrupted_orders().is_empty());
+}
+
+#[test]
+fn test_subset_and_unknown_guest() {
+    let dir = TempDir::new("subset");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let a = agent(&dir, &hv);
+    a.store_partner_definition(def("db", 100, 1000)).unwrap();
+    a.store_partner_definition(def("web", 50, 1000)).unwrap();
+    let o = Order::RestartPartnerGuests {
+        incident: 9,
+        failed_slot: PARTNER,
+        fence_confirmed: true,
+        subset: Some(vec!["web".into(), "ghost".into()]),
+    };
+    let (_, _, out) = run(&a, &o);
+    assert_eq!(result_of(&out, "web"), &GuestResult::Started);
+    assert_eq!(result_of(&out, "ghost"), &GuestResult::Unknown);
+    assert_eq!(hv.starts("db"), 0);
+}
+
+#[test]
+fn test_start_failure_reported() {
+    let dir = TempDir::new("fail");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.fail_start("db");
+    let a = agent(&dir, &hv);
+    a.store_partner_definition(def("db", 100, 1000)).unwrap();
+    let (_, _, out) = run(&a, &restart(10, true));
+    assert!(
+        matches!(result_of(&out, "db"), GuestResult::Failed { reason } if reason.contains("injected"))
+    );
+    assert!(a.taken_over().is_empty());
+}
+
+#[test]
+fn test_fence_self_through_libvirt() {
+    let dir = TempDir::new("fence");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("a", GuestState::Running, 10);
+    hv.add("b", GuestState::Paused, 10);
+    hv.add("c", GuestState::Shutoff, 10);
+    hv.add("transient", GuestState::Running, 10);
+    hv.with_domain("transient", |d| d.persistent = false);
+    let a = agent(&dir, &hv);
+    let (_, result, _) = run(&a, &Order::FenceSelf { incident: 11 });
+    let Some(OrderResult::Fenced(r)) = result else {
+        panic!("{result:?}")
+    };
+    assert_eq!(
+        (r.destroyed, r.killed, r.already_stopped, r.failed),
+        (2, 0, 1, 0)
+    );
+    assert!(r.complete());
+    assert_eq!(hv.state_of("a"), Some(GuestState::Shutoff));
+    assert_eq!(hv.state_of("b"), Some(GuestState::Shutoff));
+    assert_eq!(
+        hv.state_of("transient"),
+        Some(GuestState::Running),
+        "not protected"
+    );
+    assert!(a.is_fenced());
+    assert_eq!(
+        run(&a, &restart(12, true)).0,
+        Acceptance::Refused(Refusal::Fenced)
+    );
+}
+
+#[test]
+fn test_fence_self_kills_qemu_when_libvirt_hangs() {
+    let dir = TempDir::new("fencekill");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("a", GuestState::Running, 10);
+    hv.add("b", GuestState::Running, 10);
+    let a = agent(&dir, &hv);
+    a.local_definitions().unwrap(); // the heartbeat's listing fills the protected cache
+    let mut qemu = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
+    hv.set_pid("a", qemu.id() as i32); // b has no pid file: not running
+    hv.set_hang(true);
+    let (_, result, _) = run(&a, &Order::FenceSelf { incident: 13 });
+    let Some(OrderResult::Fenced(r)) = result else {
+        panic!("{result:?}")
+    };
+    assert_eq!(
+        (r.destroyed, r.killed, r.already_stopped, r.failed),
+        (0, 1, 1, 0)
+    );
+    assert!(!qemu.wait().unwrap().success(), "the process was killed");
+    hv.set_hang(false);
+}
+
+#[test]
+fn test_fence_self_reports_unkillable() {
+    let dir = TempDir::new("fencefail");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("a", GuestState::Running, 10);
+    let a = agent(&dir, &hv);
+    a.local_definitions().unwrap();
+    hv.set_pid("a", 1); // never killed
+    hv.set_hang(true);
+    let (_, result, _) = run(&a, &Order::FenceSelf { incident: 14 });
+    let Some(OrderResult::Fenced(r)) = result else {
+        panic!("{result:?}")
+    };
+    assert_eq!(r.failed, 1);
+    assert!(!r.complete());
+    hv.set_hang(false);
+}
+
+#[test]
+fn test_restart_guest() {
+    let dir = TempDir::new("restartguest");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Crashed, 10);
+    hv.add("web", GuestState::Running, 10);
+    hv.add("temp", GuestState::Shutoff, 10);
+    hv.with_domain("temp", |d| d.persistent = false);
+    let a = agent(&dir, &hv);
+    let (_, _, out) = run(
+        &a,
+        &Order::RestartGuest {
+            incident: 15,
+            name: "db".into(),
+        },
+    );
+    assert_eq!(result_of(&out, "db"), &GuestResult::Started);
+    assert_eq!(hv.state_of("db"), Some(GuestState::Running));
+    let (_, _, out) = run(
+        &a,
+        &Order::RestartGuest {
+            incident: 15,
+            name: "web".into(),
+        },
+    );
+    assert_eq!(result_of(&out, "web"), &GuestResult::AlreadyRunning);
+    let (_, result, _) = run(
+        &a,
+        &Order::RestartGuest {
+            incident: 15,
+            name: "temp".into(),
+        },
+    );
+    assert_eq!(
+        result,
+        Some(OrderResult::Refused(Refusal::NotProtected("temp".into())))
+    );
+    assert_eq!(hv.starts("temp"), 0);
+}
+
+#[test]
+fn test_evacuate_stops_protected_guests() {
+    let dir = TempDir::new("evacuate");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 10);
+    hv.add("web", GuestState::Shutoff, 10);
+    let a = agent(&dir, &hv);
+    let (_, _, out) = run(&a, &Order::Evacuate { incident: 16 });
+    assert_eq!(
+        result_of(&out, "db"),
+        &GuestResult::Stopped { graceful: true }
+    );
+    assert_eq!(
+        result_of(&out, "web"),
+        &GuestResult::Stopped { graceful: true }
+    );
+    assert_eq!(hv.state_of("db"), Some(GuestState::Shutoff));
+}
+
+#[test]
+fn test_protection_list_and_local_definitions() {
+    let dir = TempDir::new("localdefs");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 2048);
+    hv.add("web", GuestState::Shutoff, 1024);
+    hv.add("scratch", GuestState::Running, 512);
+    let mut c = config(dir.path());
+    c.protection = Protection::List(vec!["db".into(), "web".into()]);
+    let a = Agent::new(Arc::clone(&hv), c).unwrap();
+    let defs = a.local_definitions().unwrap();
+    let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, vec!["db", "web"]);
+    assert_eq!(defs[0].priority, 100);
+    assert_eq!(defs[0].memory_kib, 2048);
+    assert!(a.reports_crash_of("db"));
+    assert!(!a.reports_crash_of("scratch"));
+    // Partner side: store what we pushed, the digests agree; a changed definition is detected.
+    let dir2 = TempDir::new("localdefs-partner");
+    let hv2 = Arc::new(FakeHypervisor::new(1 << 20));
+    let b = agent(&dir2, &hv2);
+    for d in &defs {
+        b.store_partner_definition(d.clone()).unwrap();
+    }
+    assert_eq!(b.partner_digest(), digest(&defs));
+    hv.with_domain("web", |d| d.xml.push_str("<!-- changed -->"));
+    let defs2 = a.local_definitions().unwrap();
+    assert_ne!(b.partner_digest(), digest(&defs2), "drift detected");
+    for d in &defs2 {
+        b.store_partner_definition(d.clone()).unwrap();
+    }
+    assert_eq!(b.partner_digest(), digest(&defs2), "drift repaired");
+}

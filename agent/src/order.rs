@@ -1,0 +1,174 @@
+//! Orders the agent accepts from the ShMC and the outcomes it reports: the agent's own
+//! vocabulary, independent of the wire encoding (`net` maps protocol messages to these).
+
+use serde::{Deserialize, Serialize};
+
+/// An order from the ShMC. Each names the incident it belongs to; an order is identified by
+/// ([`Order::key`]) so a retried or replayed order is recognised and answered from the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Order {
+    /// Start the failed partner's guests here from the stored definitions.
+    ///
+    /// Preconditions: `failed_slot` is this agent's partner, and `fence_confirmed` is true: the
+    /// ShMC has confirmed the failed blade is fenced (M1/M0 reached or its agent's
+    /// FenceSelfConfirmed). Otherwise the order is refused and nothing starts.
+    RestartPartnerGuests {
+        /// Incident id.
+        incident: u32,
+        /// The failed blade.
+        failed_slot: u8,
+        /// The ShMC states the failed blade's fence is confirmed.
+        fence_confirmed: bool,
+        /// Only these guests (per-guest failover); `None` means all.
+        subset: Option<Vec<String>>,
+    },
+    /// Destroy every protected guest on this blade now (self-fence). No precondition.
+    FenceSelf {
+        /// Incident id.
+        incident: u32,
+    },
+    /// Restart a crashed protected guest of this blade. Precondition: the guest is defined here.
+    RestartGuest {
+        /// Incident id.
+        incident: u32,
+        /// Guest name.
+        name: String,
+    },
+    /// Planned extraction: stop this blade's protected guests (graceful shutdown, then destroy
+    /// at the timeout) and report; the partner starts them only when ordered afterwards.
+    Evacuate {
+        /// Incident id.
+        incident: u32,
+    },
+}
+
+impl Order {
+    /// Incident id.
+    pub fn incident(&self) -> u32 {
+        match self {
+            Order::RestartPartnerGuests { incident, .. }
+            | Order::FenceSelf { incident }
+            | Order::RestartGuest { incident, .. }
+            | Order::Evacuate { incident } => *incident,
+        }
+    }
+
+    /// Identity of the order for duplicate detection.
+    pub fn key(&self) -> String {
+        match self {
+            Order::RestartPartnerGuests {
+                incident,
+                failed_slot,
+                ..
+            } => format!("{incident}:restart-partner:{failed_slot}"),
+            Order::FenceSelf { incident } => format!("{incident}:fence-self"),
+            Order::RestartGuest { incident, name } => format!("{incident}:restart-guest:{name}"),
+            Order::Evacuate { incident } => format!("{incident}:evacuate"),
+        }
+    }
+}
+
+/// Why a guest was not started, or how a start ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuestResult {
+    /// Started here.
+    Started,
+    /// It was already running here: not started again.
+    AlreadyRunning,
+    /// Not started: does not fit the free memory.
+    NoMemory {
+        /// KiB the guest needs.
+        needed_kib: u64,
+        /// KiB that were left for it.
+        available_kib: u64,
+    },
+    /// Not started: no stored definition.
+    Unknown,
+    /// Stopped here (evacuation): `graceful` if it shut down by itself.
+    Stopped {
+        /// Shut down without being destroyed.
+        graceful: bool,
+    },
+    /// The hypervisor failed the operation.
+    Failed {
+        /// The hypervisor's message.
+        reason: String,
+    },
+}
+
+impl GuestResult {
+    /// Whether the guest ended up in the state the order asked for.
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            GuestResult::Started | GuestResult::AlreadyRunning | GuestResult::Stopped { .. }
+        )
+    }
+}
+
+/// The outcome of one guest within an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestOutcome {
+    /// Incident id of the order.
+    pub incident: u32,
+    /// Guest name.
+    pub name: String,
+    /// What happened.
+    pub result: GuestResult,
+    /// Time from the order's acceptance to this outcome, in milliseconds.
+    pub elapsed_ms: u32,
+}
+
+/// FenceSelf result counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceReport {
+    /// Guests destroyed through libvirt.
+    pub destroyed: u16,
+    /// Guests whose QEMU was killed directly (libvirt did not answer in time).
+    pub killed: u16,
+    /// Guests that were already stopped.
+    pub already_stopped: u16,
+    /// Guests that could not be confirmed stopped (no pid, kill failed): the fence is NOT
+    /// complete while this is non-zero.
+    pub failed: u16,
+    /// Time from the order to the confirmation, in milliseconds.
+    pub elapsed_ms: u32,
+}
+
+impl FenceReport {
+    /// Whether every protected guest is confirmed stopped.
+    pub fn complete(&self) -> bool {
+        self.failed == 0
+    }
+}
+
+/// Why an order was refused as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// RestartPartnerGuests without a confirmed fence of the failed blade.
+    #[error("fence of slot {0} not confirmed")]
+    FenceNotConfirmed(u8),
+    /// RestartPartnerGuests naming a blade that is not our partner.
+    #[error("slot {0} is not our partner")]
+    NotPartner(u8),
+    /// RestartGuest of a guest that is not protected here.
+    #[error("guest `{0}` is not protected here")]
+    NotProtected(String),
+    /// This blade fenced itself; it starts nothing until the agent restarts.
+    #[error("this blade is fenced")]
+    Fenced,
+    /// The hypervisor could not be asked.
+    #[error("hypervisor unavailable: {0}")]
+    Hypervisor(String),
+}
+
+/// The final answer to an order, kept in the journal and re-sent for duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderResult {
+    /// Refused; nothing was done.
+    Refused(Refusal),
+    /// Per-guest outcomes (restart, evacuate).
+    Guests(Vec<GuestOutcome>),
+    /// Self-fence counts.
+    Fenced(FenceReport),
+}
