@@ -1,0 +1,508 @@
+//! Authentication and replay protection of received frames.
+//!
+//! Every frame carries HMAC-SHA256 over header and body with the shelf key (RFC 2104 /
+//! FIPS 180-4). The key is shared by the whole shelf: it proves a frame comes from a key holder,
+//! not which node; the claimed sender is then bound by the replay window of that sender.
+//!
+//! Replay protection: per known sender, the highest accepted sequence plus a 64-bit bitmap of
+//! the 64 sequences at and below it ([`ReplayWindow`], as in IPsec's anti-replay window,
+//! RFC 4303 §3.4.3). A newer sequence, or an older one inside the window not seen yet
+//! (reordering), is accepted once; a seen one is `Replayed`; one below the window is `Stale`.
+//! A receiver that restarts forgets its windows; [`Verifier::set_floor`] restores a floor
+//! (e.g. persisted highest sequences) so that frames from before the restart stay rejected.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::frame::{field, peek, HEADER_LEN, MAX_FRAME, MIN_FRAME, PROTOCOL_VERSION, TAG_LEN};
+use crate::message::{Kind, Message, NodeId};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The 32-byte pre-shared shelf key. `Debug` does not print it.
+#[derive(Clone)]
+pub struct Key {
+    bytes: [u8; 32],
+}
+
+impl Key {
+    /// Key length in bytes.
+    pub const LEN: usize = 32;
+
+    /// A key from its raw bytes.
+    pub const fn new(bytes: [u8; 32]) -> Key {
+        Key { bytes }
+    }
+
+    /// A key from 64 hexadecimal digits (either case), nothing else.
+    pub fn from_hex(hex: &[u8]) -> Option<Key> {
+        if hex.len() != 64 {
+            return None;
+        }
+        let digit = |c: u8| (c as char).to_digit(16);
+        let mut bytes = [0u8; 32];
+        for (i, pair) in hex.chunks_exact(2).enumerate() {
+            let hi = digit(pair[0])?;
+            let lo = digit(pair[1])?;
+            bytes[i] = (hi * 16 + lo) as u8;
+        }
+        Some(Key { bytes })
+    }
+
+    /// The raw key bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.bytes
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length; a 32-byte key cannot fail.
+        match HmacSha256::new_from_slice(&self.bytes) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC takes any key length"),
+        }
+    }
+
+    /// HMAC-SHA256 of `data` under this key.
+    pub fn tag(&self, data: &[u8]) -> [u8; TAG_LEN] {
+        let mut m = self.mac();
+        m.update(data);
+        m.finalize().into_bytes().into()
+    }
+
+    /// Constant-time check of `tag` against HMAC-SHA256 of `data`.
+    pub fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+        let mut m = self.mac();
+        m.update(data);
+        m.verify_slice(tag).is_ok()
+    }
+}
+
+impl core::fmt::Debug for Key {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Key(..)")
+    }
+}
+
+/// Why a received datagram was dropped. Checked in this order; reasons from `Stale` on are
+/// only given to frames whose tag was valid ([`DropReason::is_authentic`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Longer than [`MAX_FRAME`].
+    TooLarge,
+    /// Shorter than [`MIN_FRAME`].
+    Truncated,
+    /// Another protocol version.
+    BadVersion,
+    /// Addressed to another node.
+    NotForUs,
+    /// Sender not in the table of known peers.
+    UnknownSender,
+    /// Tag does not match (tampered, wrong key, forged).
+    BadMac,
+    /// Authentic, but its sequence is below the replay window.
+    Stale,
+    /// Authentic, but its sequence was already accepted (a replay or a retry).
+    Replayed,
+    /// Authentic, but a message kind this version does not know.
+    UnknownKind,
+    /// Authentic, but the body does not decode.
+    Malformed,
+    /// Authentic and decoded, but fails [`Message::is_valid`].
+    Invalid,
+    /// Authentic Ack that matches no command awaiting one (normal after retries).
+    UnmatchedAck,
+}
+
+impl DropReason {
+    /// Number of reasons.
+    pub const COUNT: usize = 12;
+
+    /// Every reason, in check order.
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::TooLarge,
+        DropReason::Truncated,
+        DropReason::BadVersion,
+        DropReason::NotForUs,
+        DropReason::UnknownSender,
+        DropReason::BadMac,
+        DropReason::Stale,
+        DropReason::Replayed,
+        DropReason::UnknownKind,
+        DropReason::Malformed,
+        DropReason::Invalid,
+        DropReason::UnmatchedAck,
+    ];
+
+    /// Position in [`DropReason::ALL`] (index into counters).
+    pub fn index(self) -> usize {
+        match self {
+            DropReason::TooLarge => 0,
+            DropReason::Truncated => 1,
+            DropReason::BadVersion => 2,
+            DropReason::NotForUs => 3,
+            DropReason::UnknownSender => 4,
+            DropReason::BadMac => 5,
+            DropReason::Stale => 6,
+            DropReason::Replayed => 7,
+            DropReason::UnknownKind => 8,
+            DropReason::Malformed => 9,
+            DropReason::Invalid => 10,
+            DropReason::UnmatchedAck => 11,
+        }
+    }
+
+    /// True when the frame's tag was valid (it really comes from a key holder).
+    pub fn is_authentic(self) -> bool {
+        self.index() >= DropReason::Stale.index()
+    }
+}
+
+impl core::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            DropReason::TooLarge => "too large",
+            DropReason::Truncated => "truncated",
+            DropReason::BadVersion => "other protocol version",
+            DropReason::NotForUs => "addressed to another node",
+            DropReason::UnknownSender => "unknown sender",
+            DropReason::BadMac => "bad authentication tag",
+            DropReason::Stale => "sequence older than the replay window",
+            DropReason::Replayed => "sequence already seen (replay or retry)",
+            DropReason::UnknownKind => "unknown message kind",
+            DropReason::Malformed => "body does not decode",
+            DropReason::Invalid => "invalid field values",
+            DropReason::UnmatchedAck => "ack matching no pending command",
+        })
+    }
+}
+
+/// Per-reason drop counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    counts: [u64; DropReason::COUNT],
+}
+
+impl DropCounters {
+    /// Adds one drop for `reason`.
+    pub fn count(&mut self, reason: DropReason) {
+        let c = &mut self.counts[reason.index()];
+        *c = c.saturating_add(1);
+    }
+
+    /// Drops counted for `reason`.
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.counts[reason.index()]
+    }
+
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().fold(0u64, |a, c| a.saturating_add(*c))
+    }
+}
+
+/// Anti-replay state of one sender: highest accepted sequence and a bitmap of the 64
+/// sequences `highest, highest-1, .., highest-63` (bit i = `highest - i` seen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayWindow {
+    highest: u64,
+    seen: u64,
+}
+
+impl ReplayWindow {
+    /// Window width in sequences.
+    pub const WIDTH: u64 = 64;
+
+    /// A window that accepts only sequences above `floor` (0 for a fresh peer).
+    pub const fn new(floor: u64) -> ReplayWindow {
+        ReplayWindow {
+            highest: floor,
+            seen: u64::MAX,
+        }
+    }
+
+    /// Highest sequence accepted (or the floor).
+    pub fn highest(&self) -> u64 {
+        self.highest
+    }
+
+    /// Would `seq` be accepted? Does not change the state.
+    pub fn check(&self, seq: u64) -> Result<(), DropReason> {
+        if seq > self.highest {
+            return Ok(());
+        }
+        let age = self.highest - seq;
+        if age >= Self::WIDTH {
+            Err(DropReason::Stale)
+        } else if self.seen & (1 << age) != 0 {
+            Err(DropReason::Replayed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records `seq` as accepted (call only after `check` succeeded).
+    pub fn accept(&mut self, seq: u64) {
+        if seq > self.highest {
+            let shift = seq - self.highest;
+            self.seen = if shift >= Self::WIDTH {
+                0
+            } else {
+                self.seen << shift
+            };
+            self.seen |= 1;
+            self.highest = seq;
+        } else {
+            let age = self.highest - seq;
+            if age < Self::WIDTH {
+                self.seen |= 1 << age;
+            }
+        }
+    }
+}
+
+/// Known senders and their replay windows; fixed capacity (ShMC + 16 blades).
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    entries: heapless::Vec<(NodeId, ReplayWindow), { Peers::CAPACITY }>,
+}
+
+impl Peers {
+    /// Most peers: the ShMC and 16 blades.
+    pub const CAPACITY: usize = 17;
+
+    /// An empty table.
+    pub const fn new() -> Peers {
+        Peers {
+            entries: heapless::Vec::new(),
+        }
+    }
+
+    /// Adds `id` with a fresh window (no-op if known); `Err(id)` when the table is full.
+    pub fn add(&mut self, id: NodeId) -> Result<(), NodeId> {
+        if self.get(id).is_some() {
+            return Ok(());
+        }
+        self.entries
+            .push((id, ReplayWindow::new(0)))
+            .map_err(|(id, _)| id)
+    }
+
+    /// Forgets `id`; its frames become `UnknownSender`.
+    pub fn remove(&mut self, id: NodeId) {
+        self.entries.retain(|(n, _)| *n != id);
+    }
+
+    /// The window of `id`, if known.
+    pub fn get(&self, id: NodeId) -> Option<&ReplayWindow> {
+        self.entries.iter().find(|(n, _)| *n == id).map(|(_, w)| w)
+    }
+
+    fn get_mut(&mut self, id: NodeId) -> Option<&mut ReplayWindow> {
+        self.entries
+            .iter_mut()
+            .find(|(n, _)| *n == id)
+            .map(|(_, w)| w)
+    }
+
+    /// Known peer ids.
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.entries.iter().map(|(n, _)| *n)
+    }
+}
+
+/// An authenticated, fresh, decoded and valid message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// Who sent it.
+    pub sender: NodeId,
+    /// Its sequence number (what an Ack quotes).
+    pub seq: u64,
+    /// The message.
+    pub message: Message,
+}
+
+/// Receiver side: checks datagrams addressed to `me` from known peers, counts drops.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    key: Key,
+    me: NodeId,
+    peers: Peers,
+    drops: DropCounters,
+}
+
+impl Verifier {
+    /// A verifier for node `me` with no known peers yet.
+    pub fn new(key: Key, me: NodeId) -> Verifier {
+        Verifier {
+            key,
+            me,
+            peers: Peers::new(),
+            drops: DropCounters::default(),
+        }
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The shelf key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Accepts frames from `id` from now on; `Err(id)` when the table is full.
+    pub fn add_peer(&mut self, id: NodeId) -> Result<(), NodeId> {
+        self.peers.add(id)
+    }
+
+    /// Rejects every sequence `<= floor` from `id` (e.g. restored after a restart). Returns
+    /// false if `id` is unknown. Never lowers the current window.
+    pub fn set_floor(&mut self, id: NodeId, floor: u64) -> bool {
+        match self.peers.get_mut(id) {
+            Some(w) => {
+                if floor > w.highest() {
+                    *w = ReplayWindow::new(floor);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The known peers and their windows.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Drop counters.
+    pub fn drops(&self) -> &DropCounters {
+        &self.drops
+    }
+
+    /// Counts a drop decided outside the verifier (e.g. [`DropReason::UnmatchedAck`]).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.drops.count(reason);
+    }
+
+    /// Checks and decodes one datagram. Never panics; every `Err` has been counted.
+    /// An authentic frame consumes its sequence even when its body is then rejected.
+    pub fn open(&mut self, datagram: &[u8]) -> Result<Received, DropReason> {
+        let r = self.open_uncounted(datagram);
+        if let Err(reason) = r {
+            self.drops.count(reason);
+        }
+        r
+    }
+
+    fn open_uncounted(&mut self, datagram: &[u8]) -> Result<Received, DropReason> {
+        if datagram.len() > MAX_FRAME {
+            return Err(DropReason::TooLarge);
+        }
+        let (version, header, kind) = peek(datagram).ok_or(DropReason::Truncated)?;
+        if version != PROTOCOL_VERSION {
+            return Err(DropReason::BadVersion);
+        }
+        if header.dest != self.me {
+            return Err(DropReason::NotForUs);
+        }
+        let window = self
+            .peers
+            .get_mut(header.sender)
+            .ok_or(DropReason::UnknownSender)?;
+        let signed = datagram.len() - TAG_LEN;
+        if !self.key.verify(&datagram[..signed], &datagram[signed..]) {
+            return Err(DropReason::BadMac);
+        }
+        window.check(header.seq)?;
+        window.accept(header.seq);
+        if Kind::from_u8(kind).is_none() {
+            return Err(DropReason::UnknownKind);
+        }
+        debug_assert_eq!(field::BODY, HEADER_LEN);
+        // Bytes after the known fields are ignored: a newer sender may append fields.
+        let message: Message = postcard::from_bytes(&datagram[HEADER_LEN..signed])
+            .map_err(|_| DropReason::Malformed)?;
+        if !message.is_valid() {
+            return Err(DropReason::Invalid);
+        }
+        Ok(Received {
+            sender: header.sender,
+            seq: header.seq,
+            message,
+        })
+    }
+}
+
+// MIN_FRAME is what `peek` requires; keep the two in step.
+const _: () = assert!(MIN_FRAME == HEADER_LEN + 1 + TAG_LEN);
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_window_in_order_and_replay() {
+        let mut w = ReplayWindow::new(0);
+        assert_eq!(w.check(0), Err(DropReason::Replayed));
+        for s in 1..=100 {
+            assert_eq!(w.check(s), Ok(()));
+            w.accept(s);
+            assert_eq!(w.check(s), Err(DropReason::Replayed));
+        }
+        assert_eq!(w.check(100 - 63), Err(DropReason::Replayed));
+        assert_eq!(w.check(100 - 64), Err(DropReason::Stale));
+    }
+
+    #[test]
+    fn test_window_reordering() {
+        let mut w = ReplayWindow::new(1000);
+        assert_eq!(w.check(1000), Err(DropReason::Replayed));
+        assert_eq!(w.check(999), Err(DropReason::Replayed));
+        w.accept(1010);
+        // 1001..1009 were skipped: each accepted once, in any order.
+        for s in [1005, 1001, 1009] {
+            assert_eq!(w.check(s), Ok(()));
+            w.accept(s);
+            assert_eq!(w.check(s), Err(DropReason::Replayed));
+        }
+        assert_eq!(w.check(1002), Ok(()));
+        // A jump larger than the window clears it.
+        w.accept(1010 + 200);
+        assert_eq!(w.check(1010 + 199), Ok(()));
+        assert_eq!(w.check(1010 + 200 - 64), Err(DropReason::Stale));
+        assert_eq!(w.check(u64::MAX), Ok(()));
+        w.accept(u64::MAX);
+        assert_eq!(w.check(u64::MAX), Err(DropReason::Replayed));
+    }
+
+    #[test]
+    fn test_peers_capacity() {
+        let mut p = Peers::new();
+        for i in 0..Peers::CAPACITY as u8 {
+            assert_eq!(p.add(NodeId(i)), Ok(()));
+        }
+        assert_eq!(
+            p.add(NodeId(3)),
+            Ok(()),
+            "re-adding a known peer is a no-op"
+        );
+        assert_eq!(p.add(NodeId(40)), Err(NodeId(40)));
+        p.remove(NodeId(3));
+        assert!(p.get(NodeId(3)).is_none());
+        assert_eq!(p.add(NodeId(40)), Ok(()));
+    }
+
+    #[test]
+    fn test_key_hex() {
+        let k = Key::from_hex(b"000102030405060708090a0b0c0d0e0f101112131415161718191A1B1C1D1E1F")
+            .unwrap();
+        assert_eq!(k.as_bytes()[31], 0x1f);
+        assert_eq!(k.as_bytes()[10], 0x0a);
+        assert!(Key::from_hex(b"00").is_none());
+        assert!(Key::from_hex(&[b'g'; 64]).is_none());
+        assert!(Key::from_hex("é".repeat(32).as_bytes()).is_none());
+        assert_eq!(format!("{k:?}"), "Key(..)");
+    }
+}

@@ -1,0 +1,622 @@
+//! UDP endpoint: one node's protocol socket with acknowledgements, retries and drop logging.
+//!
+//! No threads and no clock: the caller passes `now_ms` (any monotonic millisecond clock) to
+//! [`Endpoint::send`] and [`Endpoint::poll`]. The socket is non-blocking.
+//!
+//! Poll-loop daemon (ShMC): put [`Endpoint::as_raw_fd`] in the `poll(2)` set with timeout
+//! [`Endpoint::next_timeout_ms`]; after every wake-up call `poll(now)` until it returns `None`.
+//!
+//! Threaded daemon (agent): one protocol thread owns the endpoint and loops:
+//! `while let Some(ev) = ep.poll(now) { .. }`, then sends what other threads queued on a
+//! channel, then [`Endpoint::wait`] for the socket or the next retry. Other threads wake it
+//! early with a [`Waker`] (an empty datagram to the endpoint) after queueing.
+//!
+//! Commands ([`Message::needs_ack`]) are kept until acknowledged and re-sent with the same
+//! sequence every `retry_interval_ms`, `max_tries` times in all; then [`Event::GaveUp`]. A received
+//! command is acked at once; a retry of a command already delivered is re-acked as `Duplicate`
+//! and not delivered again (the replay window recognises its sequence). Drops are counted
+//! ([`Endpoint::drops`]) and logged at most once per reason per second, with counts.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::path::Path;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+
+use crate::auth::{DropCounters, DropReason, Key, Verifier};
+use crate::frame::{peek, seal, Header, SealError, MAX_FRAME};
+use crate::host::seq::{SeqCounter, SeqSeed};
+use crate::message::{AckStatus, Kind, Message, NodeId};
+
+/// Endpoint settings; `Default` gives the shelf defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointConfig {
+    /// Time between transmissions of an unacknowledged command (default 100 ms).
+    pub retry_interval_ms: u64,
+    /// Transmissions of a command in all, the first included (default 10).
+    pub max_tries: u32,
+    /// Commands awaiting an ack at once (default 32); `send` refuses more. Keep it below the
+    /// replay window (64): a retry is recognised as a duplicate only while fewer than 64 newer
+    /// frames of this sender have reached the receiver.
+    pub max_pending: usize,
+    /// Source of the first sequence number (default: the wall clock).
+    pub seq: SeqSeed,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            retry_interval_ms: 100,
+            max_tries: 10,
+            max_pending: 32,
+            seq: SeqSeed::Clock,
+        }
+    }
+}
+
+/// What [`Endpoint::poll`] reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // no allocation on the event path
+pub enum Event {
+    /// An authenticated, fresh, valid message (commands among them are already acked).
+    Message {
+        /// Sender.
+        from: NodeId,
+        /// Its sequence number.
+        seq: u64,
+        /// The message.
+        message: Message,
+    },
+    /// A command we sent was acknowledged.
+    Acked {
+        /// The command's destination.
+        to: NodeId,
+        /// The command's sequence (as returned by `send`).
+        seq: u64,
+        /// The command's kind.
+        kind: Kind,
+        /// What the receiver did with it (see [`AckStatus::is_delivered`]).
+        status: AckStatus,
+    },
+    /// A command we sent was not acknowledged after `max_tries` transmissions.
+    GaveUp {
+        /// The command's destination.
+        to: NodeId,
+        /// The command's sequence.
+        seq: u64,
+        /// The command's kind.
+        kind: Kind,
+    },
+}
+
+/// Why [`Endpoint::send`] refused a message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The destination is not a known peer.
+    UnknownPeer(NodeId),
+    /// The peer's address is not known yet (it has not been heard from).
+    NoAddress(NodeId),
+    /// `max_pending` commands await an ack; try again after some are acked or given up.
+    QueueFull,
+    /// The message could not be sealed (invalid fields).
+    Seal(SealError),
+    /// The socket refused a message that is not retried (Heartbeat, Ack).
+    Io(io::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::UnknownPeer(n) => write!(f, "{n} is not a known peer"),
+            SendError::NoAddress(n) => write!(f, "address of {n} not known yet"),
+            SendError::QueueFull => f.write_str("too many commands awaiting an ack"),
+            SendError::Seal(e) => write!(f, "cannot encode message: {e}"),
+            SendError::Io(e) => write!(f, "send failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+#[derive(Debug)]
+struct Peer {
+    id: NodeId,
+    addr: Option<SocketAddr>,
+}
+
+struct Pending {
+    to: NodeId,
+    seq: u64,
+    kind: Kind,
+    tries: u32,
+    next_at_ms: u64,
+    len: usize,
+    frame: Box<[u8; MAX_FRAME]>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LogState {
+    last_ms: Option<u64>,
+    suppressed: u64,
+}
+
+/// One node's protocol socket. See the module documentation for how to drive it.
+pub struct Endpoint {
+    socket: UdpSocket,
+    me: NodeId,
+    key: Key,
+    verifier: Verifier,
+    peers: Vec<Peer>,
+    config: EndpointConfig,
+    seq: SeqCounter,
+    pending: Vec<Pending>,
+    #[allow(clippy::vec_box)] // frames move between pool and pending without copying
+    free_frames: Vec<Box<[u8; MAX_FRAME]>>,
+    events: std::collections::VecDeque<Event>,
+    rx: Box<[u8; MAX_FRAME + 1]>,
+    tx: Box<[u8; MAX_FRAME]>,
+    log: [LogState; DropReason::COUNT],
+    wakeups: u64,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("me", &self.me)
+            .field("socket", &self.socket)
+            .field("peers", &self.peers)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Binds a non-blocking UDP socket on `addr` for node `me`. All memory is allocated here.
+    pub fn bind(
+        addr: SocketAddr,
+        me: NodeId,
+        key: Key,
+        config: EndpointConfig,
+    ) -> io::Result<Endpoint> {
+        let socket = UdpSocket::bind(addr)?;
+        socket.set_nonblocking(true)?;
+        let seq = SeqCounter::new(&config.seq)?;
+        let pending = Vec::with_capacity(config.max_pending);
+        let free_frames = (0..config.max_pending)
+            .map(|_| Box::new([0u8; MAX_FRAME]))
+            .collect();
+        let events = std::collections::VecDeque::with_capacity(config.max_pending + 1);
+        log::info!(
+            "protocol endpoint {} on {}, first sequence {}",
+            me,
+            socket.local_addr()?,
+            seq.peek()
+        );
+        Ok(Endpoint {
+            socket,
+            me,
+            verifier: Verifier::new(key.clone(), me),
+            key,
+            peers: Vec::with_capacity(crate::auth::Peers::CAPACITY),
+            config,
+            seq,
+            pending,
+            free_frames,
+            events,
+            rx: Box::new([0; MAX_FRAME + 1]),
+            tx: Box::new([0; MAX_FRAME]),
+            log: [LogState::default(); DropReason::COUNT],
+            wakeups: 0,
+        })
+    }
+
+    /// This node's id.
+    pub fn me(&self) -> NodeId {
+        self.me
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// Adds (or updates) a peer. With `addr = None` its address is learnt from its first
+    /// authenticated datagram. `Err` when 17 peers are already known.
+    pub fn add_peer(&mut self, id: NodeId, addr: Option<SocketAddr>) -> Result<(), NodeId> {
+        self.verifier.add_peer(id)?;
+        match self.peers.iter_mut().find(|p| p.id == id) {
+            Some(p) => p.addr = addr.or(p.addr),
+            None => self.peers.push(Peer { id, addr }),
+        }
+        Ok(())
+    }
+
+    /// Current address of a peer, if known.
+    pub fn peer_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.peers.iter().find(|p| p.id == id).and_then(|p| p.addr)
+    }
+
+    /// Rejects sequences `<= floor` from `id` (see [`Verifier::set_floor`]).
+    pub fn set_floor(&mut self, id: NodeId, floor: u64) -> bool {
+        self.verifier.set_floor(id, floor)
+    }
+
+    /// Sends `msg` to `to`; returns its sequence number. A command is kept and retried until
+    /// acked or given up ([`Event::Acked`] / [`Event::GaveUp`] carry this sequence). A failed
+    /// first transmission of a command is logged and left to the retries.
+    pub fn send(&mut self, to: NodeId, msg: &Message, now_ms: u64) -> Result<u64, SendError> {
+        let addr = match self.peers.iter().find(|p| p.id == to) {
+            None => return Err(SendError::UnknownPeer(to)),
+            Some(p) => p.addr.ok_or(SendError::NoAddress(to))?,
+        };
+        let header = Header {
+            sender: self.me,
+            dest: to,
+            seq: self.seq.peek(),
+        };
+        if !msg.needs_ack() {
+            let len = seal(&self.key, &header, msg, &mut self.tx[..]).map_err(SendError::Seal)?;
+            let seq = self.seq.next_seq();
+            self.socket
+                .send_to(&self.tx[..len], addr)
+                .map_err(SendError::Io)?;
+            return Ok(seq);
+        }
+        // Frames come from the pool allocated in `bind`: no allocation here.
+        let Some(mut frame) = self.free_frames.pop() else {
+            return Err(SendError::QueueFull);
+        };
+        let len = match seal(&self.key, &header, msg, &mut frame[..]) {
+            Ok(len) => len,
+            Err(e) => {
+                self.free_frames.push(frame);
+                return Err(SendError::Seal(e));
+            }
+        };
+        let seq = self.seq.next_seq();
+        let sent = self.socket.send_to(&frame[..len], addr);
+        if let Err(e) = sent {
+            log::warn!(
+                "sending {:?} #{} to {} ({}): {}; will retry",
+                msg.kind(),
+                seq,
+                to,
+                addr,
+                e
+            );
+        }
+        self.pending.push(Pending {
+            to,
+            seq,
+            kind: msg.kind(),
+            tries: 1,
+            next_at_ms: now_ms.saturating_add(self.config.retry_interval_ms),
+            len,
+            frame,
+        });
+        Ok(seq)
+    }
+
+    /// Does all due work and returns the next event, or `None` when there is nothing more
+    /// until the socket is readable or [`Endpoint::next_timeout_ms`] passes. Call it repeatedly.
+    pub fn poll(&mut self, now_ms: u64) -> Option<Event> {
+        self.retransmit(now_ms);
+        self.flush_drop_logs(now_ms);
+        if let Some(ev) = self.events.pop_front() {
+            return Some(ev);
+        }
+        loop {
+            let (n, src) = match self.socket.recv_from(&mut self.rx[..]) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // E.g. ECONNREFUSED from an ICMP error about an earlier send.
+                    log::debug!("receive on protocol socket: {}", e);
+                    continue;
+                }
+            };
+            if n == 0 {
+                self.wakeups += 1;
+                continue;
+            }
+            if let Some(ev) = self.receive(n, src, now_ms) {
+                return Some(ev);
+            }
+        }
+    }
+
+    /// Milliseconds from `now_ms` until the next retry is due (`Some(0)` if overdue), or `None`
+    /// when no command awaits an ack. Use it as the poll timeout.
+    pub fn next_timeout_ms(&self, now_ms: u64) -> Option<u64> {
+        self.pending
+            .iter()
+            .map(|p| p.next_at_ms.saturating_sub(now_ms))
+            .min()
+    }
+
+    /// Blocks up to `timeout_ms` (`None` = forever) until a datagram is readable; returns
+    /// whether one is. For threaded callers; a poll-loop daemon polls the fd itself.
+    pub fn wait(&self, timeout_ms: Option<u64>) -> io::Result<bool> {
+        let timeout = match timeout_ms {
+            None => PollTimeout::NONE,
+            Some(ms) => PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        };
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, timeout) {
+            Ok(n) => Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+
+    /// A handle that wakes a thread blocked in [`Endpoint::wait`] (or `poll(2)` on the fd).
+    pub fn waker(&self) -> io::Result<Waker> {
+        let mut target = self.socket.local_addr()?;
+        if target.ip().is_unspecified() {
+            target.set_ip(match target.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
+        }
+        let any: SocketAddr = match target.ip() {
+            IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            IpAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = UdpSocket::bind(any)?;
+        Ok(Waker { socket, target })
+    }
+
+    /// Commands awaiting an ack.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Per-reason drop counters.
+    pub fn drops(&self) -> &DropCounters {
+        self.verifier.drops()
+    }
+
+    /// Empty datagrams received (wake-ups).
+    pub fn wakeups(&self) -> u64 {
+        self.wakeups
+    }
+
+    /// The sequence number the next frame will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.seq.peek()
+    }
+
+    /// Highest sequence accepted from each known peer (persist these to restore floors).
+    pub fn peer_highest(&self) -> impl Iterator<Item = (NodeId, u64)> + '_ {
+        let peers = self.verifier.peers();
+        peers
+            .ids()
+            .filter_map(move |id| peers.get(id).map(|w| (id, w.highest())))
+    }
+
+    fn retransmit(&mut self, now_ms: u64) {
+        let mut i = 0;
+        while i < self.pending.len() {
+            let p = &mut self.pending[i];
+            if p.next_at_ms > now_ms {
+                i += 1;
+                continue;
+            }
+            if p.tries >= self.config.max_tries {
+                let p = self.pending.swap_remove(i);
+                self.free_frames.push(p.frame);
+                log::warn!(
+                    "{:?} #{} to {} not acknowledged after {} tries; giving up",
+                    p.kind,
+                    p.seq,
+                    p.to,
+                    p.tries
+                );
+                self.events.push_back(Event::GaveUp {
+                    to: p.to,
+                    seq: p.seq,
+                    kind: p.kind,
+                });
+                continue;
+            }
+            p.tries += 1;
+            p.next_at_ms = now_ms.saturating_add(self.config.retry_interval_ms);
+            let to = p.to;
+            let addr = self.peers.iter().find(|q| q.id == to).and_then(|q| q.addr);
+            let p = &self.pending[i];
+            match addr {
+                Some(addr) => {
+                    if let Err(e) = self.socket.send_to(&p.frame[..p.len], addr) {
+                        log::debug!("retry {:?} #{} to {}: {}", p.kind, p.seq, p.to, e);
+                    }
+                }
+                None => log::debug!("retry {:?} #{}: peer {} has no address", p.kind, p.seq, to),
+            }
+            i += 1;
+        }
+    }
+
+    fn receive(&mut self, n: usize, src: SocketAddr, now_ms: u64) -> Option<Event> {
+        let datagram = &self.rx[..n];
+        match self.verifier.open(datagram) {
+            Ok(rx) => {
+                self.learn_addr(rx.sender, src);
+                if let Message::Ack { acked, status } = rx.message {
+                    return self.on_ack(rx.sender, acked, status, now_ms, src);
+                }
+                if rx.message.needs_ack() {
+                    self.send_ack(rx.sender, rx.seq, AckStatus::Accepted, src);
+                }
+                Some(Event::Message {
+                    from: rx.sender,
+                    seq: rx.seq,
+                    message: rx.message,
+                })
+            }
+            Err(reason) => {
+                if reason.is_authentic() && reason != DropReason::Stale {
+                    if let Some((_, h, kind)) = peek(datagram) {
+                        // An unknown kind may be a newer command: say we cannot use it.
+                        let needs_ack = Kind::from_u8(kind).is_none_or(Kind::needs_ack);
+                        if needs_ack {
+                            let status = if reason == DropReason::Replayed {
+                                AckStatus::Duplicate
+                            } else {
+                                AckStatus::Rejected
+                            };
+                            self.send_ack(h.sender, h.seq, status, src);
+                        }
+                    }
+                }
+                self.log_drop(reason, src, now_ms);
+                None
+            }
+        }
+    }
+
+    fn on_ack(
+        &mut self,
+        from: NodeId,
+        acked: u64,
+        status: AckStatus,
+        now_ms: u64,
+        src: SocketAddr,
+    ) -> Option<Event> {
+        match self
+            .pending
+            .iter()
+            .position(|p| p.to == from && p.seq == acked)
+        {
+            Some(i) => {
+                let p = self.pending.swap_remove(i);
+                self.free_frames.push(p.frame);
+                if !status.is_delivered() {
+                    log::warn!("{} rejected {:?} #{} ({:?})", from, p.kind, p.seq, status);
+                }
+                Some(Event::Acked {
+                    to: from,
+                    seq: acked,
+                    kind: p.kind,
+                    status,
+                })
+            }
+            None => {
+                self.verifier.count_drop(DropReason::UnmatchedAck);
+                self.log_drop(DropReason::UnmatchedAck, src, now_ms);
+                None
+            }
+        }
+    }
+
+    fn learn_addr(&mut self, id: NodeId, src: SocketAddr) {
+        if let Some(p) = self.peers.iter_mut().find(|p| p.id == id) {
+            if p.addr != Some(src) {
+                match p.addr {
+                    None => log::info!("{} is at {}", id, src),
+                    Some(old) => log::info!("{} moved from {} to {}", id, old, src),
+                }
+                p.addr = Some(src);
+            }
+        }
+    }
+
+    fn send_ack(&mut self, to: NodeId, acked: u64, status: AckStatus, addr: SocketAddr) {
+        let header = Header {
+            sender: self.me,
+            dest: to,
+            seq: self.seq.next_seq(),
+        };
+        let ack = Message::Ack { acked, status };
+        match seal(&self.key, &header, &ack, &mut self.tx[..]) {
+            Ok(len) => {
+                if let Err(e) = self.socket.send_to(&self.tx[..len], addr) {
+                    log::debug!("ack #{} to {} ({}): {}", acked, to, addr, e);
+                }
+            }
+            Err(e) => log::error!("cannot seal ack: {}", e),
+        }
+    }
+
+    fn log_drop(&mut self, reason: DropReason, src: SocketAddr, now_ms: u64) {
+        let st = &mut self.log[reason.index()];
+        let due = st.last_ms.is_none_or(|t| now_ms.saturating_sub(t) >= 1000);
+        if !due {
+            st.suppressed += 1;
+            return;
+        }
+        let level = match reason {
+            // Normal after retries and lost acks.
+            DropReason::Replayed | DropReason::UnmatchedAck => log::Level::Debug,
+            _ => log::Level::Warn,
+        };
+        log::log!(
+            level,
+            "dropped datagram from {}: {} ({} more since last report, {} in all)",
+            src,
+            reason,
+            st.suppressed,
+            self.verifier.drops().get(reason)
+        );
+        st.last_ms = Some(now_ms);
+        st.suppressed = 0;
+    }
+
+    fn flush_drop_logs(&mut self, now_ms: u64) {
+        for reason in DropReason::ALL {
+            let st = &mut self.log[reason.index()];
+            if st.suppressed > 0 && st.last_ms.is_some_and(|t| now_ms.saturating_sub(t) >= 1000) {
+                log::warn!(
+                    "dropped {} more datagrams: {} ({} in all)",
+                    st.suppressed,
+                    reason,
+                    self.verifier.drops().get(reason)
+                );
+                st.last_ms = Some(now_ms);
+                st.suppressed = 0;
+            }
+        }
+    }
+}
+
+impl AsFd for Endpoint {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl AsRawFd for Endpoint {
+    fn as_raw_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+}
+
+/// Wakes the thread that waits on an [`Endpoint`] by sending it an empty datagram.
+#[derive(Debug)]
+pub struct Waker {
+    socket: UdpSocket,
+    target: SocketAddr,
+}
+
+impl Waker {
+    /// Wakes the endpoint's thread (best effort; a lost wake-up only delays until the timeout).
+    pub fn wake(&self) {
+        if let Err(e) = self.socket.send_to(&[], self.target) {
+            log::debug!("wake-up datagram to {}: {}", self.target, e);
+        }
+    }
+}
+
+/// Convenience: [`crate::load_key`] then [`Endpoint::bind`].
+pub fn bind_with_key_file(
+    addr: SocketAddr,
+    me: NodeId,
+    key_file: &Path,
+    config: EndpointConfig,
+) -> io::Result<Endpoint> {
+    let key = crate::host::keyfile::load_key(key_file)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    Endpoint::bind(addr, me, key, config)
+}

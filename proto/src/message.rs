@@ -1,0 +1,611 @@
+//! Protocol messages (the frame body) and their field types.
+//!
+//! The body of a frame is `postcard(Message)`: the variant index as a one-byte varint (the
+//! [`Kind`]), then the variant's fields in declaration order. Integers other than `u8` are
+//! postcard varints; digests are 32 raw bytes; strings and byte vectors carry a varint length.
+//!
+//! Rule (see the crate header): new variants only at the end of [`Message`], new fields only at
+//! the end of a variant, new codes only as new values of the code enums. Never reorder.
+//!
+//! Direction and acknowledgement of each message is stated on its variant. Every message except
+//! [`Message::Ack`] and [`Message::Heartbeat`] is a *command*: the receiver's endpoint answers it
+//! with an `Ack` and the sender retries until acknowledged ([`Message::needs_ack`]).
+
+use heapless::{String, Vec};
+use postcard::experimental::max_size::MaxSize;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::digest::Digest;
+
+/// Longest guest (libvirt domain) name, in bytes.
+pub const MAX_NAME: usize = 64;
+/// Longest free text in a [`Message::GuestOutcome`], in bytes.
+pub const MAX_TEXT: usize = 64;
+/// Most guests named in one [`Message::RestartPartnerGuests`] subset.
+pub const MAX_SUBSET: usize = 16;
+/// Bytes of domain XML per [`Message::DefinitionPush`]; every chunk but the last is this full.
+pub const DEFINITION_CHUNK: usize = 1024;
+/// Most chunks of one definition, so a definition is at most 64 KiB of XML.
+pub const MAX_DEFINITION_CHUNKS: u16 = 64;
+/// Highest blade slot number; blades are `NodeId(1..=MAX_SLOT)`.
+pub const MAX_SLOT: u8 = 16;
+
+/// A guest (libvirt domain) name; see [`valid_guest_name`] for what a receiver accepts.
+pub type GuestName = String<MAX_NAME>;
+/// An incident number chosen by the ShMC; replies quote it back.
+pub type IncidentId = u32;
+
+/// Identity of a protocol node: `0` is the ShMC, `1..=16` the blade in that physical slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeId(pub u8);
+
+impl NodeId {
+    /// The shelf manager.
+    pub const SHMC: NodeId = NodeId(0);
+
+    /// The agent of the blade in physical slot `slot`, if `1 <= slot <= MAX_SLOT`.
+    pub const fn blade(slot: u8) -> Option<NodeId> {
+        if slot >= 1 && slot <= MAX_SLOT {
+            Some(NodeId(slot))
+        } else {
+            None
+        }
+    }
+
+    /// True for `0..=MAX_SLOT`, the ids this protocol uses.
+    pub const fn is_valid(self) -> bool {
+        self.0 <= MAX_SLOT
+    }
+}
+
+impl core::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if *self == NodeId::SHMC {
+            f.write_str("shmc")
+        } else {
+            write!(f, "slot {}", self.0)
+        }
+    }
+}
+
+/// Defines a one-byte code enum with an `Unknown(u8)` variant, encoded as a plain `u8`.
+macro_rules! code_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $var:ident = $val:literal,)+ }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vm])* $var,)+
+            /// A value this version does not know (sent by a newer peer).
+            Unknown(u8),
+        }
+        impl From<u8> for $name {
+            fn from(v: u8) -> Self {
+                match v {
+                    $($val => $name::$var,)+
+                    other => $name::Unknown(other),
+                }
+            }
+        }
+        impl From<$name> for u8 {
+            fn from(v: $name) -> u8 {
+                match v {
+                    $($name::$var => $val,)+
+                    $name::Unknown(other) => other,
+                }
+            }
+        }
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_u8(u8::from(*self))
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                u8::deserialize(d).map($name::from)
+            }
+        }
+        impl MaxSize for $name {
+            const POSTCARD_MAX_SIZE: usize = 1;
+        }
+    };
+}
+
+code_enum! {
+    /// Health of the blade's hypervisor as the agent sees it.
+    pub enum Health {
+        /// libvirt answers and the host is fine.
+        Ok = 0,
+        /// libvirt answers but something is wrong (slow, errors on some calls).
+        Degraded = 1,
+        /// libvirt does not answer.
+        Down = 2,
+    }
+}
+
+code_enum! {
+    /// How a failed blade's fence was confirmed; the agent refuses a restart without one.
+    pub enum FenceProof {
+        /// Not confirmed: an agent must refuse the order ([`ReasonCode::FenceNotConfirmed`]).
+        Unconfirmed = 0,
+        /// The blade's hot-swap sensor reads M1 (deactivated).
+        HotSwapM1 = 1,
+        /// The blade's hot-swap sensor reads M0 (not installed / powered off).
+        HotSwapM0 = 2,
+        /// Payload power off confirmed by the IPMC.
+        PowerOff = 3,
+        /// The blade's own agent confirmed FenceSelf with no guest remaining.
+        SelfFenced = 4,
+        /// An operator declared the blade fenced.
+        Operator = 5,
+    }
+}
+
+impl FenceProof {
+    /// True when the proof is a known confirmation (never for `Unconfirmed` or `Unknown`).
+    pub fn is_confirmed(self) -> bool {
+        !matches!(self, FenceProof::Unconfirmed | FenceProof::Unknown(_))
+    }
+}
+
+code_enum! {
+    /// Result of one guest start / migration ordered by the ShMC.
+    pub enum Outcome {
+        /// The guest runs (started or migrated).
+        Started = 0,
+        /// Not attempted, by policy (see the reason code).
+        Refused = 1,
+        /// Attempted and failed (see the reason code).
+        Failed = 2,
+    }
+}
+
+code_enum! {
+    /// Why a guest outcome is not `Started` (or extra detail when it is).
+    pub enum ReasonCode {
+        /// No particular reason.
+        None = 0,
+        /// Not enough free memory on this blade.
+        NoMemory = 1,
+        /// The guest already runs here; not started twice.
+        AlreadyRunning = 2,
+        /// No stored definition for this guest.
+        NoDefinition = 3,
+        /// The order does not carry a confirmed fence.
+        FenceNotConfirmed = 4,
+        /// libvirt returned an error.
+        HypervisorError = 5,
+        /// libvirt did not answer in time.
+        Timeout = 6,
+        /// The disk lock is held elsewhere (virtlockd refused).
+        DiskLocked = 7,
+        /// The stored definition does not parse or libvirt rejected it.
+        BadDefinition = 8,
+        /// Migration failed.
+        MigrationFailed = 9,
+        /// The guest is not protected by this agent.
+        NotProtected = 10,
+    }
+}
+
+code_enum! {
+    /// Status carried by an [`Message::Ack`].
+    pub enum AckStatus {
+        /// First reception; delivered to the application.
+        Accepted = 0,
+        /// A retry of a command already delivered; not delivered again.
+        Duplicate = 1,
+        /// Authentic but not understood (unknown kind, bad encoding or invalid fields); dropped.
+        Rejected = 2,
+    }
+}
+
+impl AckStatus {
+    /// True when the receiver's application has the command (`Accepted` or `Duplicate`).
+    pub fn is_delivered(self) -> bool {
+        matches!(self, AckStatus::Accepted | AckStatus::Duplicate)
+    }
+}
+
+/// Agent software version, `major.minor.patch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct SoftwareVersion {
+    /// Major version.
+    pub major: u16,
+    /// Minor version.
+    pub minor: u16,
+    /// Patch level.
+    pub patch: u16,
+}
+
+/// Capability bits an agent announces in [`Message::Hello`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, MaxSize)]
+pub struct Capabilities(pub u32);
+
+impl Capabilities {
+    /// Destroys its protected guests on FenceSelf.
+    pub const SELF_FENCE: Capabilities = Capabilities(1 << 0);
+    /// Kills QEMU processes directly when libvirt does not answer.
+    pub const KILL_QEMU: Capabilities = Capabilities(1 << 1);
+    /// Restarts its partner's guests from stored definitions.
+    pub const PARTNER_RESTART: Capabilities = Capabilities(1 << 2);
+    /// Live-migrates its guests on Evacuate.
+    pub const EVACUATE: Capabilities = Capabilities(1 << 3);
+    /// Restarts a crashed local guest on RestartGuest.
+    pub const LOCAL_RESTART: Capabilities = Capabilities(1 << 4);
+    /// Its libvirt uses virtlockd on the shared lockspace.
+    pub const DISK_LOCKS: Capabilities = Capabilities(1 << 5);
+
+    /// True when every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Capabilities) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Union of two sets.
+    pub const fn with(self, other: Capabilities) -> Capabilities {
+        Capabilities(self.0 | other.0)
+    }
+}
+
+/// A protocol message (the frame body). Variant order is the wire [`Kind`]: append only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub enum Message {
+    /// Agent -> ShMC, at start and until acknowledged: registration. Command.
+    Hello {
+        /// The agent's physical slot (must equal its NodeId).
+        slot: u8,
+        /// Agent software version.
+        version: SoftwareVersion,
+        /// What this agent can do.
+        capabilities: Capabilities,
+    },
+    /// Agent -> ShMC and agent -> partner agent, periodically. Not acknowledged.
+    Heartbeat {
+        /// Heartbeat counter of this agent run, +1 per heartbeat (gaps show losses).
+        beat: u64,
+        /// Hypervisor health.
+        health: Health,
+        /// Number of protected guests defined on this blade.
+        protected: u16,
+        /// [`crate::guest_set_digest`] of their definitions; the partner compares it with what it holds.
+        digest: Digest,
+    },
+    /// Any -> any: acknowledges the command with sequence `acked` sent by the receiver of this Ack.
+    Ack {
+        /// Sequence number of the acknowledged frame.
+        acked: u64,
+        /// What happened to it.
+        status: AckStatus,
+    },
+    /// Agent -> ShMC: a protected guest crashed (libvirt lifecycle event). Command.
+    GuestCrashed {
+        /// The guest.
+        name: GuestName,
+    },
+    /// Agent -> ShMC: libvirt stopped answering. Command.
+    HypervisorDown,
+    /// Agent -> ShMC: libvirt answers again. Command.
+    HypervisorUp,
+    /// ShMC -> agent: destroy every protected guest now, then confirm. Command.
+    FenceSelf {
+        /// Incident this fence belongs to.
+        incident: IncidentId,
+    },
+    /// Agent -> ShMC: answer to FenceSelf. Command.
+    FenceSelfConfirmed {
+        /// Incident quoted from FenceSelf.
+        incident: IncidentId,
+        /// Guests destroyed through libvirt.
+        destroyed: u16,
+        /// Guests whose QEMU process was killed directly.
+        killed: u16,
+        /// Protected guests still running after all attempts (0 for a complete fence).
+        remaining: u16,
+    },
+    /// ShMC -> partner agent: start the failed blade's guests from stored definitions. Command.
+    /// Precondition: the failed blade is fenced; an agent refuses the order when
+    /// `!fence.is_confirmed()`.
+    RestartPartnerGuests {
+        /// Incident number; outcomes quote it.
+        incident: IncidentId,
+        /// Slot of the failed (fenced) blade.
+        failed_slot: u8,
+        /// How the fence was confirmed.
+        fence: FenceProof,
+        /// Only these guests (per-guest failover); `None` = all of the failed blade's guests.
+        subset: Option<Vec<GuestName, MAX_SUBSET>>,
+    },
+    /// ShMC -> agent of a blade about to be extracted: migrate all protected guests to
+    /// `to_slot`, report each with GuestOutcome, then IncidentDone. Command.
+    Evacuate {
+        /// Incident number.
+        incident: IncidentId,
+        /// Destination blade.
+        to_slot: u8,
+    },
+    /// ShMC -> agent: restart this crashed local guest. Command.
+    RestartGuest {
+        /// Incident number; the outcome quotes it.
+        incident: IncidentId,
+        /// The guest.
+        name: GuestName,
+    },
+    /// Agent -> ShMC: result for one guest of an order. Command.
+    GuestOutcome {
+        /// Incident quoted from the order.
+        incident: IncidentId,
+        /// The guest.
+        name: GuestName,
+        /// Started, refused or failed.
+        outcome: Outcome,
+        /// Why (or `None`).
+        reason: ReasonCode,
+        /// Short human-readable detail (e.g. a libvirt error), may be empty.
+        text: String<MAX_TEXT>,
+        /// Time from receiving the order to this result.
+        elapsed_ms: u32,
+    },
+    /// Agent -> ShMC: every guest of the incident has been reported. Command.
+    IncidentDone {
+        /// Incident quoted from the order.
+        incident: IncidentId,
+        /// Guests reported `Started`.
+        started: u16,
+        /// Guests reported `Refused`.
+        refused: u16,
+        /// Guests reported `Failed`.
+        failed: u16,
+    },
+    /// Agent -> partner agent: one chunk of a protected guest's domain XML. Command.
+    /// Chunk `index` holds bytes `index * DEFINITION_CHUNK ..` of the XML.
+    DefinitionPush {
+        /// The guest.
+        name: GuestName,
+        /// Chunk number, `0..total`.
+        index: u16,
+        /// Number of chunks, `1..=MAX_DEFINITION_CHUNKS`.
+        total: u16,
+        /// [`crate::definition_digest`] of the whole XML (ties chunks of one version together).
+        digest: Digest,
+        /// The chunk's bytes (non-empty; full `DEFINITION_CHUNK` except in the last chunk).
+        bytes: Vec<u8, DEFINITION_CHUNK>,
+    },
+    /// Agent -> partner agent: forget the stored definition of this guest. Command.
+    DefinitionRemove {
+        /// The guest.
+        name: GuestName,
+    },
+    /// Agent -> partner agent: please push your definitions again (digest mismatch). Command.
+    DefinitionRequest {
+        /// Only this guest; `None` = all.
+        name: Option<GuestName>,
+    },
+}
+
+/// Wire kind of a message: the postcard variant index of [`Message`], byte 11 of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum Kind {
+    Hello = 0,
+    Heartbeat = 1,
+    Ack = 2,
+    GuestCrashed = 3,
+    HypervisorDown = 4,
+    HypervisorUp = 5,
+    FenceSelf = 6,
+    FenceSelfConfirmed = 7,
+    RestartPartnerGuests = 8,
+    Evacuate = 9,
+    RestartGuest = 10,
+    GuestOutcome = 11,
+    IncidentDone = 12,
+    DefinitionPush = 13,
+    DefinitionRemove = 14,
+    DefinitionRequest = 15,
+}
+
+impl Kind {
+    /// Number of kinds this version knows; a body byte `>= COUNT` is an unknown kind.
+    pub const COUNT: u8 = 16;
+
+    /// Every kind, in wire order.
+    pub const ALL: [Kind; Kind::COUNT as usize] = [
+        Kind::Hello,
+        Kind::Heartbeat,
+        Kind::Ack,
+        Kind::GuestCrashed,
+        Kind::HypervisorDown,
+        Kind::HypervisorUp,
+        Kind::FenceSelf,
+        Kind::FenceSelfConfirmed,
+        Kind::RestartPartnerGuests,
+        Kind::Evacuate,
+        Kind::RestartGuest,
+        Kind::GuestOutcome,
+        Kind::IncidentDone,
+        Kind::DefinitionPush,
+        Kind::DefinitionRemove,
+        Kind::DefinitionRequest,
+    ];
+
+    /// The kind with wire value `v`, if known.
+    pub fn from_u8(v: u8) -> Option<Kind> {
+        Kind::ALL.get(usize::from(v)).copied()
+    }
+
+    /// True for commands (acknowledged and retried): all but `Ack` and `Heartbeat`.
+    pub fn needs_ack(self) -> bool {
+        !matches!(self, Kind::Ack | Kind::Heartbeat)
+    }
+}
+
+// A one-byte varint holds the kind only while there are fewer than 128 variants.
+const _: () = assert!(Kind::COUNT < 128);
+
+impl Message {
+    /// The wire kind of this message.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Message::Hello { .. } => Kind::Hello,
+            Message::Heartbeat { .. } => Kind::Heartbeat,
+            Message::Ack { .. } => Kind::Ack,
+            Message::GuestCrashed { .. } => Kind::GuestCrashed,
+            Message::HypervisorDown => Kind::HypervisorDown,
+            Message::HypervisorUp => Kind::HypervisorUp,
+            Message::FenceSelf { .. } => Kind::FenceSelf,
+            Message::FenceSelfConfirmed { .. } => Kind::FenceSelfConfirmed,
+            Message::RestartPartnerGuests { .. } => Kind::RestartPartnerGuests,
+            Message::Evacuate { .. } => Kind::Evacuate,
+            Message::RestartGuest { .. } => Kind::RestartGuest,
+            Message::GuestOutcome { .. } => Kind::GuestOutcome,
+            Message::IncidentDone { .. } => Kind::IncidentDone,
+            Message::DefinitionPush { .. } => Kind::DefinitionPush,
+            Message::DefinitionRemove { .. } => Kind::DefinitionRemove,
+            Message::DefinitionRequest { .. } => Kind::DefinitionRequest,
+        }
+    }
+
+    /// True for commands, which the receiver acknowledges and the sender retries.
+    pub fn needs_ack(&self) -> bool {
+        self.kind().needs_ack()
+    }
+
+    /// Checks field values beyond what the encoding guarantees: slots in range, guest names
+    /// safe as file names, text without control characters, chunk numbering consistent.
+    /// [`crate::seal`] refuses and [`crate::Verifier::open`] drops a message failing this.
+    pub fn is_valid(&self) -> bool {
+        let slot_ok = |s: &u8| NodeId::blade(*s).is_some();
+        match self {
+            Message::Hello { slot, .. } => slot_ok(slot),
+            Message::GuestCrashed { name }
+            | Message::RestartGuest { name, .. }
+            | Message::DefinitionRemove { name } => valid_guest_name(name),
+            Message::RestartPartnerGuests {
+                failed_slot,
+                subset,
+                ..
+            } => {
+                slot_ok(failed_slot)
+                    && subset.as_ref().is_none_or(|names| {
+                        !names.is_empty() && names.iter().all(|n| valid_guest_name(n))
+                    })
+            }
+            Message::Evacuate { to_slot, .. } => slot_ok(to_slot),
+            Message::GuestOutcome { name, text, .. } => {
+                valid_guest_name(name) && !text.chars().any(char::is_control)
+            }
+            Message::DefinitionPush {
+                name,
+                index,
+                total,
+                bytes,
+                ..
+            } => {
+                valid_guest_name(name)
+                    && (1..=MAX_DEFINITION_CHUNKS).contains(total)
+                    && index < total
+                    && !bytes.is_empty()
+                    && (index + 1 == *total || bytes.len() == DEFINITION_CHUNK)
+            }
+            Message::DefinitionRequest { name } => {
+                name.as_ref().is_none_or(|n| valid_guest_name(n))
+            }
+            Message::Heartbeat { .. }
+            | Message::Ack { .. }
+            | Message::HypervisorDown
+            | Message::HypervisorUp
+            | Message::FenceSelf { .. }
+            | Message::FenceSelfConfirmed { .. }
+            | Message::IncidentDone { .. } => true,
+        }
+    }
+}
+
+/// A guest name a receiver accepts: non-empty, not starting with `.`, without `/`, NUL or
+/// other control characters (the partner stores definitions in files named after guests).
+pub fn valid_guest_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.chars().any(|c| c == '/' || c.is_control())
+}
+
+/// Builds a [`GuestName`]; `None` when longer than [`MAX_NAME`] bytes or not [`valid_guest_name`].
+pub fn guest_name(name: &str) -> Option<GuestName> {
+    if !valid_guest_name(name) {
+        return None;
+    }
+    GuestName::try_from(name).ok()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_kind_table_matches_variant_order() {
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(*k as u8 as usize, i);
+            assert_eq!(Kind::from_u8(i as u8), Some(*k));
+        }
+        assert_eq!(Kind::from_u8(Kind::COUNT), None);
+    }
+
+    #[test]
+    fn test_code_enum_round_trip() {
+        for v in 0..=255u8 {
+            assert_eq!(u8::from(ReasonCode::from(v)), v);
+            assert_eq!(u8::from(FenceProof::from(v)), v);
+        }
+        assert_eq!(FenceProof::from(4), FenceProof::SelfFenced);
+        assert_eq!(FenceProof::from(200), FenceProof::Unknown(200));
+        assert!(!FenceProof::Unknown(200).is_confirmed());
+        assert!(!FenceProof::Unconfirmed.is_confirmed());
+        assert!(FenceProof::HotSwapM1.is_confirmed());
+    }
+
+    #[test]
+    fn test_guest_names() {
+        assert!(valid_guest_name("web-01.example_db"));
+        for bad in ["", ".", "..", ".hidden", "a/b", "../etc", "a\nb", "a\0b"] {
+            assert!(!valid_guest_name(bad), "{bad:?}");
+        }
+        assert!(guest_name(&"x".repeat(64)).is_some());
+        assert!(guest_name(&"x".repeat(65)).is_none());
+    }
+
+    #[test]
+    fn test_validation() {
+        let push = |index, total, len| Message::DefinitionPush {
+            name: guest_name("g").unwrap(),
+            index,
+            total,
+            digest: [0; 32],
+            bytes: Vec::from_slice(&[b'x'; DEFINITION_CHUNK][..len]).unwrap(),
+        };
+        assert!(push(0, 1, 10).is_valid());
+        assert!(push(0, 2, DEFINITION_CHUNK).is_valid());
+        assert!(!push(0, 2, 10).is_valid(), "short non-final chunk");
+        assert!(!push(2, 2, 10).is_valid(), "index out of range");
+        assert!(!push(0, 0, 10).is_valid());
+        assert!(!push(0, MAX_DEFINITION_CHUNKS + 1, DEFINITION_CHUNK).is_valid());
+        assert!(!push(0, 1, 0).is_valid(), "empty chunk");
+        let restart = |slot, subset| Message::RestartPartnerGuests {
+            incident: 1,
+            failed_slot: slot,
+            fence: FenceProof::HotSwapM1,
+            subset,
+        };
+        assert!(restart(3, None).is_valid());
+        assert!(!restart(0, None).is_valid());
+        assert!(!restart(17, None).is_valid());
+        assert!(!restart(3, Some(Vec::new())).is_valid());
+        assert!(!Message::Hello {
+            slot: 0,
+            version: SoftwareVersion {
+                major: 0,
+                minor: 1,
+                patch: 0
+            },
+            capabilities: Capabilities::default()
+        }
+        .is_valid());
+    }
+}
