@@ -1,0 +1,189 @@
+//! Sample messages shared by the protocol tests: one typical and one largest per kind.
+#![allow(dead_code)]
+
+use heapless::{String, Vec};
+use shelfha_proto::message::guest_name;
+use shelfha_proto::*;
+
+/// The fixed key of the golden vectors: bytes 0x00, 0x01, .., 0x1f.
+pub fn golden_key() -> Key {
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    Key::new(k)
+}
+
+fn name(s: &str) -> GuestName {
+    guest_name(s).unwrap()
+}
+
+/// One typical message of every kind, in `Kind` order.
+pub fn samples() -> std::vec::Vec<Message> {
+    vec![
+        Message::Hello {
+            slot: 3,
+            version: SoftwareVersion {
+                major: 1,
+                minor: 2,
+                patch: 300,
+            },
+            capabilities: Capabilities::SELF_FENCE.with(Capabilities::KILL_QEMU),
+        },
+        Message::Heartbeat {
+            beat: 1000,
+            health: Health::Ok,
+            protected: 2,
+            digest: [0xab; 32],
+        },
+        Message::Ack {
+            acked: 0x1_0000,
+            status: AckStatus::Duplicate,
+        },
+        Message::GuestCrashed { name: name("vm1") },
+        Message::HypervisorDown,
+        Message::HypervisorUp,
+        Message::FenceSelf { incident: 7 },
+        Message::FenceSelfConfirmed {
+            incident: 7,
+            destroyed: 3,
+            killed: 1,
+            remaining: 0,
+        },
+        Message::RestartPartnerGuests {
+            incident: 8,
+            failed_slot: 4,
+            fence: FenceProof::HotSwapM1,
+            subset: Some(Vec::from_slice(&[name("a"), name("bc")]).unwrap()),
+        },
+        Message::Evacuate {
+            incident: 9,
+            to_slot: 5,
+        },
+        Message::RestartGuest {
+            incident: 10,
+            name: name("db"),
+        },
+        Message::GuestOutcome {
+            incident: 8,
+            name: name("a"),
+            outcome: Outcome::Refused,
+            reason: ReasonCode::NoMemory,
+            text: String::try_from("free 512").unwrap(),
+            elapsed_ms: 200,
+        },
+        Message::IncidentDone {
+            incident: 8,
+            started: 1,
+            refused: 1,
+            failed: 0,
+        },
+        Message::DefinitionPush {
+            name: name("vm1"),
+            index: 0,
+            total: 1,
+            digest: definition_digest(b"<d/>"),
+            bytes: Vec::from_slice(b"<d/>").unwrap(),
+        },
+        Message::DefinitionRemove { name: name("vm1") },
+        Message::DefinitionRequest { name: None },
+    ]
+}
+
+/// The largest valid message of every kind, in `Kind` order.
+pub fn largest() -> std::vec::Vec<Message> {
+    let long = |c: char| name(&c.to_string().repeat(MAX_NAME));
+    let text: String<MAX_TEXT> = String::try_from("t".repeat(MAX_TEXT).as_str()).unwrap();
+    let mut subset = Vec::new();
+    for i in 0..MAX_SUBSET {
+        subset.push(long((b'a' + i as u8) as char)).unwrap();
+    }
+    vec![
+        Message::Hello {
+            slot: MAX_SLOT,
+            version: SoftwareVersion {
+                major: u16::MAX,
+                minor: u16::MAX,
+                patch: u16::MAX,
+            },
+            capabilities: Capabilities(u32::MAX),
+        },
+        Message::Heartbeat {
+            beat: u64::MAX,
+            health: Health::Unknown(255),
+            protected: u16::MAX,
+            digest: [0xff; 32],
+        },
+        Message::Ack {
+            acked: u64::MAX,
+            status: AckStatus::Unknown(255),
+        },
+        Message::GuestCrashed { name: long('c') },
+        Message::HypervisorDown,
+        Message::HypervisorUp,
+        Message::FenceSelf { incident: u32::MAX },
+        Message::FenceSelfConfirmed {
+            incident: u32::MAX,
+            destroyed: u16::MAX,
+            killed: u16::MAX,
+            remaining: u16::MAX,
+        },
+        Message::RestartPartnerGuests {
+            incident: u32::MAX,
+            failed_slot: MAX_SLOT,
+            fence: FenceProof::Unknown(255),
+            subset: Some(subset),
+        },
+        Message::Evacuate {
+            incident: u32::MAX,
+            to_slot: MAX_SLOT,
+        },
+        Message::RestartGuest {
+            incident: u32::MAX,
+            name: long('r'),
+        },
+        Message::GuestOutcome {
+            incident: u32::MAX,
+            name: long('o'),
+            outcome: Outcome::Unknown(255),
+            reason: ReasonCode::Unknown(255),
+            text,
+            elapsed_ms: u32::MAX,
+        },
+        Message::IncidentDone {
+            incident: u32::MAX,
+            started: u16::MAX,
+            refused: u16::MAX,
+            failed: u16::MAX,
+        },
+        Message::DefinitionPush {
+            name: long('p'),
+            index: MAX_DEFINITION_CHUNKS - 1,
+            total: MAX_DEFINITION_CHUNKS,
+            digest: [0xff; 32],
+            bytes: Vec::from_slice(&[0xff; DEFINITION_CHUNK]).unwrap(),
+        },
+        Message::DefinitionRemove { name: long('d') },
+        Message::DefinitionRequest {
+            name: Some(long('q')),
+        },
+    ]
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), for garbage and mutation tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}

@@ -1,0 +1,153 @@
+//! Golden byte vectors: one frame per message kind, byte for byte.
+//!
+//! Fixed inputs: key = bytes 00 01 .. 1f; sender = slot 3; dest = ShMC (0);
+//! seq = 0x0123_4567_89ab_0000 + kind. Each entry is (header, body, tag) in hex:
+//! header = version 01, sender 03, dest 00, seq little-endian; body = postcard(Message);
+//! tag = HMAC-SHA256(key, header || body). The tags were checked against an independent
+//! HMAC implementation (Python's hmac module). These bytes are frozen: a change here is a
+//! wire-format change and needs a new PROTOCOL_VERSION.
+
+mod common;
+
+use common::{golden_key, samples};
+use shelfha_proto::*;
+
+const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
+    // kind 00, slot 3, version 1.2.300 (300 = ac 02), capabilities 0b11
+    (
+        "0103000000ab8967452301",
+        "00030102ac0203",
+        "e74f6942f969c752aff93c8c4bdd9ba31e1fd9ff1a255eaf85f9ce7dbd405e4b",
+    ),
+    // kind 01, beat 1000 (e8 07), health Ok, 2 protected, digest 32 x ab
+    (
+        "0103000100ab8967452301",
+        "01e8070002abababababababababababababababababababababababababababababababab",
+        "277ab41e7fc4f800bfe7d9e4cfefd13b6d526fbf681f914caa8fb2833b036cc9",
+    ),
+    // kind 02, acked 0x10000 (80 80 04), status Duplicate
+    (
+        "0103000200ab8967452301",
+        "0280800401",
+        "6bf0463470ac7525dc850bd31fa2880dbb876590f7a00267fb16380311200fb2",
+    ),
+    // kind 03, name len 3 "vm1"
+    (
+        "0103000300ab8967452301",
+        "0303766d31",
+        "50e74fdce64e78c28a252d1b6d93d876c648bfa6d6949fdf5b3ef588bef86c00",
+    ),
+    // kind 04 (unit)
+    (
+        "0103000400ab8967452301",
+        "04",
+        "c53f2b6d53d2dd6c4f9790d7f9d6c16f1c4984c2de620ca09ef321d1789f577f",
+    ),
+    // kind 05 (unit)
+    (
+        "0103000500ab8967452301",
+        "05",
+        "6daf8593ddb1a4690afa14266fbb17cd21f8aba345122956c78c70eed2b32de4",
+    ),
+    // kind 06, incident 7
+    (
+        "0103000600ab8967452301",
+        "0607",
+        "488e90f010dab2fdd7d79a64fada9fffdbc7401e33c9ea4d46dee77ffba6131b",
+    ),
+    // kind 07, incident 7, destroyed 3, killed 1, remaining 0
+    (
+        "0103000700ab8967452301",
+        "0707030100",
+        "fdeb44ba944b237abf76740c52052db62c570b518acd92e8eb74500ab2080949",
+    ),
+    // kind 08, incident 8, failed slot 4, fence HotSwapM1, Some, 2 names: "a", "bc"
+    (
+        "0103000800ab8967452301",
+        "0808040101020161026263",
+        "0b136fee77e185566c34fbe94145385e4d78c950369a16e75424b52cd42838c9",
+    ),
+    // kind 09, incident 9, to slot 5
+    (
+        "0103000900ab8967452301",
+        "090905",
+        "94b491d3603d1c92d8bd6171c34cdb9710482fed310467ae547431fd2d3a1756",
+    ),
+    // kind 0a, incident 10, name "db"
+    (
+        "0103000a00ab8967452301",
+        "0a0a026462",
+        "58748f235cbc05f075b12835097f00e5bafd19e65b5e52d60ddf1effc7141572",
+    ),
+    // kind 0b, incident 8, name "a", Refused, NoMemory, text "free 512", 200 ms (c8 01)
+    (
+        "0103000b00ab8967452301",
+        "0b0801610101086672656520353132c801",
+        "efb8681676656a9e95ef949bc23349095e0a2706c72a20ff713060d49e9c176d",
+    ),
+    // kind 0c, incident 8, started 1, refused 1, failed 0
+    (
+        "0103000c00ab8967452301",
+        "0c08010100",
+        "8aaee1f7754f0d497f7bbe9ef5973c6177656af972cb3a539e7a305a07c9e010",
+    ),
+    // kind 0d, name "vm1", chunk 0 of 1, sha256("<d/>"), 4 bytes "<d/>"
+    (
+        "0103000d00ab8967452301",
+        "0d03766d31000177b4d40b8538055eab755cee363c1ecc391be1663f6ef1cb14f2da7f6150d738043c642f3e",
+        "7a845fb488a6108259915c223d748a37ac38fe2d3e1f85006ebf639e64104f5e",
+    ),
+    // kind 0e, name "vm1"
+    (
+        "0103000e00ab8967452301",
+        "0e03766d31",
+        "ba87a06344c4f6c7015a24a0ebd5fe76f308c92896666d331cd5c3e41c2b1c9b",
+    ),
+    // kind 0f, None
+    (
+        "0103000f00ab8967452301",
+        "0f00",
+        "c234a0ef10637f76813dad6e0f6e9c84342ddab897928f3eadf4049d5db1d9b0",
+    ),
+];
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn header(kind: usize) -> Header {
+    Header {
+        sender: NodeId(3),
+        dest: NodeId::SHMC,
+        seq: 0x0123_4567_89ab_0000 + kind as u64,
+    }
+}
+
+#[test]
+fn test_emit_matches_golden() {
+    for (i, msg) in samples().iter().enumerate() {
+        let (h, b, t) = GOLDEN[i];
+        let expected = [unhex(h), unhex(b), unhex(t)].concat();
+        let mut buf = [0u8; MAX_FRAME];
+        let n = seal(&golden_key(), &header(i), msg, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &expected[..], "{:?}", msg.kind());
+    }
+}
+
+#[test]
+fn test_parse_golden() {
+    let mut v = Verifier::new(golden_key(), NodeId::SHMC);
+    v.add_peer(NodeId(3)).unwrap();
+    for (i, msg) in samples().iter().enumerate() {
+        let (h, b, t) = GOLDEN[i];
+        let frame = [unhex(h), unhex(b), unhex(t)].concat();
+        let rx = v.open(&frame).unwrap();
+        assert_eq!(rx.sender, NodeId(3));
+        assert_eq!(rx.seq, header(i).seq);
+        assert_eq!(&rx.message, msg);
+        assert_eq!(unhex(b)[0], i as u8, "body starts with the kind");
+    }
+}
