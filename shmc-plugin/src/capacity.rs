@@ -23,3 +23,5 @@ pub const MAX_OUTPUTS: usize = 64;
 /// Longest guest name carried through the core (libvirt names are longer in
 /// principle; ours are truncated-refused, see the protocol crate).
 pub const MAX_GUEST_NAME: usize = 64;
+/// Single-guest failovers awaiting the blade's destroy confirmation.
+pub const MAX_GUEST_FAILOVERS: usize = 16;

@@ -7,5 +7,10 @@
 #![deny(unsafe_code)]
 
 pub mod capacity;
+pub mod classify;
+pub mod config;
+pub mod engine;
 pub mod event;
 pub mod wire;
+#[cfg(feature = "std")]
+pub mod host;

@@ -1,2 +1,151 @@
-//! `shmc-plugin` binary.
-fn main() {}
+//! `shmc-plugin` binary: argument parsing and wiring only.
+//!
+//! ```text
+//! shmc-plugin run --config FILE [--log LEVEL]
+//! shmc-plugin replay --config FILE CAPTURE [--log LEVEL]
+//! shmc-plugin --help | --version
+//! ```
+//! Exit codes: 0 done, 1 runtime failure (device, I/O), 2 bad usage, bad
+//! configuration or bad capture line.
+
+use std::io::{self, BufReader, BufWriter};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use shmc_plugin::config::file;
+use shmc_plugin::host::{self, agent::NoAgents, replay, run};
+
+const USAGE: &str = "\
+shmc-plugin: ATCA shelf-manager plugin (IPMB failure detection, fencing, failover orders)
+
+Usage:
+  shmc-plugin run --config FILE [--log LEVEL]
+      Read the IPMB device named in FILE, classify failures, fence blades and
+      order their partners to restart guests.
+  shmc-plugin replay --config FILE CAPTURE [--log LEVEL]
+      Run a capture (`<t_ms> <hex message>` per line) through the same core;
+      JSON lines on stdout.
+  shmc-plugin --help | --version
+
+LEVEL: error, warn, info, debug, trace (default: info for run, warn for replay).
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage, configuration or capture line.
+";
+
+enum Command {
+    Run { config: PathBuf },
+    Replay { config: PathBuf, capture: PathBuf },
+}
+
+fn parse_args(args: &[String]) -> Result<(Command, Option<log::LevelFilter>), String> {
+    let mut config = None;
+    let mut level = None;
+    let mut positional = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i].as_str();
+        let mut value = |name: &str| -> Result<String, String> {
+            i += 1;
+            args.get(i)
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match a {
+            "--config" | "-c" => config = Some(PathBuf::from(value("--config")?)),
+            "--log" => {
+                let v = value("--log")?;
+                level = Some(v.parse().map_err(|_| format!("unknown log level {v:?}"))?);
+            }
+            _ if a.starts_with("--config=") => {
+                config = Some(PathBuf::from(&a["--config=".len()..]))
+            }
+            _ if a.starts_with('-') && a.len() > 1 => return Err(format!("unknown option {a:?}")),
+            _ => positional.push(a.to_string()),
+        }
+        i += 1;
+    }
+    let config = config.ok_or("--config FILE is required")?;
+    match positional.as_slice() {
+        [cmd] if cmd == "run" => Ok((Command::Run { config }, level)),
+        [cmd, capture] if cmd == "replay" => Ok((
+            Command::Replay {
+                config,
+                capture: PathBuf::from(capture),
+            },
+            level,
+        )),
+        [cmd, ..] if cmd == "replay" => Err("replay needs exactly one CAPTURE file".into()),
+        [cmd, ..] => Err(format!("unknown command {cmd:?}")),
+        [] => Err("a command is required (run or replay)".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--version" || a == "-V") {
+        println!("shmc-plugin {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    let (command, level) = match parse_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shmc-plugin: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Run { config } => {
+            host::init_logging(level.unwrap_or(log::LevelFilter::Info));
+            let cfg = match file::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("shmc-plugin: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if cfg.listen.is_some() {
+                log::warn!("agent link not available in this build: orders are logged only");
+            }
+            let mut agents = NoAgents::default();
+            match run::run(&cfg, &mut agents) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    log::error!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Replay { config, capture } => {
+            host::init_logging(level.unwrap_or(log::LevelFilter::Warn));
+            let cfg = match file::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("shmc-plugin: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let input = match std::fs::File::open(&capture) {
+                Ok(f) => BufReader::with_capacity(1 << 16, f),
+                Err(e) => {
+                    eprintln!("shmc-plugin: cannot read {}: {e}", capture.display());
+                    return ExitCode::from(1);
+                }
+            };
+            let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+            match replay::replay(cfg.shelf, input, out) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(replay::ReplayError::BadLine { line, reason }) => {
+                    eprintln!("shmc-plugin: {}:{line}: {reason}", capture.display());
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    eprintln!("shmc-plugin: {}: {e}", capture.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! The `std` edges of the plugin: capture replay, the run loop over the IPMB
+//! device, the agent-link seam and logging. The decisions themselves are in
+//! [`crate::engine`]; this module only feeds it bytes and a clock.
+
+pub mod agent;
+pub mod replay;
+pub mod run;
+
+/// Sets up `log` through `simple_logger` on stderr at `level`
+/// (`RUST_LOG`-style names: error, warn, info, debug, trace).
+pub fn init_logging(level: log::LevelFilter) {
+    // A second initialisation (tests) is harmless: keep the first logger.
+    let _ = simple_logger::SimpleLogger::new()
+        .with_level(level)
+        .env()
+        .init();
+}

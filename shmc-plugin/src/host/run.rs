@@ -1,0 +1,277 @@
+//! `shmc-plugin run`: the single-threaded poll loop of the daemon.
+//!
+//! Each wake-up (IPMB readable, agent socket readable, or the tick of
+//! [`TICK_MS`]) reads what is there, feeds the [`Shelf`] with the monotonic
+//! time since start, runs [`Shelf::poll`], and carries out every queued
+//! output: IPMB requests are framed (rqSA = own address, LUNs 0) and written,
+//! orders go to the [`AgentLink`], decisions and alerts are logged by the core.
+//!
+//! The IPMB device is opened read-write and non-blocking. In message mode
+//! (`/dev/ipmb-N`) one read() is one message; in stream mode (pty, FIFO) the
+//! bytes go through a [`StreamFramer`], and a terminal is switched to raw mode.
+//! Every Platform Event request is answered at once with completion code 0x00
+//! (an IPMC retransmits until answered); other requests addressed to us get
+//! 0xC1 (invalid command). Buffers are fixed and reused: after start-up the
+//! event path allocates nothing (log lines aside, and per-event logs are at
+//! debug level).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use log::{debug, error, info, warn};
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::agent::AgentLink;
+use crate::config::file::HostConfig;
+use crate::engine::{Output, Shelf};
+use crate::wire::cmd;
+use crate::wire::framer::{validate_message, Feed, FramerStats, StreamFramer};
+use crate::wire::ipmb::{FrameError, Repr};
+
+/// Longest wait between two timer runs, in milliseconds.
+pub const TICK_MS: u16 = 10;
+
+/// Why the run loop stopped.
+#[derive(Debug)]
+pub enum RunError {
+    /// The IPMB device could not be opened or set up.
+    Open(PathBuf, io::Error),
+    /// The IPMB device failed or closed.
+    Device(PathBuf, String),
+    /// The configuration was refused by the core.
+    Config(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Open(p, e) => write!(f, "cannot open IPMB device {}: {e}", p.display()),
+            Self::Device(p, e) => write!(f, "IPMB device {}: {e}", p.display()),
+            Self::Config(e) => write!(f, "configuration: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// The daemon's IPMB side: device, framing state and counters.
+struct Bus {
+    file: File,
+    stream: bool,
+    framer: StreamFramer,
+    stats: FramerStats,
+    own_address: u8,
+    write_errors: u64,
+}
+
+impl Bus {
+    fn write(&mut self, repr: &Repr<'_>) {
+        let mut buf = [0u8; crate::capacity::MAX_IPMB_MESSAGE];
+        let n = match repr.emit(&mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                self.write_errors += 1;
+                warn!("IPMB message not sent: {e}");
+                return;
+            }
+        };
+        // One write() per message: message devices and ipmi_sim's channel need it.
+        match nix::unistd::write(self.file.as_fd(), &buf[..n]) {
+            Ok(w) if w == n => {}
+            Ok(_) | Err(_) => {
+                self.write_errors += 1;
+                warn!("IPMB write to 0x{:02x} failed or was short", repr.rs_sa);
+            }
+        }
+    }
+}
+
+fn milliseconds(start: Instant) -> u64 {
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn handle(shelf: &mut Shelf, bus: &mut Bus, now: u64, repr: &Repr<'_>) {
+    if repr.is_response() {
+        shelf.on_ipmb_response(
+            now,
+            repr.rq_sa,
+            repr.rq_seq,
+            repr.net_fn,
+            repr.cmd,
+            repr.data,
+        );
+        return;
+    }
+    match cmd::platform_event(repr) {
+        Some(event) => {
+            bus.write(&Repr::response_to(repr, &cmd::PLATFORM_EVENT_RESPONSE));
+            match event {
+                Ok(ev) => {
+                    let outcome = shelf.on_platform_event(now, repr.rq_seq, &ev);
+                    debug!("event from 0x{:02x}: {outcome:?}", ev.generator);
+                }
+                Err(e) => warn!("Platform Event from 0x{:02x} refused: {e}", repr.rq_sa),
+            }
+        }
+        None => {
+            if repr.rs_sa == bus.own_address {
+                // 0xC1: invalid command.
+                bus.write(&Repr::response_to(repr, &[0xC1]));
+            }
+            debug!(
+                "request netFn 0x{:02x} cmd 0x{:02x} from 0x{:02x} not handled",
+                repr.net_fn, repr.cmd, repr.rq_sa
+            );
+        }
+    }
+}
+
+fn carry_out(shelf: &mut Shelf, bus: &mut Bus, agents: &mut dyn AgentLink, now: u64) {
+    while let Some(o) = shelf.pop_output() {
+        match o {
+            Output::Ipmb {
+                dest,
+                net_fn,
+                cmd,
+                rq_seq,
+                data,
+            } => bus.write(&Repr {
+                rs_sa: dest,
+                net_fn,
+                rs_lun: 0,
+                rq_sa: bus.own_address,
+                rq_seq,
+                rq_lun: 0,
+                cmd,
+                data: &data,
+            }),
+            Output::Order { slot, order } => agents.send_order(now, slot, &order),
+            // The core logged these when it queued them.
+            Output::Decision(_) | Output::Alert(_) => {}
+        }
+    }
+}
+
+fn open_device(cfg: &HostConfig) -> Result<File, RunError> {
+    let path = &cfg.ipmb_device;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| RunError::Open(path.clone(), e))?;
+    if cfg.stream_mode() && nix::unistd::isatty(file.as_fd()).unwrap_or(false) {
+        let mut t = nix::sys::termios::tcgetattr(file.as_fd())
+            .map_err(|e| RunError::Open(path.clone(), e.into()))?;
+        nix::sys::termios::cfmakeraw(&mut t);
+        nix::sys::termios::tcsetattr(file.as_fd(), nix::sys::termios::SetArg::TCSANOW, &t)
+            .map_err(|e| RunError::Open(path.clone(), e.into()))?;
+    }
+    Ok(file)
+}
+
+/// Runs the daemon until the IPMB device fails.
+pub fn run(cfg: &HostConfig, agents: &mut dyn AgentLink) -> Result<(), RunError> {
+    let mut shelf = Shelf::new(cfg.shelf.clone()).map_err(|e| RunError::Config(e.to_string()))?;
+    let file = open_device(cfg)?;
+    let mut bus = Bus {
+        file,
+        stream: cfg.stream_mode(),
+        framer: StreamFramer::new(),
+        stats: FramerStats::new(),
+        own_address: cfg.shelf.own_address,
+        write_errors: 0,
+    };
+    info!(
+        "shmc-plugin running: IPMB {} ({} mode), own address 0x{:02x}, {} blade(s)",
+        cfg.ipmb_device.display(),
+        if bus.stream { "stream" } else { "message" },
+        cfg.shelf.own_address,
+        cfg.shelf.blades.len()
+    );
+    let start = Instant::now();
+    let mut buf = [0u8; 512];
+    let mut inputs: heapless::Vec<(u8, crate::engine::AgentInput), 16> = heapless::Vec::new();
+    loop {
+        let (ipmb_ready, agent_ready) = {
+            let mut fds: heapless::Vec<PollFd<'_>, 2> = heapless::Vec::new();
+            let _ = fds.push(PollFd::new(bus.file.as_fd(), PollFlags::POLLIN));
+            let agent_fd = agents.poll_fd();
+            if let Some(fd) = agent_fd {
+                let _ = fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
+            match poll(&mut fds, PollTimeout::from(TICK_MS)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(RunError::Device(cfg.ipmb_device.clone(), e.to_string())),
+            }
+            let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            (ready(&fds[0]), fds.get(1).is_some_and(ready))
+        };
+        let now = milliseconds(start);
+        if ipmb_ready {
+            match nix::unistd::read(bus.file.as_fd(), &mut buf) {
+                Ok(0) => {
+                    return Err(RunError::Device(
+                        cfg.ipmb_device.clone(),
+                        "closed (end of file)".into(),
+                    ))
+                }
+                Ok(n) => {
+                    if bus.stream {
+                        let mut rest = &buf[..n];
+                        loop {
+                            match bus.framer.feed(rest) {
+                                Feed::Consumed => break,
+                                Feed::Message { message, remaining } => {
+                                    handle(&mut shelf, &mut bus, now, &message.repr());
+                                    rest = remaining;
+                                }
+                                Feed::Rejected { reason, remaining } => {
+                                    debug!("IPMB stream: {reason}");
+                                    rest = remaining;
+                                }
+                            }
+                        }
+                    } else {
+                        let mut stats = bus.stats;
+                        match validate_message(&buf[..n], &mut stats) {
+                            Ok(repr) => {
+                                bus.stats = stats;
+                                handle(&mut shelf, &mut bus, now, &repr);
+                            }
+                            Err(e) => {
+                                bus.stats = stats;
+                                debug!("IPMB message rejected: {e}");
+                                if e == FrameError::TooLong {
+                                    warn!("IPMB read of {n} bytes is not one message");
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    error!("IPMB read failed: {e}");
+                    return Err(RunError::Device(cfg.ipmb_device.clone(), e.to_string()));
+                }
+            }
+        }
+        if agent_ready {
+            agents.receive(now, &mut |slot, input| {
+                // Bounded: the link delivers at most a datagram's worth per call.
+                let _ = inputs.push((slot, input));
+            });
+            for (slot, input) in inputs.drain(..) {
+                shelf.on_agent(now, slot, input);
+            }
+        }
+        agents.tick(now);
+        shelf.poll(now);
+        carry_out(&mut shelf, &mut bus, agents, now);
+    }
+}
