@@ -7,7 +7,7 @@
 //! calls are made on a clone of the connection (a reference count), never under the lock, so a
 //! hung daemon blocks only the calling thread.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
 
@@ -163,6 +163,36 @@ impl LibvirtHypervisor {
     }
 }
 
+/// PID of `name`'s QEMU from `<run_dir>/<name>.pid`, only if that process's command line
+/// names the guest (`-name guest=<name>,...`): a stale pid file whose number was reused by
+/// another process is never believed.
+pub fn qemu_pid_from(run_dir: &Path, name: &str) -> Option<i32> {
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    let file = run_dir.join(format!("{name}.pid"));
+    let pid = std::fs::read_to_string(&file)
+        .ok()?
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .filter(|&p| p > 1)?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let want = format!("guest={name}");
+    let names_guest = cmdline
+        .split(|&b| b == 0)
+        .flat_map(|arg| arg.split(|&b| b == b','))
+        .any(|part| part == want.as_bytes());
+    if !names_guest {
+        log::warn!(
+            "{}: pid {pid} is not the QEMU of `{name}`; ignoring the stale pid file",
+            file.display()
+        );
+        return None;
+    }
+    Some(pid)
+}
+
 fn map_state(s: DomainState) -> GuestState {
     match s {
         DomainState::Running | DomainState::Blocked => GuestState::Running,
@@ -244,11 +274,7 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     fn qemu_pid(&self, name: &str) -> Option<i32> {
-        if name.is_empty() || name.contains('/') {
-            return None;
-        }
-        let text = std::fs::read_to_string(self.qemu_run_dir.join(format!("{name}.pid"))).ok()?;
-        text.trim().parse::<i32>().ok().filter(|&p| p > 1)
+        qemu_pid_from(&self.qemu_run_dir, name)
     }
 
     fn ping(&self) -> Result<(), HypervisorError> {

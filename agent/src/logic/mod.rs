@@ -14,6 +14,7 @@
 //! starts anything before the guests are reported stopped.
 
 pub mod fence;
+pub mod sync;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -287,9 +288,6 @@ impl<H: Hypervisor + 'static> Agent<H> {
             .filter(|g| g.persistent)
             .map(|g| GuestDef {
                 name: g.name.clone(),
-                uuid: g.uuid.clone(),
-                priority: self.cfg.priority_of(&g.name),
-                memory_kib: g.memory_kib,
                 xml: g.xml.clone(),
             })
             .collect();
@@ -319,6 +317,11 @@ impl<H: Hypervisor + 'static> Agent<H> {
             log::info!("dropped partner definition of `{n}` (no longer protected there)");
         }
         Ok(gone)
+    }
+
+    /// The partner definitions stored here, by name.
+    pub fn partner_definitions(&self) -> Vec<GuestDef> {
+        lock(&self.partner).all().cloned().collect()
     }
 
     /// Digest of the partner definitions stored here.
@@ -359,10 +362,10 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 .cloned()
                 .collect()
         };
+        // Highest priority first (the restarting agent's configuration), then by name.
         defs.sort_by(|a, b| {
-            b.priority
-                .cmp(&a.priority)
-                .then_with(|| a.name.cmp(&b.name))
+            let (pa, pb) = (self.cfg.priority_of(&a.name), self.cfg.priority_of(&b.name));
+            pb.cmp(&pa).then_with(|| a.name.cmp(&b.name))
         });
         let mut outcomes = Vec::new();
         for name in subset.unwrap_or(&[]) {
@@ -396,14 +399,18 @@ impl<H: Hypervisor + 'static> Agent<H> {
             }
             let result = if local.get(&def.name).is_some_and(|s| s.is_active()) {
                 Some(GuestResult::AlreadyRunning)
-            } else if def.memory_kib > budget {
-                Some(GuestResult::NoMemory {
-                    needed_kib: def.memory_kib,
-                    available_kib: budget,
-                })
             } else {
-                budget -= def.memory_kib;
-                None
+                // A definition without a readable <memory> is started without a memory check.
+                let needed = def.memory_kib().unwrap_or(0);
+                if needed > budget {
+                    Some(GuestResult::NoMemory {
+                        needed_kib: needed,
+                        available_kib: budget,
+                    })
+                } else {
+                    budget -= needed;
+                    None
+                }
             };
             match result {
                 Some(r) => {
@@ -437,7 +444,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     let result = self.define_and_start(&def);
                     if result == GuestResult::Started {
                         let taken = TakenOver {
-                            uuid: def.uuid.clone(),
+                            uuid: def.uuid().unwrap_or_default().to_owned(),
                             incident,
                             from_slot: failed_slot,
                         };

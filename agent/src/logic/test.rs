@@ -22,12 +22,9 @@ fn config(state: &Path) -> Config {
     Config::parse(&text, Path::new("test.toml")).unwrap()
 }
 
-fn def(name: &str, priority: u32, memory_kib: u64) -> GuestDef {
+fn def(name: &str, memory_kib: u64) -> GuestDef {
     GuestDef {
         name: name.into(),
-        uuid: format!("uuid-{name}"),
-        priority,
-        memory_kib,
         xml: format!("<domain type='test'><name>{name}</name><memory unit='KiB'>{memory_kib}</memory></domain>"),
     }
 }
@@ -76,7 +73,7 @@ fn test_refused_without_confirmed_fence() {
     let dir = TempDir::new("refuse");
     let hv = Arc::new(FakeHypervisor::new(1 << 20));
     let a = agent(&dir, &hv);
-    a.store_partner_definition(def("db", 100, 1000)).unwrap();
+    a.store_partner_definition(def("db", 1000)).unwrap();
     let (acc, _, _) = run(&a, &restart(1, false));
     assert_eq!(
         acc,
@@ -111,11 +108,7 @@ fn test_priority_order_and_memory_skip() {
         c
     })
     .unwrap();
-    for d in [
-        def("tiny", 0, 500),
-        def("web", 50, 1500),
-        def("db", 100, 2000),
-    ] {
+    for d in [def("tiny", 500), def("web", 1500), def("db", 2000)] {
         a.store_partner_definition(d).unwrap();
     }
     let (_, result, streamed) = run(&a, &restart(2, true));
@@ -145,7 +138,7 @@ fn test_reserve_memory_respected() {
     let mut c = config(dir.path());
     c.memory_reserve_kib = 1500;
     let a = Agent::new(Arc::clone(&hv), c).unwrap();
-    a.store_partner_definition(def("db", 100, 2000)).unwrap();
+    a.store_partner_definition(def("db", 2000)).unwrap();
     let (_, _, out) = run(&a, &restart(2, true));
     assert_eq!(
         result_of(&out, "db"),
@@ -163,7 +156,7 @@ fn test_several_at_once() {
     hv.wait_for_overlap();
     let a = agent(&dir, &hv);
     for i in 0..5 {
-        a.store_partner_definition(def(&format!("g{i}"), 0, 10))
+        a.store_partner_definition(def(&format!("g{i}"), 10))
             .unwrap();
     }
     let (_, _, out) = run(&a, &restart(3, true));
@@ -181,8 +174,8 @@ fn test_no_double_start() {
     let hv = Arc::new(FakeHypervisor::new(1 << 20));
     hv.add("db", GuestState::Running, 1000);
     let a = agent(&dir, &hv);
-    a.store_partner_definition(def("db", 100, 1000)).unwrap();
-    a.store_partner_definition(def("web", 50, 1000)).unwrap();
+    a.store_partner_definition(def("db", 1000)).unwrap();
+    a.store_partner_definition(def("web", 1000)).unwrap();
     let (_, _, out) = run(&a, &restart(4, true));
     assert_eq!(result_of(&out, "db"), &GuestResult::AlreadyRunning);
     assert_eq!(result_of(&out, "web"), &GuestResult::Started);
@@ -198,7 +191,7 @@ fn test_duplicate_order_repeats_recorded_outcome() {
     let dir = TempDir::new("dup");
     let hv = Arc::new(FakeHypervisor::new(1 << 20));
     let a = agent(&dir, &hv);
-    a.store_partner_definition(def("db", 100, 1000)).unwrap();
+    a.store_partner_definition(def("db", 1000)).unwrap();
     let (_, first, _) = run(&a, &restart(6, true));
     // The guest is destroyed meanwhile: a duplicate must still not start it again.
     hv.destroy("db").unwrap();
@@ -220,8 +213,8 @@ fn test_journal_restore_after_agent_restart() {
     let order = restart(7, true);
     {
         let a = agent(&dir, &hv);
-        a.store_partner_definition(def("db", 100, 1000)).unwrap();
-        a.store_partner_definition(def("web", 50, 1000)).unwrap();
+        a.store_partner_definition(def("db", 1000)).unwrap();
+        a.store_partner_definition(def("web", 1000)).unwrap();
         let (acc, ..) = run(&a, &order);
         assert_eq!(acc, Acceptance::Execute);
     }
@@ -281,8 +274,8 @@ fn test_subset_and_unknown_guest() {
     let dir = TempDir::new("subset");
     let hv = Arc::new(FakeHypervisor::new(1 << 20));
     let a = agent(&dir, &hv);
-    a.store_partner_definition(def("db", 100, 1000)).unwrap();
-    a.store_partner_definition(def("web", 50, 1000)).unwrap();
+    a.store_partner_definition(def("db", 1000)).unwrap();
+    a.store_partner_definition(def("web", 1000)).unwrap();
     let o = Order::RestartPartnerGuests {
         incident: 9,
         failed_slot: PARTNER,
@@ -301,7 +294,7 @@ fn test_start_failure_reported() {
     let hv = Arc::new(FakeHypervisor::new(1 << 20));
     hv.fail_start("db");
     let a = agent(&dir, &hv);
-    a.store_partner_definition(def("db", 100, 1000)).unwrap();
+    a.store_partner_definition(def("db", 1000)).unwrap();
     let (_, _, out) = run(&a, &restart(10, true));
     assert!(
         matches!(result_of(&out, "db"), GuestResult::Failed { reason } if reason.contains("injected"))
@@ -458,8 +451,7 @@ fn test_protection_list_and_local_definitions() {
     let defs = a.local_definitions().unwrap();
     let names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, vec!["db", "web"]);
-    assert_eq!(defs[0].priority, 100);
-    assert_eq!(defs[0].memory_kib, 2048);
+    assert_eq!(defs[0].memory_kib(), Some(2048));
     assert!(a.reports_crash_of("db"));
     assert!(!a.reports_crash_of("scratch"));
     // Partner side: store what we pushed, the digests agree; a changed definition is detected.

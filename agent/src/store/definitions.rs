@@ -1,16 +1,17 @@
 //! Guest definitions exchanged between partner agents, and the partner's copy kept here.
 //!
-//! A [`GuestDef`] is what a blade needs to restart a guest of its partner: the domain XML plus
-//! the owner's restart priority and memory. The set's [`digest`] (SHA-256 over the sorted
-//! definitions) travels in heartbeats; when the digest of what we store differs from the one
-//! the owner announces, the stored copy has drifted and the owner pushes it again.
+//! A [`GuestDef`] is what a blade needs to restart a guest of its partner: its name and domain
+//! XML (memory and UUID are read from the XML; the restart priority comes from the restarting
+//! agent's configuration). The set's [`digest`] travels in heartbeats; when the digest of what
+//! we store differs from the one the owner announces, the stored copy has drifted and is
+//! requested again.
 //!
-//! On disk: `<state>/partner/<name>.json`, one file per guest, each replaced atomically.
+//! On disk: `<state>/partner/<name>.xml`, the domain XML itself (an operator can
+//! `virsh define` it), one file per guest, each replaced atomically.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{ensure_dir, write_atomic};
@@ -18,22 +19,15 @@ use super::{ensure_dir, write_atomic};
 /// Longest accepted guest name (libvirt's own limit is larger; names travel in datagrams).
 pub const MAX_NAME_LEN: usize = 64;
 /// Largest accepted domain XML.
-pub const MAX_XML_LEN: usize = 256 * 1024;
+pub const MAX_XML_LEN: usize = 64 * 1024;
 /// Most definitions kept for the partner.
 pub const MAX_PARTNER_GUESTS: usize = 256;
 
-/// One guest definition, as pushed by its owner.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One guest definition, as pushed by its owner: the name and the domain XML, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestDef {
     /// Domain name.
     pub name: String,
-    /// Domain UUID.
-    pub uuid: String,
-    /// Restart priority (higher first).
-    pub priority: u32,
-    /// Maximum memory in KiB.
-    pub memory_kib: u64,
     /// Inactive domain XML.
     pub xml: String,
 }
@@ -44,9 +38,9 @@ pub enum DefinitionError {
     /// The name cannot be used as a file name or is too long.
     #[error("invalid guest name `{0}`")]
     BadName(String),
-    /// The XML is larger than [`MAX_XML_LEN`].
-    #[error("definition of `{0}` too large ({1} bytes)")]
-    TooLarge(String, usize),
+    /// The XML is empty or larger than [`MAX_XML_LEN`].
+    #[error("definition of `{0}` empty or too large ({1} bytes)")]
+    BadSize(String, usize),
     /// [`MAX_PARTNER_GUESTS`] definitions are already stored.
     #[error("partner store full ({MAX_PARTNER_GUESTS} guests), `{0}` not stored")]
     Full(String),
@@ -70,31 +64,84 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
 }
 
+/// The text of the first `<tag ...>text</tag>` element in `xml` (no nesting, no entities).
+fn element<'a>(xml: &'a str, tag: &str) -> Option<(&'a str, &'a str)> {
+    let open = format!("<{tag}");
+    let mut from = 0;
+    loop {
+        let start = from + xml[from..].find(&open)?;
+        let after = &xml[start + open.len()..];
+        // `<memoryBacking>` must not match `<memory`.
+        if after.starts_with(['>', ' ', '\t', '\n', '/']) {
+            let head_end = after.find('>')?;
+            let attrs = &after[..head_end];
+            let body = &after[head_end + 1..];
+            let end = body.find(&format!("</{tag}>"))?;
+            return Some((attrs, &body[..end]));
+        }
+        from = start + open.len();
+    }
+}
+
 impl GuestDef {
     /// Checks the fields that come from the network.
     pub fn validate(&self) -> Result<(), DefinitionError> {
         if !valid_name(&self.name) {
             return Err(DefinitionError::BadName(self.name.clone()));
         }
-        if self.xml.len() > MAX_XML_LEN {
-            return Err(DefinitionError::TooLarge(self.name.clone(), self.xml.len()));
+        if self.xml.is_empty() || self.xml.len() > MAX_XML_LEN {
+            return Err(DefinitionError::BadSize(self.name.clone(), self.xml.len()));
         }
         Ok(())
     }
+
+    /// SHA-256 of the XML (the protocol's definition digest).
+    pub fn digest(&self) -> [u8; 32] {
+        Sha256::digest(self.xml.as_bytes()).into()
+    }
+
+    /// The domain's `<uuid>`, if the XML has one.
+    pub fn uuid(&self) -> Option<&str> {
+        element(&self.xml, "uuid").map(|(_, t)| t.trim())
+    }
+
+    /// The domain's `<memory>` in KiB (libvirt writes `unit='KiB'`; other units are converted).
+    /// `None` if absent or unparsable: such a guest is started without a memory check.
+    pub fn memory_kib(&self) -> Option<u64> {
+        let (attrs, text) = element(&self.xml, "memory")?;
+        let n: u64 = text.trim().parse().ok()?;
+        let unit = attrs
+            .split("unit=")
+            .nth(1)
+            .and_then(|u| u.trim_start_matches(['\'', '"']).split(['\'', '"']).next())
+            .unwrap_or("KiB");
+        let kib = match unit {
+            "b" | "bytes" => n / 1024,
+            "k" | "KiB" => n,
+            "KB" => n * 1000 / 1024,
+            "M" | "MiB" => n.checked_mul(1024)?,
+            "MB" => n.checked_mul(1_000_000)? / 1024,
+            "G" | "GiB" => n.checked_mul(1024 * 1024)?,
+            "GB" => n.checked_mul(1_000_000_000)? / 1024,
+            _ => return None,
+        };
+        Some(kib)
+    }
 }
 
-/// SHA-256 over a set of definitions, independent of their order.
+/// Digest of a set of definitions, independent of their order: SHA-256 over the set sorted by
+/// name of `len(name) as u8 || name || sha256(xml)` (the protocol's guest-set digest).
 pub fn digest<'a>(defs: impl IntoIterator<Item = &'a GuestDef>) -> [u8; 32] {
-    let mut sorted: Vec<&GuestDef> = defs.into_iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut sorted: Vec<(&str, [u8; 32])> = defs
+        .into_iter()
+        .map(|d| (d.name.as_str(), d.digest()))
+        .collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut h = Sha256::new();
-    for d in sorted {
-        for field in [d.name.as_bytes(), d.uuid.as_bytes(), d.xml.as_bytes()] {
-            h.update((field.len() as u64).to_le_bytes());
-            h.update(field);
-        }
-        h.update(d.priority.to_le_bytes());
-        h.update(d.memory_kib.to_le_bytes());
+    for (name, d) in sorted {
+        h.update([u8::try_from(name.len()).unwrap_or(u8::MAX)]);
+        h.update(name.as_bytes());
+        h.update(d);
     }
     h.finalize().into()
 }
@@ -122,24 +169,22 @@ impl PartnerStore {
         })?;
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            if path.extension().and_then(|e| e.to_str()) != Some("xml") {
                 continue;
             }
-            let parsed = std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<GuestDef>(&b).map_err(|e| e.to_string()));
-            match parsed {
-                Ok(d)
-                    if d.validate().is_ok()
-                        && path.file_stem().and_then(|s| s.to_str()) == Some(d.name.as_str()) =>
-                {
-                    defs.insert(d.name.clone(), d);
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            match std::fs::read_to_string(&path) {
+                Ok(xml) => {
+                    let d = GuestDef { name, xml };
+                    match d.validate() {
+                        Ok(()) => {
+                            defs.insert(d.name.clone(), d);
+                        }
+                        Err(e) => log::warn!("{}: ignoring definition: {e}", path.display()),
+                    }
                 }
-                Ok(d) => log::warn!(
-                    "{}: ignoring definition of `{}` (name does not match)",
-                    path.display(),
-                    d.name
-                ),
                 Err(e) => log::warn!("{}: ignoring unreadable definition: {e}", path.display()),
             }
         }
@@ -147,7 +192,7 @@ impl PartnerStore {
     }
 
     fn path_of(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.json"))
+        self.dir.join(format!("{name}.xml"))
     }
 
     /// Stores (or replaces) one definition; returns whether anything changed.
@@ -160,11 +205,8 @@ impl PartnerStore {
             return Err(DefinitionError::Full(def.name));
         }
         let path = self.path_of(&def.name);
-        let bytes = serde_json::to_vec_pretty(&def).map_err(|e| DefinitionError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        write_atomic(&path, &bytes).map_err(|source| DefinitionError::Io { path, source })?;
+        write_atomic(&path, def.xml.as_bytes())
+            .map_err(|source| DefinitionError::Io { path, source })?;
         self.defs.insert(def.name.clone(), def);
         Ok(true)
     }
@@ -220,35 +262,58 @@ mod test {
     use super::*;
     use crate::testutil::TempDir;
 
-    pub(crate) fn def(name: &str, priority: u32, memory_kib: u64) -> GuestDef {
+    fn def(name: &str, memory_kib: u64) -> GuestDef {
         GuestDef {
             name: name.into(),
-            uuid: format!("00000000-0000-0000-0000-{:012}", name.len()),
-            priority,
-            memory_kib,
-            xml: format!(
-                "<domain type='test'><name>{name}</name><memory>{memory_kib}</memory></domain>"
-            ),
+            xml: format!("<domain type='test'><name>{name}</name><memory unit='KiB'>{memory_kib}</memory></domain>"),
         }
     }
 
     #[test]
     fn test_digest_order_independent_and_sensitive() {
-        let (a, b) = (def("a", 1, 10), def("b", 2, 20));
+        let (a, b) = (def("a", 10), def("b", 20));
         assert_eq!(digest([&a, &b]), digest([&b, &a]));
         let mut b2 = b.clone();
         b2.xml.push(' ');
         assert_ne!(digest([&a, &b]), digest([&a, &b2]));
-        let mut b3 = b.clone();
-        b3.priority = 3;
-        assert_ne!(digest([&a, &b]), digest([&a, &b3]));
         assert_ne!(digest([&a]), digest([&a, &b]));
+        // Known answer: one guest "a" with an empty-string SHA-256 is
+        // sha256(0x01 'a' e3b0c442...): computed independently with sha256sum.
+        let empty = GuestDef {
+            name: "a".into(),
+            xml: String::new(),
+        };
+        assert_eq!(empty.digest()[..4], [0xe3, 0xb0, 0xc4, 0x42]);
+    }
+
+    #[test]
+    fn test_xml_fields() {
+        let xml = "<domain type='qemu'>\n  <name>db</name>\n  <uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid>\n  \
+                   <memoryBacking><hugepages/></memoryBacking>\n  <memory unit='MiB'>128</memory>\n</domain>";
+        let d = GuestDef {
+            name: "db".into(),
+            xml: xml.into(),
+        };
+        assert_eq!(d.uuid(), Some("4dea22b3-1d52-d8f3-2516-782e98ab3fa0"));
+        assert_eq!(d.memory_kib(), Some(128 * 1024));
+        assert_eq!(def("x", 2048).memory_kib(), Some(2048));
+        let bare = GuestDef {
+            name: "x".into(),
+            xml: "<domain><memory>512</memory></domain>".into(),
+        };
+        assert_eq!(bare.memory_kib(), Some(512));
+        let bad = GuestDef {
+            name: "x".into(),
+            xml: "<domain><memory unit='parsec'>5</memory></domain>".into(),
+        };
+        assert_eq!(bad.memory_kib(), None);
+        assert_eq!(bad.uuid(), None);
     }
 
     #[test]
     fn test_store_persists_and_digest_repairs() {
         let dir = TempDir::new("defs");
-        let owner = vec![def("web", 50, 1024), def("db", 100, 2048)];
+        let owner = vec![def("web", 1024), def("db", 2048)];
         {
             let mut s = PartnerStore::open(dir.path()).unwrap();
             for d in &owner {
@@ -260,11 +325,19 @@ mod test {
             );
             assert_eq!(s.digest(), digest(&owner));
         }
-        // Drift: a file damaged on disk is dropped at load, the digest no longer matches,
-        // and re-pushing the owner's set repairs it.
-        std::fs::write(dir.path().join("partner/web.json"), b"{ torn").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("partner/db.xml")).unwrap(),
+            owner[1].xml
+        );
+        // Drift: a file damaged on disk is loaded as it is, the digest no longer matches,
+        // and re-pushing the owner's definition repairs it.
+        std::fs::write(
+            dir.path().join("partner/web.xml"),
+            b"<domain><name>web</name",
+        )
+        .unwrap();
         let mut s = PartnerStore::open(dir.path()).unwrap();
-        assert_eq!(s.len(), 1);
+        assert_eq!(s.len(), 2);
         assert_ne!(s.digest(), digest(&owner));
         for d in &owner {
             s.put(d.clone()).unwrap();
@@ -273,32 +346,44 @@ mod test {
         let s = PartnerStore::open(dir.path()).unwrap();
         assert_eq!(s.digest(), digest(&owner));
         assert_eq!(s.get("db"), Some(&owner[1]));
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("partner"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
     }
 
     #[test]
     fn test_retain_removes_files() {
         let dir = TempDir::new("retain");
         let mut s = PartnerStore::open(dir.path()).unwrap();
-        s.put(def("a", 0, 1)).unwrap();
-        s.put(def("b", 0, 1)).unwrap();
+        s.put(def("a", 1)).unwrap();
+        s.put(def("b", 1)).unwrap();
         assert_eq!(s.retain(&["b"]).unwrap(), vec!["a".to_string()]);
-        assert!(!dir.path().join("partner/a.json").exists());
+        assert!(!dir.path().join("partner/a.xml").exists());
         assert_eq!(PartnerStore::open(dir.path()).unwrap().len(), 1);
     }
 
     #[test]
-    fn test_bad_names_refused() {
+    fn test_bad_definitions_refused() {
         let dir = TempDir::new("names");
         let mut s = PartnerStore::open(dir.path()).unwrap();
         for bad in ["", "../x", "a/b", ".hidden", &"x".repeat(65)] {
             assert!(
-                matches!(s.put(def(bad, 0, 1)), Err(DefinitionError::BadName(_))),
+                matches!(s.put(def(bad, 1)), Err(DefinitionError::BadName(_))),
                 "{bad}"
             );
         }
-        let mut big = def("big", 0, 1);
-        big.xml = "x".repeat(MAX_XML_LEN + 1);
-        assert!(matches!(s.put(big), Err(DefinitionError::TooLarge(..))));
+        let big = GuestDef {
+            name: "big".into(),
+            xml: "x".repeat(MAX_XML_LEN + 1),
+        };
+        assert!(matches!(s.put(big), Err(DefinitionError::BadSize(..))));
+        let empty = GuestDef {
+            name: "e".into(),
+            xml: String::new(),
+        };
+        assert!(matches!(s.put(empty), Err(DefinitionError::BadSize(..))));
         assert!(s.is_empty());
     }
 }
