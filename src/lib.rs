@@ -1,0 +1,3 @@
+//! Host-side tools of shelfha: the shelf simulator and the in-process demo.
+
+pub mod sim;
