@@ -156,6 +156,14 @@ fn test_qemu_pid_file_checked_against_cmdline() {
         ])
         .spawn()
         .unwrap();
+    // Until the child has exec'd, its /proc cmdline is still ours.
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    for _ in 0..500 {
+        if std::fs::read(&cmdline).is_ok_and(|c| c.windows(10).any(|w| w == b"guest=vm7,")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     std::fs::write(dir.0.join("vm7.pid"), format!("{}\n", child.id())).unwrap();
     std::fs::write(dir.0.join("other.pid"), format!("{}\n", child.id())).unwrap();
     assert_eq!(qemu_pid_from(&dir.0, "vm7"), Some(child.id() as i32));
