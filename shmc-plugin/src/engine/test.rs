@@ -1,1 +1,1118 @@
+//! Engine tests: every row of the classifier table through the shelf, the
+//! incident machine, fencing escalation, the time-based rules, and the
+//! safety invariant (no failover without a confirmed fence).
 
+use super::*;
+use crate::config::BladeConfig;
+use crate::wire::cmd;
+
+const A: u8 = 0x82;
+const B: u8 = 0x84;
+
+fn config(probing: bool) -> ShelfConfig {
+    let mut c = ShelfConfig::new(0x20);
+    c.probing = probing;
+    for (slot, addr, partner) in [(1, A, 2), (2, B, 1)] {
+        c.blades
+            .push(BladeConfig {
+                slot,
+                ipmb_address: addr,
+                partner,
+                hot_swap_sensor: None,
+            })
+            .unwrap();
+    }
+    c
+}
+
+fn shelf() -> Shelf {
+    Shelf::new(config(false)).unwrap()
+}
+
+fn ev(generator: u8, sensor_type: u8, dir_type: u8, ed: [u8; 3]) -> PlatformEvent {
+    PlatformEvent::parse(
+        generator,
+        0,
+        &[0x04, sensor_type, 0x05, dir_type, ed[0], ed[1], ed[2]],
+    )
+    .unwrap()
+}
+
+/// FRU 0 hot-swap event, cause 0 (or 0xFF form when `prev` is None).
+fn hs(generator: u8, cur: u8, prev: Option<u8>) -> PlatformEvent {
+    match prev {
+        Some(p) => ev(generator, 0xF0, 0x6F, [0xA0 | cur, p, 0]),
+        None => ev(generator, 0xF0, 0x6F, [0xA0 | cur, 0xFF, 0xFF]),
+    }
+}
+
+fn critical_temp(generator: u8) -> PlatformEvent {
+    ev(generator, 0x01, 0x01, [0x59, 95, 90])
+}
+
+fn drain(s: &mut Shelf) -> std::vec::Vec<Output> {
+    std::iter::from_fn(|| s.pop_output()).collect()
+}
+
+fn decisions(outs: &[Output]) -> std::vec::Vec<Decision> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Decision(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn orders(outs: &[Output]) -> std::vec::Vec<(u8, Order)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Order { slot, order } => Some((*slot, order.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (dest, netFn, cmd, rqSeq, data) of every IPMB request.
+fn requests(outs: &[Output]) -> std::vec::Vec<(u8, u8, u8, u8, std::vec::Vec<u8>)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Ipmb {
+                dest,
+                net_fn,
+                cmd,
+                rq_seq,
+                data,
+            } => Some((*dest, *net_fn, *cmd, *rq_seq, data.to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn alerts(outs: &[Output]) -> std::vec::Vec<Alert> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Output::Alert(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_failover(o: &Order) -> bool {
+    matches!(o, Order::RestartPartnerGuests { subset: None, .. })
+}
+
+fn name(s: &str) -> GuestName {
+    GuestName::try_from(s).unwrap()
+}
+
+fn actions(d: &Decision) -> std::vec::Vec<&'static str> {
+    d.actions.iter().map(|a| a.as_str()).collect()
+}
+
+/// Feeds one event and returns the one decision it caused (panics otherwise).
+fn one_decision(
+    s: &mut Shelf,
+    now: u64,
+    seq: u8,
+    e: &PlatformEvent,
+) -> (Decision, std::vec::Vec<Output>) {
+    let outcome = s.on_platform_event(now, seq, e);
+    let outs = drain(s);
+    let d = decisions(&outs);
+    assert_eq!(d.len(), 1, "{outcome:?} {outs:?}");
+    (d[0].clone(), outs)
+}
+
+#[test]
+fn test_blade_lost_m7_fences_then_fails_over() {
+    let mut s = shelf();
+    let (d, outs) = one_decision(&mut s, 100, 1, &hs(A, 7, Some(0x44)));
+    assert_eq!(d.class, Class::BladeLost);
+    assert_eq!(
+        (d.slot, d.ipmb_address, d.partner_slot, d.t_ms),
+        (1, A, 2, 100)
+    );
+    assert_eq!(actions(&d), ["fence_ipmb", "failover_to_partner"]);
+    let reqs = requests(&outs);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!((reqs[0].0, reqs[0].2), (A, cmd::CMD_SET_FRU_ACTIVATION));
+    assert_eq!(reqs[0].1, cmd::NETFN_GROUP_EXT);
+    assert_eq!(reqs[0].4, [0x00, 0x00, 0x00], "deactivate FRU 0");
+    assert!(
+        orders(&outs).is_empty(),
+        "no failover before the fence is confirmed"
+    );
+    // The IPMC acknowledges and walks M7 -> ... -> M1 (here straight to M1).
+    s.on_ipmb_response(
+        110,
+        A,
+        reqs[0].3,
+        cmd::NETFN_GROUP_EXT_RSP,
+        cmd::CMD_SET_FRU_ACTIVATION,
+        &[0, 0],
+    );
+    assert_eq!(
+        s.on_platform_event(300, 2, &hs(A, 1, Some(0x17))),
+        EventOutcome::Recorded(Record::Transition)
+    );
+    let outs = drain(&mut s);
+    assert_eq!(
+        orders(&outs),
+        [(
+            2,
+            Order::RestartPartnerGuests {
+                failed_slot: 1,
+                incident: d.incident,
+                subset: None
+            }
+        )]
+    );
+    assert_eq!(
+        s.blade(1).unwrap().incident.unwrap().phase,
+        Phase::FailingOver
+    );
+    s.on_agent(400, 2, AgentInput::AllReported { failed_slot: 1 });
+    assert_eq!(
+        s.blade(1).unwrap().incident.unwrap().phase,
+        Phase::Recovered
+    );
+    // Back in M4: the incident ends and a new failure decides again.
+    assert_eq!(
+        s.on_platform_event(900, 3, &hs(A, 4, Some(0x03))),
+        EventOutcome::Recorded(Record::Transition)
+    );
+    assert!(s.blade(1).unwrap().incident.is_none());
+    let (d2, _) = one_decision(&mut s, 1000, 4, &critical_temp(A));
+    assert_eq!(d2.class, Class::BladeHardware);
+    assert_eq!(d2.incident, d.incident + 1);
+}
+
+#[test]
+fn test_m4_to_inactive_uncommanded_is_blade_lost() {
+    for cur in [6u8, 1, 0] {
+        let mut s = shelf();
+        let (d, outs) = one_decision(&mut s, 5, 9, &hs(A, cur, Some(0x94)));
+        assert_eq!(d.class, Class::BladeLost, "M4 -> M{cur}");
+        let failovers: std::vec::Vec<_> = orders(&outs)
+            .into_iter()
+            .filter(|(_, o)| is_failover(o))
+            .collect();
+        if cur == 6 {
+            assert!(failovers.is_empty(), "M6 is not inactive yet");
+        } else {
+            // M1/M0 is the confirmation itself.
+            assert_eq!(failovers.len(), 1, "M4 -> M{cur}");
+        }
+    }
+}
+
+#[test]
+fn test_m4_to_m6_commanded_by_us_is_no_new_failure() {
+    let mut s = shelf();
+    let (d, outs) = one_decision(&mut s, 0, 1, &critical_temp(A));
+    assert_eq!(d.class, Class::BladeHardware);
+    assert_eq!(requests(&outs).len(), 1);
+    assert!(s.blade(1).unwrap().commanded);
+    assert_eq!(
+        s.on_platform_event(50, 2, &hs(A, 6, Some(0x14))),
+        EventOutcome::Recorded(Record::Commanded)
+    );
+    assert!(orders(&drain(&mut s)).is_empty());
+    assert_eq!(
+        s.on_platform_event(80, 3, &hs(A, 1, Some(0x16))),
+        EventOutcome::Recorded(Record::Transition)
+    );
+    let outs = drain(&mut s);
+    assert_eq!(orders(&outs).len(), 1);
+    assert!(is_failover(&orders(&outs)[0].1));
+    assert_eq!(s.counters().decisions, 1);
+}
+
+#[test]
+fn test_extraction_evacuates_then_deactivates() {
+    let mut s = shelf();
+    let (d, outs) = one_decision(&mut s, 10, 1, &hs(A, 5, Some(0x24)));
+    assert_eq!(d.class, Class::BladeExtraction);
+    assert_eq!(actions(&d), ["evacuate", "deactivate"]);
+    assert_eq!(
+        orders(&outs),
+        [(
+            1,
+            Order::Evacuate {
+                to_slot: 2,
+                incident: d.incident
+            }
+        )]
+    );
+    assert!(
+        requests(&outs).is_empty(),
+        "no deactivation before the partner reports"
+    );
+    // A report from a blade that is not the partner is ignored.
+    s.on_agent(20, 1, AgentInput::AllReported { failed_slot: 1 });
+    assert!(requests(&drain(&mut s)).is_empty());
+    s.on_agent(30, 2, AgentInput::AllReported { failed_slot: 1 });
+    let outs = drain(&mut s);
+    let reqs = requests(&outs);
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        (reqs[0].2, reqs[0].4.clone()),
+        (cmd::CMD_SET_FRU_ACTIVATION, vec![0, 0, 0])
+    );
+    assert_eq!(
+        s.on_platform_event(40, 2, &hs(A, 6, Some(0x15))),
+        EventOutcome::Recorded(Record::Transition)
+    );
+    s.on_platform_event(60, 3, &hs(A, 1, Some(0x16)));
+    let outs = drain(&mut s);
+    assert!(orders(&outs).is_empty(), "evacuated: nothing to fail over");
+    assert_eq!(
+        s.blade(1).unwrap().incident.unwrap().phase,
+        Phase::Recovered
+    );
+    s.on_platform_event(90, 4, &hs(A, 4, Some(0x03)));
+    assert!(s.blade(1).unwrap().incident.is_none());
+}
+
+#[test]
+fn test_extraction_timeout_deactivates_and_fails_over_the_rest() {
+    let mut s = shelf();
+    one_decision(&mut s, 0, 1, &hs(A, 5, Some(0x24)));
+    s.poll(119_999);
+    assert!(requests(&drain(&mut s)).is_empty());
+    s.poll(120_000);
+    let outs = drain(&mut s);
+    assert!(alerts(&outs).contains(&Alert::EvacuationTimeout {
+        slot: 1,
+        incident: 1
+    }));
+    assert_eq!(requests(&outs)[0].2, cmd::CMD_SET_FRU_ACTIVATION);
+    s.on_platform_event(120_100, 2, &hs(A, 1, Some(0x16)));
+    assert!(is_failover(&orders(&drain(&mut s))[0].1));
+}
+
+#[test]
+fn test_every_hardware_and_os_row() {
+    let rows: [(u8, u8, u8, Class); 14] = [
+        (0x01, 0x01, 0x02, Class::BladeHardware),
+        (0x02, 0x01, 0x04, Class::BladeHardware),
+        (0x01, 0x01, 0x09, Class::BladeHardware),
+        (0x04, 0x01, 0x0B, Class::BladeHardware),
+        (0x07, 0x6F, 0, Class::BladeHardware),
+        (0x07, 0x6F, 1, Class::BladeHardware),
+        (0x0C, 0x6F, 1, Class::BladeHardware),
+        (0x09, 0x6F, 4, Class::BladeHardware),
+        (0x09, 0x6F, 6, Class::BladeHardware),
+        (0x23, 0x6F, 0, Class::HostOs),
+        (0x23, 0x6F, 3, Class::HostOs),
+        (0x20, 0x6F, 0, Class::HostOs),
+        (0x20, 0x6F, 1, Class::HostOs),
+        (0x23, 0x6F, 2, Class::HostOs),
+    ];
+    for (st, rt, offset, class) in rows {
+        let mut s = shelf();
+        let (d, outs) = one_decision(&mut s, 7, 1, &ev(B, st, rt, [offset, 0xFF, 0xFF]));
+        assert_eq!(d.class, class, "type {st:#x} offset {offset}");
+        assert_eq!((d.slot, d.partner_slot), (2, 1));
+        assert_eq!(actions(&d), ["fence_ipmb", "failover_to_partner"]);
+        assert_eq!(requests(&outs)[0].0, B);
+    }
+}
+
+#[test]
+fn test_record_only_rows() {
+    let mut s = shelf();
+    for (i, e) in [
+        ev(A, 0x01, 0x01, [0x57, 80, 75]),     // UNC going high
+        ev(A, 0x01, 0x01, [0x50, 80, 75]),     // LNC going low
+        ev(A, 0x01, 0x81, [0x59, 80, 75]),     // deassertion of UC going high
+        ev(A, 0x0C, 0x6F, [0x00, 0xFF, 0xFF]), // correctable ECC
+        ev(A, 0x23, 0x6F, [0x08, 0xFF, 0xFF]), // watchdog pre-timeout interrupt
+        ev(A, 0xF0, 0x6F, [0xA7, 0x04, 0x01]), // FRU 1 lost
+        ev(A, 0xF1, 0x6F, [0x03, 0xFF, 0xFF]), // both links enabled
+        ev(A, 0x42, 0x6F, [0x00, 0xFF, 0xFF]), // unknown sensor type
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(
+            matches!(
+                s.on_platform_event(10 * i as u64, i as u8, e),
+                EventOutcome::Recorded(_)
+            ),
+            "{e:?}"
+        );
+    }
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.counters().recorded, 8);
+    assert_eq!(s.counters().decisions, 0);
+}
+
+#[test]
+fn test_ipmb_link_is_alert_only() {
+    let mut s = shelf();
+    let (d, outs) = one_decision(&mut s, 0, 1, &ev(A, 0xF1, 0x6F, [0x01, 0xFF, 0xFF]));
+    assert_eq!(d.class, Class::IpmbLinkDegraded);
+    assert_eq!(actions(&d), ["alert"]);
+    assert!(requests(&outs).is_empty() && orders(&outs).is_empty());
+    assert_eq!(
+        alerts(&outs),
+        [Alert::IpmbLink {
+            slot: 1,
+            both: false
+        }]
+    );
+    // The same condition again (new rqSeq) is no new decision.
+    assert_eq!(
+        s.on_platform_event(10, 2, &ev(A, 0xF1, 0x6F, [0x02, 0xFF, 0xFF])),
+        EventOutcome::Repeated(Class::IpmbLinkDegraded)
+    );
+    let (d, outs) = one_decision(&mut s, 20, 3, &ev(A, 0xF1, 0x6F, [0x00, 0xFF, 0xFF]));
+    assert_eq!(d.class, Class::IpmbLinkLost);
+    assert!(requests(&outs).is_empty(), "never fence on IPMB loss alone");
+    // Link alerts open no incident: a real failure still decides.
+    let (d, _) = one_decision(&mut s, 30, 4, &critical_temp(A));
+    assert_eq!(d.class, Class::BladeHardware);
+}
+
+#[test]
+fn test_one_decision_per_incident() {
+    let mut s = shelf();
+    one_decision(&mut s, 0, 1, &critical_temp(A));
+    for (i, e) in [
+        hs(A, 7, Some(0x64)),
+        ev(A, 0x23, 0x6F, [0, 0xFF, 0xFF]),
+        ev(A, 0x07, 0x6F, [0, 0xFF, 0xFF]),
+        ev(A, 0xF1, 0x6F, [0, 0xFF, 0xFF]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert!(matches!(
+            s.on_platform_event(100 + i as u64, 10 + i as u8, e),
+            EventOutcome::Suppressed(_)
+        ));
+    }
+    s.on_agent(200, 1, AgentInput::GuestCrashed { name: name("vm1") });
+    assert!(decisions(&drain(&mut s)).is_empty());
+    assert_eq!(s.counters().decisions, 1);
+    assert_eq!(s.counters().suppressed, 5);
+    // The other blade is independent.
+    one_decision(&mut s, 300, 1, &critical_temp(B));
+}
+
+#[test]
+fn test_retransmits_within_and_after_window() {
+    let mut s = shelf();
+    let e = ev(A, 0x01, 0x01, [0x57, 80, 75]);
+    assert!(matches!(
+        s.on_platform_event(1000, 7, &e),
+        EventOutcome::Recorded(_)
+    ));
+    assert_eq!(s.on_platform_event(2000, 7, &e), EventOutcome::Duplicate);
+    assert_eq!(s.on_platform_event(5999, 7, &e), EventOutcome::Duplicate);
+    assert!(
+        matches!(s.on_platform_event(5999, 8, &e), EventOutcome::Recorded(_)),
+        "other rqSeq"
+    );
+    assert!(
+        matches!(s.on_platform_event(6000, 7, &e), EventOutcome::Recorded(_)),
+        "window over"
+    );
+    let c = s.counters();
+    assert_eq!((c.events, c.duplicates), (3, 2));
+    // A retransmitted failure decides once.
+    one_decision(&mut s, 7000, 9, &critical_temp(B));
+    assert_eq!(
+        s.on_platform_event(7100, 9, &critical_temp(B)),
+        EventOutcome::Duplicate
+    );
+    assert!(drain(&mut s).is_empty());
+}
+
+#[test]
+fn test_unknown_generator_ignored_and_counted() {
+    let mut s = shelf();
+    assert_eq!(
+        s.on_platform_event(0, 1, &critical_temp(0x90)),
+        EventOutcome::UnknownGenerator
+    );
+    let outs = drain(&mut s);
+    assert!(decisions(&outs).is_empty() && requests(&outs).is_empty());
+    assert_eq!(alerts(&outs), [Alert::UnknownGenerator { address: 0x90 }]);
+    assert_eq!(
+        s.on_platform_event(10, 2, &critical_temp(0x90)),
+        EventOutcome::UnknownGenerator
+    );
+    assert!(drain(&mut s).is_empty(), "one alert per address");
+    assert_eq!(s.counters().unknown_generator, 2);
+}
+
+/// An IPMC that acknowledges every fence request and keeps reporting M4.
+fn stubborn_ipmc(s: &mut Shelf, now: u64, outs: &[Output]) -> std::vec::Vec<u8> {
+    let mut cmds = std::vec::Vec::new();
+    for (dest, net_fn, code, seq, _) in requests(outs) {
+        if net_fn == cmd::NETFN_SENSOR_EVENT && code == cmd::CMD_GET_SENSOR_READING {
+            s.on_ipmb_response(
+                now,
+                dest,
+                seq,
+                net_fn + 1,
+                code,
+                &[0x00, 0x00, 0xC0, 0x10, 0x80],
+            );
+        } else {
+            cmds.push(code);
+            s.on_ipmb_response(now, dest, seq, net_fn + 1, code, &[0x00, 0x00]);
+        }
+    }
+    cmds
+}
+
+#[test]
+fn test_unconfirmed_fence_escalates_and_never_fails_over() {
+    let mut s = shelf();
+    let (_, outs) = one_decision(&mut s, 0, 1, &critical_temp(A));
+    let mut steps = stubborn_ipmc(&mut s, 0, &outs);
+    let mut all_alerts = std::vec::Vec::new();
+    let mut now = 0;
+    while now < 20_000 {
+        now += 10;
+        s.poll(now);
+        // The partner even claims to be done: that must not matter.
+        if now == 5000 {
+            s.on_agent(now, 2, AgentInput::AllReported { failed_slot: 1 });
+            s.on_agent(now, 1, AgentInput::FenceSelfConfirmed);
+        }
+        let outs = drain(&mut s);
+        let sent = orders(&outs);
+        assert!(
+            sent.is_empty(),
+            "orders {sent:?} while the fence is unconfirmed"
+        );
+        all_alerts.extend(alerts(&outs));
+        steps.extend(stubborn_ipmc(&mut s, now, &outs));
+    }
+    use cmd::{
+        CMD_FRU_CONTROL as RESET, CMD_SET_FRU_ACTIVATION as DEACT, CMD_SET_POWER_LEVEL as OFF,
+    };
+    assert_eq!(
+        steps,
+        [DEACT, RESET, OFF, DEACT, RESET, OFF, DEACT, RESET, OFF, DEACT, RESET]
+    );
+    assert_eq!(
+        all_alerts,
+        [
+            Alert::FenceUnconfirmed {
+                slot: 1,
+                incident: 1,
+                rounds: 1
+            },
+            Alert::FenceUnconfirmed {
+                slot: 1,
+                incident: 1,
+                rounds: 2
+            },
+            Alert::FenceUnconfirmed {
+                slot: 1,
+                incident: 1,
+                rounds: 3
+            },
+        ]
+    );
+    assert_eq!(s.counters().failovers, 0);
+    assert!(!s.blade(1).unwrap().incident.unwrap().confirmed);
+}
+
+#[test]
+fn test_fence_steps_carry_picmg_data() {
+    let mut s = shelf();
+    let (_, outs) = one_decision(&mut s, 0, 1, &critical_temp(A));
+    assert_eq!(requests(&outs)[0].4, cmd::set_fru_activation(0, false));
+    s.poll(2000);
+    let r = requests(&drain(&mut s));
+    let reset = r.iter().find(|r| r.2 == cmd::CMD_FRU_CONTROL).unwrap();
+    assert_eq!(
+        reset.4,
+        cmd::fru_control(0, cmd::FruControlOption::ColdReset)
+    );
+    s.poll(4000);
+    let r = requests(&drain(&mut s));
+    let off = r.iter().find(|r| r.2 == cmd::CMD_SET_POWER_LEVEL).unwrap();
+    assert_eq!(off.4, [0x00, 0x00, 0x00, 0x00]);
+}
+
+#[test]
+fn test_confirmation_by_get_sensor_reading() {
+    let mut s = shelf();
+    // The hot-swap sensor number is learned from the blade's events.
+    s.on_platform_event(0, 1, &ev(A, 0xF0, 0x6F, [0xA4, 0x03, 0x00]));
+    let (d, _) = one_decision(&mut s, 10, 2, &critical_temp(A));
+    s.poll(59);
+    assert!(
+        requests(&drain(&mut s)).is_empty(),
+        "first poll after 50 ms"
+    );
+    s.poll(60);
+    let outs = drain(&mut s);
+    let r = requests(&outs);
+    assert_eq!(r.len(), 1);
+    let (dest, net_fn, code, seq, data) = r[0].clone();
+    assert_eq!(
+        (dest, net_fn, code, data),
+        (
+            A,
+            cmd::NETFN_SENSOR_EVENT,
+            cmd::CMD_GET_SENSOR_READING,
+            vec![0x05]
+        )
+    );
+    // Still M6: keep polling.
+    s.on_ipmb_response(
+        65,
+        A,
+        seq,
+        net_fn + 1,
+        code,
+        &[0x00, 0x00, 0xC0, 0x40, 0x80],
+    );
+    assert!(orders(&drain(&mut s)).is_empty());
+    assert_eq!(s.blade(1).unwrap().m_state, Some(MState::M6));
+    s.poll(110);
+    let r = requests(&drain(&mut s));
+    let seq = r[0].3;
+    // A response with the wrong rqSeq confirms nothing.
+    s.on_ipmb_response(
+        115,
+        A,
+        seq.wrapping_add(1) & 0x3F,
+        net_fn + 1,
+        code,
+        &[0x00, 0x00, 0xC0, 0x02, 0x80],
+    );
+    assert!(orders(&drain(&mut s)).is_empty());
+    s.on_ipmb_response(
+        120,
+        A,
+        seq,
+        net_fn + 1,
+        code,
+        &[0x00, 0x00, 0xC0, 0x02, 0x80],
+    );
+    assert_eq!(
+        orders(&drain(&mut s)),
+        [(
+            2,
+            Order::RestartPartnerGuests {
+                failed_slot: 1,
+                incident: d.incident,
+                subset: None
+            }
+        )]
+    );
+    assert!(s.blade(1).unwrap().incident.unwrap().confirmed);
+}
+
+#[test]
+fn test_probe_loss_is_blade_lost() {
+    let mut s = Shelf::new(config(true)).unwrap();
+    let mut now = 0;
+    let mut lost = std::vec::Vec::new();
+    while now <= 3000 && lost.is_empty() {
+        s.poll(now);
+        let outs = drain(&mut s);
+        for (dest, net_fn, code, seq, _) in requests(&outs) {
+            // Only B answers its probes.
+            if dest == B && code == cmd::CMD_GET_DEVICE_ID {
+                s.on_ipmb_response(
+                    now + 2,
+                    B,
+                    seq,
+                    net_fn + 1,
+                    code,
+                    &[0x00, 0x01, 0x01, 0x01, 0x02],
+                );
+            }
+        }
+        lost = decisions(&outs);
+        now += 10;
+    }
+    assert_eq!(lost.len(), 1);
+    assert_eq!(
+        (lost[0].class, lost[0].slot, lost[0].t_ms),
+        (Class::BladeLost, 1, 1500)
+    );
+    assert_eq!(lost[0].cause, Cause::ProbeLoss { silent_ms: 1500 });
+    assert!(s.blade(2).unwrap().incident.is_none());
+}
+
+#[test]
+fn test_probes_use_get_device_id_every_interval() {
+    let mut s = Shelf::new(config(true)).unwrap();
+    let mut probes = std::vec::Vec::new();
+    for now in (0..=1000).step_by(10) {
+        s.poll(now);
+        for (dest, net_fn, code, seq, _) in requests(&drain(&mut s)) {
+            assert_eq!((net_fn, code), (cmd::NETFN_APP, cmd::CMD_GET_DEVICE_ID));
+            s.on_ipmb_response(
+                now,
+                dest,
+                seq,
+                net_fn + 1,
+                code,
+                &[0x00, 0x01, 0x01, 0x01, 0x02],
+            );
+            probes.push((now, dest));
+        }
+    }
+    assert_eq!(
+        probes,
+        [(0, A), (0, B), (500, A), (500, B), (1000, A), (1000, B)]
+    );
+    assert_eq!(s.counters().decisions, 0);
+}
+
+/// Runs a probing shelf whose IPMCs all answer; `agent` is called each tick.
+fn run_answering(
+    s: &mut Shelf,
+    until: u64,
+    mut agent: impl FnMut(&mut Shelf, u64),
+) -> std::vec::Vec<Decision> {
+    let mut found = std::vec::Vec::new();
+    for now in (0..=until).step_by(10) {
+        agent(s, now);
+        s.poll(now);
+        let outs = drain(s);
+        for (dest, net_fn, code, seq, _) in requests(&outs) {
+            if code == cmd::CMD_GET_DEVICE_ID {
+                s.on_ipmb_response(
+                    now,
+                    dest,
+                    seq,
+                    net_fn + 1,
+                    code,
+                    &[0x00, 0x01, 0x01, 0x01, 0x02],
+                );
+            }
+        }
+        found.extend(decisions(&outs));
+    }
+    found
+}
+
+#[test]
+fn test_heartbeat_loss_while_m4_is_host_os() {
+    let mut s = Shelf::new(config(true)).unwrap();
+    let found = run_answering(&mut s, 3000, |s, now| {
+        if now == 0 {
+            s.on_agent(0, 1, AgentInput::Hello);
+            s.on_agent(0, 2, AgentInput::Hello);
+        }
+        // Slot 2 keeps beating; slot 1 stops after 200 ms.
+        if now % 200 == 0 {
+            s.on_agent(
+                now,
+                2,
+                AgentInput::Heartbeat {
+                    hypervisor_ok: true,
+                },
+            );
+            if now <= 200 {
+                s.on_agent(
+                    now,
+                    1,
+                    AgentInput::Heartbeat {
+                        hypervisor_ok: true,
+                    },
+                );
+            }
+        }
+    });
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (found[0].class, found[0].slot, found[0].t_ms),
+        (Class::HostOs, 1, 1200)
+    );
+    assert_eq!(found[0].cause, Cause::HeartbeatLoss { silent_ms: 1000 });
+    // The fenced blade's agent must register again before it is watched.
+    assert!(!s.blade(1).unwrap().agent_registered);
+}
+
+#[test]
+fn test_heartbeat_loss_needs_m4_and_registration() {
+    // Blade inactive (M1): its agent's silence is no host_os.
+    let mut s = Shelf::new(config(true)).unwrap();
+    let found = run_answering(&mut s, 3000, |s, now| {
+        if now == 0 {
+            s.on_platform_event(0, 1, &hs(A, 1, Some(0x16)));
+            let _ = drain(s);
+            s.on_agent(0, 1, AgentInput::Hello);
+        }
+    });
+    // The M6 -> M1 event alone decides nothing; the silence neither.
+    assert!(found.is_empty(), "{found:?}");
+    // An agent that never registered is never declared lost.
+    let mut s = Shelf::new(config(true)).unwrap();
+    assert!(run_answering(&mut s, 3000, |_, _| {}).is_empty());
+}
+
+#[test]
+fn test_hypervisor_grace_then_self_fence() {
+    let mut s = shelf();
+    s.on_agent(0, 1, AgentInput::Hello);
+    s.on_agent(100, 1, AgentInput::HypervisorDown);
+    s.poll(599);
+    s.on_agent(599, 1, AgentInput::HypervisorUp);
+    s.poll(700);
+    assert!(
+        drain(&mut s).is_empty(),
+        "recovered within the grace period"
+    );
+    s.on_agent(
+        1000,
+        1,
+        AgentInput::Heartbeat {
+            hypervisor_ok: false,
+        },
+    );
+    s.poll(1499);
+    assert!(drain(&mut s).is_empty());
+    s.poll(1500);
+    let outs = drain(&mut s);
+    let d = decisions(&outs);
+    assert_eq!(d.len(), 1);
+    assert_eq!((d[0].class, d[0].slot), (Class::Hypervisor, 1));
+    assert_eq!(actions(&d[0]), ["self_fence", "failover_to_partner"]);
+    assert_eq!(
+        orders(&outs),
+        [(
+            1,
+            Order::FenceSelf {
+                incident: d[0].incident
+            }
+        )]
+    );
+    assert!(
+        requests(&outs).is_empty(),
+        "no IPMB fence while the agent self-fences"
+    );
+    s.poll(1600);
+    assert!(orders(&drain(&mut s)).is_empty());
+    s.on_agent(1700, 1, AgentInput::FenceSelfConfirmed);
+    assert_eq!(
+        orders(&drain(&mut s)),
+        [(
+            2,
+            Order::RestartPartnerGuests {
+                failed_slot: 1,
+                incident: d[0].incident,
+                subset: None
+            }
+        )]
+    );
+    // The hypervisor comes back: the incident closes, the blade is watched again.
+    s.on_agent(
+        2000,
+        1,
+        AgentInput::Heartbeat {
+            hypervisor_ok: true,
+        },
+    );
+    assert!(s.blade(1).unwrap().incident.is_none());
+}
+
+#[test]
+fn test_hypervisor_self_fence_timeout_adds_ipmb_fence() {
+    let mut s = shelf();
+    s.on_agent(0, 1, AgentInput::Hello);
+    s.on_agent(0, 1, AgentInput::HypervisorDown);
+    s.poll(500);
+    let _ = drain(&mut s);
+    s.poll(2499);
+    assert!(requests(&drain(&mut s)).is_empty());
+    s.poll(2500);
+    let r = requests(&drain(&mut s));
+    assert_eq!(r[0].2, cmd::CMD_SET_FRU_ACTIVATION);
+    // Either confirmation now counts; the late agent confirmation does.
+    s.on_agent(2600, 1, AgentInput::FenceSelfConfirmed);
+    assert!(is_failover(&orders(&drain(&mut s))[0].1));
+}
+
+#[test]
+fn test_fence_self_confirmation_does_not_confirm_a_hardware_fence() {
+    let mut s = shelf();
+    one_decision(&mut s, 0, 1, &critical_temp(A));
+    s.on_agent(10, 1, AgentInput::FenceSelfConfirmed);
+    assert!(orders(&drain(&mut s)).is_empty());
+    assert_eq!(s.counters().agent_ignored, 1);
+}
+
+#[test]
+fn test_guest_restart_limit_then_failover() {
+    let mut s = shelf();
+    let vm = name("vm1");
+    for (i, t) in [0u64, 1000, 2000].iter().enumerate() {
+        s.on_agent(*t, 1, AgentInput::GuestCrashed { name: vm.clone() });
+        let outs = drain(&mut s);
+        let d = decisions(&outs);
+        assert_eq!(
+            (d[0].class, actions(&d[0])),
+            (Class::Guest, vec!["restart_local"])
+        );
+        assert_eq!(
+            d[0].cause,
+            Cause::GuestCrash {
+                crashes_in_window: i as u8 + 1
+            }
+        );
+        assert_eq!(d[0].guest.as_deref(), Some("vm1"));
+        assert_eq!(
+            orders(&outs),
+            [(1, Order::RestartGuest { name: vm.clone() })]
+        );
+    }
+    s.on_agent(3000, 1, AgentInput::GuestCrashed { name: vm.clone() });
+    let outs = drain(&mut s);
+    let d = decisions(&outs);
+    assert_eq!(actions(&d[0]), ["fence_guest", "failover_guest"]);
+    assert_eq!(
+        orders(&outs),
+        [(
+            1,
+            Order::DestroyGuest {
+                name: vm.clone(),
+                incident: d[0].incident
+            }
+        )]
+    );
+    // Another guest's destruction does not release this one.
+    s.on_agent(3100, 1, AgentInput::GuestDestroyed { name: name("vm2") });
+    assert!(orders(&drain(&mut s)).is_empty());
+    s.on_agent(3200, 1, AgentInput::GuestDestroyed { name: vm.clone() });
+    assert_eq!(
+        orders(&drain(&mut s)),
+        [(
+            2,
+            Order::RestartPartnerGuests {
+                failed_slot: 1,
+                incident: d[0].incident,
+                subset: Some(vm.clone())
+            }
+        )]
+    );
+    // The blade itself stays healthy.
+    assert!(s.blade(1).unwrap().incident.is_none());
+}
+
+#[test]
+fn test_guest_window_is_ten_minutes() {
+    let mut s = shelf();
+    let vm = name("vm1");
+    for t in [0u64, 1000, 2000, 600_000] {
+        s.on_agent(t, 1, AgentInput::GuestCrashed { name: vm.clone() });
+        let d = decisions(&drain(&mut s));
+        assert_eq!(
+            actions(&d[0]),
+            ["restart_local"],
+            "crash at {t}: the one at 0 left the window"
+        );
+    }
+    s.on_agent(600_500, 1, AgentInput::GuestCrashed { name: vm.clone() });
+    let d = decisions(&drain(&mut s));
+    assert_eq!(actions(&d[0]), ["fence_guest", "failover_guest"]);
+}
+
+#[test]
+fn test_guest_destroy_unconfirmed_is_no_failover() {
+    let mut s = shelf();
+    let vm = name("vm1");
+    for t in 0..4u64 {
+        s.on_agent(t, 1, AgentInput::GuestCrashed { name: vm.clone() });
+    }
+    let _ = drain(&mut s);
+    s.poll(10_003);
+    let outs = drain(&mut s);
+    assert_eq!(
+        alerts(&outs),
+        [Alert::GuestFenceUnconfirmed {
+            slot: 1,
+            name: vm.clone()
+        }]
+    );
+    s.on_agent(10_100, 1, AgentInput::GuestDestroyed { name: vm });
+    assert!(orders(&drain(&mut s)).is_empty());
+}
+
+#[test]
+fn test_incident_ends_on_m4_even_unconfirmed() {
+    let mut s = shelf();
+    one_decision(&mut s, 0, 1, &hs(A, 5, Some(0x24)));
+    // Handle closed again before evacuation finished.
+    s.on_platform_event(500, 2, &hs(A, 4, Some(0x25)));
+    assert!(s.blade(1).unwrap().incident.is_none());
+    assert!(!s.blade(1).unwrap().commanded);
+    s.poll(200_000);
+    let outs = drain(&mut s);
+    assert!(requests(&outs).is_empty() && orders(&outs).is_empty());
+}
+
+#[test]
+fn test_fence_error_completion_code_counted() {
+    let mut s = shelf();
+    let (_, outs) = one_decision(&mut s, 0, 1, &critical_temp(A));
+    let r = requests(&outs);
+    s.on_ipmb_response(5, A, r[0].3, cmd::NETFN_GROUP_EXT_RSP, r[0].2, &[0xC1]);
+    assert_eq!(s.counters().fence_rejected, 1);
+    assert_eq!(s.request_stats().matched, 1);
+}
+
+#[test]
+fn test_fence_request_retried() {
+    let mut s = shelf();
+    let (_, outs) = one_decision(&mut s, 0, 1, &critical_temp(A));
+    let first = requests(&outs)[0].clone();
+    s.poll(250);
+    let r: std::vec::Vec<_> = requests(&drain(&mut s))
+        .into_iter()
+        .filter(|r| r.2 == cmd::CMD_SET_FRU_ACTIVATION)
+        .collect();
+    assert_eq!(r, std::slice::from_ref(&first), "same bytes, same rqSeq");
+    s.poll(500);
+    s.poll(750);
+    let r: std::vec::Vec<_> = requests(&drain(&mut s))
+        .into_iter()
+        .filter(|r| r.2 == cmd::CMD_SET_FRU_ACTIVATION)
+        .collect();
+    assert_eq!(r.len(), 1, "two retries in all: {r:?}");
+    // Retries of the fence request only (confirmation polls are not retried).
+    assert_eq!(s.request_stats().retries, 2);
+    s.poll(1000);
+    assert!(requests(&drain(&mut s))
+        .iter()
+        .all(|r| r.2 != cmd::CMD_SET_FRU_ACTIVATION));
+}
+
+/// Deterministic pseudo-random inputs; after every input, every failover
+/// order must name a blade whose fence is confirmed by M1/M0 or by its own
+/// agent's self-fence confirmation in a `hypervisor` incident.
+#[test]
+fn test_safety_no_failover_without_confirmed_fence() {
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut s = Shelf::new(config(true)).unwrap();
+    let mut now = 0u64;
+    let mut failovers = 0;
+    let mut outstanding: std::vec::Vec<(u8, u8, u8, u8)> = std::vec::Vec::new();
+    for _ in 0..200_000 {
+        now += rnd(40);
+        let gen = if rnd(2) == 0 { A } else { B };
+        let slot = if gen == A { 1 } else { 2 };
+        let mut self_fence_fed = None;
+        match rnd(12) {
+            0 => {
+                let cur = rnd(8) as u8;
+                let prev = rnd(9) as u8;
+                let prev = if prev == 8 { None } else { Some(prev) };
+                s.on_platform_event(now, rnd(64) as u8, &hs(gen, cur, prev));
+            }
+            1 => {
+                s.on_platform_event(
+                    now,
+                    rnd(64) as u8,
+                    &ev(
+                        gen,
+                        [0x01, 0x07, 0x23, 0xF1][rnd(4) as usize],
+                        [0x01, 0x6F][rnd(2) as usize],
+                        [rnd(16) as u8, 0, 0],
+                    ),
+                );
+            }
+            2 => {
+                let input = match rnd(8) {
+                    0 => AgentInput::Hello,
+                    1 => AgentInput::Heartbeat {
+                        hypervisor_ok: rnd(2) == 0,
+                    },
+                    2 => AgentInput::HypervisorDown,
+                    3 => AgentInput::HypervisorUp,
+                    4 => {
+                        self_fence_fed = Some(slot);
+                        AgentInput::FenceSelfConfirmed
+                    }
+                    5 => AgentInput::GuestCrashed { name: name("g") },
+                    6 => AgentInput::GuestDestroyed { name: name("g") },
+                    _ => AgentInput::AllReported {
+                        failed_slot: 3 - slot,
+                    },
+                };
+                s.on_agent(now, slot, input);
+            }
+            3 | 4 => {
+                // Answer an outstanding request with a random hot-swap state.
+                if let Some(i) =
+                    (!outstanding.is_empty()).then(|| rnd(outstanding.len() as u64) as usize)
+                {
+                    let (dest, net_fn, code, seq) = outstanding.swap_remove(i);
+                    let state = 1u8 << rnd(8);
+                    s.on_ipmb_response(
+                        now,
+                        dest,
+                        seq,
+                        net_fn + 1,
+                        code,
+                        &[0x00, 0x00, 0xC0, state, 0x80],
+                    );
+                }
+            }
+            _ => s.poll(now),
+        }
+        for o in drain(&mut s) {
+            match o {
+                Output::Ipmb {
+                    dest,
+                    net_fn,
+                    cmd,
+                    rq_seq,
+                    ..
+                } => {
+                    outstanding.push((dest, net_fn, cmd, rq_seq));
+                    if outstanding.len() > 64 {
+                        outstanding.remove(0);
+                    }
+                }
+                Output::Order {
+                    order:
+                        Order::RestartPartnerGuests {
+                            failed_slot,
+                            subset: None,
+                            ..
+                        },
+                    ..
+                } => {
+                    failovers += 1;
+                    let b = s.blade(failed_slot).unwrap();
+                    let inc = b.incident.expect("failover without an incident");
+                    assert!(inc.confirmed);
+                    let by_hot_swap = matches!(b.m_state, Some(MState::M1 | MState::M0));
+                    let by_agent =
+                        inc.class == Class::Hypervisor && self_fence_fed == Some(failed_slot);
+                    assert!(
+                        by_hot_swap || by_agent,
+                        "failover for slot {failed_slot} without confirmation: {b:?}"
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        failovers > 10,
+        "the walk must reach failovers ({failovers})"
+    );
+    assert_eq!(s.counters().unsafe_failover_refused, 0);
+}
