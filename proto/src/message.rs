@@ -137,6 +137,9 @@ code_enum! {
         SelfFenced = 4,
         /// An operator declared the blade fenced.
         Operator = 5,
+        /// Per-guest failover: the guest's own blade confirmed GuestDestroyed for every guest
+        /// of the subset (the blade itself is not fenced).
+        GuestDestroyed = 6,
     }
 }
 
@@ -324,7 +327,7 @@ pub enum Message {
     },
     /// ShMC -> agent: restart this crashed local guest. Command.
     RestartGuest {
-        /// Incident number; the outcome quotes it.
+        /// Incident number (0 if none); the outcome quotes it.
         incident: IncidentId,
         /// The guest.
         name: GuestName,
@@ -333,6 +336,9 @@ pub enum Message {
     GuestOutcome {
         /// Incident quoted from the order.
         incident: IncidentId,
+        /// Blade the guest belongs to: the failed or evacuated blade, or the reporter itself
+        /// for RestartGuest.
+        slot: u8,
         /// The guest.
         name: GuestName,
         /// Started, refused or failed.
@@ -348,6 +354,8 @@ pub enum Message {
     IncidentDone {
         /// Incident quoted from the order.
         incident: IncidentId,
+        /// Blade whose guests were handled (as in GuestOutcome).
+        slot: u8,
         /// Guests reported `Started`.
         started: u16,
         /// Guests reported `Refused`.
@@ -379,6 +387,23 @@ pub enum Message {
         /// Only this guest; `None` = all.
         name: Option<GuestName>,
     },
+    /// ShMC -> agent: destroy this local guest now (before per-guest failover), then answer
+    /// GuestDestroyed, or GuestOutcome `Failed` with a reason if it cannot be stopped. Command.
+    DestroyGuest {
+        /// Incident number; the answer quotes it.
+        incident: IncidentId,
+        /// The guest.
+        name: GuestName,
+    },
+    /// Agent -> ShMC: the guest no longer runs here (answer to DestroyGuest). Command.
+    GuestDestroyed {
+        /// Incident quoted from DestroyGuest.
+        incident: IncidentId,
+        /// The guest.
+        name: GuestName,
+        /// Its QEMU process had to be killed directly (libvirt did not answer).
+        killed: bool,
+    },
 }
 
 /// Wire kind of a message: the postcard variant index of [`Message`], byte 11 of a frame.
@@ -402,11 +427,13 @@ pub enum Kind {
     DefinitionPush = 13,
     DefinitionRemove = 14,
     DefinitionRequest = 15,
+    DestroyGuest = 16,
+    GuestDestroyed = 17,
 }
 
 impl Kind {
     /// Number of kinds this version knows; a body byte `>= COUNT` is an unknown kind.
-    pub const COUNT: u8 = 16;
+    pub const COUNT: u8 = 18;
 
     /// Every kind, in wire order.
     pub const ALL: [Kind; Kind::COUNT as usize] = [
@@ -426,6 +453,8 @@ impl Kind {
         Kind::DefinitionPush,
         Kind::DefinitionRemove,
         Kind::DefinitionRequest,
+        Kind::DestroyGuest,
+        Kind::GuestDestroyed,
     ];
 
     /// The kind with wire value `v`, if known.
@@ -462,6 +491,8 @@ impl Message {
             Message::DefinitionPush { .. } => Kind::DefinitionPush,
             Message::DefinitionRemove { .. } => Kind::DefinitionRemove,
             Message::DefinitionRequest { .. } => Kind::DefinitionRequest,
+            Message::DestroyGuest { .. } => Kind::DestroyGuest,
+            Message::GuestDestroyed { .. } => Kind::GuestDestroyed,
         }
     }
 
@@ -479,7 +510,9 @@ impl Message {
             Message::Hello { slot, .. } => slot_ok(slot),
             Message::GuestCrashed { name }
             | Message::RestartGuest { name, .. }
-            | Message::DefinitionRemove { name } => valid_guest_name(name),
+            | Message::DefinitionRemove { name }
+            | Message::DestroyGuest { name, .. }
+            | Message::GuestDestroyed { name, .. } => valid_guest_name(name),
             Message::RestartPartnerGuests {
                 failed_slot,
                 subset,
@@ -491,9 +524,10 @@ impl Message {
                     })
             }
             Message::Evacuate { to_slot, .. } => slot_ok(to_slot),
-            Message::GuestOutcome { name, text, .. } => {
-                valid_guest_name(name) && !text.chars().any(char::is_control)
-            }
+            Message::GuestOutcome {
+                slot, name, text, ..
+            } => slot_ok(slot) && valid_guest_name(name) && !text.chars().any(char::is_control),
+            Message::IncidentDone { slot, .. } => slot_ok(slot),
             Message::DefinitionPush {
                 name,
                 index,
@@ -515,8 +549,7 @@ impl Message {
             | Message::HypervisorDown
             | Message::HypervisorUp
             | Message::FenceSelf { .. }
-            | Message::FenceSelfConfirmed { .. }
-            | Message::IncidentDone { .. } => true,
+            | Message::FenceSelfConfirmed { .. } => true,
         }
     }
 }

@@ -79,17 +79,17 @@ const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
         "0a0a026462",
         "58748f235cbc05f075b12835097f00e5bafd19e65b5e52d60ddf1effc7141572",
     ),
-    // kind 0b, incident 8, name "a", Refused, NoMemory, text "free 512", 200 ms (c8 01)
+    // kind 0b, incident 8, slot 4, name "a", Refused, NoMemory, text "free 512", 200 ms (c8 01)
     (
         "0103000b00ab8967452301",
-        "0b0801610101086672656520353132c801",
-        "efb8681676656a9e95ef949bc23349095e0a2706c72a20ff713060d49e9c176d",
+        "0b080401610101086672656520353132c801",
+        "b6875a9bcb197da0a7d57deae73c6100cd39610c6120b6e5fcd33238e5068691",
     ),
-    // kind 0c, incident 8, started 1, refused 1, failed 0
+    // kind 0c, incident 8, slot 4, started 1, refused 1, failed 0
     (
         "0103000c00ab8967452301",
-        "0c08010100",
-        "8aaee1f7754f0d497f7bbe9ef5973c6177656af972cb3a539e7a305a07c9e010",
+        "0c0804010100",
+        "1b3870cf01697a26ff0f9528ca8e762e30420418fec553110f28bb6eefe0d671",
     ),
     // kind 0d, name "vm1", chunk 0 of 1, sha256("<d/>"), 4 bytes "<d/>"
     (
@@ -108,6 +108,18 @@ const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
         "0103000f00ab8967452301",
         "0f00",
         "c234a0ef10637f76813dad6e0f6e9c84342ddab897928f3eadf4049d5db1d9b0",
+    ),
+    // kind 10, incident 11, name "web"
+    (
+        "0103001000ab8967452301",
+        "100b03776562",
+        "e080de3bb944c396a2bd3229af972370f96e9227f9dc1309c1c9b65b67432174",
+    ),
+    // kind 11, incident 11, name "web", killed true
+    (
+        "0103001100ab8967452301",
+        "110b0377656201",
+        "e8630dc524b50036bb9e8d8c629d01877d466b1c2d2c5708458be66dd0770c1e",
     ),
 ];
 

@@ -66,6 +66,7 @@ pub fn samples() -> std::vec::Vec<Message> {
         },
         Message::GuestOutcome {
             incident: 8,
+            slot: 4,
             name: name("a"),
             outcome: Outcome::Refused,
             reason: ReasonCode::NoMemory,
@@ -74,6 +75,7 @@ pub fn samples() -> std::vec::Vec<Message> {
         },
         Message::IncidentDone {
             incident: 8,
+            slot: 4,
             started: 1,
             refused: 1,
             failed: 0,
@@ -87,6 +89,15 @@ pub fn samples() -> std::vec::Vec<Message> {
         },
         Message::DefinitionRemove { name: name("vm1") },
         Message::DefinitionRequest { name: None },
+        Message::DestroyGuest {
+            incident: 11,
+            name: name("web"),
+        },
+        Message::GuestDestroyed {
+            incident: 11,
+            name: name("web"),
+            killed: true,
+        },
     ]
 }
 
@@ -144,6 +155,7 @@ pub fn largest() -> std::vec::Vec<Message> {
         },
         Message::GuestOutcome {
             incident: u32::MAX,
+            slot: MAX_SLOT,
             name: long('o'),
             outcome: Outcome::Unknown(255),
             reason: ReasonCode::Unknown(255),
@@ -152,6 +164,7 @@ pub fn largest() -> std::vec::Vec<Message> {
         },
         Message::IncidentDone {
             incident: u32::MAX,
+            slot: MAX_SLOT,
             started: u16::MAX,
             refused: u16::MAX,
             failed: u16::MAX,
@@ -166,6 +179,15 @@ pub fn largest() -> std::vec::Vec<Message> {
         Message::DefinitionRemove { name: long('d') },
         Message::DefinitionRequest {
             name: Some(long('q')),
+        },
+        Message::DestroyGuest {
+            incident: u32::MAX,
+            name: long('x'),
+        },
+        Message::GuestDestroyed {
+            incident: u32::MAX,
+            name: long('y'),
+            killed: true,
         },
     ]
 }
