@@ -1,2 +1,83 @@
-//! `shelfha`: host-side tools (demo, shelf simulator).
-fn main() {}
+//! `shelfha`: host-side tools of shelfha (demo, shelf simulator).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+shelfha: host-side tools of shelfha
+
+USAGE:
+    shelfha simulate [--link PATH] [--shmc ADDR] --ipmc ADDR [--ipmc ADDR ...]
+        Emulates blade IPMCs on a pty in the ipmb_dev_int message format. Point
+        shmc-plugin's `ipmb_device` at PATH (a symlink to the pty's slave side).
+        Control lines on stdin:
+            inject ADDR FAULT   FAULT: critical-temperature, noncritical-temperature,
+                                watchdog, os-stop, silent, handle, ipmb-a-lost,
+                                ignore-deactivation
+            recover ADDR        answer again and activate (back to M4)
+            garbage N           put N corrupted bytes on the bus
+            state               print every IPMC's hot-swap state
+            quit
+        Reports (ready, state changes, errors) are JSON lines on stdout.
+        Defaults: --shmc 0x20; the simulation ends with its input.
+
+    shelfha --help | --version
+";
+
+fn parse_addr(s: &str) -> Result<u8, String> {
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u8::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    v.map_err(|_| format!("bad IPMB address {s:?} (expected e.g. 0x82)"))
+}
+
+fn simulate(args: &[String]) -> Result<(), String> {
+    let mut link: Option<PathBuf> = None;
+    let mut shmc = 0x20u8;
+    let mut ipmcs = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--link" => link = Some(PathBuf::from(value("--link")?)),
+            "--shmc" => shmc = parse_addr(&value("--shmc")?)?,
+            "--ipmc" => ipmcs.push(parse_addr(&value("--ipmc")?)?),
+            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    if ipmcs.is_empty() {
+        return Err(format!("at least one --ipmc is needed\n\n{USAGE}"));
+    }
+    shelfha::sim::pty::run(
+        link.as_deref(),
+        &ipmcs,
+        shmc,
+        std::io::stdin(),
+        std::io::stdout().lock(),
+    )
+    .map_err(|e| format!("simulator: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("simulate") => simulate(&args[1..]),
+        Some("--version") | Some("-V") => {
+            println!("shelfha {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some("--help") | Some("-h") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shelfha: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

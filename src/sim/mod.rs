@@ -5,6 +5,7 @@
 //! bytes, exactly as a byte channel (pty) would carry them.
 
 pub mod ipmc;
+pub mod pty;
 
 use shmc_plugin::wire::ipmb::Message;
 
