@@ -201,15 +201,22 @@ impl StreamFramer {
         Scan::Complete(total)
     }
 
+    /// Takes the complete candidate scan() accepted. Copying re-validates it;
+    /// should that ever fail, the candidate is rejected like any other.
     fn take_message(&mut self, total: usize) -> Result<Message, FrameError> {
-        let msg = Message::from_bytes(&self.buf[..total]);
-        self.buf.copy_within(total..self.len, 0);
-        self.len -= total;
-        if msg.is_ok() {
-            self.stats.frames += 1;
-            self.in_sync = true;
+        match Message::from_bytes(&self.buf[..total]) {
+            Ok(msg) => {
+                self.buf.copy_within(total..self.len, 0);
+                self.len -= total;
+                self.stats.frames += 1;
+                self.in_sync = true;
+                Ok(msg)
+            }
+            Err(reason) => {
+                self.reject(reason);
+                Err(reason)
+            }
         }
-        msg
     }
 
     fn reject(&mut self, reason: FrameError) {
@@ -233,11 +240,7 @@ impl StreamFramer {
                     let remaining = &input[taken..];
                     return match self.take_message(total) {
                         Ok(message) => Feed::Message { message, remaining },
-                        Err(reason) => {
-                            // Unreachable in practice: scan() checked the same rules.
-                            self.stats.record_bad(reason);
-                            Feed::Rejected { reason, remaining }
-                        }
+                        Err(reason) => Feed::Rejected { reason, remaining },
                     };
                 }
                 Scan::Bad(reason) => {

@@ -399,7 +399,8 @@ impl<'a> Repr<'a> {
         }
     }
 
-    /// True when `self` is the response to `request` (see [`Repr::response_to`]).
+    /// True when `self` is the response to `request` (see [`Repr::response_to`]):
+    /// netFn, command, rqSeq and both addresses match; LUNs are not compared.
     pub fn answers(&self, request: &Repr<'_>) -> bool {
         self.is_response()
             && !request.is_response()
