@@ -85,6 +85,7 @@ impl core::fmt::Debug for Key {
 
 /// Why a received datagram was dropped. Checked in this order; reasons from `Stale` on are
 /// only given to frames whose tag was valid ([`DropReason::is_authentic`]).
+/// (Not on the wire: the order may change between versions.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum DropReason {
@@ -110,13 +111,16 @@ pub enum DropReason {
     Malformed,
     /// Authentic and decoded, but fails [`Message::is_valid`].
     Invalid,
+    /// Authentic and valid, but this sender may not send this message
+    /// ([`Message::sender_allowed`]).
+    WrongRole,
     /// Authentic Ack that matches no command awaiting one (normal after retries).
     UnmatchedAck,
 }
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 12;
+    pub const COUNT: usize = 13;
 
     /// Every reason, in check order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
@@ -131,6 +135,7 @@ impl DropReason {
         DropReason::UnknownKind,
         DropReason::Malformed,
         DropReason::Invalid,
+        DropReason::WrongRole,
         DropReason::UnmatchedAck,
     ];
 
@@ -148,7 +153,8 @@ impl DropReason {
             DropReason::UnknownKind => 8,
             DropReason::Malformed => 9,
             DropReason::Invalid => 10,
-            DropReason::UnmatchedAck => 11,
+            DropReason::WrongRole => 11,
+            DropReason::UnmatchedAck => 12,
         }
     }
 
@@ -172,6 +178,7 @@ impl core::fmt::Display for DropReason {
             DropReason::UnknownKind => "unknown message kind",
             DropReason::Malformed => "body does not decode",
             DropReason::Invalid => "invalid field values",
+            DropReason::WrongRole => "message not allowed from this sender",
             DropReason::UnmatchedAck => "ack matching no pending command",
         })
     }
@@ -426,6 +433,9 @@ impl Verifier {
             .map_err(|_| DropReason::Malformed)?;
         if !message.is_valid() {
             return Err(DropReason::Invalid);
+        }
+        if !message.sender_allowed(header.sender) {
+            return Err(DropReason::WrongRole);
         }
         Ok(Received {
             sender: header.sender,

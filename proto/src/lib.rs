@@ -17,7 +17,7 @@
 //! and checked by tests to fit every message), below [`SAFE_UDP_PAYLOAD`].
 //!
 //! Receiving: [`Verifier::open`] checks size, version, destination, sender, tag, replay window,
-//! kind, encoding and field validity, in that order; every rejection is a counted [`DropReason`]
+//! kind, encoding, field validity and sender role, in that order; every rejection is a counted [`DropReason`]
 //! and never yields a message. Sending: [`seal`].
 //!
 //! Compatibility rule: within one protocol version, new message variants are added only at the

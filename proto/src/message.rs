@@ -462,6 +462,31 @@ impl Kind {
         Kind::ALL.get(usize::from(v)).copied()
     }
 
+    /// Who may send this kind: `Some(true)` only the ShMC, `Some(false)` only blade agents,
+    /// `None` anyone (Ack). The verifier drops other senders as `WrongRole`.
+    pub fn from_shmc(self) -> Option<bool> {
+        match self {
+            Kind::Ack => None,
+            Kind::FenceSelf
+            | Kind::RestartPartnerGuests
+            | Kind::Evacuate
+            | Kind::RestartGuest
+            | Kind::DestroyGuest => Some(true),
+            Kind::Hello
+            | Kind::Heartbeat
+            | Kind::GuestCrashed
+            | Kind::HypervisorDown
+            | Kind::HypervisorUp
+            | Kind::FenceSelfConfirmed
+            | Kind::GuestOutcome
+            | Kind::IncidentDone
+            | Kind::DefinitionPush
+            | Kind::DefinitionRemove
+            | Kind::DefinitionRequest
+            | Kind::GuestDestroyed => Some(false),
+        }
+    }
+
     /// True for commands (acknowledged and retried): all but `Ack` and `Heartbeat`.
     pub fn needs_ack(self) -> bool {
         !matches!(self, Kind::Ack | Kind::Heartbeat)
@@ -499,6 +524,21 @@ impl Message {
     /// True for commands, which the receiver acknowledges and the sender retries.
     pub fn needs_ack(&self) -> bool {
         self.kind().needs_ack()
+    }
+
+    /// True when `sender` may send this message: the role of [`Kind::from_shmc`], and a Hello
+    /// names the sender's own slot. The shelf key is shared, so this guards against
+    /// misdirected and buggy senders, not against a key holder.
+    pub fn sender_allowed(&self, sender: NodeId) -> bool {
+        let role_ok = match self.kind().from_shmc() {
+            None => sender.is_valid(),
+            Some(true) => sender == NodeId::SHMC,
+            Some(false) => NodeId::blade(sender.0).is_some(),
+        };
+        match self {
+            Message::Hello { slot, .. } => role_ok && *slot == sender.0,
+            _ => role_ok,
+        }
     }
 
     /// Checks field values beyond what the encoding guarantees: slots in range, guest names

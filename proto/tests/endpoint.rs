@@ -508,14 +508,14 @@ fn test_bad_datagrams_have_no_effect_and_endpoint_keeps_working() {
     // Seventy newer commands push seq 20 out of the replay window...
     for seq in 100..170 {
         out.socket
-            .send_to(&sealed(&golden_key(), seq, &Message::HypervisorUp), to)
+            .send_to(&sealed(&golden_key(), seq, &fence(seq as u32)), to)
             .unwrap();
     }
     let mut delivered = 0;
     while delivered < 70 {
         match next_event(&mut agent, 0) {
             Some(Event::Message {
-                message: Message::HypervisorUp,
+                message: Message::FenceSelf { .. },
                 ..
             }) => delivered += 1,
             other => panic!("{other:?}"),

@@ -1,15 +1,16 @@
 //! Golden byte vectors: one frame per message kind, byte for byte.
 //!
-//! Fixed inputs: key = bytes 00 01 .. 1f; sender = slot 3; dest = ShMC (0);
-//! seq = 0x0123_4567_89ab_0000 + kind. Each entry is (header, body, tag) in hex:
-//! header = version 01, sender 03, dest 00, seq little-endian; body = postcard(Message);
+//! Fixed inputs: key = bytes 00 01 .. 1f; ShMC orders go from the ShMC (00) to slot 3 (03),
+//! everything else from slot 3 to the ShMC; seq = 0x0123_4567_89ab_0000 + kind.
+//! Each entry is (header, body, tag) in hex: header = version 01, sender, dest,
+//! seq little-endian (00 .. ab 89 67 45 23 01); body = postcard(Message);
 //! tag = HMAC-SHA256(key, header || body). The tags were checked against an independent
 //! HMAC implementation (Python's hmac module). These bytes are frozen: a change here is a
 //! wire-format change and needs a new PROTOCOL_VERSION.
 
 mod common;
 
-use common::{golden_key, samples};
+use common::{golden_key, route, samples, verifier_for};
 use shelfha_proto::*;
 
 const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
@@ -51,9 +52,9 @@ const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
     ),
     // kind 06, incident 7
     (
-        "0103000600ab8967452301",
+        "0100030600ab8967452301",
         "0607",
-        "488e90f010dab2fdd7d79a64fada9fffdbc7401e33c9ea4d46dee77ffba6131b",
+        "d4e3e2b589679dd5a1a2463576a852c31d30caaebb4104692b260c17bcbeb3a3",
     ),
     // kind 07, incident 7, destroyed 3, killed 1, remaining 0
     (
@@ -63,21 +64,21 @@ const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
     ),
     // kind 08, incident 8, failed slot 4, fence HotSwapM1, Some, 2 names: "a", "bc"
     (
-        "0103000800ab8967452301",
+        "0100030800ab8967452301",
         "0808040101020161026263",
-        "0b136fee77e185566c34fbe94145385e4d78c950369a16e75424b52cd42838c9",
+        "0072ca33f9dd290c89a8b78e920163c6c592cae99da5851d02a99e014da240b4",
     ),
     // kind 09, incident 9, to slot 5
     (
-        "0103000900ab8967452301",
+        "0100030900ab8967452301",
         "090905",
-        "94b491d3603d1c92d8bd6171c34cdb9710482fed310467ae547431fd2d3a1756",
+        "b5684e7af55814a986cbacc7984e2caf8d94190086920b86a6edf258808c96fb",
     ),
     // kind 0a, incident 10, name "db"
     (
-        "0103000a00ab8967452301",
+        "0100030a00ab8967452301",
         "0a0a026462",
-        "58748f235cbc05f075b12835097f00e5bafd19e65b5e52d60ddf1effc7141572",
+        "2387a74641090c0a9054e30355880e29db8b91da6df37e03b4f995926bd6b62a",
     ),
     // kind 0b, incident 8, slot 4, name "a", Refused, NoMemory, text "free 512", 200 ms (c8 01)
     (
@@ -111,9 +112,9 @@ const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
     ),
     // kind 10, incident 11, name "web"
     (
-        "0103001000ab8967452301",
+        "0100031000ab8967452301",
         "100b03776562",
-        "e080de3bb944c396a2bd3229af972370f96e9227f9dc1309c1c9b65b67432174",
+        "b73f00e6cfd47ff96891e47e2366a9cd7dc9f49f7e9638392d503a02221e1d43",
     ),
     // kind 11, incident 11, name "web", killed true
     (
@@ -130,11 +131,12 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn header(kind: usize) -> Header {
+fn header(msg: &Message) -> Header {
+    let (sender, dest) = route(msg);
     Header {
-        sender: NodeId(3),
-        dest: NodeId::SHMC,
-        seq: 0x0123_4567_89ab_0000 + kind as u64,
+        sender,
+        dest,
+        seq: 0x0123_4567_89ab_0000 + msg.kind() as u64,
     }
 }
 
@@ -144,21 +146,20 @@ fn test_emit_matches_golden() {
         let (h, b, t) = GOLDEN[i];
         let expected = [unhex(h), unhex(b), unhex(t)].concat();
         let mut buf = [0u8; MAX_FRAME];
-        let n = seal(&golden_key(), &header(i), msg, &mut buf).unwrap();
+        let n = seal(&golden_key(), &header(msg), msg, &mut buf).unwrap();
         assert_eq!(&buf[..n], &expected[..], "{:?}", msg.kind());
     }
 }
 
 #[test]
 fn test_parse_golden() {
-    let mut v = Verifier::new(golden_key(), NodeId::SHMC);
-    v.add_peer(NodeId(3)).unwrap();
     for (i, msg) in samples().iter().enumerate() {
         let (h, b, t) = GOLDEN[i];
         let frame = [unhex(h), unhex(b), unhex(t)].concat();
-        let rx = v.open(&frame).unwrap();
-        assert_eq!(rx.sender, NodeId(3));
-        assert_eq!(rx.seq, header(i).seq);
+        let expected = header(msg);
+        let rx = verifier_for(expected.dest).open(&frame).unwrap();
+        assert_eq!(rx.sender, expected.sender);
+        assert_eq!(rx.seq, expected.seq);
         assert_eq!(&rx.message, msg);
         assert_eq!(unhex(b)[0], i as u8, "body starts with the kind");
     }

@@ -206,6 +206,7 @@ fn test_authentic_but_bad_body() {
     assert_eq!(v.open(&bad).map(|_| ()), Err(DropReason::UnknownKind));
     assert_eq!(v.open(&bad).map(|_| ()), Err(DropReason::Replayed));
     for r in [
+        DropReason::WrongRole,
         DropReason::UnknownKind,
         DropReason::Malformed,
         DropReason::Invalid,
@@ -216,6 +217,33 @@ fn test_authentic_but_bad_body() {
     }
     assert!(!DropReason::BadMac.is_authentic());
     assert!(!DropReason::UnknownSender.is_authentic());
+}
+
+#[test]
+fn test_wrong_role() {
+    // A blade may not give ShMC orders, nor register under another slot.
+    assert_dropped(
+        &frame(1, &Message::FenceSelf { incident: 1 }),
+        DropReason::WrongRole,
+    );
+    let mut hello = samples().remove(Kind::Hello as usize);
+    if let Message::Hello { slot, .. } = &mut hello {
+        *slot = 4;
+    }
+    assert_dropped(&frame(1, &hello), DropReason::WrongRole);
+    // The ShMC may not send agent reports.
+    let mut v = Verifier::new(golden_key(), AGENT);
+    v.add_peer(NodeId::SHMC).unwrap();
+    let f = frame_with(&golden_key(), NodeId::SHMC, AGENT, 1, &crashed());
+    assert_eq!(v.open(&f).map(|_| ()), Err(DropReason::WrongRole));
+    let f = frame_with(
+        &golden_key(),
+        NodeId::SHMC,
+        AGENT,
+        2,
+        &Message::FenceSelf { incident: 1 },
+    );
+    assert!(v.open(&f).is_ok());
 }
 
 #[test]
@@ -273,7 +301,10 @@ fn test_decoder_never_panics_on_authentic_mutations() {
                     assert!(
                         matches!(
                             r,
-                            DropReason::UnknownKind | DropReason::Malformed | DropReason::Invalid
+                            DropReason::UnknownKind
+                                | DropReason::Malformed
+                                | DropReason::Invalid
+                                | DropReason::WrongRole
                         ),
                         "{r:?}"
                     );

@@ -18,6 +18,25 @@ fn name(s: &str) -> GuestName {
     guest_name(s).unwrap()
 }
 
+/// Realistic (sender, dest) of a message: ShMC orders go from the ShMC to slot 3, everything
+/// else from its blade (slot 3, or the Hello's slot) to the ShMC.
+pub fn route(msg: &Message) -> (NodeId, NodeId) {
+    match msg {
+        Message::Hello { slot, .. } => (NodeId(*slot), NodeId::SHMC),
+        m if m.kind().from_shmc() == Some(true) => (NodeId::SHMC, NodeId(3)),
+        _ => (NodeId(3), NodeId::SHMC),
+    }
+}
+
+/// A verifier for `me` that knows every node of the shelf.
+pub fn verifier_for(me: NodeId) -> Verifier {
+    let mut v = Verifier::new(golden_key(), me);
+    for id in 0..=MAX_SLOT {
+        v.add_peer(NodeId(id)).unwrap();
+    }
+    v
+}
+
 /// One typical message of every kind, in `Kind` order.
 pub fn samples() -> std::vec::Vec<Message> {
     vec![
