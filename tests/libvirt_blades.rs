@@ -247,6 +247,24 @@ fn both_blades_run_a_guest() {
         text(&cmdline).contains("guest=g1"),
         "PID {pid} from the run directory is not g1's QEMU"
     );
+    // inside blade A, the default URI and /run/libvirt are A's
+    let inside = run(Command::new("bash")
+        .arg(harness_path())
+        .args(["exec"])
+        .arg(&blades.base)
+        .args(["a", "virsh", "-q", "-c", "qemu:///system", "domstate", "g1"]));
+    assert!(
+        inside.status.success(),
+        "{}",
+        describe("exec a virsh", &inside)
+    );
+    assert_eq!(text(&inside.stdout).trim(), "running");
+    let inside = run(Command::new("bash")
+        .arg(harness_path())
+        .args(["exec"])
+        .arg(&blades.base)
+        .args(["a", "cat", "/run/libvirt/qemu/g1.pid"]));
+    assert_eq!(text(&inside.stdout).trim(), pid.to_string());
     // each blade has its own libvirt state: B does not know the guest
     let out = blades.virsh('b', &["domstate", "g1"]);
     assert!(
@@ -354,6 +372,22 @@ fn start_cleans_up_after_a_crashed_run() {
         .harness("pid", &["b", "libvirtd"])
         .parse()
         .expect("libvirtd pid");
+    // a process started inside a blade (as an agent would be)
+    let mut inside = Command::new("bash")
+        .arg(harness_path())
+        .arg("exec")
+        .arg(&first.base)
+        .args(["b", "sleep", "600"])
+        .spawn()
+        .expect("spawn exec");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(format!("/proc/{}/cmdline", inside.id()))
+        .map(|c| c.starts_with("sleep"))
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "exec did not start sleep");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // a run that dies without stopping its blades leaves them behind
     let base = first.base.clone();
     std::mem::forget(first);
@@ -363,6 +397,11 @@ fn start_cleans_up_after_a_crashed_run() {
     assert!(
         !alive(libvirtd),
         "libvirtd {libvirtd} of the crashed run still alive"
+    );
+    let status = inside.wait().expect("wait for exec");
+    assert!(
+        !status.success(),
+        "the process inside blade b was not killed"
     );
     // fresh blades: the old guest definition is gone
     assert!(!second.virsh('a', &["domstate", "g3"]).status.success());

@@ -10,6 +10,8 @@
 #   libvirt-blades.sh kill-libvirtd BASEDIR a|b       SIGKILL the blade's libvirtd (guests keep running)
 #   libvirt-blades.sh kill-qemu BASEDIR a|b GUEST     SIGKILL the guest's QEMU process
 #   libvirt-blades.sh start-libvirtd BASEDIR a|b      start the blade's libvirtd again after a kill
+#   libvirt-blades.sh exec BASEDIR a|b CMD [ARG...]   run CMD inside the blade (its mount namespace:
+#                                           /run/libvirt etc. and qemu:///system are the blade's)
 #   libvirt-blades.sh guest-xml NAME [DISK [MEMORY_MIB]]   domain XML of a tiny TCG guest;
 #                                           DISK *.qcow2 / *.raw / *.img: an image file,
 #                                           any other path: a block device (shared-disk)
@@ -40,8 +42,9 @@
 # by two QEMUs of one machine is refused by QEMU itself, "Failed to get write lock",
 # before virtlockd is asked.)
 #
-# Blades started by a process that has died since (a crashed test run) are stopped by
-# `reap`, which `start` runs first; `start` on a BASEDIR still in use stops it first.
+# Blades whose owner has died since (a crashed test run) are stopped by `reap`, which
+# `start` runs first; the owner is the caller of `start` (the test process) or the PID
+# in $BLADES_OWNER. `start` on a BASEDIR used before stops what is left there first.
 set -euo pipefail
 
 HERE=$(dirname "$(readlink -f "$0")")
@@ -118,6 +121,28 @@ qemu_pids() {
     return 0
 }
 
+# every process in the blade's mount namespaces (daemons, and what `exec` started)
+ns_pids() {
+    local X=$1/$2 f ns
+    [ -s "$X/mntns" ] || return 0
+    for f in /proc/[0-9]*/ns/mnt; do
+        ns=$(readlink "$f" 2>/dev/null) || continue
+        if grep -qxF "$ns" "$X/mntns"; then
+            f=${f#/proc/}; echo "${f%%/*}"
+        fi
+    done
+    return 0
+}
+
+# a process inside blade x's mount namespace, to enter it
+ns_anchor() {
+    local B=$1 x=$2 d
+    for d in libvirtd virtlockd virtlogd; do
+        daemon_pid "$B" "$x" "$d" && return 0
+    done
+    return 1
+}
+
 # wait until none of the given PIDs is alive (zombies count as gone)
 wait_gone() {
     local deadline=$((SECONDS + ${WAIT_GONE_S:-15})) pid alive
@@ -142,6 +167,9 @@ write_config() {
     # nothing may autostart (a default network would need a bridge and dnsmasq)
     find "$X/etc/libvirt" -path '*/autostart/*' -delete
     rm -f "$X/etc/libvirt/qemu/"*.xml
+    # inside the blade, the default socket path of qemu:///system leads to this blade
+    ln -s "$X/sock/libvirt-sock" "$X/run/libvirt/libvirt-sock"
+    ln -s "$X/sock/libvirt-sock-ro" "$X/run/libvirt/libvirt-sock-ro"
     uuid=$(cat /proc/sys/kernel/random/uuid)
     echo "$uuid" > "$X/host_uuid"
     cat >> "$X/etc/libvirt/libvirtd.conf" <<EOF
@@ -207,6 +235,9 @@ wait_ready() {
     uri=$(uri_of "$B" "$x")
     while :; do
         if [ -S "$X/sock/libvirt-sock" ] && virsh -q -c "$uri" version >/dev/null 2>&1; then
+            local lv
+            lv=$(daemon_pid "$B" "$x" libvirtd) || die "blade $x: libvirtd answers but has no PID file"
+            readlink "/proc/$lv/ns/mnt" >> "$X/mntns"
             return 0
         fi
         local tini
@@ -251,7 +282,7 @@ cmd_shared_disk() {
         dev=$(losetup -f --show "$file") || die "losetup failed (no loop devices?)"
         echo "$dev $file" >> "$B/loops"
         echo "$dev $target" >> "$B/$x/disk-binds"
-        pid=$(daemon_pid "$B" "$x" libvirtd) || die "blade $x: no libvirtd running"
+        pid=$(ns_anchor "$B" "$x") || die "blade $x: not running"
         nsenter -t "$pid" -m mount --bind "$dev" "$target"
     done
     echo "$target"
@@ -266,6 +297,11 @@ cmd_start() {
     for c in libvirtd virtlogd virtlockd virsh tini unshare qemu-system-x86_64; do
         command -v "$c" >/dev/null || die "$c not installed (run: bash tests/ci.sh install)"
     done
+    # without udev /dev/kvm is 0600: libvirt then re-probes QEMU on every call
+    # (tens of seconds per define); the guests use TCG, but give it to group kvm
+    if [ -c /dev/kvm ] && [ "$(stat -c %a /dev/kvm)" = 600 ] && getent group kvm >/dev/null; then
+        chgrp kvm /dev/kvm && chmod 0660 /dev/kvm || true
+    fi
     cmd_reap
     if [ -e "$B/blades.env" ] || [ -e "$B/a" ] || [ -e "$B/b" ]; then
         log "$B was used before: stopping what is left of it"
@@ -273,7 +309,7 @@ cmd_start() {
     fi
     rm -rf "${B:?}/lockspace" "${B:?}/disks"
     mkdir -p "$B/lockspace" "$B/shared" "$REGISTRY"
-    printf '%s %s\n' "$PPID" "$B" > "$(registry_file "$B")"
+    printf '%s %s\n' "${BLADES_OWNER:-$PPID}" "$B" > "$(registry_file "$B")"
     local x
     for x in "${BLADES[@]}"; do
         write_config "$B" "$x"
@@ -298,8 +334,8 @@ cmd_stop() {
         lv=$(daemon_pid "$B" "$x" libvirtd || true)
         tini=$(read_num "$B/$x/tini.pid")
         [ -n "$tini" ] && ! is_proc "$tini" tini && tini=
-        for p in $lv $tini $(qemu_pids "$B" "$x") \
-                 $(daemon_pid "$B" "$x" virtlogd || true) $(daemon_pid "$B" "$x" virtlockd || true); do
+        for p in $(printf '%s\n' $lv $tini $(qemu_pids "$B" "$x") $(ns_pids "$B" "$x") \
+                   $(daemon_pid "$B" "$x" virtlogd || true) $(daemon_pid "$B" "$x" virtlockd || true) | sort -u); do
             kill -KILL "$p" 2>/dev/null && pids+=("$p")
         done
     done
@@ -427,6 +463,15 @@ main() {
             launch_libvirtd "$B" "$x"
             wait_ready "$B" "$x"
             uri_of "$B" "$x"
+            ;;
+        exec)
+            need_root
+            local B x p
+            B=$(basedir_arg "${1:-}"); x=$(blade_arg "${2:-}")
+            shift 2
+            [ $# -gt 0 ] || die "exec: CMD missing"
+            p=$(ns_anchor "$B" "$x") || die "blade $x: not running"
+            exec nsenter -t "$p" -m -- "$@"
             ;;
         guest-xml) cmd_guest_xml "$@" ;;
         make-disk) cmd_make_disk "$@" ;;
