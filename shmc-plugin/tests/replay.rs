@@ -1,0 +1,265 @@
+//! The real `shmc-plugin` binary on the captures in `tests/captures/`.
+//!
+//! Each capture's stdout must equal its reviewed `.jsonl` file byte for
+//! byte; independently of those files, the decisions each capture must cause
+//! are listed here by hand from the classifier table.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn captures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/captures")
+}
+
+fn shmc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shmc-plugin"))
+        .args(args)
+        .output()
+        .expect("run shmc-plugin")
+}
+
+fn replay(capture: &str) -> Output {
+    let dir = captures();
+    let config = dir.join("shelf.toml");
+    let capture = dir.join(capture);
+    shmc(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        capture.to_str().unwrap(),
+    ])
+}
+
+/// (t_ms, class, slot) of every decision line, in order.
+fn decisions(stdout: &str) -> Vec<(u64, String, u64)> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("every line is JSON"))
+        .filter(|v| v.get("decision").is_some())
+        .map(|v| {
+            let d = &v["decision"];
+            (
+                v["t_ms"].as_u64().unwrap(),
+                d["class"].as_str().unwrap().to_string(),
+                d["slot"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn summary(stdout: &str) -> serde_json::Value {
+    let last = stdout.lines().last().expect("output");
+    serde_json::from_str::<serde_json::Value>(last).unwrap()["summary"].clone()
+}
+
+fn check(capture: &str, want: &[(u64, &str, u64)]) -> String {
+    let out = replay(capture);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{capture}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let golden =
+        std::fs::read_to_string(captures().join(capture.replace(".cap", ".jsonl"))).unwrap();
+    assert_eq!(
+        stdout, golden,
+        "{capture}: output differs from the reviewed golden file"
+    );
+    let got = decisions(&stdout);
+    let want: Vec<(u64, String, u64)> = want
+        .iter()
+        .map(|(t, c, s)| (*t, c.to_string(), *s))
+        .collect();
+    assert_eq!(got, want, "{capture}");
+    assert_eq!(
+        summary(&stdout)["decisions"].as_u64(),
+        Some(want.len() as u64)
+    );
+    stdout
+}
+
+#[test]
+fn test_blade_lost() {
+    let out = check(
+        "blade_lost.cap",
+        &[
+            (1000, "blade_lost", 1),
+            (2000, "blade_lost", 2),
+            (3000, "blade_lost", 3),
+            (4000, "blade_lost", 4),
+        ],
+    );
+    // The OpenIPMI form has no previous state.
+    assert!(out.contains(
+        "\"event_data\":[167,255,255],\"offset\":7,\"m_state\":7,\"previous_m_state\":null"
+    ));
+    let first: serde_json::Value = serde_json::from_str(out.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(
+        first["decision"],
+        serde_json::json!({"class":"blade_lost","slot":1,"ipmb_address":130,"partner_slot":2,
+            "actions":["fence_ipmb","failover_to_partner"]})
+    );
+}
+
+#[test]
+fn test_commanded_deactivation_and_incident_end() {
+    check(
+        "commanded.cap",
+        &[(100, "blade_hardware", 1), (9100, "blade_hardware", 1)],
+    );
+}
+
+#[test]
+fn test_blade_extraction() {
+    let out = check(
+        "blade_extraction.cap",
+        &[(500, "blade_extraction", 3), (900, "blade_extraction", 3)],
+    );
+    assert!(out.contains("\"actions\":[\"evacuate\",\"deactivate\"]"));
+}
+
+#[test]
+fn test_blade_hardware() {
+    check(
+        "blade_hardware.cap",
+        &[
+            (10, "blade_hardware", 1),
+            (20, "blade_hardware", 2),
+            (30, "blade_hardware", 3),
+            (40, "blade_hardware", 4),
+        ],
+    );
+}
+
+#[test]
+fn test_host_os() {
+    check("host_os.cap", &[(7, "host_os", 1), (9, "host_os", 2)]);
+}
+
+#[test]
+fn test_ipmb_link_alert_only() {
+    let out = check(
+        "ipmb_link.cap",
+        &[
+            (100, "ipmb_link_degraded", 1),
+            (300, "ipmb_link_lost", 1),
+            (500, "ipmb_link_degraded", 2),
+        ],
+    );
+    assert!(!out.contains("fence_ipmb"));
+    assert_eq!(summary(&out)["requests_sent"].as_u64(), Some(0));
+}
+
+#[test]
+fn test_record_only() {
+    let out = check("record_only.cap", &[]);
+    assert_eq!(summary(&out)["events"].as_u64(), Some(7));
+}
+
+#[test]
+fn test_duplicates() {
+    let out = check("duplicates.cap", &[(7000, "blade_hardware", 1)]);
+    let s = summary(&out);
+    assert_eq!(
+        (
+            s["frames"].as_u64(),
+            s["events"].as_u64(),
+            s["duplicates"].as_u64()
+        ),
+        (Some(6), Some(3), Some(3))
+    );
+}
+
+#[test]
+fn test_unknown_generator() {
+    let out = check("unknown_generator.cap", &[]);
+    assert_eq!(summary(&out)["unknown_generator"].as_u64(), Some(2));
+}
+
+#[test]
+fn test_garbage_is_counted_not_fatal() {
+    let out = check("garbage.cap", &[(7, "blade_hardware", 1)]);
+    let s = summary(&out);
+    assert_eq!(s["bad_frames"].as_u64(), Some(6));
+    assert_eq!(s["frames"].as_u64(), Some(4));
+    assert_eq!(s["bad_events"].as_u64(), Some(1));
+    assert_eq!(s["unmatched_responses"].as_u64(), Some(1));
+    assert_eq!(s["other_requests"].as_u64(), Some(1));
+}
+
+#[test]
+fn test_bad_lines_exit_2_naming_the_line() {
+    for (capture, line, reason) in [
+        ("bad_odd.cap", 4, "odd number of hex digits"),
+        ("bad_hex.cap", 2, "not hex"),
+        ("bad_time.cap", 3, "time is not a decimal number"),
+        ("bad_backwards.cap", 2, "time goes backwards"),
+    ] {
+        let out = replay(capture);
+        assert_eq!(out.status.code(), Some(2), "{capture}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("{capture}:{line}: {reason}")),
+            "{capture}: {stderr}"
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !stdout.contains("summary"),
+            "{capture}: no summary after an error"
+        );
+    }
+}
+
+#[test]
+fn test_same_input_same_output() {
+    let a = replay("blade_lost.cap").stdout;
+    let b = replay("blade_lost.cap").stdout;
+    assert_eq!(a, b);
+}
+
+#[test]
+fn test_cli() {
+    let help = shmc(&["--help"]);
+    assert!(help.status.success());
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("shmc-plugin replay --config FILE CAPTURE")
+    );
+    let version = shmc(&["--version"]);
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        format!("shmc-plugin {}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(shmc(&[]).status.code(), Some(2));
+    assert_eq!(shmc(&["replay", "--config"]).status.code(), Some(2));
+    assert_eq!(
+        shmc(&["frobnicate", "--config", "x.toml"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn test_bad_config_names_line() {
+    let dir = std::env::temp_dir().join(format!("shmc-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(
+        &path,
+        "[shelf]\nown_address = 0x20\nipmb_device = \"/dev/ipmb-0\"\n[[blade]]\nslot = 1\nipmb_address = 0x82\npartner = 2\n",
+    )
+    .unwrap();
+    let cap = captures().join("record_only.cap");
+    let out = shmc(&[
+        "replay",
+        "--config",
+        path.to_str().unwrap(),
+        cap.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("bad.toml:7: partner is not a configured blade"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
