@@ -20,7 +20,6 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::path::Path;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
@@ -607,16 +606,4 @@ impl Waker {
             log::debug!("wake-up datagram to {}: {}", self.target, e);
         }
     }
-}
-
-/// Convenience: [`crate::load_key`] then [`Endpoint::bind`].
-pub fn bind_with_key_file(
-    addr: SocketAddr,
-    me: NodeId,
-    key_file: &Path,
-    config: EndpointConfig,
-) -> io::Result<Endpoint> {
-    let key = crate::host::keyfile::load_key(key_file)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    Endpoint::bind(addr, me, key, config)
 }
