@@ -11,18 +11,29 @@
 //! The blade's hot-swap sensor is also read with Get Sensor Reading and
 //! decoded with `wire::cmd::hot_swap_state`.
 //!
+//! A second test gives the blade an IPMB channel (`ipmb_dev_int` on a pty)
+//! and talks to it with frames built and parsed by `wire::ipmb`, read back
+//! through `wire::framer::StreamFramer`: Get Device ID, Get Address Info,
+//! Get Sensor Reading of the hot-swap sensor, Set FRU Activation (both ways)
+//! and FRU Control, each response decoded by `wire::cmd`.
+//!
 //! Needs `ipmi_sim` and `ipmitool` (Debian `openipmi`, `ipmitool`).
 
 #[path = "support/ipmi_sim.rs"]
 mod ipmi_sim;
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use ipmi_sim::IpmiSim;
 use shmc_plugin::event::{
     MState, PlatformEvent, SensorType, READING_TYPE_SENSOR_SPECIFIC, READING_TYPE_THRESHOLD,
 };
 use shmc_plugin::wire::cmd;
+use shmc_plugin::wire::framer::StreamFramer;
+use shmc_plugin::wire::ipmb::{Message, Repr};
 use shmc_plugin::wire::sel::{parse_get_sel_entry, SelRecord};
 
 /// The shelf: ATCA ShMC at 0x20 with a SEL, blade IPMC at 0x82 in slot 1
@@ -369,4 +380,172 @@ fn sel_decoding_agrees_with_ipmitool() {
     }
     // The four simulator-generated transitions plus the one added in that form.
     assert_eq!(hot_swap_simulator_form, walk.len() + 1);
+}
+
+/// The ShMC's end of a blade's IPMB channel: a pty whose slave ipmi_sim
+/// opens as `ipmb_dev_int`, reached through a short symlink.
+struct PtyBus {
+    master: OwnedFd,
+    _slave: OwnedFd,
+    link: PathBuf,
+    framer: StreamFramer,
+}
+
+impl PtyBus {
+    fn open() -> PtyBus {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let pty = nix::pty::openpty(None, None).expect("openpty");
+        let mut t = tcgetattr(&pty.slave).expect("tcgetattr");
+        cfmakeraw(&mut t);
+        tcsetattr(&pty.slave, SetArg::TCSANOW, &t).expect("raw mode");
+        let slave_path = nix::unistd::ttyname(&pty.slave).expect("pty slave name");
+        // ipmi_sim takes at most 15 characters of channel path.
+        let link = PathBuf::from(format!("/tmp/shf{:x}", std::process::id() & 0xF_FFFF));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&slave_path, &link).expect("symlink to the pty");
+        PtyBus {
+            master: pty.master,
+            _slave: pty.slave,
+            link,
+            framer: StreamFramer::new(),
+        }
+    }
+
+    /// Writes `request` as one message and returns the next whole message read back.
+    fn exchange(&mut self, request: &Repr<'_>) -> Message {
+        use nix::poll::{poll, PollFd, PollFlags};
+        let msg = Message::from_repr(request).expect("request fits one message");
+        let written = nix::unistd::write(&self.master, msg.as_bytes()).expect("write request");
+        assert_eq!(written, msg.as_bytes().len(), "one message per write");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 64];
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "no response to {msg:?} (framer {:?})",
+                self.framer.stats()
+            );
+            let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, 200u16).expect("poll pty") == 0 {
+                continue;
+            }
+            let n = nix::unistd::read(&self.master, &mut buf).expect("read pty");
+            if let Some(found) = self.framer.push(&buf[..n]).find_map(Result::ok) {
+                return found;
+            }
+        }
+    }
+}
+
+impl Drop for PtyBus {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.link);
+    }
+}
+
+/// A request from the ShMC (0x20) to the blade (0x82).
+fn to_blade(net_fn: u8, cmd: u8, rq_seq: u8, data: &[u8]) -> Repr<'_> {
+    Repr {
+        rs_sa: 0x82,
+        net_fn,
+        rs_lun: 0,
+        rq_sa: 0x20,
+        rq_seq,
+        rq_lun: 0,
+        cmd,
+        data,
+    }
+}
+
+#[test]
+fn ipmb_frames_against_ipmi_sim() {
+    let mut bus = PtyBus::open();
+    let conf = format!(
+        "set_working_mc 0x82\n  ipmb 0 ipmb_dev_int {}\n",
+        bus.link.display()
+    );
+    let mut sim = IpmiSim::start_with("ipmb-pty", SHELF_EMU, &conf);
+    sim.console("sensor_set_bit_clr_rest 0x82 0 0 4 1 1");
+
+    // Get Device ID: the values the emu file gave the blade's mc_add.
+    let req = to_blade(cmd::NETFN_APP, cmd::CMD_GET_DEVICE_ID, 1, &[]);
+    let rsp = bus.exchange(&req);
+    assert!(rsp.repr().answers(&req), "{rsp:?}");
+    let id = cmd::DeviceId::parse(rsp.repr().data).expect("Get Device ID response");
+    assert_eq!(id.device_id, 0);
+    assert_eq!(id.device_revision, 3);
+    assert!(id.provides_sdrs);
+    assert_eq!((id.firmware_major, id.firmware_minor), (9, 0x08));
+    assert_eq!(id.additional_support, 0x9F);
+    assert_eq!((id.manufacturer_id, id.product_id), (0x1291, 0x0F03));
+
+    // Get Address Info: slot 1 (atca_set_site 0x41 0 1).
+    let data = cmd::get_address_info();
+    let req = to_blade(cmd::NETFN_GROUP_EXT, cmd::CMD_GET_ADDRESS_INFO, 2, &data);
+    let rsp = bus.exchange(&req);
+    assert!(rsp.repr().answers(&req), "{rsp:?}");
+    let info = cmd::AddressInfo::parse(rsp.repr().data).expect("Get Address Info response");
+    assert_eq!((info.hardware_address, info.ipmb0_address), (0x41, 0x82));
+    assert_eq!((info.site_type, info.site_number), (0, 1));
+
+    let mut seq = 3;
+    let mut hot_swap_state = |bus: &mut PtyBus| {
+        let data = cmd::get_sensor_reading(0);
+        let req = to_blade(
+            cmd::NETFN_SENSOR_EVENT,
+            cmd::CMD_GET_SENSOR_READING,
+            seq,
+            &data,
+        );
+        seq += 1;
+        let rsp = bus.exchange(&req);
+        assert!(rsp.repr().answers(&req), "{rsp:?}");
+        cmd::hot_swap_state(rsp.repr().data)
+    };
+    assert_eq!(hot_swap_state(&mut bus), Some(MState::M4));
+
+    // Set FRU Activation (deactivate): the simulator walks M6 -> M1. Its
+    // response is byte for byte the golden vector of `wire::ipmb`.
+    let data = cmd::set_fru_activation(0, false);
+    let req = to_blade(cmd::NETFN_GROUP_EXT, cmd::CMD_SET_FRU_ACTIVATION, 10, &data);
+    let rsp = bus.exchange(&req);
+    assert_eq!(
+        rsp.as_bytes(),
+        &[0x09, 0x20, 0xB4, 0x2C, 0x82, 0x28, 0x0C, 0x00, 0x00, 0x4A]
+    );
+    assert_eq!(cmd::check_picmg_response(rsp.repr().data), Ok(()));
+    assert_eq!(hot_swap_state(&mut bus), Some(MState::M1));
+
+    // Activation from M2 walks M3 -> M4.
+    sim.console("sensor_set_bit_clr_rest 0x82 0 0 2 1 1");
+    assert_eq!(hot_swap_state(&mut bus), Some(MState::M2));
+    let data = cmd::set_fru_activation(0, true);
+    let req = to_blade(cmd::NETFN_GROUP_EXT, cmd::CMD_SET_FRU_ACTIVATION, 11, &data);
+    let rsp = bus.exchange(&req);
+    assert!(rsp.repr().answers(&req), "{rsp:?}");
+    assert_eq!(cmd::check_picmg_response(rsp.repr().data), Ok(()));
+    assert_eq!(hot_swap_state(&mut bus), Some(MState::M4));
+
+    // FRU Control cold reset: accepted; a FRU the blade does not have is refused.
+    let data = cmd::fru_control(0, cmd::FruControlOption::ColdReset);
+    let req = to_blade(cmd::NETFN_GROUP_EXT, cmd::CMD_FRU_CONTROL, 12, &data);
+    let rsp = bus.exchange(&req);
+    assert!(rsp.repr().answers(&req), "{rsp:?}");
+    assert_eq!(cmd::check_picmg_response(rsp.repr().data), Ok(()));
+    let data = cmd::fru_control(5, cmd::FruControlOption::ColdReset);
+    let req = to_blade(cmd::NETFN_GROUP_EXT, cmd::CMD_FRU_CONTROL, 13, &data);
+    let rsp = bus.exchange(&req);
+    assert!(rsp.repr().answers(&req), "{rsp:?}");
+    assert_eq!(
+        cmd::check_picmg_response(rsp.repr().data),
+        Err(cmd::ResponseError::Completion(
+            cmd::CompletionCode::DestinationUnavailable
+        ))
+    );
+
+    // Every byte the simulator sent was part of a valid message.
+    let stats = bus.framer.stats();
+    assert_eq!(stats.bad_frames(), 0, "{stats:?}");
+    assert_eq!(stats.bytes_skipped, 0, "{stats:?}");
+    drop(sim);
 }

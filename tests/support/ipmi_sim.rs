@@ -64,6 +64,13 @@ impl IpmiSim {
     /// Starts `ipmi_sim` with the given emu commands (the shelf), a LAN
     /// interface with an admin user, and a console; waits until both answer.
     pub fn start(name: &str, emu: &str) -> IpmiSim {
+        Self::start_with(name, emu, "")
+    }
+
+    /// Like [`IpmiSim::start`], with `extra_conf` appended to lan.conf (e.g.
+    /// `set_working_mc 0x82` / `ipmb 0 ipmb_dev_int PATH` to give a blade an
+    /// IPMB channel on a pty).
+    pub fn start_with(name: &str, emu: &str, extra_conf: &str) -> IpmiSim {
         require_tool("ipmi_sim", "--version");
         require_tool("ipmitool", "-V");
         let dir = std::env::temp_dir().join(format!("shelfha-{name}-{}", std::process::id()));
@@ -85,7 +92,8 @@ impl IpmiSim {
              \x20 endlan\n\
              \x20 user 1 true \"\" \"test\" user 10 none md2 md5 straight\n\
              \x20 user 2 true \"{USER}\" \"{PASSWORD}\" admin 10 none md2 md5 straight\n\
-             console 127.0.0.1 {console_port}\n"
+             console 127.0.0.1 {console_port}\n\
+             {extra_conf}"
         );
         std::fs::write(dir.join("lan.conf"), lan_conf).expect("write lan.conf");
         std::fs::write(dir.join("shelf.emu"), emu).expect("write shelf.emu");
