@@ -546,13 +546,8 @@ impl Endpoint {
             st.suppressed += 1;
             return;
         }
-        let level = match reason {
-            // Normal after retries and lost acks.
-            DropReason::Replayed | DropReason::UnmatchedAck => log::Level::Debug,
-            _ => log::Level::Warn,
-        };
         log::log!(
-            level,
+            drop_log_level(reason),
             "dropped datagram from {}: {} ({} more since last report, {} in all)",
             src,
             reason,
@@ -567,7 +562,8 @@ impl Endpoint {
         for reason in DropReason::ALL {
             let st = &mut self.log[reason.index()];
             if st.suppressed > 0 && st.last_ms.is_some_and(|t| now_ms.saturating_sub(t) >= 1000) {
-                log::warn!(
+                log::log!(
+                    drop_log_level(reason),
                     "dropped {} more datagrams: {} ({} in all)",
                     st.suppressed,
                     reason,
@@ -577,6 +573,14 @@ impl Endpoint {
                 st.suppressed = 0;
             }
         }
+    }
+}
+
+fn drop_log_level(reason: DropReason) -> log::Level {
+    match reason {
+        // Normal after retries and lost acks.
+        DropReason::Replayed | DropReason::UnmatchedAck => log::Level::Debug,
+        _ => log::Level::Warn,
     }
 }
 
