@@ -70,9 +70,9 @@ pub use frame::{
     SAFE_UDP_PAYLOAD, TAG_LEN,
 };
 pub use message::{
-    guest_name, valid_guest_name, AckStatus, Capabilities, FenceProof, GuestName, Health,
-    IncidentId, Kind, Message, NodeId, Outcome, ReasonCode, SoftwareVersion, DEFINITION_CHUNK,
-    MAX_DEFINITION_CHUNKS, MAX_NAME, MAX_SLOT, MAX_SUBSET, MAX_TEXT,
+    guest_name, short_text, valid_guest_name, AckStatus, Capabilities, FenceProof, GuestName,
+    Health, IncidentId, Kind, Message, NodeId, Outcome, ReasonCode, SoftwareVersion,
+    DEFINITION_CHUNK, MAX_DEFINITION_CHUNKS, MAX_NAME, MAX_SLOT, MAX_SUBSET, MAX_TEXT,
 };
 
 #[cfg(feature = "std")]

@@ -608,6 +608,19 @@ pub fn guest_name(name: &str) -> Option<GuestName> {
     GuestName::try_from(name).ok()
 }
 
+/// Free text for [`Message::GuestOutcome`]: control characters (newlines in libvirt errors)
+/// become spaces and the text is cut to [`MAX_TEXT`] bytes on a character boundary.
+pub fn short_text(text: &str) -> String<MAX_TEXT> {
+    let mut out = String::new();
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -642,6 +655,15 @@ mod test {
         }
         assert!(guest_name(&"x".repeat(64)).is_some());
         assert!(guest_name(&"x".repeat(65)).is_none());
+    }
+
+    #[test]
+    fn test_short_text() {
+        assert_eq!(short_text("error:\nno\tway").as_str(), "error: no way");
+        let long = "é".repeat(40); // 80 bytes
+        let t = short_text(&long);
+        assert_eq!(t.len(), 64);
+        assert!(!t.chars().any(char::is_control));
     }
 
     #[test]
