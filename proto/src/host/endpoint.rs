@@ -172,6 +172,9 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
+    /// Most datagrams one call of [`Endpoint::poll`] reads without producing an event.
+    pub const RECV_BUDGET: usize = 256;
+
     /// Binds a non-blocking UDP socket on `addr` for node `me`. All memory is allocated here.
     pub fn bind(
         addr: SocketAddr,
@@ -300,13 +303,17 @@ impl Endpoint {
 
     /// Does all due work and returns the next event, or `None` when there is nothing more
     /// until the socket is readable or [`Endpoint::next_timeout_ms`] passes. Call it repeatedly.
+    /// Reads at most [`Endpoint::RECV_BUDGET`] datagrams per call (the socket then stays
+    /// readable, so a flood of bad datagrams cannot starve the caller).
     pub fn poll(&mut self, now_ms: u64) -> Option<Event> {
         self.retransmit(now_ms);
         self.flush_drop_logs(now_ms);
         if let Some(ev) = self.events.pop_front() {
             return Some(ev);
         }
-        loop {
+        // Bounded work per call, so a flood cannot starve the caller's other duties; the
+        // socket stays readable, so the caller's next wait returns at once.
+        for _ in 0..Self::RECV_BUDGET {
             let (n, src) = match self.socket.recv_from(&mut self.rx[..]) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
@@ -314,7 +321,7 @@ impl Endpoint {
                 Err(e) => {
                     // E.g. ECONNREFUSED from an ICMP error about an earlier send.
                     log::debug!("receive on protocol socket: {}", e);
-                    continue;
+                    return None;
                 }
             };
             if n == 0 {
@@ -325,6 +332,7 @@ impl Endpoint {
                 return Some(ev);
             }
         }
+        None
     }
 
     /// Milliseconds from `now_ms` until the next retry is due (`Some(0)` if overdue), or `None`
