@@ -606,6 +606,39 @@ mod test {
     }
 
     #[test]
+    fn test_every_length_every_chunking() {
+        // Frames with 0..=25 data bytes back to back (7 to 32 bytes after len),
+        // pushed in chunks of every size: all come out, in order, nothing skipped.
+        let data = [0xA5u8; crate::wire::ipmb::MAX_DATA_LEN];
+        let mut stream = Vec::new();
+        let mut expected = Vec::new();
+        for len in 0..=data.len() {
+            let repr = Repr {
+                rs_sa: 0x20,
+                net_fn: 0x04,
+                rs_lun: 0,
+                rq_sa: 0x82,
+                rq_seq: len as u8,
+                rq_lun: 1,
+                cmd: 0x02,
+                data: &data[..len],
+            };
+            let msg = Message::from_repr(&repr).unwrap();
+            stream.extend_from_slice(msg.as_bytes());
+            expected.push(msg.as_bytes().to_vec());
+        }
+        assert_eq!(expected.last().unwrap().len(), MAX_IPMB_MESSAGE);
+        for chunk in 1..=40 {
+            let mut f = StreamFramer::new();
+            let chunks: Vec<&[u8]> = stream.chunks(chunk).collect();
+            let (msgs, bad) = run(&mut f, &chunks);
+            assert_eq!(msgs, expected, "chunk {chunk}");
+            assert!(bad.is_empty(), "chunk {chunk}: {bad:?}");
+            assert_eq!(f.stats().bytes_skipped, 0);
+        }
+    }
+
+    #[test]
     fn test_random_noise_never_wedges() {
         // Deterministic pseudo-random noise with valid frames spliced in: every
         // valid frame must come out, whatever precedes it.
