@@ -135,6 +135,8 @@ pub enum ConfigError {
     PartnerIsSelf(usize),
     /// An IPMB address that is odd (not an 8-bit slave address) or zero.
     BadAddress(usize),
+    /// A slot number outside 1..=16 (the agent protocol names blades by slot).
+    BadSlot(usize),
     /// A timing value that is zero where zero makes no sense.
     BadTiming(&'static str),
     /// `guest_restart_limit` not below [`CRASHES_PER_GUEST`].
@@ -155,6 +157,7 @@ impl core::fmt::Display for ConfigError {
             Self::BadAddress(_) => {
                 f.write_str("IPMB address must be an even, non-zero 8-bit address")
             }
+            Self::BadSlot(_) => write!(f, "slot must be between 1 and {MAX_BLADES}"),
             Self::BadTiming(key) => write!(f, "timing key `{key}` must be greater than zero"),
             Self::GuestLimitTooHigh => write!(
                 f,
@@ -210,6 +213,9 @@ impl ShelfConfig {
             return Err(ConfigError::GuestLimitTooHigh);
         }
         for (i, b) in self.blades.iter().enumerate() {
+            if b.slot == 0 || usize::from(b.slot) > MAX_BLADES {
+                return Err(ConfigError::BadSlot(i));
+            }
             if b.ipmb_address == 0 || b.ipmb_address & 1 != 0 {
                 return Err(ConfigError::BadAddress(i));
             }

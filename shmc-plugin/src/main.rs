@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use shmc_plugin::config::file;
-use shmc_plugin::host::{self, agent::NoAgents, replay, run};
+use shmc_plugin::host::{self, agent::NoAgents, replay, run, udp::UdpAgents};
 
 const USAGE: &str = "\
 shmc-plugin: ATCA shelf-manager plugin (IPMB failure detection, fencing, failover orders)
@@ -106,11 +106,29 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            if cfg.listen.is_some() {
-                log::warn!("agent link not available in this build: orders are logged only");
-            }
-            let mut agents = NoAgents::default();
-            match run::run(&cfg, &mut agents) {
+            let result = match (cfg.listen, &cfg.key_file) {
+                (Some(listen), Some(key_file)) => {
+                    match UdpAgents::bind(listen, key_file, &cfg.agents) {
+                        Ok(mut agents) => run::run(&cfg, &mut agents),
+                        Err(e) => {
+                            eprintln!("shmc-plugin: agent link: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                (Some(_), None) => {
+                    eprintln!(
+                        "shmc-plugin: {}: `listen` needs `key_file`",
+                        config.display()
+                    );
+                    return ExitCode::from(2);
+                }
+                (None, _) => {
+                    log::warn!("no `listen` address configured: agent orders are logged only");
+                    run::run(&cfg, &mut NoAgents::default())
+                }
+            };
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     log::error!("{e}");

@@ -129,7 +129,7 @@ fn test_run_answers_events_fences_and_confirms_over_a_pty() {
         "{log}"
     );
     assert!(
-        log.contains("fence of decision #1 confirmed by Get Sensor Reading"),
+        log.contains("fence of decision #1 confirmed (HotSwapM1)"),
         "{log}"
     );
     assert!(

@@ -264,6 +264,10 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
             |i: usize, f: fn(&RawBlade) -> Range<usize>| Some(f(raw.blade[i].get_ref()));
         let (span, detail) = match e {
             ConfigError::TooManyBlades(i) => (Some(raw.blade[i].span()), String::new()),
+            ConfigError::BadSlot(i) => (
+                blade_span(i, |b| b.slot.span()),
+                format!(" (slot {})", shelf.blades[i].slot),
+            ),
             ConfigError::DuplicateSlot(i) => (
                 blade_span(i, |b| b.slot.span()),
                 format!(" (slot {})", shelf.blades[i].slot),
@@ -441,6 +445,9 @@ agent = \"10.0.0.12:7140\"
         assert_eq!(e.line, Some(11), "{e}");
         let e = bad(&MINIMAL.replace("10.0.0.12:7140", "10.0.0.12"));
         assert_eq!(e.line, Some(13), "{e}");
+        let e = bad(&MINIMAL.replace("slot = 2\n", "slot = 17\n"));
+        assert_eq!(e.line, Some(10), "{e}");
+        assert!(e.message.contains("slot must be between 1 and 16"), "{e}");
         let e = bad(&MINIMAL.replace("slot = 1\n", "slot = \"one\"\n"));
         assert_eq!(e.line, Some(5), "{e}");
         let e = bad(&format!("{MINIMAL}[timing]\nconfirm_poll_ms = 0\n"));

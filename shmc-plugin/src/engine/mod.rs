@@ -66,7 +66,7 @@ use crate::wire::cmd;
 use dedupe::Dedupe;
 use guest::GuestWindows;
 pub use output::{
-    Action, Alert, Cause, Decision, GuestName, IpmbData, Order, Outbox, Output, Table,
+    Action, Alert, Cause, Confirmation, Decision, GuestName, IpmbData, Order, Outbox, Output, Table,
 };
 pub use request::RequestStats;
 use request::{Purpose, RequestTracker};
@@ -88,8 +88,12 @@ pub enum AgentInput {
     HypervisorDown,
     /// The hypervisor is up again.
     HypervisorUp,
-    /// All protected guests are destroyed (answer to [`Order::FenceSelf`]).
-    FenceSelfConfirmed,
+    /// All protected guests are destroyed (answer to [`Order::FenceSelf`];
+    /// the runtime passes it on only when no guest remains).
+    FenceSelfConfirmed {
+        /// Decision quoted from the order.
+        incident: u32,
+    },
     /// One guest crashed.
     GuestCrashed {
         /// The guest.
@@ -99,6 +103,8 @@ pub enum AgentInput {
     GuestDestroyed {
         /// The guest.
         name: GuestName,
+        /// Decision quoted from the order.
+        incident: u32,
     },
     /// The partner reports one guest of `failed_slot` (started / refused / failed).
     GuestOutcome {
@@ -113,6 +119,8 @@ pub enum AgentInput {
     AllReported {
         /// Blade whose guests were handled.
         failed_slot: u8,
+        /// Decision quoted from the order.
+        incident: u32,
     },
 }
 
@@ -170,6 +178,8 @@ pub struct Incident {
     pub confirmed: bool,
     /// Extraction: the partner reported the evacuation.
     pub evacuated: bool,
+    /// How the fence was confirmed, once it is.
+    pub proof: Option<Confirmation>,
 }
 
 /// IPMB link condition as last reported.
@@ -582,20 +592,23 @@ impl Shelf {
                 self.blades[idx].hypervisor_down_since = None;
                 self.maybe_close_hypervisor(idx);
             }
-            AgentInput::FenceSelfConfirmed => match self.blades[idx].incident {
+            AgentInput::FenceSelfConfirmed { incident } => match self.blades[idx].incident {
                 Some(Incident {
+                    id,
                     class: Class::Hypervisor,
                     confirmed: false,
                     phase: Phase::SelfFencing { .. } | Phase::Fencing { .. },
                     ..
-                }) => self.fence_confirmed(now, idx, "agent FenceSelf confirmation"),
+                }) if id == incident => self.fence_confirmed(now, idx, Confirmation::SelfFenced),
                 _ => {
                     self.counters.agent_ignored += 1;
                     warn!("slot {slot}: FenceSelf confirmation without a self-fence in progress ignored");
                 }
             },
             AgentInput::GuestCrashed { name } => self.guest_crashed(now, idx, name),
-            AgentInput::GuestDestroyed { name } => self.guest_destroyed(idx, name),
+            AgentInput::GuestDestroyed { name, incident } => {
+                self.guest_destroyed(idx, name, incident)
+            }
             AgentInput::GuestOutcome {
                 failed_slot,
                 name,
@@ -607,7 +620,10 @@ impl Shelf {
                     if started { "started" } else { "not started" }
                 );
             }
-            AgentInput::AllReported { failed_slot } => self.all_reported(now, idx, failed_slot),
+            AgentInput::AllReported {
+                failed_slot,
+                incident,
+            } => self.all_reported(now, idx, failed_slot, incident),
         }
     }
 
@@ -856,7 +872,7 @@ impl Shelf {
             } else {
                 self.out.push(Output::Order {
                     slot,
-                    order: Order::RestartGuest { name },
+                    order: Order::RestartGuest { name, incident: id },
                 });
             }
             return EventOutcome::Decided(class);
@@ -875,6 +891,7 @@ impl Shelf {
             phase: Phase::Recovered,
             confirmed: false,
             evacuated: false,
+            proof: None,
         };
         match class {
             Class::Hypervisor => {
@@ -913,8 +930,9 @@ impl Shelf {
 
     /// Starts (or restarts) the IPMB fence with its first step.
     fn start_ipmb_fence(&mut self, now: u64, idx: usize) {
-        if matches!(self.blades[idx].m_state, Some(MState::M1 | MState::M0)) {
-            self.fence_confirmed(now, idx, "blade already inactive");
+        if let Some(proof) = inactive_proof(self.blades[idx].m_state) {
+            info!("slot {}: blade already inactive", self.blades[idx].cfg.slot);
+            self.fence_confirmed(now, idx, proof);
             return;
         }
         let deadline = now.saturating_add(self.cfg.timing.fence_step_deadline_ms);
@@ -1012,6 +1030,9 @@ impl Shelf {
 
     /// The blade reported M1 or M0: confirms its fence if one is in progress.
     fn on_inactive(&mut self, now: u64, idx: usize, how: &str) {
+        let Some(proof) = inactive_proof(self.blades[idx].m_state) else {
+            return;
+        };
         if let Some(inc) = self.blades[idx].incident {
             if !inc.confirmed
                 && matches!(
@@ -1019,22 +1040,27 @@ impl Shelf {
                     Phase::Fencing { .. } | Phase::SelfFencing { .. } | Phase::Evacuating { .. }
                 )
             {
-                self.fence_confirmed(now, idx, how);
+                debug!(
+                    "slot {}: inactive state seen by {how}",
+                    self.blades[idx].cfg.slot
+                );
+                self.fence_confirmed(now, idx, proof);
             }
         }
     }
 
-    fn fence_confirmed(&mut self, _now: u64, idx: usize, how: &str) {
+    fn fence_confirmed(&mut self, _now: u64, idx: usize, proof: Confirmation) {
         let b = &mut self.blades[idx];
         let Some(inc) = &mut b.incident else { return };
         inc.confirmed = true;
+        inc.proof = Some(proof);
         let inc = *inc;
         let slot = b.cfg.slot;
         self.counters.fences_confirmed += 1;
         self.requests.cancel(idx, Purpose::Fence);
         self.requests.cancel(idx, Purpose::ConfirmPoll);
         info!(
-            "slot {slot}: fence of decision #{} confirmed by {how}",
+            "slot {slot}: fence of decision #{} confirmed ({proof:?})",
             inc.id
         );
         if inc.class == Class::BladeExtraction && inc.evacuated {
@@ -1049,11 +1075,11 @@ impl Shelf {
     fn order_failover(&mut self, idx: usize) {
         let b = self.blades[idx];
         let Some(inc) = b.incident else { return };
-        if !inc.confirmed {
+        let (true, Some(fence)) = (inc.confirmed, inc.proof) else {
             self.counters.unsafe_failover_refused += 1;
             warn!("slot {}: failover refused: fence not confirmed", b.cfg.slot);
             return;
-        }
+        };
         self.counters.failovers += 1;
         info!(
             "slot {}: ordering partner slot {} to restart its guests (decision #{})",
@@ -1064,6 +1090,7 @@ impl Shelf {
             order: Order::RestartPartnerGuests {
                 failed_slot: b.cfg.slot,
                 incident: inc.id,
+                fence,
                 subset: None,
             },
         });
@@ -1096,7 +1123,7 @@ impl Shelf {
         self.requests.cancel(idx, Purpose::ConfirmPoll);
     }
 
-    fn all_reported(&mut self, now: u64, reporter: usize, failed_slot: u8) {
+    fn all_reported(&mut self, now: u64, reporter: usize, failed_slot: u8, incident: u32) {
         let Some(idx) = self.index_of_slot(failed_slot) else {
             self.counters.agent_ignored += 1;
             return;
@@ -1106,6 +1133,13 @@ impl Shelf {
             warn!(
                 "slot {}: report about slot {failed_slot}, which is not its partner: ignored",
                 self.blades[reporter].cfg.slot
+            );
+            return;
+        }
+        if self.blades[idx].incident.map(|i| i.id) != Some(incident) {
+            self.counters.agent_ignored += 1;
+            warn!(
+                "slot {failed_slot}: report for decision #{incident}, which is not open: ignored"
             );
             return;
         }
@@ -1158,11 +1192,11 @@ impl Shelf {
         );
     }
 
-    fn guest_destroyed(&mut self, idx: usize, name: GuestName) {
+    fn guest_destroyed(&mut self, idx: usize, name: GuestName, incident: u32) {
         let Some(i) = self
             .pending_guests
             .iter()
-            .position(|g| g.blade == idx && g.name == name)
+            .position(|g| g.blade == idx && g.name == name && g.incident == incident)
         else {
             self.counters.agent_ignored += 1;
             return;
@@ -1179,9 +1213,19 @@ impl Shelf {
             order: Order::RestartPartnerGuests {
                 failed_slot: b.cfg.slot,
                 incident: g.incident,
+                fence: Confirmation::GuestDestroyed,
                 subset: Some(g.name),
             },
         });
+    }
+}
+
+/// The fence proof an observed M-state gives, if any.
+fn inactive_proof(m: Option<MState>) -> Option<Confirmation> {
+    match m {
+        Some(MState::M1) => Some(Confirmation::HotSwapM1),
+        Some(MState::M0) => Some(Confirmation::HotSwapM0),
+        _ => None,
     }
 }
 

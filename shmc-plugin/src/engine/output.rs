@@ -189,6 +189,8 @@ pub enum Order {
         failed_slot: u8,
         /// The decision whose confirmed fence allows it.
         incident: u32,
+        /// How the fence was confirmed (the agent refuses an order without one).
+        fence: Confirmation,
         /// Only this guest (class `guest`); all when `None`.
         subset: Option<GuestName>,
     },
@@ -203,6 +205,8 @@ pub enum Order {
     RestartGuest {
         /// The guest.
         name: GuestName,
+        /// The decision this serves.
+        incident: u32,
     },
     /// Destroy this guest here and confirm (before it moves to the partner).
     DestroyGuest {
@@ -211,6 +215,19 @@ pub enum Order {
         /// The decision this serves.
         incident: u32,
     },
+}
+
+/// How a fence was confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Confirmation {
+    /// The blade's FRU 0 hot-swap sensor reported M1 (event or Get Sensor Reading).
+    HotSwapM1,
+    /// The blade's FRU 0 hot-swap sensor reported M0.
+    HotSwapM0,
+    /// The blade's own agent confirmed FenceSelf with no guest remaining.
+    SelfFenced,
+    /// The guest's blade confirmed the guest destroyed (per-guest failover).
+    GuestDestroyed,
 }
 
 /// Something an operator must hear about.

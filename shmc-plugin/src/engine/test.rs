@@ -163,6 +163,7 @@ fn test_blade_lost_m7_fences_then_fails_over() {
             Order::RestartPartnerGuests {
                 failed_slot: 1,
                 incident: d.incident,
+                fence: Confirmation::HotSwapM1,
                 subset: None
             }
         )]
@@ -171,7 +172,27 @@ fn test_blade_lost_m7_fences_then_fails_over() {
         s.blade(1).unwrap().incident.unwrap().phase,
         Phase::FailingOver
     );
-    s.on_agent(400, 2, AgentInput::AllReported { failed_slot: 1 });
+    // A report quoting another decision is ignored.
+    s.on_agent(
+        390,
+        2,
+        AgentInput::AllReported {
+            failed_slot: 1,
+            incident: d.incident + 7,
+        },
+    );
+    assert_eq!(
+        s.blade(1).unwrap().incident.unwrap().phase,
+        Phase::FailingOver
+    );
+    s.on_agent(
+        400,
+        2,
+        AgentInput::AllReported {
+            failed_slot: 1,
+            incident: d.incident,
+        },
+    );
     assert_eq!(
         s.blade(1).unwrap().incident.unwrap().phase,
         Phase::Recovered
@@ -249,9 +270,23 @@ fn test_extraction_evacuates_then_deactivates() {
         "no deactivation before the partner reports"
     );
     // A report from a blade that is not the partner is ignored.
-    s.on_agent(20, 1, AgentInput::AllReported { failed_slot: 1 });
+    s.on_agent(
+        20,
+        1,
+        AgentInput::AllReported {
+            failed_slot: 1,
+            incident: d.incident,
+        },
+    );
     assert!(requests(&drain(&mut s)).is_empty());
-    s.on_agent(30, 2, AgentInput::AllReported { failed_slot: 1 });
+    s.on_agent(
+        30,
+        2,
+        AgentInput::AllReported {
+            failed_slot: 1,
+            incident: d.incident,
+        },
+    );
     let outs = drain(&mut s);
     let reqs = requests(&outs);
     assert_eq!(reqs.len(), 1);
@@ -481,8 +516,15 @@ fn test_unconfirmed_fence_escalates_and_never_fails_over() {
         s.poll(now);
         // The partner even claims to be done: that must not matter.
         if now == 5000 {
-            s.on_agent(now, 2, AgentInput::AllReported { failed_slot: 1 });
-            s.on_agent(now, 1, AgentInput::FenceSelfConfirmed);
+            s.on_agent(
+                now,
+                2,
+                AgentInput::AllReported {
+                    failed_slot: 1,
+                    incident: 1,
+                },
+            );
+            s.on_agent(now, 1, AgentInput::FenceSelfConfirmed { incident: 1 });
         }
         let outs = drain(&mut s);
         let sent = orders(&outs);
@@ -606,6 +648,7 @@ fn test_confirmation_by_get_sensor_reading() {
             Order::RestartPartnerGuests {
                 failed_slot: 1,
                 incident: d.incident,
+                fence: Confirmation::HotSwapM1,
                 subset: None
             }
         )]
@@ -798,7 +841,22 @@ fn test_hypervisor_grace_then_self_fence() {
     );
     s.poll(1600);
     assert!(orders(&drain(&mut s)).is_empty());
-    s.on_agent(1700, 1, AgentInput::FenceSelfConfirmed);
+    // A confirmation quoting another decision confirms nothing.
+    s.on_agent(
+        1650,
+        1,
+        AgentInput::FenceSelfConfirmed {
+            incident: d[0].incident + 1,
+        },
+    );
+    assert!(orders(&drain(&mut s)).is_empty());
+    s.on_agent(
+        1700,
+        1,
+        AgentInput::FenceSelfConfirmed {
+            incident: d[0].incident,
+        },
+    );
     assert_eq!(
         orders(&drain(&mut s)),
         [(
@@ -806,6 +864,7 @@ fn test_hypervisor_grace_then_self_fence() {
             Order::RestartPartnerGuests {
                 failed_slot: 1,
                 incident: d[0].incident,
+                fence: Confirmation::SelfFenced,
                 subset: None
             }
         )]
@@ -834,7 +893,7 @@ fn test_hypervisor_self_fence_timeout_adds_ipmb_fence() {
     let r = requests(&drain(&mut s));
     assert_eq!(r[0].2, cmd::CMD_SET_FRU_ACTIVATION);
     // Either confirmation now counts; the late agent confirmation does.
-    s.on_agent(2600, 1, AgentInput::FenceSelfConfirmed);
+    s.on_agent(2600, 1, AgentInput::FenceSelfConfirmed { incident: 1 });
     assert!(is_failover(&orders(&drain(&mut s))[0].1));
 }
 
@@ -842,7 +901,7 @@ fn test_hypervisor_self_fence_timeout_adds_ipmb_fence() {
 fn test_fence_self_confirmation_does_not_confirm_a_hardware_fence() {
     let mut s = shelf();
     one_decision(&mut s, 0, 1, &critical_temp(A));
-    s.on_agent(10, 1, AgentInput::FenceSelfConfirmed);
+    s.on_agent(10, 1, AgentInput::FenceSelfConfirmed { incident: 1 });
     assert!(orders(&drain(&mut s)).is_empty());
     assert_eq!(s.counters().agent_ignored, 1);
 }
@@ -868,7 +927,13 @@ fn test_guest_restart_limit_then_failover() {
         assert_eq!(d[0].guest.as_deref(), Some("vm1"));
         assert_eq!(
             orders(&outs),
-            [(1, Order::RestartGuest { name: vm.clone() })]
+            [(
+                1,
+                Order::RestartGuest {
+                    name: vm.clone(),
+                    incident: i as u32 + 1
+                }
+            )]
         );
     }
     s.on_agent(3000, 1, AgentInput::GuestCrashed { name: vm.clone() });
@@ -886,9 +951,23 @@ fn test_guest_restart_limit_then_failover() {
         )]
     );
     // Another guest's destruction does not release this one.
-    s.on_agent(3100, 1, AgentInput::GuestDestroyed { name: name("vm2") });
+    s.on_agent(
+        3100,
+        1,
+        AgentInput::GuestDestroyed {
+            name: name("vm2"),
+            incident: d[0].incident,
+        },
+    );
     assert!(orders(&drain(&mut s)).is_empty());
-    s.on_agent(3200, 1, AgentInput::GuestDestroyed { name: vm.clone() });
+    s.on_agent(
+        3200,
+        1,
+        AgentInput::GuestDestroyed {
+            name: vm.clone(),
+            incident: d[0].incident,
+        },
+    );
     assert_eq!(
         orders(&drain(&mut s)),
         [(
@@ -896,6 +975,7 @@ fn test_guest_restart_limit_then_failover() {
             Order::RestartPartnerGuests {
                 failed_slot: 1,
                 incident: d[0].incident,
+                fence: Confirmation::GuestDestroyed,
                 subset: Some(vm.clone())
             }
         )]
@@ -939,7 +1019,14 @@ fn test_guest_destroy_unconfirmed_is_no_failover() {
             name: vm.clone()
         }]
     );
-    s.on_agent(10_100, 1, AgentInput::GuestDestroyed { name: vm });
+    s.on_agent(
+        10_100,
+        1,
+        AgentInput::GuestDestroyed {
+            name: vm,
+            incident: 4,
+        },
+    );
     assert!(orders(&drain(&mut s)).is_empty());
 }
 
@@ -1007,6 +1094,7 @@ fn test_safety_no_failover_without_confirmed_fence() {
     let mut s = Shelf::new(config(true)).unwrap();
     let mut now = 0u64;
     let mut failovers = 0;
+    let mut self_fenced = 0;
     let mut outstanding: std::vec::Vec<(u8, u8, u8, u8)> = std::vec::Vec::new();
     for _ in 0..200_000 {
         now += rnd(40);
@@ -1033,6 +1121,13 @@ fn test_safety_no_failover_without_confirmed_fence() {
                 );
             }
             2 => {
+                // Half the time the agent quotes the open decision, else any number.
+                let open = |slot: u8| s.blade(slot).and_then(|b| b.incident).map_or(0, |i| i.id);
+                let (quoted, partner_quoted) = if rnd(2) == 0 {
+                    (open(slot), open(3 - slot))
+                } else {
+                    (rnd(40) as u32, rnd(40) as u32)
+                };
                 let input = match rnd(8) {
                     0 => AgentInput::Hello,
                     1 => AgentInput::Heartbeat {
@@ -1042,12 +1137,16 @@ fn test_safety_no_failover_without_confirmed_fence() {
                     3 => AgentInput::HypervisorUp,
                     4 => {
                         self_fence_fed = Some(slot);
-                        AgentInput::FenceSelfConfirmed
+                        AgentInput::FenceSelfConfirmed { incident: quoted }
                     }
                     5 => AgentInput::GuestCrashed { name: name("g") },
-                    6 => AgentInput::GuestDestroyed { name: name("g") },
+                    6 => AgentInput::GuestDestroyed {
+                        name: name("g"),
+                        incident: quoted,
+                    },
                     _ => AgentInput::AllReported {
                         failed_slot: 3 - slot,
+                        incident: partner_quoted,
                     },
                 };
                 s.on_agent(now, slot, input);
@@ -1105,6 +1204,9 @@ fn test_safety_no_failover_without_confirmed_fence() {
                         by_hot_swap || by_agent,
                         "failover for slot {failed_slot} without confirmation: {b:?}"
                     );
+                    if by_agent && !by_hot_swap {
+                        self_fenced += 1;
+                    }
                 }
                 _ => {}
             }
@@ -1113,6 +1215,10 @@ fn test_safety_no_failover_without_confirmed_fence() {
     assert!(
         failovers > 10,
         "the walk must reach failovers ({failovers})"
+    );
+    assert!(
+        self_fenced > 0,
+        "the walk must reach agent-confirmed fences"
     );
     assert_eq!(s.counters().unsafe_failover_refused, 0);
 }

@@ -4,8 +4,8 @@
 //! over the ShMC <-> agent protocol (UDP, authenticated, acknowledged and
 //! retried by the protocol crate's endpoint). The run loop polls
 //! [`AgentLink::poll_fd`] together with the IPMB device, calls
-//! [`AgentLink::receive`] when it is readable and [`AgentLink::tick`] on every
-//! wake-up, and hands every order the core queues to [`AgentLink::send_order`].
+//! [`AgentLink::receive`] and [`AgentLink::tick`] on every
+//! wake-up (readable or not), and hands every order the core queues to [`AgentLink::send_order`].
 
 use std::os::fd::BorrowedFd;
 

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod replay;
 pub mod run;
+pub mod udp;
 
 /// Sets up `log` through `simple_logger` on stderr at `level`
 /// (`RUST_LOG`-style names: error, warn, info, debug, trace).

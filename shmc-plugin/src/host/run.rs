@@ -196,9 +196,8 @@ pub fn run(cfg: &HostConfig, agents: &mut dyn AgentLink) -> Result<(), RunError>
     );
     let start = Instant::now();
     let mut buf = [0u8; 512];
-    let mut inputs: heapless::Vec<(u8, crate::engine::AgentInput), 16> = heapless::Vec::new();
     loop {
-        let (ipmb_ready, agent_ready) = {
+        let ipmb_ready = {
             let mut fds: heapless::Vec<PollFd<'_>, 2> = heapless::Vec::new();
             let _ = fds.push(PollFd::new(bus.file.as_fd(), PollFlags::POLLIN));
             let agent_fd = agents.poll_fd();
@@ -209,8 +208,7 @@ pub fn run(cfg: &HostConfig, agents: &mut dyn AgentLink) -> Result<(), RunError>
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(RunError::Device(cfg.ipmb_device.clone(), e.to_string())),
             }
-            let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
-            (ready(&fds[0]), fds.get(1).is_some_and(ready))
+            fds[0].revents().is_some_and(|r| !r.is_empty())
         };
         let now = milliseconds(start);
         if ipmb_ready {
@@ -261,15 +259,8 @@ pub fn run(cfg: &HostConfig, agents: &mut dyn AgentLink) -> Result<(), RunError>
                 }
             }
         }
-        if agent_ready {
-            agents.receive(now, &mut |slot, input| {
-                // Bounded: the link delivers at most a datagram's worth per call.
-                let _ = inputs.push((slot, input));
-            });
-            for (slot, input) in inputs.drain(..) {
-                shelf.on_agent(now, slot, input);
-            }
-        }
+        // Every wake-up: the link also runs its retries here.
+        agents.receive(now, &mut |slot, input| shelf.on_agent(now, slot, input));
         agents.tick(now);
         shelf.poll(now);
         carry_out(&mut shelf, &mut bus, agents, now);

@@ -1,0 +1,249 @@
+//! The agent link over UDP: the protocol crate's [`Endpoint`] (authenticated,
+//! acknowledged, retried) mapped to the core's [`Order`] and [`AgentInput`].
+//!
+//! Node ids are slots: the ShMC is node 0, the blade in slot N is node N.
+//! Mapping choices:
+//! - Heartbeat health `Ok` and `Degraded` mean the hypervisor answers;
+//!   `Down` starts the core's hypervisor grace period; unknown codes are
+//!   treated as healthy (an unknown code never causes an action).
+//! - FenceSelfConfirmed counts only with `remaining == 0`; an incomplete
+//!   self-fence is logged and the core's deadline brings in the IPMB fence.
+//! - IncidentDone is the core's AllReported; GuestOutcome is logged.
+//! - An order that cannot be queued (no address yet, queue full) is logged
+//!   as an error and counted: the core does not resend orders.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::Path;
+
+use log::{error, info, warn};
+use shelfha_proto::{
+    load_key, Endpoint, EndpointConfig, Event, FenceProof, Health, Message, NodeId, Outcome,
+};
+
+use super::agent::AgentLink;
+use crate::engine::{AgentInput, Confirmation, Order};
+
+/// Orders and agent inputs over the shelf's UDP protocol.
+pub struct UdpAgents {
+    endpoint: Endpoint,
+    /// Orders that could not be queued or were given up after all retries.
+    pub undelivered: u64,
+}
+
+impl std::fmt::Debug for UdpAgents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpAgents")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UdpAgents {
+    /// Binds `listen` with the shelf key from `key_file`; `agents` gives each
+    /// slot's agent address (`None`: learnt from its first authentic datagram).
+    pub fn bind(
+        listen: SocketAddr,
+        key_file: &Path,
+        agents: &[(u8, Option<SocketAddr>)],
+    ) -> Result<Self, String> {
+        let key = load_key(key_file).map_err(|e| e.to_string())?;
+        let mut endpoint = Endpoint::bind(listen, NodeId::SHMC, key, EndpointConfig::default())
+            .map_err(|e| format!("cannot bind {listen}: {e}"))?;
+        for &(slot, addr) in agents {
+            let id = NodeId::blade(slot).ok_or_else(|| format!("slot {slot} has no node id"))?;
+            endpoint
+                .add_peer(id, addr)
+                .map_err(|_| format!("too many peers at slot {slot}"))?;
+        }
+        Ok(Self {
+            endpoint,
+            undelivered: 0,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+}
+
+fn proof(c: Confirmation) -> FenceProof {
+    match c {
+        Confirmation::HotSwapM1 => FenceProof::HotSwapM1,
+        Confirmation::HotSwapM0 => FenceProof::HotSwapM0,
+        Confirmation::SelfFenced => FenceProof::SelfFenced,
+        Confirmation::GuestDestroyed => FenceProof::GuestDestroyed,
+    }
+}
+
+/// The protocol message for an order.
+pub fn order_message(order: &Order) -> Message {
+    match order {
+        Order::FenceSelf { incident } => Message::FenceSelf {
+            incident: *incident,
+        },
+        Order::RestartPartnerGuests {
+            failed_slot,
+            incident,
+            fence,
+            subset,
+        } => Message::RestartPartnerGuests {
+            incident: *incident,
+            failed_slot: *failed_slot,
+            fence: proof(*fence),
+            subset: subset.as_ref().map(|name| {
+                let mut v = heapless::Vec::new();
+                // One name always fits.
+                let _ = v.push(name.clone());
+                v
+            }),
+        },
+        Order::Evacuate { to_slot, incident } => Message::Evacuate {
+            incident: *incident,
+            to_slot: *to_slot,
+        },
+        Order::RestartGuest { name, incident } => Message::RestartGuest {
+            incident: *incident,
+            name: name.clone(),
+        },
+        Order::DestroyGuest { name, incident } => Message::DestroyGuest {
+            incident: *incident,
+            name: name.clone(),
+        },
+    }
+}
+
+/// The core input for a message from the agent in `slot`, if it is one.
+pub fn agent_input(slot: u8, message: Message) -> Option<AgentInput> {
+    Some(match message {
+        Message::Hello { slot: s, .. } if s == slot => AgentInput::Hello,
+        Message::Hello { slot: s, .. } => {
+            warn!("agent of slot {slot} says it is slot {s}: ignored");
+            return None;
+        }
+        Message::Heartbeat { health, .. } => AgentInput::Heartbeat {
+            hypervisor_ok: health != Health::Down,
+        },
+        Message::GuestCrashed { name } => AgentInput::GuestCrashed { name },
+        Message::HypervisorDown => AgentInput::HypervisorDown,
+        Message::HypervisorUp => AgentInput::HypervisorUp,
+        Message::FenceSelfConfirmed {
+            incident,
+            remaining,
+            ..
+        } => {
+            if remaining != 0 {
+                warn!("slot {slot}: self-fence of decision #{incident} left {remaining} guest(s) running: not a confirmation");
+                return None;
+            }
+            AgentInput::FenceSelfConfirmed { incident }
+        }
+        Message::GuestOutcome {
+            slot: of,
+            name,
+            outcome,
+            ..
+        } => AgentInput::GuestOutcome {
+            failed_slot: of,
+            name,
+            started: outcome == Outcome::Started,
+        },
+        Message::IncidentDone {
+            incident, slot: of, ..
+        } => AgentInput::AllReported {
+            failed_slot: of,
+            incident,
+        },
+        Message::GuestDestroyed { incident, name, .. } => {
+            AgentInput::GuestDestroyed { name, incident }
+        }
+        _ => return None,
+    })
+}
+
+impl AgentLink for UdpAgents {
+    fn send_order(&mut self, now_ms: u64, slot: u8, order: &Order) {
+        let Some(id) = NodeId::blade(slot) else {
+            self.undelivered += 1;
+            return;
+        };
+        match self.endpoint.send(id, &order_message(order), now_ms) {
+            Ok(seq) => info!("order #{seq} to slot {slot}: {order:?}"),
+            Err(e) => {
+                self.undelivered += 1;
+                error!("order to slot {slot} not sent: {e}: {order:?}");
+            }
+        }
+    }
+
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        Some(self.endpoint.as_fd())
+    }
+
+    fn receive(&mut self, now_ms: u64, sink: &mut dyn FnMut(u8, AgentInput)) {
+        while let Some(event) = self.endpoint.poll(now_ms) {
+            match event {
+                Event::Message { from, message, .. } => {
+                    if let Some(input) = agent_input(from.0, message) {
+                        sink(from.0, input);
+                    }
+                }
+                Event::Acked {
+                    to, kind, status, ..
+                } if !status.is_delivered() => {
+                    self.undelivered += 1;
+                    error!("{to} rejected {kind:?} ({status:?})");
+                }
+                Event::Acked { .. } => {}
+                Event::GaveUp { to, kind, .. } => {
+                    self.undelivered += 1;
+                    error!("{to} never acknowledged {kind:?}");
+                }
+            }
+        }
+    }
+
+    fn tick(&mut self, _now_ms: u64) {}
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::engine::GuestName;
+
+    #[test]
+    fn test_failover_order_carries_proof_and_subset() {
+        let name = GuestName::try_from("vm1").unwrap();
+        let m = order_message(&Order::RestartPartnerGuests {
+            failed_slot: 1,
+            incident: 7,
+            fence: Confirmation::GuestDestroyed,
+            subset: Some(name.clone()),
+        });
+        match m {
+            Message::RestartPartnerGuests {
+                incident: 7,
+                failed_slot: 1,
+                fence: FenceProof::GuestDestroyed,
+                subset: Some(s),
+            } => assert_eq!(s.as_slice(), [name]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn test_incomplete_self_fence_is_no_confirmation() {
+        let m = |remaining| Message::FenceSelfConfirmed {
+            incident: 3,
+            destroyed: 2,
+            killed: 0,
+            remaining,
+        };
+        assert_eq!(agent_input(1, m(1)), None);
+        assert_eq!(
+            agent_input(1, m(0)),
+            Some(AgentInput::FenceSelfConfirmed { incident: 3 })
+        );
+    }
+}
