@@ -409,25 +409,42 @@ pub enum Message {
 /// Wire kind of a message: the postcard variant index of [`Message`], byte 11 of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
-#[allow(missing_docs)]
 pub enum Kind {
+    /// [`Message::Hello`].
     Hello = 0,
+    /// [`Message::Heartbeat`].
     Heartbeat = 1,
+    /// [`Message::Ack`].
     Ack = 2,
+    /// [`Message::GuestCrashed`].
     GuestCrashed = 3,
+    /// [`Message::HypervisorDown`].
     HypervisorDown = 4,
+    /// [`Message::HypervisorUp`].
     HypervisorUp = 5,
+    /// [`Message::FenceSelf`].
     FenceSelf = 6,
+    /// [`Message::FenceSelfConfirmed`].
     FenceSelfConfirmed = 7,
+    /// [`Message::RestartPartnerGuests`].
     RestartPartnerGuests = 8,
+    /// [`Message::Evacuate`].
     Evacuate = 9,
+    /// [`Message::RestartGuest`].
     RestartGuest = 10,
+    /// [`Message::GuestOutcome`].
     GuestOutcome = 11,
+    /// [`Message::IncidentDone`].
     IncidentDone = 12,
+    /// [`Message::DefinitionPush`].
     DefinitionPush = 13,
+    /// [`Message::DefinitionRemove`].
     DefinitionRemove = 14,
+    /// [`Message::DefinitionRequest`].
     DefinitionRequest = 15,
+    /// [`Message::DestroyGuest`].
     DestroyGuest = 16,
+    /// [`Message::GuestDestroyed`].
     GuestDestroyed = 17,
 }
 
