@@ -4,11 +4,14 @@
 //!
 //! Layers: `config` (the TOML file), `hypervisor` (the trait, libvirt, lifecycle events),
 //! `store` (journal and partner definitions on disk), `order` (orders and outcomes),
-//! `logic` (decisions behind the trait).
+//! `logic` (decisions behind the trait), `net` (protocol messages <-> orders), `daemon`
+//! (threads and the protocol endpoint).
 
 pub mod config;
+pub mod daemon;
 pub mod hypervisor;
 pub mod logic;
+pub mod net;
 pub mod order;
 pub mod store;
 

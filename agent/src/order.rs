@@ -34,6 +34,15 @@ pub enum Order {
         /// Guest name.
         name: String,
     },
+    /// Destroy one local guest now (before a per-guest failover): through libvirt, or by
+    /// killing its QEMU when libvirt does not answer within `fence_timeout`.
+    /// Precondition: the guest is protected here.
+    DestroyGuest {
+        /// Incident id.
+        incident: u32,
+        /// Guest name.
+        name: String,
+    },
     /// Planned extraction: stop this blade's protected guests (graceful shutdown, then destroy
     /// at the timeout) and report; the partner starts them only when ordered afterwards.
     Evacuate {
@@ -49,6 +58,7 @@ impl Order {
             Order::RestartPartnerGuests { incident, .. }
             | Order::FenceSelf { incident }
             | Order::RestartGuest { incident, .. }
+            | Order::DestroyGuest { incident, .. }
             | Order::Evacuate { incident } => *incident,
         }
     }
@@ -63,6 +73,7 @@ impl Order {
             } => format!("{incident}:restart-partner:{failed_slot}"),
             Order::FenceSelf { incident } => format!("{incident}:fence-self"),
             Order::RestartGuest { incident, name } => format!("{incident}:restart-guest:{name}"),
+            Order::DestroyGuest { incident, name } => format!("{incident}:destroy-guest:{name}"),
             Order::Evacuate { incident } => format!("{incident}:evacuate"),
         }
     }
@@ -88,6 +99,11 @@ pub enum GuestResult {
     Stopped {
         /// Shut down without being destroyed.
         graceful: bool,
+    },
+    /// Destroyed here (DestroyGuest); `killed` if its QEMU had to be killed directly.
+    Destroyed {
+        /// libvirt did not answer; the QEMU process was killed.
+        killed: bool,
     },
     /// The hypervisor failed the operation.
     Failed {

@@ -43,7 +43,8 @@ impl std::fmt::Debug for LibvirtHypervisor {
 }
 
 impl LibvirtHypervisor {
-    /// Starts libvirt's event loop (once per process) and opens `uri`.
+    /// Starts libvirt's event loop (once per process) and opens `uri` (retried on later calls
+    /// if the daemon does not answer yet).
     pub fn open(uri: &str, qemu_run_dir: PathBuf) -> Result<LibvirtHypervisor, HypervisorError> {
         events::start_event_loop().map_err(HypervisorError::Unavailable)?;
         virt::error::clear_error_callback();
@@ -54,7 +55,10 @@ impl LibvirtHypervisor {
             sink: Mutex::new(None),
             registration: Mutex::new(None),
         };
-        hv.conn()?;
+        // A daemon not up yet is not fatal: the heartbeat's ping reconnects and reports health.
+        if let Err(e) = hv.conn() {
+            log::error!("{e}");
+        }
         Ok(hv)
     }
 

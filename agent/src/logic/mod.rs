@@ -230,6 +230,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             Order::RestartGuest { incident, name } => {
                 self.restart_guest(order, *incident, name, started, emit)
             }
+            Order::DestroyGuest { incident, name } => self.destroy_guest(order, *incident, name, started, emit),
             Order::Evacuate { incident } => self.evacuate(order, *incident, started, emit),
         };
         let result = match result {
@@ -632,6 +633,60 @@ impl<H: Hypervisor + 'static> Agent<H> {
         };
         log::info!("{}: {:?} after {} ms", order.key(), o.result, o.elapsed_ms);
         Ok(OrderResult::Guests(vec![self.record(order, o, emit)?]))
+    }
+
+    // ----- DestroyGuest -----
+
+    fn destroy_guest(
+        &self,
+        order: &Order,
+        incident: u32,
+        name: &str,
+        started: Instant,
+        emit: &(dyn Fn(&GuestOutcome) + Sync),
+    ) -> Result<OrderResult, AgentError> {
+        // Listing may hang like any libvirt call: fall back to the cached protected list.
+        let (tx, rx) = mpsc::channel();
+        let hv = Arc::clone(&self.hv);
+        let _ = std::thread::Builder::new().name("destroy-list".into()).spawn(move || {
+            let _ = tx.send(hv.list_guests());
+        });
+        let protected = match rx.recv_timeout(self.cfg.fence_timeout) {
+            Ok(Ok(all)) => self.protected_of(&all).iter().any(|g| g.name == name),
+            _ => lock(&self.protected).iter().any(|n| n == name),
+        };
+        if !protected {
+            log::warn!("{}: `{name}` is not a protected guest here", order.key());
+            return Ok(OrderResult::Refused(Refusal::NotProtected(name.to_owned())));
+        }
+        let deadline = started + self.cfg.fence_timeout;
+        let (tx, rx) = mpsc::channel();
+        let (hv, n) = (Arc::clone(&self.hv), name.to_owned());
+        let _ = std::thread::Builder::new().name("destroy".into()).spawn(move || {
+            let _ = tx.send(hv.destroy(&n));
+        });
+        let answer = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        let result = match answer {
+            Ok(Ok(())) | Ok(Err(HypervisorError::NoSuchGuest(_))) => GuestResult::Destroyed { killed: false },
+            // "not running" and the like: the pid file decides below.
+            Ok(Err(e)) => self.kill_guest(name, Some(e.to_string())),
+            Err(_) => self.kill_guest(name, None),
+        };
+        let o = GuestOutcome { incident, name: name.to_owned(), result, elapsed_ms: ms(started) };
+        log::info!("{}: {:?} after {} ms", order.key(), o.result, o.elapsed_ms);
+        Ok(OrderResult::Guests(vec![self.record(order, o, emit)?]))
+    }
+
+    /// Kills a guest's QEMU directly; `libvirt_error` is what libvirt said, if it answered.
+    fn kill_guest(&self, name: &str, libvirt_error: Option<String>) -> GuestResult {
+        match self.hv.qemu_pid(name) {
+            None => GuestResult::Destroyed { killed: false },
+            Some(pid) if fence::kill_and_wait(pid, KILL_WAIT) => {
+                log::warn!("`{name}`: QEMU pid {pid} killed directly ({})", libvirt_error.as_deref().unwrap_or("libvirt did not answer"));
+                GuestResult::Destroyed { killed: true }
+            }
+            Some(pid) => GuestResult::Failed { reason: format!("QEMU pid {pid} still runs after SIGKILL") },
+        }
     }
 
     // ----- Evacuate -----

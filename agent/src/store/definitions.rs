@@ -12,14 +12,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 
 use super::{ensure_dir, write_atomic};
 
 /// Longest accepted guest name (libvirt's own limit is larger; names travel in datagrams).
-pub const MAX_NAME_LEN: usize = 64;
-/// Largest accepted domain XML.
-pub const MAX_XML_LEN: usize = 64 * 1024;
+pub const MAX_NAME_LEN: usize = shelfha_proto::MAX_NAME;
+/// Largest accepted domain XML (what the protocol's definition chunks can carry).
+pub const MAX_XML_LEN: usize = shelfha_proto::MAX_DEFINITION_CHUNKS as usize * shelfha_proto::DEFINITION_CHUNK;
 /// Most definitions kept for the partner.
 pub const MAX_PARTNER_GUESTS: usize = 256;
 
@@ -54,14 +53,10 @@ pub enum DefinitionError {
     },
 }
 
-/// Whether `name` is acceptable as a guest name and a file name.
+/// Whether `name` is acceptable as a guest name and a file name (the protocol's rule:
+/// at most [`MAX_NAME_LEN`] bytes, not starting with `.`, no `/` or control characters).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'))
+    shelfha_proto::message::guest_name(name).is_some()
 }
 
 /// The text of the first `<tag ...>text</tag>` element in `xml` (no nesting, no entities).
@@ -97,7 +92,7 @@ impl GuestDef {
 
     /// SHA-256 of the XML (the protocol's definition digest).
     pub fn digest(&self) -> [u8; 32] {
-        Sha256::digest(self.xml.as_bytes()).into()
+        shelfha_proto::definition_digest(self.xml.as_bytes())
     }
 
     /// The domain's `<uuid>`, if the XML has one.
@@ -129,21 +124,11 @@ impl GuestDef {
     }
 }
 
-/// Digest of a set of definitions, independent of their order: SHA-256 over the set sorted by
-/// name of `len(name) as u8 || name || sha256(xml)` (the protocol's guest-set digest).
+/// Digest of a set of definitions, independent of their order: the protocol's
+/// [`shelfha_proto::guest_set_digest`] over `(name, definition_digest(xml))`.
 pub fn digest<'a>(defs: impl IntoIterator<Item = &'a GuestDef>) -> [u8; 32] {
-    let mut sorted: Vec<(&str, [u8; 32])> = defs
-        .into_iter()
-        .map(|d| (d.name.as_str(), d.digest()))
-        .collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let mut h = Sha256::new();
-    for (name, d) in sorted {
-        h.update([u8::try_from(name.len()).unwrap_or(u8::MAX)]);
-        h.update(name.as_bytes());
-        h.update(d);
-    }
-    h.finalize().into()
+    let mut entries: Vec<(&str, [u8; 32])> = defs.into_iter().map(|d| (d.name.as_str(), d.digest())).collect();
+    shelfha_proto::guest_set_digest(&mut entries)
 }
 
 /// The partner's definitions, in memory and under `<state>/partner/`.
@@ -277,8 +262,7 @@ mod test {
         b2.xml.push(' ');
         assert_ne!(digest([&a, &b]), digest([&a, &b2]));
         assert_ne!(digest([&a]), digest([&a, &b]));
-        // Known answer: one guest "a" with an empty-string SHA-256 is
-        // sha256(0x01 'a' e3b0c442...): computed independently with sha256sum.
+        // Known answer: the definition digest is SHA-256 of the XML (of "" here).
         let empty = GuestDef {
             name: "a".into(),
             xml: String::new(),
@@ -368,7 +352,7 @@ mod test {
     fn test_bad_definitions_refused() {
         let dir = TempDir::new("names");
         let mut s = PartnerStore::open(dir.path()).unwrap();
-        for bad in ["", "../x", "a/b", ".hidden", &"x".repeat(65)] {
+        for bad in ["", "../x", "a/b", ".hidden", "a\nb", &"x".repeat(65)] {
             assert!(
                 matches!(s.put(def(bad, 1)), Err(DefinitionError::BadName(_))),
                 "{bad}"

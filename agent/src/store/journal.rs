@@ -80,6 +80,7 @@ pub enum Begin {
 pub struct Journal {
     path: PathBuf,
     data: Data,
+    max_orders: usize,
 }
 
 impl Journal {
@@ -126,7 +127,7 @@ impl Journal {
             },
             Err(e) => return Err(io(e)),
         };
-        Ok(Journal { path, data })
+        Ok(Journal { path, data, max_orders: MAX_ORDERS })
     }
 
     fn set_aside(path: &Path) {
@@ -226,7 +227,7 @@ impl Journal {
 
     /// Drops the oldest finished records beyond [`MAX_ORDERS`].
     fn prune(&mut self) {
-        while self.data.orders.len() > MAX_ORDERS {
+        while self.data.orders.len() > self.max_orders {
             let oldest = self
                 .data
                 .orders
@@ -312,14 +313,16 @@ mod test {
     fn test_prune_keeps_unfinished() {
         let dir = TempDir::new("prune");
         let mut j = Journal::open(dir.path()).unwrap();
+        j.max_orders = 8;
         assert_eq!(j.begin(&fence(0)).unwrap(), Begin::New); // never finished
-        for i in 1..=(MAX_ORDERS as u32 + 5) {
+        for i in 1..=13 {
             j.begin(&fence(i)).unwrap();
             j.finish(&fence(i), &OrderResult::Fenced(Default::default()))
                 .unwrap();
         }
         assert!(j.record(&fence(0)).is_some(), "unfinished order pruned");
         assert!(j.record(&fence(1)).is_none(), "oldest finished order kept");
-        assert!(j.data.orders.len() <= MAX_ORDERS + 1);
+        assert!(j.record(&fence(13)).is_some(), "newest kept");
+        assert_eq!(j.data.orders.len(), 8);
     }
 }

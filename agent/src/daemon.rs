@@ -1,0 +1,442 @@
+//! The running agent: threads and channels around the [`Agent`] core.
+//!
+//! - protocol thread (the caller of [`run`]): owns the [`Endpoint`]; receives orders and
+//!   partner messages, sends what the other threads queue, heartbeats the ShMC and the partner;
+//! - prober: pings the hypervisor every heartbeat and lists the protected guests every
+//!   [`DEFINITION_REFRESH`] (at once after a define/undefine event), pushing changed
+//!   definitions to the partner;
+//! - watchdog: turns late or failed pings into HypervisorDown / HypervisorUp;
+//! - event thread: lifecycle events from libvirt; crashes of protected guests become GuestCrashed;
+//! - one thread per executed order (takeovers use a bounded pool inside).
+//!
+//! Only the ShMC gives orders; only the partner's agent may push or request definitions.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shelfha_proto::host::definitions::{split, Assembler};
+use shelfha_proto::message::guest_name;
+use shelfha_proto::{Capabilities, Endpoint, Event, Health, Kind, Message, NodeId, SendError, SoftwareVersion, Waker};
+
+use crate::hypervisor::{Hypervisor, HypervisorEvent, LifecycleKind};
+use crate::logic::sync::{KeeperAction, Outbox};
+use crate::logic::{sync::Keeper, Acceptance, Agent};
+use crate::net;
+use crate::order::{Order, OrderResult};
+
+use crate::store::definitions::GuestDef;
+
+/// How often the protected guests are listed even without a lifecycle event.
+pub const DEFINITION_REFRESH: Duration = Duration::from_secs(2);
+/// Time before an unacknowledged Hello is sent again after the endpoint gave up.
+const HELLO_RETRY: Duration = Duration::from_secs(1);
+/// Longest wait in the protocol loop while messages are queued behind a full endpoint.
+const BACKLOG_POLL_MS: u64 = 10;
+
+/// Capabilities announced in Hello.
+pub const CAPABILITIES: Capabilities = Capabilities::SELF_FENCE
+    .with(Capabilities::KILL_QEMU)
+    .with(Capabilities::PARTNER_RESTART)
+    .with(Capabilities::LOCAL_RESTART);
+
+const HEALTH_OK: u8 = 0;
+const HEALTH_DOWN: u8 = 2;
+
+/// A queue towards the protocol thread, usable from any thread.
+#[derive(Clone)]
+pub struct Outbound {
+    tx: Sender<(NodeId, Message)>,
+    waker: Arc<Waker>,
+}
+
+impl Outbound {
+    /// Queues `msg` for `to` and wakes the protocol thread.
+    pub fn send(&self, to: NodeId, msg: Message) {
+        if self.tx.send((to, msg)).is_ok() {
+            self.waker.wake();
+        }
+    }
+}
+
+/// State shared between the daemon's threads.
+struct Shared<H: Hypervisor> {
+    agent: Arc<Agent<H>>,
+    out: Outbound,
+    partner: NodeId,
+    slot: u8,
+    stop: Arc<AtomicBool>,
+    health: AtomicU8,
+    refresh: AtomicBool,
+    outbox: Mutex<Outbox>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn version() -> SoftwareVersion {
+    let mut it = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse::<u16>().unwrap_or(0));
+    SoftwareVersion {
+        major: it.next().unwrap_or(0),
+        minor: it.next().unwrap_or(0),
+        patch: it.next().unwrap_or(0),
+    }
+}
+
+/// Runs the agent until `stop` is set. `ep` must know the ShMC and the partner as peers.
+pub fn run<H: Hypervisor + 'static>(agent: Arc<Agent<H>>, mut ep: Endpoint, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    let cfg = agent.config().clone();
+    let partner = NodeId::blade(cfg.partner.slot).unwrap_or(NodeId(cfg.partner.slot));
+    let (tx, rx) = mpsc::channel();
+    let out = Outbound { tx, waker: Arc::new(ep.waker()?) };
+    let shared = Arc::new(Shared {
+        agent: Arc::clone(&agent),
+        out: out.clone(),
+        partner,
+        slot: cfg.slot,
+        stop: Arc::clone(&stop),
+        health: AtomicU8::new(HEALTH_OK),
+        refresh: AtomicBool::new(true),
+        outbox: Mutex::new(Outbox::default()),
+    });
+
+    let (ev_tx, ev_rx) = mpsc::channel();
+    if let Err(e) = agent.hypervisor().subscribe(ev_tx) {
+        log::error!("lifecycle events unavailable: {e} (crashes will not be reported until the agent restarts)");
+    }
+    spawn("agent-events", {
+        let s = Arc::clone(&shared);
+        move || events_loop(&s, ev_rx)
+    })?;
+    let (ping_tx, ping_rx) = mpsc::channel();
+    spawn("agent-prober", {
+        let s = Arc::clone(&shared);
+        move || prober_loop(&s, ping_tx)
+    })?;
+    spawn("agent-watchdog", {
+        let s = Arc::clone(&shared);
+        move || watchdog_loop(&s, ping_rx)
+    })?;
+    for order in agent.interrupted_orders() {
+        log::warn!("{}: resuming after agent restart", order.key());
+        handle_order(&shared, order);
+    }
+
+    let start = Instant::now();
+    let now_ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let hello = Message::Hello { slot: cfg.slot, version: version(), capabilities: CAPABILITIES };
+    let mut backlog: VecDeque<(NodeId, Message)> = VecDeque::new();
+    backlog.push_back((NodeId::SHMC, hello.clone()));
+    let mut hello_again: Option<Instant> = None;
+    let mut keeper = Keeper::default();
+    let mut assembler = Assembler::new();
+    let mut beat: u64 = 0;
+    let mut next_beat = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        while let Some(ev) = ep.poll(now_ms()) {
+            match ev {
+                Event::Message { from, message, .. } => {
+                    on_message(&shared, &mut keeper, &mut assembler, from, message);
+                }
+                Event::Acked { to, kind: Kind::Hello, status, .. } if to == NodeId::SHMC => {
+                    log::info!("registered with the ShMC ({status:?})");
+                }
+                Event::GaveUp { to, kind, seq } => {
+                    log::warn!("{to} did not acknowledge {kind:?} (seq {seq})");
+                    if kind == Kind::Hello {
+                        hello_again = Some(Instant::now() + HELLO_RETRY);
+                    }
+                }
+                Event::Acked { .. } => {}
+            }
+        }
+        if hello_again.is_some_and(|t| Instant::now() >= t) {
+            hello_again = None;
+            backlog.push_back((NodeId::SHMC, hello.clone()));
+        }
+        backlog.extend(rx.try_iter());
+        while let Some((to, msg)) = backlog.pop_front() {
+            match ep.send(to, &msg, now_ms()) {
+                Ok(_) => {}
+                Err(SendError::QueueFull) => {
+                    backlog.push_front((to, msg));
+                    break;
+                }
+                Err(e) => log::warn!("not sent to {to}: {:?}: {e}", msg.kind()),
+            }
+        }
+        if Instant::now() >= next_beat {
+            next_beat += cfg.heartbeat;
+            if next_beat < Instant::now() {
+                next_beat = Instant::now() + cfg.heartbeat;
+            }
+            beat += 1;
+            let (protected, digest) = lock(&shared.outbox).summary();
+            let health = match shared.health.load(Ordering::SeqCst) {
+                HEALTH_OK => Health::Ok,
+                _ => Health::Down,
+            };
+            let hb = Message::Heartbeat { beat, health, protected, digest };
+            for to in [NodeId::SHMC, partner] {
+                if let Err(e) = ep.send(to, &hb, now_ms()) {
+                    log::debug!("heartbeat to {to}: {e}");
+                }
+            }
+        }
+        let mut timeout = u64::try_from(next_beat.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(0);
+        if let Some(t) = ep.next_timeout_ms(now_ms()) {
+            timeout = timeout.min(t);
+        }
+        if !backlog.is_empty() {
+            timeout = timeout.min(BACKLOG_POLL_MS);
+        }
+        ep.wait(Some(timeout))?;
+    }
+    log::info!("agent stopping; {} datagrams dropped", ep.drops().total());
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new().name(name.into()).spawn(f).map(|_| ())
+}
+
+fn on_message<H: Hypervisor + 'static>(
+    s: &Arc<Shared<H>>,
+    keeper: &mut Keeper,
+    assembler: &mut Assembler,
+    from: NodeId,
+    message: Message,
+) {
+    if let Some(order) = net::order_from(from, &message) {
+        handle_order(s, order);
+        return;
+    }
+    if from != s.partner {
+        log::debug!("ignoring {:?} from {from}", message.kind());
+        return;
+    }
+    match message {
+        Message::Heartbeat { digest, .. } => {
+            let stored = s.agent.partner_definitions();
+            match keeper.on_heartbeat(&digest, &stored, Instant::now()) {
+                KeeperAction::Request => {
+                    log::info!("partner definitions differ from the partner's digest: requesting them");
+                    s.out.send(s.partner, Message::DefinitionRequest { name: None });
+                }
+                KeeperAction::Drop(stale) => {
+                    let keep: Vec<&str> = stored
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .filter(|n| !stale.iter().any(|x| x == n))
+                        .collect();
+                    if let Err(e) = s.agent.retain_partner_definitions(&keep) {
+                        log::error!("partner definitions: {e}");
+                    }
+                }
+                KeeperAction::InSync | KeeperAction::Wait => {}
+            }
+        }
+        msg @ Message::DefinitionPush { .. } => match assembler.add(&msg) {
+            Ok(Some((name, xml))) => match String::from_utf8(xml) {
+                Ok(xml) => {
+                    let def = GuestDef { name: name.as_str().to_owned(), xml };
+                    match s.agent.store_partner_definition(def) {
+                        Ok(_) => keeper.received(name.as_str()),
+                        Err(e) => log::error!("partner definition of `{name}`: {e}"),
+                    }
+                }
+                Err(_) => log::warn!("partner definition of `{name}` is not UTF-8; dropped"),
+            },
+            Ok(None) => {}
+            Err(e) => log::warn!("partner definition chunk dropped: {e}"),
+        },
+        Message::DefinitionRemove { name } => {
+            let keep: Vec<GuestDef> = s.agent.partner_definitions();
+            let keep: Vec<&str> = keep.iter().map(|d| d.name.as_str()).filter(|n| *n != name.as_str()).collect();
+            if let Err(e) = s.agent.retain_partner_definitions(&keep) {
+                log::error!("partner definitions: {e}");
+            }
+        }
+        Message::DefinitionRequest { name } => {
+            let defs = lock(&s.outbox).resend(name.as_ref().map(|n| n.as_str()));
+            log::info!("partner requested {} definitions", defs.len());
+            push_definitions(s, &defs);
+        }
+        other => log::debug!("ignoring {:?} from the partner", other.kind()),
+    }
+}
+
+fn push_definitions<H: Hypervisor>(s: &Shared<H>, defs: &[GuestDef]) {
+    for d in defs {
+        match split(&d.name, d.xml.as_bytes()) {
+            Ok(chunks) => {
+                for c in chunks {
+                    s.out.send(s.partner, c);
+                }
+            }
+            Err(e) => log::error!("definition of `{}` cannot be pushed: {e}", d.name),
+        }
+    }
+}
+
+/// Names of the guests an order concerns, for refusal reports.
+fn guests_of<H: Hypervisor + 'static>(s: &Shared<H>, order: &Order) -> Vec<String> {
+    match order {
+        Order::RestartPartnerGuests { subset: Some(names), .. } => names.clone(),
+        Order::RestartPartnerGuests { subset: None, .. } => {
+            s.agent.partner_definitions().into_iter().map(|d| d.name).collect()
+        }
+        Order::RestartGuest { name, .. } | Order::DestroyGuest { name, .. } => vec![name.clone()],
+        Order::FenceSelf { .. } | Order::Evacuate { .. } => Vec::new(),
+    }
+}
+
+fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) {
+    let acceptance = match s.agent.accept(&order) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("{}: cannot journal the order, not executed: {e}", order.key());
+            return;
+        }
+    };
+    match acceptance {
+        Acceptance::Refused(r) => {
+            for m in net::refusal_messages(&order, s.slot, &r, &guests_of(s, &order)) {
+                s.out.send(NodeId::SHMC, m);
+            }
+        }
+        Acceptance::InProgress => log::info!("{}: retry of an order in progress", order.key()),
+        Acceptance::Done { outcomes, result } => {
+            if net::streams_outcomes(&order) {
+                for o in &outcomes {
+                    s.out.send(NodeId::SHMC, net::outcome_message(&order, s.slot, o));
+                }
+            }
+            for m in net::final_messages(&order, s.slot, &result) {
+                s.out.send(NodeId::SHMC, m);
+            }
+        }
+        Acceptance::Execute => {
+            let s2 = Arc::clone(s);
+            let spawned = spawn("agent-order", move || {
+                let (out, slot) = (s2.out.clone(), s2.slot);
+                let streams = net::streams_outcomes(&order);
+                let emit = |o: &crate::order::GuestOutcome| {
+                    if streams {
+                        out.send(NodeId::SHMC, net::outcome_message(&order, slot, o));
+                    }
+                };
+                match s2.agent.execute(&order, &emit) {
+                    Ok(OrderResult::Refused(r)) => {
+                        for m in net::refusal_messages(&order, slot, &r, &guests_of(&s2, &order)) {
+                            s2.out.send(NodeId::SHMC, m);
+                        }
+                    }
+                    Ok(result) => {
+                        for m in net::final_messages(&order, slot, &result) {
+                            s2.out.send(NodeId::SHMC, m);
+                        }
+                    }
+                    Err(e) => log::error!("{}: {e}", order.key()),
+                }
+                // Takeovers and evacuations change the protected set.
+                s2.refresh.store(true, Ordering::SeqCst);
+            });
+            if let Err(e) = spawned {
+                log::error!("cannot start a thread for the order: {e}");
+            }
+        }
+    }
+}
+
+fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<HypervisorEvent>) {
+    while !s.stop.load(Ordering::SeqCst) {
+        let ev = match rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(ev) => ev,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        match ev {
+            HypervisorEvent::Lifecycle { name, kind, raw, .. } => {
+                log::debug!("lifecycle `{name}`: {kind:?} {raw:?}");
+                match kind {
+                    LifecycleKind::Crashed if s.agent.reports_crash_of(&name) => {
+                        log::warn!("protected guest `{name}` crashed (event {raw:?}); reporting");
+                        match guest_name(&name) {
+                            Some(n) => s.out.send(NodeId::SHMC, Message::GuestCrashed { name: n }),
+                            None => log::error!("guest name `{name}` cannot be reported"),
+                        }
+                    }
+                    LifecycleKind::Defined | LifecycleKind::Undefined => s.refresh.store(true, Ordering::SeqCst),
+                    _ => {}
+                }
+            }
+            HypervisorEvent::ConnectionClosed { reason } => {
+                log::warn!("libvirt connection closed (reason {reason})");
+            }
+        }
+    }
+}
+
+fn prober_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, results: Sender<Result<(), String>>) {
+    let interval = s.agent.config().heartbeat;
+    let mut last_refresh: Option<Instant> = None;
+    while !s.stop.load(Ordering::SeqCst) {
+        let r = s.agent.hypervisor().ping().map_err(|e| e.to_string());
+        let ok = r.is_ok();
+        if results.send(r).is_err() {
+            return;
+        }
+        let due = last_refresh.is_none_or(|t| t.elapsed() >= DEFINITION_REFRESH);
+        if ok && (s.refresh.swap(false, Ordering::SeqCst) || due) {
+            last_refresh = Some(Instant::now());
+            match s.agent.local_definitions() {
+                Ok(defs) => {
+                    let push = lock(&s.outbox).update(&defs);
+                    if !push.is_empty() {
+                        log::info!(
+                            "protected guests changed: pushing {} definitions, removing {}",
+                            push.changed.len(),
+                            push.removed.len()
+                        );
+                    }
+                    push_definitions(s, &push.changed);
+                    for name in push.removed {
+                        if let Some(n) = guest_name(&name) {
+                            s.out.send(s.partner, Message::DefinitionRemove { name: n });
+                        }
+                    }
+                }
+                Err(e) => log::warn!("cannot list protected guests: {e}"),
+            }
+        }
+        std::thread::sleep(interval);
+    }
+}
+
+fn watchdog_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, results: Receiver<Result<(), String>>) {
+    // A ping that has not answered after this long means libvirt does not answer.
+    let timeout = (s.agent.config().heartbeat * 3).max(Duration::from_millis(1000));
+    while !s.stop.load(Ordering::SeqCst) {
+        let (healthy, why) = match results.recv_timeout(timeout) {
+            Ok(Ok(())) => (true, String::new()),
+            Ok(Err(e)) => (false, e),
+            Err(RecvTimeoutError::Timeout) => (false, format!("no answer within {} ms", timeout.as_millis())),
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let new = if healthy { HEALTH_OK } else { HEALTH_DOWN };
+        let old = s.health.swap(new, Ordering::SeqCst);
+        if old != new {
+            if healthy {
+                log::info!("hypervisor answers again");
+                s.out.send(NodeId::SHMC, Message::HypervisorUp);
+            } else {
+                log::error!("hypervisor down: {why}");
+                s.out.send(NodeId::SHMC, Message::HypervisorDown);
+            }
+        }
+    }
+}

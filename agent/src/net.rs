@@ -1,0 +1,295 @@
+//! Mapping between protocol messages (`shelfha-proto`) and the agent's orders and outcomes.
+//! Pure functions; the daemon moves the results over the [`shelfha_proto::Endpoint`].
+//!
+//! Only the ShMC gives orders: an order-kind message from any other node is ignored
+//! ([`order_from`] takes the sender).
+
+use shelfha_proto::message::{guest_name, short_text};
+use shelfha_proto::{GuestName, Message, NodeId, Outcome, ReasonCode};
+
+use crate::order::{FenceReport, GuestOutcome, GuestResult, Order, OrderResult, Refusal};
+
+/// The order a message carries, if it is an order from the ShMC.
+pub fn order_from(from: NodeId, msg: &Message) -> Option<Order> {
+    if from != NodeId::SHMC {
+        return None;
+    }
+    match msg {
+        Message::FenceSelf { incident } => Some(Order::FenceSelf { incident: *incident }),
+        Message::RestartPartnerGuests { incident, failed_slot, fence, subset } => Some(Order::RestartPartnerGuests {
+            incident: *incident,
+            failed_slot: *failed_slot,
+            fence_confirmed: fence.is_confirmed(),
+            subset: subset.as_ref().map(|s| s.iter().map(|n| n.as_str().to_owned()).collect()),
+        }),
+        Message::RestartGuest { incident, name } => Some(Order::RestartGuest {
+            incident: *incident,
+            name: name.as_str().to_owned(),
+        }),
+        Message::DestroyGuest { incident, name } => Some(Order::DestroyGuest {
+            incident: *incident,
+            name: name.as_str().to_owned(),
+        }),
+        Message::Evacuate { incident, .. } => Some(Order::Evacuate { incident: *incident }),
+        _ => None,
+    }
+}
+
+/// A guest name for the wire; names that cannot travel are replaced by `?` (they cannot have
+/// come from the wire, and libvirt names are checked before they are pushed).
+fn wire_name(name: &str) -> GuestName {
+    guest_name(name).unwrap_or_else(|| guest_name("?").unwrap_or_default())
+}
+
+/// The reason code for a hypervisor failure message.
+pub fn failure_reason(reason: &str) -> ReasonCode {
+    if reason.contains("resource busy") || reason.contains("Lockspace") || reason.contains("write\" lock") {
+        ReasonCode::DiskLocked
+    } else if reason.contains("unavailable") {
+        ReasonCode::Timeout
+    } else {
+        ReasonCode::HypervisorError
+    }
+}
+
+/// The wire (outcome, reason, text) of a guest result.
+pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
+    match result {
+        GuestResult::Started => (Outcome::Started, ReasonCode::None, String::new()),
+        GuestResult::AlreadyRunning => (Outcome::Started, ReasonCode::AlreadyRunning, String::new()),
+        GuestResult::NoMemory { needed_kib, available_kib } => (
+            Outcome::Refused,
+            ReasonCode::NoMemory,
+            format!("needs {needed_kib} KiB, {available_kib} KiB free"),
+        ),
+        GuestResult::Unknown => (Outcome::Refused, ReasonCode::NoDefinition, String::new()),
+        // Evacuation by stopping: "started" means the order's goal (guest stopped here) is met.
+        GuestResult::Stopped { graceful } => (
+            Outcome::Started,
+            ReasonCode::None,
+            if *graceful { "stopped: shut down" } else { "stopped: destroyed" }.to_owned(),
+        ),
+        GuestResult::Destroyed { killed } => (
+            Outcome::Started,
+            ReasonCode::None,
+            if *killed { "destroyed: QEMU killed" } else { "destroyed" }.to_owned(),
+        ),
+        GuestResult::Failed { reason } => (Outcome::Failed, failure_reason(reason), reason.clone()),
+    }
+}
+
+/// The blade whose guests an order handles (the `slot` of GuestOutcome and IncidentDone):
+/// the failed blade for a takeover, this blade otherwise.
+pub fn guests_slot(order: &Order, own_slot: u8) -> u8 {
+    match order {
+        Order::RestartPartnerGuests { failed_slot, .. } => *failed_slot,
+        _ => own_slot,
+    }
+}
+
+/// Whether each guest's outcome is reported as it happens (not for FenceSelf and
+/// DestroyGuest, which answer with one closing message).
+pub fn streams_outcomes(order: &Order) -> bool {
+    !matches!(order, Order::FenceSelf { .. } | Order::DestroyGuest { .. })
+}
+
+/// The `GuestOutcome` message for one outcome of `order`.
+pub fn outcome_message(order: &Order, own_slot: u8, o: &GuestOutcome) -> Message {
+    let (outcome, reason, text) = outcome_codes(&o.result);
+    Message::GuestOutcome {
+        incident: o.incident,
+        slot: guests_slot(order, own_slot),
+        name: wire_name(&o.name),
+        outcome,
+        reason,
+        text: short_text(&text),
+        elapsed_ms: o.elapsed_ms,
+    }
+}
+
+/// The messages answering a refused order: one `Refused` outcome per guest concerned (all
+/// partner guests stored here for a restart, the named guest for RestartGuest) and the
+/// incident's `IncidentDone`; a refused FenceSelf cannot happen.
+pub fn refusal_messages(order: &Order, own_slot: u8, refusal: &Refusal, guests: &[String]) -> Vec<Message> {
+    let incident = order.incident();
+    let slot = guests_slot(order, own_slot);
+    let reason = match refusal {
+        Refusal::FenceNotConfirmed(_) => ReasonCode::FenceNotConfirmed,
+        Refusal::NotProtected(_) => ReasonCode::NotProtected,
+        Refusal::Hypervisor(_) => ReasonCode::Timeout,
+        Refusal::NotPartner(_) | Refusal::Fenced => ReasonCode::None,
+    };
+    let text = short_text(&refusal.to_string());
+    let mut out: Vec<Message> = guests
+        .iter()
+        .map(|g| Message::GuestOutcome {
+            incident,
+            slot,
+            name: wire_name(g),
+            outcome: Outcome::Refused,
+            reason,
+            text: text.clone(),
+            elapsed_ms: 0,
+        })
+        .collect();
+    if matches!(order, Order::DestroyGuest { .. }) {
+        return out;
+    }
+    out.push(Message::IncidentDone {
+        incident,
+        slot,
+        started: 0,
+        refused: u16::try_from(guests.len()).unwrap_or(u16::MAX),
+        failed: 0,
+    });
+    out
+}
+
+/// The closing messages of an executed order: `FenceSelfConfirmed`; `GuestDestroyed` (or the
+/// `Failed` outcome) for DestroyGuest; `IncidentDone` otherwise.
+pub fn final_messages(order: &Order, own_slot: u8, result: &OrderResult) -> Vec<Message> {
+    let incident = order.incident();
+    let slot = guests_slot(order, own_slot);
+    match result {
+        OrderResult::Fenced(FenceReport { destroyed, killed, failed, .. }) => vec![Message::FenceSelfConfirmed {
+            incident,
+            destroyed: *destroyed,
+            killed: *killed,
+            remaining: *failed,
+        }],
+        OrderResult::Guests(outcomes) if matches!(order, Order::DestroyGuest { .. }) => outcomes
+            .iter()
+            .map(|o| match o.result {
+                GuestResult::Destroyed { killed } => Message::GuestDestroyed { incident, name: wire_name(&o.name), killed },
+                _ => outcome_message(order, own_slot, o),
+            })
+            .collect(),
+        OrderResult::Guests(outcomes) => {
+            let (mut started, mut refused, mut failed) = (0u16, 0u16, 0u16);
+            for o in outcomes {
+                match outcome_codes(&o.result).0 {
+                    Outcome::Started => started = started.saturating_add(1),
+                    Outcome::Refused => refused = refused.saturating_add(1),
+                    _ => failed = failed.saturating_add(1),
+                }
+            }
+            vec![Message::IncidentDone { incident, slot, started, refused, failed }]
+        }
+        OrderResult::Refused(r) => refusal_messages(order, own_slot, r, &[]),
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use shelfha_proto::FenceProof;
+
+    fn name(s: &str) -> GuestName {
+        guest_name(s).unwrap()
+    }
+
+    #[test]
+    fn test_orders_only_from_shmc() {
+        let m = Message::FenceSelf { incident: 5 };
+        assert_eq!(order_from(NodeId::SHMC, &m), Some(Order::FenceSelf { incident: 5 }));
+        assert_eq!(order_from(NodeId(2), &m), None, "a partner cannot order a fence");
+        assert_eq!(order_from(NodeId::SHMC, &Message::HypervisorUp), None);
+    }
+
+    #[test]
+    fn test_restart_order_fence_proof() {
+        let mut subset = heapless::Vec::new();
+        subset.push(name("db")).unwrap();
+        for (fence, confirmed) in [
+            (FenceProof::Unconfirmed, false),
+            (FenceProof::Unknown(77), false),
+            (FenceProof::HotSwapM1, true),
+            (FenceProof::SelfFenced, true),
+        ] {
+            let m = Message::RestartPartnerGuests { incident: 9, failed_slot: 4, fence, subset: Some(subset.clone()) };
+            assert_eq!(
+                order_from(NodeId::SHMC, &m),
+                Some(Order::RestartPartnerGuests {
+                    incident: 9,
+                    failed_slot: 4,
+                    fence_confirmed: confirmed,
+                    subset: Some(vec!["db".into()]),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn test_outcome_messages() {
+        let restart = Order::RestartPartnerGuests { incident: 3, failed_slot: 4, fence_confirmed: true, subset: None };
+        let o = GuestOutcome { incident: 3, name: "db".into(), result: GuestResult::AlreadyRunning, elapsed_ms: 40 };
+        assert_eq!(
+            outcome_message(&restart, 3, &o),
+            Message::GuestOutcome {
+                incident: 3,
+                slot: 4,
+                name: name("db"),
+                outcome: Outcome::Started,
+                reason: ReasonCode::AlreadyRunning,
+                text: heapless::String::new(),
+                elapsed_ms: 40
+            }
+        );
+        let long = "resource busy: Lockspace resource '0123456789abcdef0123456789abcdef0123456789abcdef' is locked";
+        let o = GuestOutcome {
+            incident: 3,
+            name: "db".into(),
+            result: GuestResult::Failed { reason: long.into() },
+            elapsed_ms: 1,
+        };
+        let local = Order::RestartGuest { incident: 3, name: "db".into() };
+        let Message::GuestOutcome { outcome, reason, text, slot, .. } = outcome_message(&local, 3, &o) else { panic!() };
+        assert_eq!(slot, 3, "RestartGuest reports our own slot");
+        assert_eq!((outcome, reason), (Outcome::Failed, ReasonCode::DiskLocked));
+        assert_eq!(text.len(), shelfha_proto::MAX_TEXT);
+        assert!(long.starts_with(text.as_str()));
+        assert!(outcome_message(&local, 3, &o).is_valid());
+    }
+
+    #[test]
+    fn test_final_and_refusal_messages() {
+        let order = Order::RestartPartnerGuests { incident: 8, failed_slot: 2, fence_confirmed: true, subset: None };
+        let outs = vec![
+            GuestOutcome { incident: 8, name: "a".into(), result: GuestResult::Started, elapsed_ms: 1 },
+            GuestOutcome {
+                incident: 8,
+                name: "b".into(),
+                result: GuestResult::NoMemory { needed_kib: 2, available_kib: 1 },
+                elapsed_ms: 1,
+            },
+            GuestOutcome { incident: 8, name: "c".into(), result: GuestResult::Failed { reason: "x".into() }, elapsed_ms: 1 },
+        ];
+        assert_eq!(
+            final_messages(&order, 1, &OrderResult::Guests(outs)),
+            vec![Message::IncidentDone { incident: 8, slot: 2, started: 1, refused: 1, failed: 1 }]
+        );
+        let fence = Order::FenceSelf { incident: 9 };
+        let r = FenceReport { destroyed: 2, killed: 1, already_stopped: 3, failed: 0, elapsed_ms: 5 };
+        assert_eq!(
+            final_messages(&fence, 1, &OrderResult::Fenced(r)),
+            vec![Message::FenceSelfConfirmed { incident: 9, destroyed: 2, killed: 1, remaining: 0 }]
+        );
+        let destroy = Order::DestroyGuest { incident: 10, name: "a".into() };
+        let done = GuestOutcome { incident: 10, name: "a".into(), result: GuestResult::Destroyed { killed: true }, elapsed_ms: 3 };
+        assert_eq!(
+            final_messages(&destroy, 1, &OrderResult::Guests(vec![done])),
+            vec![Message::GuestDestroyed { incident: 10, name: name("a"), killed: true }]
+        );
+        let stuck = GuestOutcome { incident: 10, name: "a".into(), result: GuestResult::Failed { reason: "x".into() }, elapsed_ms: 3 };
+        assert!(matches!(
+            final_messages(&destroy, 1, &OrderResult::Guests(vec![stuck]))[..],
+            [Message::GuestOutcome { outcome: Outcome::Failed, slot: 1, .. }]
+        ));
+        assert!(!streams_outcomes(&destroy) && !streams_outcomes(&fence) && streams_outcomes(&order));
+        let msgs = refusal_messages(&order, 1, &Refusal::FenceNotConfirmed(2), &["a".into(), "b".into()]);
+        assert_eq!(msgs.len(), 3);
+        assert!(msgs.iter().all(|m| m.is_valid()));
+        assert!(matches!(&msgs[0], Message::GuestOutcome { reason: ReasonCode::FenceNotConfirmed, outcome: Outcome::Refused, .. }));
+        assert_eq!(msgs[2], Message::IncidentDone { incident: 8, slot: 2, started: 0, refused: 2, failed: 0 });
+    }
+}
