@@ -16,6 +16,30 @@
 //! command is acked at once; a retry of a command already delivered is re-acked as `Duplicate`
 //! and not delivered again (the replay window recognises its sequence). Drops are counted
 //! ([`Endpoint::drops`]) and logged at most once per reason per second, with counts.
+//!
+//! ```
+//! # fn main() -> std::io::Result<()> {
+//! use shelfha_proto::{Endpoint, EndpointConfig, Event, Key, Message, NodeId};
+//! let key = Key::new([7; 32]); // in a daemon: shelfha_proto::load_key(path)
+//! let any = "127.0.0.1:0".parse().unwrap();
+//! let mut shmc = Endpoint::bind(any, NodeId::SHMC, key.clone(), EndpointConfig::default())?;
+//! let mut agent = Endpoint::bind(any, NodeId(3), key, EndpointConfig::default())?;
+//! shmc.add_peer(NodeId(3), Some(agent.local_addr()?)).unwrap();
+//! agent.add_peer(NodeId::SHMC, None).unwrap(); // address learnt from the first frame
+//!
+//! let seq = shmc.send(NodeId(3), &Message::FenceSelf { incident: 1 }, 0).unwrap();
+//! agent.wait(Some(1000))?;
+//! match agent.poll(0) {
+//!     Some(Event::Message { from, message: Message::FenceSelf { incident }, .. }) => {
+//!         assert_eq!((from, incident), (NodeId::SHMC, 1)); // already acked by `poll`
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! shmc.wait(Some(1000))?;
+//! assert!(matches!(shmc.poll(0), Some(Event::Acked { seq: s, .. }) if s == seq));
+//! # Ok(())
+//! # }
+//! ```
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
