@@ -13,7 +13,8 @@
 //! ```text
 //! Healthy --blade_lost/blade_hardware/host_os--> Fencing(step, deadline)
 //! Healthy --hypervisor--> SelfFencing(deadline) --deadline--> Fencing (both confirmations count)
-//! Healthy --blade_extraction--> Evacuating --partner reports | timeout--> Fencing (deactivation, commanded)
+//! Healthy --blade_extraction--> Evacuating (Evacuate order to the blade) --IncidentDone from the blade
+//!          or its partner | timeout--> Fencing (deactivation, commanded)
 //! Fencing --deadline--> next step: Set FRU Activation(deactivate) -> FRU Control(cold reset)
 //!          -> Set Power Level 0 -> alert FenceUnconfirmed, next round from the first step (forever)
 //! Fencing/SelfFencing/Evacuating --hot-swap M1/M0 (event or Get Sensor Reading),
@@ -1128,7 +1129,14 @@ impl Shelf {
             self.counters.agent_ignored += 1;
             return;
         };
-        if self.blades[idx].cfg.partner != self.blades[reporter].cfg.slot {
+        // A failover is reported by the partner; an evacuation by the
+        // evacuating blade itself (it migrates its guests) or its partner.
+        let evacuating = matches!(
+            self.blades[idx].incident.map(|i| i.phase),
+            Some(Phase::Evacuating { .. })
+        );
+        let from_partner = self.blades[idx].cfg.partner == self.blades[reporter].cfg.slot;
+        if !(from_partner || (evacuating && reporter == idx)) {
             self.counters.agent_ignored += 1;
             warn!(
                 "slot {}: report about slot {failed_slot}, which is not its partner: ignored",

@@ -269,19 +269,20 @@ fn test_extraction_evacuates_then_deactivates() {
         requests(&outs).is_empty(),
         "no deactivation before the partner reports"
     );
-    // A report from a blade that is not the partner is ignored.
+    // A report quoting another decision is ignored.
     s.on_agent(
         20,
         1,
         AgentInput::AllReported {
             failed_slot: 1,
-            incident: d.incident,
+            incident: d.incident + 1,
         },
     );
     assert!(requests(&drain(&mut s)).is_empty());
+    // The evacuating blade's agent reports when its guests have moved.
     s.on_agent(
         30,
-        2,
+        1,
         AgentInput::AllReported {
             failed_slot: 1,
             incident: d.incident,
@@ -307,6 +308,44 @@ fn test_extraction_evacuates_then_deactivates() {
     );
     s.on_platform_event(90, 4, &hs(A, 4, Some(0x03)));
     assert!(s.blade(1).unwrap().incident.is_none());
+}
+
+#[test]
+fn test_evacuation_report_from_partner_or_self_only() {
+    let mut s = Shelf::new({
+        let mut c = config(false);
+        c.blades
+            .push(BladeConfig {
+                slot: 3,
+                ipmb_address: 0x86,
+                partner: 4,
+                hot_swap_sensor: None,
+            })
+            .unwrap();
+        c.blades
+            .push(BladeConfig {
+                slot: 4,
+                ipmb_address: 0x88,
+                partner: 3,
+                hot_swap_sensor: None,
+            })
+            .unwrap();
+        c
+    })
+    .unwrap();
+    let (d, _) = one_decision(&mut s, 0, 1, &hs(A, 5, Some(0x24)));
+    let report = AgentInput::AllReported {
+        failed_slot: 1,
+        incident: d.incident,
+    };
+    s.on_agent(10, 3, report.clone());
+    assert!(
+        requests(&drain(&mut s)).is_empty(),
+        "slot 3 is not involved"
+    );
+    assert_eq!(s.counters().agent_ignored, 1);
+    s.on_agent(20, 2, report);
+    assert_eq!(requests(&drain(&mut s))[0].2, cmd::CMD_SET_FRU_ACTIVATION);
 }
 
 #[test]
