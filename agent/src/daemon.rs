@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use shelfha_proto::host::definitions::{split, Assembler};
 use shelfha_proto::message::guest_name;
-use shelfha_proto::{Capabilities, Endpoint, Event, Health, Kind, Message, NodeId, SendError, SoftwareVersion, Waker};
+use shelfha_proto::{
+    Capabilities, Endpoint, Event, Health, Kind, Message, NodeId, SendError, SoftwareVersion, Waker,
+};
 
 use crate::hypervisor::{Hypervisor, HypervisorEvent, LifecycleKind};
 use crate::logic::sync::{KeeperAction, Outbox};
@@ -78,7 +80,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 fn version() -> SoftwareVersion {
-    let mut it = env!("CARGO_PKG_VERSION").split('.').map(|p| p.parse::<u16>().unwrap_or(0));
+    let mut it = env!("CARGO_PKG_VERSION")
+        .split('.')
+        .map(|p| p.parse::<u16>().unwrap_or(0));
     SoftwareVersion {
         major: it.next().unwrap_or(0),
         minor: it.next().unwrap_or(0),
@@ -87,11 +91,18 @@ fn version() -> SoftwareVersion {
 }
 
 /// Runs the agent until `stop` is set. `ep` must know the ShMC and the partner as peers.
-pub fn run<H: Hypervisor + 'static>(agent: Arc<Agent<H>>, mut ep: Endpoint, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+pub fn run<H: Hypervisor + 'static>(
+    agent: Arc<Agent<H>>,
+    mut ep: Endpoint,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<()> {
     let cfg = agent.config().clone();
     let partner = NodeId::blade(cfg.partner.slot).unwrap_or(NodeId(cfg.partner.slot));
     let (tx, rx) = mpsc::channel();
-    let out = Outbound { tx, waker: Arc::new(ep.waker()?) };
+    let out = Outbound {
+        tx,
+        waker: Arc::new(ep.waker()?),
+    };
     let shared = Arc::new(Shared {
         agent: Arc::clone(&agent),
         out: out.clone(),
@@ -127,7 +138,11 @@ pub fn run<H: Hypervisor + 'static>(agent: Arc<Agent<H>>, mut ep: Endpoint, stop
 
     let start = Instant::now();
     let now_ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let hello = Message::Hello { slot: cfg.slot, version: version(), capabilities: CAPABILITIES };
+    let hello = Message::Hello {
+        slot: cfg.slot,
+        version: version(),
+        capabilities: CAPABILITIES,
+    };
     let mut backlog: VecDeque<(NodeId, Message)> = VecDeque::new();
     backlog.push_back((NodeId::SHMC, hello.clone()));
     let mut hello_again: Option<Instant> = None;
@@ -141,7 +156,12 @@ pub fn run<H: Hypervisor + 'static>(agent: Arc<Agent<H>>, mut ep: Endpoint, stop
                 Event::Message { from, message, .. } => {
                     on_message(&shared, &mut keeper, &mut assembler, from, message);
                 }
-                Event::Acked { to, kind: Kind::Hello, status, .. } if to == NodeId::SHMC => {
+                Event::Acked {
+                    to,
+                    kind: Kind::Hello,
+                    status,
+                    ..
+                } if to == NodeId::SHMC => {
                     log::info!("registered with the ShMC ({status:?})");
                 }
                 Event::GaveUp { to, kind, seq } => {
@@ -179,14 +199,24 @@ pub fn run<H: Hypervisor + 'static>(agent: Arc<Agent<H>>, mut ep: Endpoint, stop
                 HEALTH_OK => Health::Ok,
                 _ => Health::Down,
             };
-            let hb = Message::Heartbeat { beat, health, protected, digest };
+            let hb = Message::Heartbeat {
+                beat,
+                health,
+                protected,
+                digest,
+            };
             for to in [NodeId::SHMC, partner] {
                 if let Err(e) = ep.send(to, &hb, now_ms()) {
                     log::debug!("heartbeat to {to}: {e}");
                 }
             }
         }
-        let mut timeout = u64::try_from(next_beat.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(0);
+        let mut timeout = u64::try_from(
+            next_beat
+                .saturating_duration_since(Instant::now())
+                .as_millis(),
+        )
+        .unwrap_or(0);
         if let Some(t) = ep.next_timeout_ms(now_ms()) {
             timeout = timeout.min(t);
         }
@@ -200,7 +230,10 @@ pub fn run<H: Hypervisor + 'static>(agent: Arc<Agent<H>>, mut ep: Endpoint, stop
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
-    std::thread::Builder::new().name(name.into()).spawn(f).map(|_| ())
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(|_| ())
 }
 
 fn on_message<H: Hypervisor + 'static>(
@@ -223,8 +256,11 @@ fn on_message<H: Hypervisor + 'static>(
             let stored = s.agent.partner_definitions();
             match keeper.on_heartbeat(&digest, &stored, Instant::now()) {
                 KeeperAction::Request => {
-                    log::info!("partner definitions differ from the partner's digest: requesting them");
-                    s.out.send(s.partner, Message::DefinitionRequest { name: None });
+                    log::info!(
+                        "partner definitions differ from the partner's digest: requesting them"
+                    );
+                    s.out
+                        .send(s.partner, Message::DefinitionRequest { name: None });
                 }
                 KeeperAction::Drop(stale) => {
                     let keep: Vec<&str> = stored
@@ -242,7 +278,10 @@ fn on_message<H: Hypervisor + 'static>(
         msg @ Message::DefinitionPush { .. } => match assembler.add(&msg) {
             Ok(Some((name, xml))) => match String::from_utf8(xml) {
                 Ok(xml) => {
-                    let def = GuestDef { name: name.as_str().to_owned(), xml };
+                    let def = GuestDef {
+                        name: name.as_str().to_owned(),
+                        xml,
+                    };
                     match s.agent.store_partner_definition(def) {
                         Ok(_) => keeper.received(name.as_str()),
                         Err(e) => log::error!("partner definition of `{name}`: {e}"),
@@ -255,7 +294,11 @@ fn on_message<H: Hypervisor + 'static>(
         },
         Message::DefinitionRemove { name } => {
             let keep: Vec<GuestDef> = s.agent.partner_definitions();
-            let keep: Vec<&str> = keep.iter().map(|d| d.name.as_str()).filter(|n| *n != name.as_str()).collect();
+            let keep: Vec<&str> = keep
+                .iter()
+                .map(|d| d.name.as_str())
+                .filter(|n| *n != name.as_str())
+                .collect();
             if let Err(e) = s.agent.retain_partner_definitions(&keep) {
                 log::error!("partner definitions: {e}");
             }
@@ -285,10 +328,16 @@ fn push_definitions<H: Hypervisor>(s: &Shared<H>, defs: &[GuestDef]) {
 /// Names of the guests an order concerns, for refusal reports.
 fn guests_of<H: Hypervisor + 'static>(s: &Shared<H>, order: &Order) -> Vec<String> {
     match order {
-        Order::RestartPartnerGuests { subset: Some(names), .. } => names.clone(),
-        Order::RestartPartnerGuests { subset: None, .. } => {
-            s.agent.partner_definitions().into_iter().map(|d| d.name).collect()
-        }
+        Order::RestartPartnerGuests {
+            subset: Some(names),
+            ..
+        } => names.clone(),
+        Order::RestartPartnerGuests { subset: None, .. } => s
+            .agent
+            .partner_definitions()
+            .into_iter()
+            .map(|d| d.name)
+            .collect(),
         Order::RestartGuest { name, .. } | Order::DestroyGuest { name, .. } => vec![name.clone()],
         Order::FenceSelf { .. } | Order::Evacuate { .. } => Vec::new(),
     }
@@ -298,7 +347,10 @@ fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) {
     let acceptance = match s.agent.accept(&order) {
         Ok(a) => a,
         Err(e) => {
-            log::error!("{}: cannot journal the order, not executed: {e}", order.key());
+            log::error!(
+                "{}: cannot journal the order, not executed: {e}",
+                order.key()
+            );
             return;
         }
     };
@@ -312,7 +364,8 @@ fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) {
         Acceptance::Done { outcomes, result } => {
             if net::streams_outcomes(&order) {
                 for o in &outcomes {
-                    s.out.send(NodeId::SHMC, net::outcome_message(&order, s.slot, o));
+                    s.out
+                        .send(NodeId::SHMC, net::outcome_message(&order, s.slot, o));
                 }
             }
             for m in net::final_messages(&order, s.slot, &result) {
@@ -360,7 +413,9 @@ fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<Hypervi
             Err(RecvTimeoutError::Disconnected) => return,
         };
         match ev {
-            HypervisorEvent::Lifecycle { name, kind, raw, .. } => {
+            HypervisorEvent::Lifecycle {
+                name, kind, raw, ..
+            } => {
                 log::debug!("lifecycle `{name}`: {kind:?} {raw:?}");
                 match kind {
                     LifecycleKind::Crashed if s.agent.reports_crash_of(&name) => {
@@ -370,7 +425,9 @@ fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<Hypervi
                             None => log::error!("guest name `{name}` cannot be reported"),
                         }
                     }
-                    LifecycleKind::Defined | LifecycleKind::Undefined => s.refresh.store(true, Ordering::SeqCst),
+                    LifecycleKind::Defined | LifecycleKind::Undefined => {
+                        s.refresh.store(true, Ordering::SeqCst)
+                    }
                     _ => {}
                 }
             }
@@ -417,14 +474,20 @@ fn prober_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, results: Sender<Resu
     }
 }
 
-fn watchdog_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, results: Receiver<Result<(), String>>) {
+fn watchdog_loop<H: Hypervisor + 'static>(
+    s: &Arc<Shared<H>>,
+    results: Receiver<Result<(), String>>,
+) {
     // A ping that has not answered after this long means libvirt does not answer.
     let timeout = (s.agent.config().heartbeat * 3).max(Duration::from_millis(1000));
     while !s.stop.load(Ordering::SeqCst) {
         let (healthy, why) = match results.recv_timeout(timeout) {
             Ok(Ok(())) => (true, String::new()),
             Ok(Err(e)) => (false, e),
-            Err(RecvTimeoutError::Timeout) => (false, format!("no answer within {} ms", timeout.as_millis())),
+            Err(RecvTimeoutError::Timeout) => (
+                false,
+                format!("no answer within {} ms", timeout.as_millis()),
+            ),
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let new = if healthy { HEALTH_OK } else { HEALTH_DOWN };

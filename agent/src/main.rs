@@ -47,7 +47,11 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    Ok(if cmd == "run" { Command::Run(config) } else { Command::Check(config) })
+    Ok(if cmd == "run" {
+        Command::Run(config)
+    } else {
+        Command::Check(config)
+    })
 }
 
 fn run(path: &std::path::Path) -> Result<(), String> {
@@ -61,15 +65,27 @@ fn run(path: &std::path::Path) -> Result<(), String> {
         cfg.shmc,
         cfg.libvirt_uri
     );
-    blade_agent::store::ensure_dir(&cfg.state_dir).map_err(|e| format!("{}: {e}", cfg.state_dir.display()))?;
+    blade_agent::store::ensure_dir(&cfg.state_dir)
+        .map_err(|e| format!("{}: {e}", cfg.state_dir.display()))?;
     let key = shelfha_proto::load_key(&cfg.key_file).map_err(|e| e.to_string())?;
-    let hv = Arc::new(LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone()).map_err(|e| e.to_string())?);
-    let me = NodeId::blade(cfg.slot).ok_or_else(|| format!("slot {} has no protocol id", cfg.slot))?;
-    let partner = NodeId::blade(cfg.partner.slot).ok_or_else(|| format!("slot {} has no protocol id", cfg.partner.slot))?;
-    let ep_cfg = EndpointConfig { seq: SeqSeed::File(cfg.state_dir.join("sequence")), ..EndpointConfig::default() };
-    let mut ep = Endpoint::bind(cfg.listen, me, key, ep_cfg).map_err(|e| format!("{}: {e}", cfg.listen))?;
-    ep.add_peer(NodeId::SHMC, Some(cfg.shmc)).map_err(|id| format!("cannot add peer {id}"))?;
-    ep.add_peer(partner, Some(cfg.partner.address)).map_err(|id| format!("cannot add peer {id}"))?;
+    let hv = Arc::new(
+        LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone())
+            .map_err(|e| e.to_string())?,
+    );
+    let me =
+        NodeId::blade(cfg.slot).ok_or_else(|| format!("slot {} has no protocol id", cfg.slot))?;
+    let partner = NodeId::blade(cfg.partner.slot)
+        .ok_or_else(|| format!("slot {} has no protocol id", cfg.partner.slot))?;
+    let ep_cfg = EndpointConfig {
+        seq: SeqSeed::File(cfg.state_dir.join("sequence")),
+        ..EndpointConfig::default()
+    };
+    let mut ep =
+        Endpoint::bind(cfg.listen, me, key, ep_cfg).map_err(|e| format!("{}: {e}", cfg.listen))?;
+    ep.add_peer(NodeId::SHMC, Some(cfg.shmc))
+        .map_err(|id| format!("cannot add peer {id}"))?;
+    ep.add_peer(partner, Some(cfg.partner.address))
+        .map_err(|id| format!("cannot add peer {id}"))?;
     let agent = Arc::new(Agent::new(hv, cfg).map_err(|e| e.to_string())?);
     blade_agent::daemon::run(agent, ep, Arc::new(AtomicBool::new(false))).map_err(|e| e.to_string())
 }
@@ -103,7 +119,9 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(path) => {
-            let logger = simple_logger::SimpleLogger::new().with_level(log::LevelFilter::Info).env();
+            let logger = simple_logger::SimpleLogger::new()
+                .with_level(log::LevelFilter::Info)
+                .env();
             if let Err(e) = logger.init() {
                 eprintln!("blade-agent: logger: {e}");
             }

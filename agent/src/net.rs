@@ -15,12 +15,21 @@ pub fn order_from(from: NodeId, msg: &Message) -> Option<Order> {
         return None;
     }
     match msg {
-        Message::FenceSelf { incident } => Some(Order::FenceSelf { incident: *incident }),
-        Message::RestartPartnerGuests { incident, failed_slot, fence, subset } => Some(Order::RestartPartnerGuests {
+        Message::FenceSelf { incident } => Some(Order::FenceSelf {
+            incident: *incident,
+        }),
+        Message::RestartPartnerGuests {
+            incident,
+            failed_slot,
+            fence,
+            subset,
+        } => Some(Order::RestartPartnerGuests {
             incident: *incident,
             failed_slot: *failed_slot,
             fence_confirmed: fence.is_confirmed(),
-            subset: subset.as_ref().map(|s| s.iter().map(|n| n.as_str().to_owned()).collect()),
+            subset: subset
+                .as_ref()
+                .map(|s| s.iter().map(|n| n.as_str().to_owned()).collect()),
         }),
         Message::RestartGuest { incident, name } => Some(Order::RestartGuest {
             incident: *incident,
@@ -30,7 +39,9 @@ pub fn order_from(from: NodeId, msg: &Message) -> Option<Order> {
             incident: *incident,
             name: name.as_str().to_owned(),
         }),
-        Message::Evacuate { incident, .. } => Some(Order::Evacuate { incident: *incident }),
+        Message::Evacuate { incident, .. } => Some(Order::Evacuate {
+            incident: *incident,
+        }),
         _ => None,
     }
 }
@@ -43,7 +54,10 @@ fn wire_name(name: &str) -> GuestName {
 
 /// The reason code for a hypervisor failure message.
 pub fn failure_reason(reason: &str) -> ReasonCode {
-    if reason.contains("resource busy") || reason.contains("Lockspace") || reason.contains("write\" lock") {
+    if reason.contains("resource busy")
+        || reason.contains("Lockspace")
+        || reason.contains("write\" lock")
+    {
         ReasonCode::DiskLocked
     } else if reason.contains("unavailable") {
         ReasonCode::Timeout
@@ -56,8 +70,13 @@ pub fn failure_reason(reason: &str) -> ReasonCode {
 pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
     match result {
         GuestResult::Started => (Outcome::Started, ReasonCode::None, String::new()),
-        GuestResult::AlreadyRunning => (Outcome::Started, ReasonCode::AlreadyRunning, String::new()),
-        GuestResult::NoMemory { needed_kib, available_kib } => (
+        GuestResult::AlreadyRunning => {
+            (Outcome::Started, ReasonCode::AlreadyRunning, String::new())
+        }
+        GuestResult::NoMemory {
+            needed_kib,
+            available_kib,
+        } => (
             Outcome::Refused,
             ReasonCode::NoMemory,
             format!("needs {needed_kib} KiB, {available_kib} KiB free"),
@@ -67,12 +86,22 @@ pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
         GuestResult::Stopped { graceful } => (
             Outcome::Started,
             ReasonCode::None,
-            if *graceful { "stopped: shut down" } else { "stopped: destroyed" }.to_owned(),
+            if *graceful {
+                "stopped: shut down"
+            } else {
+                "stopped: destroyed"
+            }
+            .to_owned(),
         ),
         GuestResult::Destroyed { killed } => (
             Outcome::Started,
             ReasonCode::None,
-            if *killed { "destroyed: QEMU killed" } else { "destroyed" }.to_owned(),
+            if *killed {
+                "destroyed: QEMU killed"
+            } else {
+                "destroyed"
+            }
+            .to_owned(),
         ),
         GuestResult::Failed { reason } => (Outcome::Failed, failure_reason(reason), reason.clone()),
     }
@@ -110,7 +139,12 @@ pub fn outcome_message(order: &Order, own_slot: u8, o: &GuestOutcome) -> Message
 /// The messages answering a refused order: one `Refused` outcome per guest concerned (all
 /// partner guests stored here for a restart, the named guest for RestartGuest) and the
 /// incident's `IncidentDone`; a refused FenceSelf cannot happen.
-pub fn refusal_messages(order: &Order, own_slot: u8, refusal: &Refusal, guests: &[String]) -> Vec<Message> {
+pub fn refusal_messages(
+    order: &Order,
+    own_slot: u8,
+    refusal: &Refusal,
+    guests: &[String],
+) -> Vec<Message> {
     let incident = order.incident();
     let slot = guests_slot(order, own_slot);
     let reason = match refusal {
@@ -151,7 +185,12 @@ pub fn final_messages(order: &Order, own_slot: u8, result: &OrderResult) -> Vec<
     let incident = order.incident();
     let slot = guests_slot(order, own_slot);
     match result {
-        OrderResult::Fenced(FenceReport { destroyed, killed, failed, .. }) => vec![Message::FenceSelfConfirmed {
+        OrderResult::Fenced(FenceReport {
+            destroyed,
+            killed,
+            failed,
+            ..
+        }) => vec![Message::FenceSelfConfirmed {
             incident,
             destroyed: *destroyed,
             killed: *killed,
@@ -160,7 +199,11 @@ pub fn final_messages(order: &Order, own_slot: u8, result: &OrderResult) -> Vec<
         OrderResult::Guests(outcomes) if matches!(order, Order::DestroyGuest { .. }) => outcomes
             .iter()
             .map(|o| match o.result {
-                GuestResult::Destroyed { killed } => Message::GuestDestroyed { incident, name: wire_name(&o.name), killed },
+                GuestResult::Destroyed { killed } => Message::GuestDestroyed {
+                    incident,
+                    name: wire_name(&o.name),
+                    killed,
+                },
                 _ => outcome_message(order, own_slot, o),
             })
             .collect(),
@@ -173,7 +216,13 @@ pub fn final_messages(order: &Order, own_slot: u8, result: &OrderResult) -> Vec<
                     _ => failed = failed.saturating_add(1),
                 }
             }
-            vec![Message::IncidentDone { incident, slot, started, refused, failed }]
+            vec![Message::IncidentDone {
+                incident,
+                slot,
+                started,
+                refused,
+                failed,
+            }]
         }
         OrderResult::Refused(r) => refusal_messages(order, own_slot, r, &[]),
     }
@@ -191,8 +240,15 @@ mod test {
     #[test]
     fn test_orders_only_from_shmc() {
         let m = Message::FenceSelf { incident: 5 };
-        assert_eq!(order_from(NodeId::SHMC, &m), Some(Order::FenceSelf { incident: 5 }));
-        assert_eq!(order_from(NodeId(2), &m), None, "a partner cannot order a fence");
+        assert_eq!(
+            order_from(NodeId::SHMC, &m),
+            Some(Order::FenceSelf { incident: 5 })
+        );
+        assert_eq!(
+            order_from(NodeId(2), &m),
+            None,
+            "a partner cannot order a fence"
+        );
         assert_eq!(order_from(NodeId::SHMC, &Message::HypervisorUp), None);
     }
 
@@ -206,7 +262,12 @@ mod test {
             (FenceProof::HotSwapM1, true),
             (FenceProof::SelfFenced, true),
         ] {
-            let m = Message::RestartPartnerGuests { incident: 9, failed_slot: 4, fence, subset: Some(subset.clone()) };
+            let m = Message::RestartPartnerGuests {
+                incident: 9,
+                failed_slot: 4,
+                fence,
+                subset: Some(subset.clone()),
+            };
             assert_eq!(
                 order_from(NodeId::SHMC, &m),
                 Some(Order::RestartPartnerGuests {
@@ -221,8 +282,18 @@ mod test {
 
     #[test]
     fn test_outcome_messages() {
-        let restart = Order::RestartPartnerGuests { incident: 3, failed_slot: 4, fence_confirmed: true, subset: None };
-        let o = GuestOutcome { incident: 3, name: "db".into(), result: GuestResult::AlreadyRunning, elapsed_ms: 40 };
+        let restart = Order::RestartPartnerGuests {
+            incident: 3,
+            failed_slot: 4,
+            fence_confirmed: true,
+            subset: None,
+        };
+        let o = GuestOutcome {
+            incident: 3,
+            name: "db".into(),
+            result: GuestResult::AlreadyRunning,
+            elapsed_ms: 40,
+        };
         assert_eq!(
             outcome_message(&restart, 3, &o),
             Message::GuestOutcome {
@@ -239,11 +310,25 @@ mod test {
         let o = GuestOutcome {
             incident: 3,
             name: "db".into(),
-            result: GuestResult::Failed { reason: long.into() },
+            result: GuestResult::Failed {
+                reason: long.into(),
+            },
             elapsed_ms: 1,
         };
-        let local = Order::RestartGuest { incident: 3, name: "db".into() };
-        let Message::GuestOutcome { outcome, reason, text, slot, .. } = outcome_message(&local, 3, &o) else { panic!() };
+        let local = Order::RestartGuest {
+            incident: 3,
+            name: "db".into(),
+        };
+        let Message::GuestOutcome {
+            outcome,
+            reason,
+            text,
+            slot,
+            ..
+        } = outcome_message(&local, 3, &o)
+        else {
+            panic!()
+        };
         assert_eq!(slot, 3, "RestartGuest reports our own slot");
         assert_eq!((outcome, reason), (Outcome::Failed, ReasonCode::DiskLocked));
         assert_eq!(text.len(), shelfha_proto::MAX_TEXT);
@@ -253,43 +338,122 @@ mod test {
 
     #[test]
     fn test_final_and_refusal_messages() {
-        let order = Order::RestartPartnerGuests { incident: 8, failed_slot: 2, fence_confirmed: true, subset: None };
+        let order = Order::RestartPartnerGuests {
+            incident: 8,
+            failed_slot: 2,
+            fence_confirmed: true,
+            subset: None,
+        };
         let outs = vec![
-            GuestOutcome { incident: 8, name: "a".into(), result: GuestResult::Started, elapsed_ms: 1 },
+            GuestOutcome {
+                incident: 8,
+                name: "a".into(),
+                result: GuestResult::Started,
+                elapsed_ms: 1,
+            },
             GuestOutcome {
                 incident: 8,
                 name: "b".into(),
-                result: GuestResult::NoMemory { needed_kib: 2, available_kib: 1 },
+                result: GuestResult::NoMemory {
+                    needed_kib: 2,
+                    available_kib: 1,
+                },
                 elapsed_ms: 1,
             },
-            GuestOutcome { incident: 8, name: "c".into(), result: GuestResult::Failed { reason: "x".into() }, elapsed_ms: 1 },
+            GuestOutcome {
+                incident: 8,
+                name: "c".into(),
+                result: GuestResult::Failed { reason: "x".into() },
+                elapsed_ms: 1,
+            },
         ];
         assert_eq!(
             final_messages(&order, 1, &OrderResult::Guests(outs)),
-            vec![Message::IncidentDone { incident: 8, slot: 2, started: 1, refused: 1, failed: 1 }]
+            vec![Message::IncidentDone {
+                incident: 8,
+                slot: 2,
+                started: 1,
+                refused: 1,
+                failed: 1
+            }]
         );
         let fence = Order::FenceSelf { incident: 9 };
-        let r = FenceReport { destroyed: 2, killed: 1, already_stopped: 3, failed: 0, elapsed_ms: 5 };
+        let r = FenceReport {
+            destroyed: 2,
+            killed: 1,
+            already_stopped: 3,
+            failed: 0,
+            elapsed_ms: 5,
+        };
         assert_eq!(
             final_messages(&fence, 1, &OrderResult::Fenced(r)),
-            vec![Message::FenceSelfConfirmed { incident: 9, destroyed: 2, killed: 1, remaining: 0 }]
+            vec![Message::FenceSelfConfirmed {
+                incident: 9,
+                destroyed: 2,
+                killed: 1,
+                remaining: 0
+            }]
         );
-        let destroy = Order::DestroyGuest { incident: 10, name: "a".into() };
-        let done = GuestOutcome { incident: 10, name: "a".into(), result: GuestResult::Destroyed { killed: true }, elapsed_ms: 3 };
+        let destroy = Order::DestroyGuest {
+            incident: 10,
+            name: "a".into(),
+        };
+        let done = GuestOutcome {
+            incident: 10,
+            name: "a".into(),
+            result: GuestResult::Destroyed { killed: true },
+            elapsed_ms: 3,
+        };
         assert_eq!(
             final_messages(&destroy, 1, &OrderResult::Guests(vec![done])),
-            vec![Message::GuestDestroyed { incident: 10, name: name("a"), killed: true }]
+            vec![Message::GuestDestroyed {
+                incident: 10,
+                name: name("a"),
+                killed: true
+            }]
         );
-        let stuck = GuestOutcome { incident: 10, name: "a".into(), result: GuestResult::Failed { reason: "x".into() }, elapsed_ms: 3 };
+        let stuck = GuestOutcome {
+            incident: 10,
+            name: "a".into(),
+            result: GuestResult::Failed { reason: "x".into() },
+            elapsed_ms: 3,
+        };
         assert!(matches!(
             final_messages(&destroy, 1, &OrderResult::Guests(vec![stuck]))[..],
-            [Message::GuestOutcome { outcome: Outcome::Failed, slot: 1, .. }]
+            [Message::GuestOutcome {
+                outcome: Outcome::Failed,
+                slot: 1,
+                ..
+            }]
         ));
-        assert!(!streams_outcomes(&destroy) && !streams_outcomes(&fence) && streams_outcomes(&order));
-        let msgs = refusal_messages(&order, 1, &Refusal::FenceNotConfirmed(2), &["a".into(), "b".into()]);
+        assert!(
+            !streams_outcomes(&destroy) && !streams_outcomes(&fence) && streams_outcomes(&order)
+        );
+        let msgs = refusal_messages(
+            &order,
+            1,
+            &Refusal::FenceNotConfirmed(2),
+            &["a".into(), "b".into()],
+        );
         assert_eq!(msgs.len(), 3);
         assert!(msgs.iter().all(|m| m.is_valid()));
-        assert!(matches!(&msgs[0], Message::GuestOutcome { reason: ReasonCode::FenceNotConfirmed, outcome: Outcome::Refused, .. }));
-        assert_eq!(msgs[2], Message::IncidentDone { incident: 8, slot: 2, started: 0, refused: 2, failed: 0 });
+        assert!(matches!(
+            &msgs[0],
+            Message::GuestOutcome {
+                reason: ReasonCode::FenceNotConfirmed,
+                outcome: Outcome::Refused,
+                ..
+            }
+        ));
+        assert_eq!(
+            msgs[2],
+            Message::IncidentDone {
+                incident: 8,
+                slot: 2,
+                started: 0,
+                refused: 2,
+                failed: 0
+            }
+        );
     }
 }

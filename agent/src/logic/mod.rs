@@ -230,7 +230,9 @@ impl<H: Hypervisor + 'static> Agent<H> {
             Order::RestartGuest { incident, name } => {
                 self.restart_guest(order, *incident, name, started, emit)
             }
-            Order::DestroyGuest { incident, name } => self.destroy_guest(order, *incident, name, started, emit),
+            Order::DestroyGuest { incident, name } => {
+                self.destroy_guest(order, *incident, name, started, emit)
+            }
             Order::Evacuate { incident } => self.evacuate(order, *incident, started, emit),
         };
         let result = match result {
@@ -648,9 +650,11 @@ impl<H: Hypervisor + 'static> Agent<H> {
         // Listing may hang like any libvirt call: fall back to the cached protected list.
         let (tx, rx) = mpsc::channel();
         let hv = Arc::clone(&self.hv);
-        let _ = std::thread::Builder::new().name("destroy-list".into()).spawn(move || {
-            let _ = tx.send(hv.list_guests());
-        });
+        let _ = std::thread::Builder::new()
+            .name("destroy-list".into())
+            .spawn(move || {
+                let _ = tx.send(hv.list_guests());
+            });
         let protected = match rx.recv_timeout(self.cfg.fence_timeout) {
             Ok(Ok(all)) => self.protected_of(&all).iter().any(|g| g.name == name),
             _ => lock(&self.protected).iter().any(|n| n == name),
@@ -662,17 +666,26 @@ impl<H: Hypervisor + 'static> Agent<H> {
         let deadline = started + self.cfg.fence_timeout;
         let (tx, rx) = mpsc::channel();
         let (hv, n) = (Arc::clone(&self.hv), name.to_owned());
-        let _ = std::thread::Builder::new().name("destroy".into()).spawn(move || {
-            let _ = tx.send(hv.destroy(&n));
-        });
+        let _ = std::thread::Builder::new()
+            .name("destroy".into())
+            .spawn(move || {
+                let _ = tx.send(hv.destroy(&n));
+            });
         let answer = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         let result = match answer {
-            Ok(Ok(())) | Ok(Err(HypervisorError::NoSuchGuest(_))) => GuestResult::Destroyed { killed: false },
+            Ok(Ok(())) | Ok(Err(HypervisorError::NoSuchGuest(_))) => {
+                GuestResult::Destroyed { killed: false }
+            }
             // "not running" and the like: the pid file decides below.
             Ok(Err(e)) => self.kill_guest(name, Some(e.to_string())),
             Err(_) => self.kill_guest(name, None),
         };
-        let o = GuestOutcome { incident, name: name.to_owned(), result, elapsed_ms: ms(started) };
+        let o = GuestOutcome {
+            incident,
+            name: name.to_owned(),
+            result,
+            elapsed_ms: ms(started),
+        };
         log::info!("{}: {:?} after {} ms", order.key(), o.result, o.elapsed_ms);
         Ok(OrderResult::Guests(vec![self.record(order, o, emit)?]))
     }
@@ -682,10 +695,15 @@ impl<H: Hypervisor + 'static> Agent<H> {
         match self.hv.qemu_pid(name) {
             None => GuestResult::Destroyed { killed: false },
             Some(pid) if fence::kill_and_wait(pid, KILL_WAIT) => {
-                log::warn!("`{name}`: QEMU pid {pid} killed directly ({})", libvirt_error.as_deref().unwrap_or("libvirt did not answer"));
+                log::warn!(
+                    "`{name}`: QEMU pid {pid} killed directly ({})",
+                    libvirt_error.as_deref().unwrap_or("libvirt did not answer")
+                );
                 GuestResult::Destroyed { killed: true }
             }
-            Some(pid) => GuestResult::Failed { reason: format!("QEMU pid {pid} still runs after SIGKILL") },
+            Some(pid) => GuestResult::Failed {
+                reason: format!("QEMU pid {pid} still runs after SIGKILL"),
+            },
         }
     }
 

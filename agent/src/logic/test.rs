@@ -478,19 +478,49 @@ fn test_destroy_guest() {
     hv.add("db", GuestState::Running, 10);
     hv.add("web", GuestState::Running, 10);
     let a = agent(&dir, &hv);
-    let (_, _, out) = run(&a, &Order::DestroyGuest { incident: 17, name: "db".into() });
-    assert_eq!(result_of(&out, "db"), &GuestResult::Destroyed { killed: false });
+    let (_, _, out) = run(
+        &a,
+        &Order::DestroyGuest {
+            incident: 17,
+            name: "db".into(),
+        },
+    );
+    assert_eq!(
+        result_of(&out, "db"),
+        &GuestResult::Destroyed { killed: false }
+    );
     assert_eq!(hv.state_of("db"), Some(GuestState::Shutoff));
     assert!(!a.is_fenced(), "a single destroy does not fence the blade");
     // libvirt hangs: the QEMU process is killed directly.
     a.local_definitions().unwrap();
-    let mut qemu = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let mut qemu = std::process::Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .unwrap();
     hv.set_pid("web", qemu.id() as i32);
     hv.set_hang(true);
-    let (_, _, out) = run(&a, &Order::DestroyGuest { incident: 17, name: "web".into() });
-    assert_eq!(result_of(&out, "web"), &GuestResult::Destroyed { killed: true });
+    let (_, _, out) = run(
+        &a,
+        &Order::DestroyGuest {
+            incident: 17,
+            name: "web".into(),
+        },
+    );
+    assert_eq!(
+        result_of(&out, "web"),
+        &GuestResult::Destroyed { killed: true }
+    );
     assert!(!qemu.wait().unwrap().success());
     hv.set_hang(false);
-    let (_, result, _) = run(&a, &Order::DestroyGuest { incident: 17, name: "ghost".into() });
-    assert_eq!(result, Some(OrderResult::Refused(Refusal::NotProtected("ghost".into()))));
+    let (_, result, _) = run(
+        &a,
+        &Order::DestroyGuest {
+            incident: 17,
+            name: "ghost".into(),
+        },
+    );
+    assert_eq!(
+        result,
+        Some(OrderResult::Refused(Refusal::NotProtected("ghost".into())))
+    );
 }

@@ -12,13 +12,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-
 use super::{ensure_dir, write_atomic};
 
 /// Longest accepted guest name (libvirt's own limit is larger; names travel in datagrams).
 pub const MAX_NAME_LEN: usize = shelfha_proto::MAX_NAME;
 /// Largest accepted domain XML (what the protocol's definition chunks can carry).
-pub const MAX_XML_LEN: usize = shelfha_proto::MAX_DEFINITION_CHUNKS as usize * shelfha_proto::DEFINITION_CHUNK;
+pub const MAX_XML_LEN: usize =
+    shelfha_proto::MAX_DEFINITION_CHUNKS as usize * shelfha_proto::DEFINITION_CHUNK;
 /// Most definitions kept for the partner.
 pub const MAX_PARTNER_GUESTS: usize = 256;
 
@@ -127,7 +127,10 @@ impl GuestDef {
 /// Digest of a set of definitions, independent of their order: the protocol's
 /// [`shelfha_proto::guest_set_digest`] over `(name, definition_digest(xml))`.
 pub fn digest<'a>(defs: impl IntoIterator<Item = &'a GuestDef>) -> [u8; 32] {
-    let mut entries: Vec<(&str, [u8; 32])> = defs.into_iter().map(|d| (d.name.as_str(), d.digest())).collect();
+    let mut entries: Vec<(&str, [u8; 32])> = defs
+        .into_iter()
+        .map(|d| (d.name.as_str(), d.digest()))
+        .collect();
     shelfha_proto::guest_set_digest(&mut entries)
 }
 

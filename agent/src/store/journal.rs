@@ -127,7 +127,11 @@ impl Journal {
             },
             Err(e) => return Err(io(e)),
         };
-        Ok(Journal { path, data, max_orders: MAX_ORDERS })
+        Ok(Journal {
+            path,
+            data,
+            max_orders: MAX_ORDERS,
+        })
     }
 
     fn set_aside(path: &Path) {

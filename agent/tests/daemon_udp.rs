@@ -1,0 +1,364 @@
+//! A running agent (daemon threads, real UDP sockets, libvirt's test driver) driven by a test
+//! ShMC endpoint and a test partner endpoint: registration, heartbeats, definition push and
+//! storage, refused and accepted takeovers, duplicate orders, orders from the wrong node, and
+//! forged / tampered / replayed / oversized datagrams that must have no effect.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use blade_agent::config::Config;
+use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
+use blade_agent::hypervisor::{GuestState, Hypervisor};
+use blade_agent::logic::Agent;
+use shelfha_proto::host::definitions::{split, Assembler};
+use shelfha_proto::message::guest_name;
+use shelfha_proto::{
+    seal, Endpoint, EndpointConfig, Event, FenceProof, Header, Health, Key, Message, NodeId,
+    Outcome, ReasonCode, SeqSeed, Verifier, MAX_FRAME,
+};
+
+const KEY: [u8; 32] = [0x5a; 32];
+const AGENT: NodeId = NodeId(1);
+const PARTNER: NodeId = NodeId(2);
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn endpoint(me: NodeId, seq: u64) -> Endpoint {
+    let cfg = EndpointConfig {
+        seq: SeqSeed::Fixed(seq),
+        ..EndpointConfig::default()
+    };
+    Endpoint::bind("127.0.0.1:0".parse().unwrap(), me, Key::new(KEY), cfg).unwrap()
+}
+
+/// Polls `ep` until `want` accepts a message or `timeout`; returns every message seen.
+fn collect(
+    ep: &mut Endpoint,
+    start: Instant,
+    timeout: Duration,
+    mut want: impl FnMut(&Message) -> bool,
+) -> (bool, Vec<Message>) {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        let now = start.elapsed().as_millis() as u64;
+        while let Some(ev) = ep.poll(now) {
+            if let Event::Message { message, .. } = ev {
+                let hit = want(&message);
+                seen.push(message);
+                if hit {
+                    return (true, seen);
+                }
+            }
+        }
+        ep.wait(Some(20)).unwrap();
+    }
+    (false, seen)
+}
+
+fn sealed(key: [u8; 32], sender: NodeId, seq: u64, msg: &Message) -> Vec<u8> {
+    let mut buf = [0u8; MAX_FRAME];
+    let n = seal(
+        &Key::new(key),
+        &Header {
+            sender,
+            dest: AGENT,
+            seq,
+        },
+        msg,
+        &mut buf,
+    )
+    .unwrap();
+    buf[..n].to_vec()
+}
+
+fn partner_xml(name: &str) -> String {
+    format!(
+        "<domain type='test'><name>{name}</name><memory unit='KiB'>1024</memory><vcpu>1</vcpu>\
+         <os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+}
+
+#[test]
+fn test_agent_over_udp() {
+    let dir = TempDir(std::env::temp_dir().join(format!("blade-agent-udp-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let t0 = Instant::now();
+    let mut shmc = endpoint(NodeId::SHMC, 1_000_000);
+    let mut partner = endpoint(PARTNER, 1_000_000);
+    let agent_ep = endpoint(AGENT, 1_000_000);
+    let agent_addr = agent_ep.local_addr().unwrap();
+    shmc.add_peer(AGENT, Some(agent_addr)).unwrap();
+    partner.add_peer(AGENT, Some(agent_addr)).unwrap();
+    let text = format!(
+        "slot = 1\nshmc = \"{}\"\nlisten = \"{agent_addr}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"test:///default\"\n\
+         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{}\"\n",
+        shmc.local_addr().unwrap(),
+        dir.0.display(),
+        partner.local_addr().unwrap()
+    );
+    let cfg = Config::parse(&text, Path::new("udp.toml")).unwrap();
+    let mut agent_ep = agent_ep;
+    agent_ep.add_peer(NodeId::SHMC, Some(cfg.shmc)).unwrap();
+    agent_ep
+        .add_peer(PARTNER, Some(cfg.partner.address))
+        .unwrap();
+    let hv = Arc::new(LibvirtHypervisor::open("test:///default", dir.0.join("run")).unwrap());
+    let agent = Arc::new(Agent::new(Arc::clone(&hv), cfg).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let daemon = {
+        let (agent, stop) = (Arc::clone(&agent), Arc::clone(&stop));
+        std::thread::spawn(move || blade_agent::daemon::run(agent, agent_ep, stop))
+    };
+
+    // Registration and heartbeats (the test driver's own domain "test" is protected).
+    let (ok, _) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(m, Message::Hello { slot: 1, .. })
+    });
+    assert!(ok, "no Hello");
+    let (ok, seen) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(
+            m,
+            Message::Heartbeat {
+                protected: 1,
+                health: Health::Ok,
+                ..
+            }
+        )
+    });
+    assert!(ok, "no heartbeat with one protected guest: {seen:?}");
+
+    // Our definition reaches the partner.
+    let mut asm = Assembler::new();
+    let mut pushed = None;
+    let (ok, _) = collect(&mut partner, t0, Duration::from_secs(5), |m| {
+        if let Ok(Some((name, xml))) = asm.add(m) {
+            pushed = Some((name.as_str().to_owned(), String::from_utf8(xml).unwrap()));
+            return true;
+        }
+        false
+    });
+    assert!(ok, "no definition pushed to the partner");
+    let (name, xml) = pushed.unwrap();
+    assert_eq!(name, "test");
+    assert!(xml.contains("<name>test</name>"));
+
+    // The partner pushes its guest's definition; the agent stores it.
+    for chunk in split("pg", partner_xml("pg").as_bytes()).unwrap() {
+        partner
+            .send(AGENT, &chunk, t0.elapsed().as_millis() as u64)
+            .unwrap();
+    }
+    let stored = dir.0.join("partner/pg.xml");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stored.exists() && Instant::now() < deadline {
+        let _ = collect(&mut partner, t0, Duration::from_millis(50), |_| false);
+    }
+    assert_eq!(std::fs::read_to_string(&stored).unwrap(), partner_xml("pg"));
+
+    // A takeover without a confirmed fence is refused; nothing starts.
+    let order = |fence| Message::RestartPartnerGuests {
+        incident: 42,
+        failed_slot: 2,
+        fence,
+        subset: None,
+    };
+    shmc.send(
+        AGENT,
+        &order(FenceProof::Unconfirmed),
+        t0.elapsed().as_millis() as u64,
+    )
+    .unwrap();
+    let (ok, seen) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(m, Message::IncidentDone { incident: 42, .. })
+    });
+    assert!(ok, "{seen:?}");
+    assert!(seen.iter().any(|m| matches!(
+        m,
+        Message::GuestOutcome {
+            outcome: Outcome::Refused,
+            reason: ReasonCode::FenceNotConfirmed,
+            ..
+        }
+    )));
+    assert!(matches!(
+        seen.last(),
+        Some(Message::IncidentDone {
+            slot: 2,
+            started: 0,
+            refused: 1,
+            failed: 0,
+            ..
+        })
+    ));
+    assert!(hv.state("pg").is_err(), "pg must not even be defined");
+
+    // With the fence confirmed it starts.
+    shmc.send(
+        AGENT,
+        &order(FenceProof::HotSwapM1),
+        t0.elapsed().as_millis() as u64,
+    )
+    .unwrap();
+    let (ok, seen) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(m, Message::IncidentDone { incident: 42, .. })
+    });
+    assert!(ok, "{seen:?}");
+    assert!(seen.iter().any(|m| matches!(
+        m,
+        Message::GuestOutcome {
+            outcome: Outcome::Started,
+            reason: ReasonCode::None,
+            slot: 2,
+            ..
+        }
+    )));
+    assert_eq!(hv.state("pg").unwrap(), GuestState::Running);
+    // The same order again (a new frame, e.g. after a ShMC restart): same answer, no second start.
+    hv.destroy("pg").unwrap();
+    shmc.send(
+        AGENT,
+        &order(FenceProof::HotSwapM1),
+        t0.elapsed().as_millis() as u64,
+    )
+    .unwrap();
+    let (ok, seen) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(m, Message::IncidentDone { incident: 42, .. })
+    });
+    assert!(ok, "{seen:?}");
+    assert!(matches!(
+        seen.last(),
+        Some(Message::IncidentDone {
+            started: 1,
+            refused: 0,
+            failed: 0,
+            ..
+        })
+    ));
+    assert_eq!(
+        hv.state("pg").unwrap(),
+        GuestState::Shutoff,
+        "duplicate order started the guest again"
+    );
+    hv.start("pg").unwrap();
+
+    // A FenceSelf from the partner (authentic, but not the ShMC) has no effect.
+    partner
+        .send(
+            AGENT,
+            &Message::FenceSelf { incident: 7 },
+            t0.elapsed().as_millis() as u64,
+        )
+        .ok();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(hv.state("test").unwrap(), GuestState::Running);
+
+    // From here a raw socket plays the ShMC (frames sealed by hand, answers checked with a
+    // Verifier): the agent follows the ShMC to the address of its latest authentic frame.
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    raw.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut verifier = Verifier::new(Key::new(KEY), NodeId::SHMC);
+    verifier.add_peer(AGENT).unwrap();
+    let mut read_raw =
+        |timeout: Duration, want: &dyn Fn(&Message) -> bool| -> (bool, Vec<Message>) {
+            let deadline = Instant::now() + timeout;
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 2048];
+            while Instant::now() < deadline {
+                if let Ok(n) = raw.recv(&mut buf) {
+                    // Retries of the agent's own commands (unacked here) are replays: skipped.
+                    if let Ok(rx) = verifier.open(&buf[..n]) {
+                        let hit = want(&rx.message);
+                        seen.push(rx.message);
+                        if hit {
+                            return (true, seen);
+                        }
+                    }
+                }
+            }
+            (false, seen)
+        };
+    let send = |bytes: &[u8]| {
+        raw.send_to(bytes, agent_addr).unwrap();
+    };
+    let fence = Message::FenceSelf { incident: 99 };
+    let probe = Message::RestartGuest {
+        incident: 98,
+        name: guest_name("nosuch").unwrap(),
+    };
+    let legit_probe = sealed(KEY, NodeId::SHMC, 5_000_001, &probe);
+    send(&legit_probe);
+    let is_probe_answer = |m: &Message| {
+        matches!(
+            m,
+            Message::GuestOutcome {
+                incident: 98,
+                reason: ReasonCode::NotProtected,
+                ..
+            }
+        )
+    };
+    let (ok, seen) = read_raw(Duration::from_secs(5), &is_probe_answer);
+    assert!(ok, "authentic frame not answered: {seen:?}");
+    let _ = read_raw(Duration::from_millis(300), &|_| false);
+    send(&legit_probe); // replay
+    let mut tampered = sealed(KEY, NodeId::SHMC, 5_000_002, &fence);
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    send(&tampered);
+    let mut body_tampered = sealed(KEY, NodeId::SHMC, 5_000_003, &fence);
+    body_tampered[12] ^= 0x40;
+    send(&body_tampered);
+    send(&sealed([0x11; 32], NodeId::SHMC, 5_000_004, &fence)); // forged: wrong key
+    send(&sealed(KEY, PARTNER, 5_000_005, &fence)); // authentic, but not from the ShMC
+    send(&[0u8; 1500]); // oversized
+    send(&legit_probe[..5]); // truncated
+    let (_, seen) = read_raw(Duration::from_secs(1), &|_| false);
+    assert!(
+        !seen.iter().any(is_probe_answer),
+        "replay answered: {seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|m| matches!(m, Message::FenceSelfConfirmed { .. })),
+        "{seen:?}"
+    );
+    assert_eq!(hv.state("test").unwrap(), GuestState::Running);
+    assert_eq!(hv.state("pg").unwrap(), GuestState::Running);
+    assert!(!agent.is_fenced());
+
+    // The agent still works: heartbeats continue and an authentic FenceSelf is carried out.
+    let (ok, _) = read_raw(Duration::from_secs(5), &|m| {
+        matches!(m, Message::Heartbeat { .. })
+    });
+    assert!(ok, "heartbeats stopped");
+    send(&sealed(KEY, NodeId::SHMC, 5_000_010, &fence));
+    let (ok, seen) = read_raw(Duration::from_secs(5), &|m| {
+        matches!(m, Message::FenceSelfConfirmed { incident: 99, .. })
+    });
+    assert!(ok, "{seen:?}");
+    assert!(matches!(
+        seen.last(),
+        Some(Message::FenceSelfConfirmed {
+            destroyed: 2,
+            killed: 0,
+            remaining: 0,
+            ..
+        })
+    ));
+    assert_eq!(hv.state("test").unwrap(), GuestState::Shutoff);
+    assert_eq!(hv.state("pg").unwrap(), GuestState::Shutoff);
+
+    stop.store(true, Ordering::SeqCst);
+    daemon.join().unwrap().unwrap();
+}
