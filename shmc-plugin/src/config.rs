@@ -1,5 +1,5 @@
 //! Shelf configuration: the core's view ([`ShelfConfig`], `no_std`) and, with
-//! the `std` feature, loading it from a TOML file ([`file`]).
+//! the `std` feature, loading it from a TOML file ([`mod@file`]).
 //!
 //! # Timing defaults
 //!

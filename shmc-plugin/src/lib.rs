@@ -3,6 +3,12 @@
 //! The core (everything but `host`) is `no_std` without an allocator: tables are
 //! `heapless` with sizes from [`capacity`], byte I/O goes through `embedded-io`,
 //! and time is always passed in as milliseconds.
+//!
+//! Layers: [`wire`] (IPMB bytes <-> messages), [`event`] (what an IPMC
+//! reported), [`classify`] (event -> failure class, pure), [`engine`] (the
+//! shelf: incidents, fencing, timers, orders), [`config`] (the core's
+//! configuration; TOML loading under `std`), and, with `std`, `host` (replay,
+//! the run loop over the IPMB device, the agent link, logging).
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(unsafe_code)]
 
@@ -11,6 +17,6 @@ pub mod classify;
 pub mod config;
 pub mod engine;
 pub mod event;
-pub mod wire;
 #[cfg(feature = "std")]
 pub mod host;
+pub mod wire;
