@@ -263,3 +263,9 @@ fn test_bad_config_names_line() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn test_deactivation_by_the_shelf_manager_is_commanded() {
+    let out = check("operator_deactivate.cap", &[(3000, "blade_lost", 3)]);
+    assert_eq!(summary(&out)["other_requests"].as_u64(), Some(1));
+}

@@ -544,6 +544,29 @@ impl Shelf {
         }
     }
 
+    /// A request sent by the shelf manager outside this core (seen in a
+    /// capture, or an operator command on the same bus): a deactivation of a
+    /// configured blade's FRU 0 (Set FRU Activation deactivate, Set Power
+    /// Level 0) makes its coming M4 -> M6/M1/M0 commanded, until it is back in M4.
+    pub fn on_own_request(&mut self, dest: u8, net_fn: u8, cmd_code: u8, data: &[u8]) {
+        let Some(idx) = self.index_of_address(dest) else {
+            return;
+        };
+        let deactivation = net_fn == cmd::NETFN_GROUP_EXT
+            && match (cmd_code, data) {
+                (cmd::CMD_SET_FRU_ACTIVATION, [cmd::PICMG_ID, 0, 0, ..]) => true,
+                (cmd::CMD_SET_POWER_LEVEL, [cmd::PICMG_ID, 0, 0, ..]) => true,
+                _ => false,
+            };
+        if deactivation {
+            info!(
+                "slot {}: deactivation sent by the shelf manager; its next deactivation is commanded",
+                self.blades[idx].cfg.slot
+            );
+            self.blades[idx].commanded = true;
+        }
+    }
+
     /// An input from the agent of `slot`.
     pub fn on_agent(&mut self, now: u64, slot: u8, input: AgentInput) {
         let Some(idx) = self.index_of_slot(slot) else {
@@ -1106,8 +1129,8 @@ impl Shelf {
 
     fn close_on_m4(&mut self, idx: usize) {
         let b = &mut self.blades[idx];
-        let Some(inc) = b.incident.take() else { return };
         b.commanded = false;
+        let Some(inc) = b.incident.take() else { return };
         if inc.confirmed || inc.class == Class::BladeExtraction {
             info!(
                 "slot {}: decision #{} closed: blade back in M4",

@@ -250,6 +250,48 @@ fn test_m4_to_m6_commanded_by_us_is_no_new_failure() {
 }
 
 #[test]
+fn test_deactivation_sent_by_the_shelf_manager_is_commanded() {
+    let mut s = shelf();
+    // Not a deactivation: activation, other FRU, another blade.
+    s.on_own_request(
+        A,
+        cmd::NETFN_GROUP_EXT,
+        cmd::CMD_SET_FRU_ACTIVATION,
+        &[0, 0, 1],
+    );
+    s.on_own_request(
+        A,
+        cmd::NETFN_GROUP_EXT,
+        cmd::CMD_SET_FRU_ACTIVATION,
+        &[0, 1, 0],
+    );
+    s.on_own_request(
+        B,
+        cmd::NETFN_GROUP_EXT,
+        cmd::CMD_SET_FRU_ACTIVATION,
+        &[0, 0, 0],
+    );
+    assert!(!s.blade(1).unwrap().commanded);
+    s.on_own_request(
+        A,
+        cmd::NETFN_GROUP_EXT,
+        cmd::CMD_SET_FRU_ACTIVATION,
+        &[0, 0, 0],
+    );
+    assert_eq!(
+        s.on_platform_event(10, 1, &hs(A, 6, Some(0x14))),
+        EventOutcome::Recorded(Record::Commanded)
+    );
+    s.on_platform_event(20, 2, &hs(A, 1, Some(0x16)));
+    assert!(drain(&mut s).is_empty());
+    // Back in M4: the next uncommanded deactivation is a failure again.
+    s.on_platform_event(30, 3, &hs(A, 4, Some(0x03)));
+    assert!(!s.blade(1).unwrap().commanded);
+    let (d, _) = one_decision(&mut s, 40, 4, &hs(A, 6, Some(0x94)));
+    assert_eq!(d.class, Class::BladeLost);
+}
+
+#[test]
 fn test_extraction_evacuates_then_deactivates() {
     let mut s = shelf();
     let (d, outs) = one_decision(&mut s, 10, 1, &hs(A, 5, Some(0x24)));

@@ -30,7 +30,9 @@
 //! The core runs with the capture's times: [`Shelf::poll`] before every
 //! message, so fence steps escalate as they would have. No IPMC answers in a
 //! replay: requests are only counted, but a fence we would have sent still
-//! makes a later M6/M1 "commanded". Probing is off: only the capture's events
+//! makes a later M6/M1 "commanded", and so does a deactivation request the
+//! capture shows the shelf manager (`own_address`) sending to a blade
+//! (Set FRU Activation deactivate or Set Power Level 0 for FRU 0). Probing is off: only the capture's events
 //! count (a capture holds no silence worth judging). Alerts go to the log
 //! (stderr), never to stdout.
 //!
@@ -257,6 +259,7 @@ pub fn replay(
     mut out: impl Write,
 ) -> Result<Summary, ReplayError> {
     cfg.probing = false;
+    let own_address = cfg.own_address;
     let mut shelf = Shelf::new(cfg).map_err(|_| ReplayError::BadLine {
         line: 0,
         reason: "invalid configuration",
@@ -315,7 +318,12 @@ pub fn replay(
                         _ => write_event(&mut out, t_ms, &ev)?,
                     },
                     Some(Err(_)) => sum.bad_events += 1,
-                    None => sum.other_requests += 1,
+                    None => {
+                        sum.other_requests += 1;
+                        if repr.rq_sa == own_address {
+                            shelf.on_own_request(repr.rs_sa, repr.net_fn, repr.cmd, repr.data);
+                        }
+                    }
                 }
             }
         }

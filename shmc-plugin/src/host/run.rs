@@ -119,7 +119,10 @@ fn handle(shelf: &mut Shelf, bus: &mut Bus, now: u64, repr: &Repr<'_>) {
             }
         }
         None => {
-            if repr.rs_sa == bus.own_address {
+            if repr.rq_sa == bus.own_address {
+                // Another sender on our address (shared bus): track its deactivations.
+                shelf.on_own_request(repr.rs_sa, repr.net_fn, repr.cmd, repr.data);
+            } else if repr.rs_sa == bus.own_address {
                 // 0xC1: invalid command.
                 bus.write(&Repr::response_to(repr, &[0xC1]));
             }
