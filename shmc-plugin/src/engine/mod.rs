@@ -553,11 +553,13 @@ impl Shelf {
             return;
         };
         let deactivation = net_fn == cmd::NETFN_GROUP_EXT
-            && match (cmd_code, data) {
-                (cmd::CMD_SET_FRU_ACTIVATION, [cmd::PICMG_ID, 0, 0, ..]) => true,
-                (cmd::CMD_SET_POWER_LEVEL, [cmd::PICMG_ID, 0, 0, ..]) => true,
-                _ => false,
-            };
+            && matches!(
+                (cmd_code, data),
+                (
+                    cmd::CMD_SET_FRU_ACTIVATION | cmd::CMD_SET_POWER_LEVEL,
+                    [cmd::PICMG_ID, 0, 0, ..]
+                )
+            );
         if deactivation {
             info!(
                 "slot {}: deactivation sent by the shelf manager; its next deactivation is commanded",
