@@ -160,6 +160,22 @@ fn carry_out(shelf: &mut Shelf, bus: &mut Bus, agents: &mut dyn AgentLink, now: 
     }
 }
 
+fn log_totals(shelf: &Shelf, bus: &Bus) {
+    let framed = if bus.stream {
+        bus.framer.stats()
+    } else {
+        &bus.stats
+    };
+    info!(
+        "totals: {} frames, {} bad, {} write errors; {:?}; {:?}",
+        framed.frames,
+        framed.bad_frames(),
+        bus.write_errors,
+        shelf.counters(),
+        shelf.request_stats()
+    );
+}
+
 fn open_device(cfg: &HostConfig) -> Result<File, RunError> {
     let path = &cfg.ipmb_device;
     let file = OpenOptions::new()
@@ -217,10 +233,11 @@ pub fn run(cfg: &HostConfig, agents: &mut dyn AgentLink) -> Result<(), RunError>
         if ipmb_ready {
             match nix::unistd::read(bus.file.as_fd(), &mut buf) {
                 Ok(0) => {
+                    log_totals(&shelf, &bus);
                     return Err(RunError::Device(
                         cfg.ipmb_device.clone(),
                         "closed (end of file)".into(),
-                    ))
+                    ));
                 }
                 Ok(n) => {
                     if bus.stream {
@@ -239,14 +256,9 @@ pub fn run(cfg: &HostConfig, agents: &mut dyn AgentLink) -> Result<(), RunError>
                             }
                         }
                     } else {
-                        let mut stats = bus.stats;
-                        match validate_message(&buf[..n], &mut stats) {
-                            Ok(repr) => {
-                                bus.stats = stats;
-                                handle(&mut shelf, &mut bus, now, &repr);
-                            }
+                        match validate_message(&buf[..n], &mut bus.stats) {
+                            Ok(repr) => handle(&mut shelf, &mut bus, now, &repr),
                             Err(e) => {
-                                bus.stats = stats;
                                 debug!("IPMB message rejected: {e}");
                                 if e == FrameError::TooLong {
                                     warn!("IPMB read of {n} bytes is not one message");
@@ -258,6 +270,7 @@ pub fn run(cfg: &HostConfig, agents: &mut dyn AgentLink) -> Result<(), RunError>
                 Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
                 Err(e) => {
                     error!("IPMB read failed: {e}");
+                    log_totals(&shelf, &bus);
                     return Err(RunError::Device(cfg.ipmb_device.clone(), e.to_string()));
                 }
             }
