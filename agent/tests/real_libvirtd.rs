@@ -1,0 +1,413 @@
+//! The agent against two real `libvirtd` daemons with QEMU (TCG), blades A and B, started and
+//! stopped by `tests/support/libvirt-blades.sh` (root; the packages `tests/ci.sh install`
+//! installs): partner restart from stored definitions (with virtlockd refusing a start while
+//! the original still runs), FenceSelf with libvirt answering and with libvirtd stopped
+//! (QEMU killed directly), a crash seen through lifecycle events and reported over UDP,
+//! RestartGuest, and HypervisorDown/Up when libvirtd dies and comes back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use blade_agent::config::Config;
+use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
+use blade_agent::hypervisor::{GuestState, Hypervisor};
+use blade_agent::logic::fence::is_running;
+use blade_agent::logic::{Acceptance, Agent};
+use blade_agent::net::failure_reason;
+use blade_agent::order::{GuestOutcome, GuestResult, Order, OrderResult};
+use shelfha_proto::message::guest_name;
+use shelfha_proto::{
+    Endpoint, EndpointConfig, Event, Key, Message, NodeId, Outcome, ReasonCode, SeqSeed,
+};
+
+/// Two daemons and their QEMUs per test: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn harness() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/libvirt-blades.sh")
+}
+
+fn sh(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(harness())
+        .args(args)
+        .output()
+        .expect("bash")
+}
+
+fn sh_ok(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "libvirt-blades.sh {args:?}: {}\n{}\n(packages missing? run `bash tests/ci.sh install`)",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Blades A and B; stopped and removed when dropped.
+struct Blades {
+    base: String,
+    a: String,
+    b: String,
+}
+
+impl Blades {
+    fn start(test: &str) -> Blades {
+        let base = format!("/var/tmp/agent-{test}-{}", std::process::id());
+        let out = sh_ok(&["start", &base]);
+        let uri = |k: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .expect("URI line")
+                .to_owned()
+        };
+        Blades {
+            a: uri("A="),
+            b: uri("B="),
+            base,
+        }
+    }
+
+    fn run_dir(&self, blade: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{blade}/run/libvirt/qemu", self.base))
+    }
+
+    fn guest_xml(&self, name: &str, disk: Option<&str>) -> String {
+        let mut args = vec!["guest-xml", name];
+        if let Some(d) = disk {
+            args.push(d);
+        }
+        sh_ok(&args)
+    }
+
+    fn qemu_pid(&self, blade: &str, name: &str) -> i32 {
+        sh_ok(&["qemu-pid", &self.base, blade, name])
+            .trim()
+            .parse()
+            .expect("qemu pid")
+    }
+}
+
+impl Drop for Blades {
+    fn drop(&mut self) {
+        let _ = sh(&["stop", &self.base]);
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn config(slot: u8, partner: u8, uri: &str, run_dir: &Path, state: &Path) -> Config {
+    let text = format!(
+        "slot = {slot}\nshmc = \"127.0.0.1:7300\"\nlisten = \"127.0.0.1:0\"\nlibvirt_uri = \"{uri}\"\n\
+         state_dir = \"{}\"\nqemu_run_dir = \"{}\"\nstart_workers = 1\nfence_timeout_ms = 500\n\
+         [partner]\nslot = {partner}\naddress = \"127.0.0.1:7301\"\n\
+         [guests.priority]\ng1 = 10\ng2 = 5\n",
+        state.display(),
+        run_dir.display()
+    );
+    Config::parse(&text, Path::new("real.toml")).unwrap()
+}
+
+fn agent(cfg: Config) -> (Arc<LibvirtHypervisor>, Agent<LibvirtHypervisor>) {
+    let hv = Arc::new(LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone()).unwrap());
+    let a = Agent::new(Arc::clone(&hv), cfg).unwrap();
+    (hv, a)
+}
+
+fn execute(a: &Agent<LibvirtHypervisor>, order: &Order) -> OrderResult {
+    assert_eq!(a.accept(order).unwrap(), Acceptance::Execute);
+    a.execute(order, &|_: &GuestOutcome| {}).unwrap()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn test_partner_restart_from_stored_definitions_and_fence() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let blades = Blades::start("restart");
+    let disk = sh_ok(&["shared-disk", &blades.base, "d1"])
+        .trim()
+        .to_owned();
+    let state = PathBuf::from(&blades.base);
+    let (hv_a, agent_a) = agent(config(
+        1,
+        2,
+        &blades.a,
+        &blades.run_dir("a"),
+        &state.join("state-a"),
+    ));
+    let (hv_b, agent_b) = agent(config(
+        2,
+        1,
+        &blades.b,
+        &blades.run_dir("b"),
+        &state.join("state-b"),
+    ));
+    hv_a.define(&blades.guest_xml("g1", Some(&disk))).unwrap();
+    hv_a.define(&blades.guest_xml("g2", None)).unwrap();
+    hv_a.start("g1").unwrap();
+    hv_a.start("g2").unwrap();
+
+    // A's definitions as the partner receives them, stored on B.
+    for d in agent_a.local_definitions().unwrap() {
+        agent_b.store_partner_definition(d).unwrap();
+    }
+    assert!(state.join("state-b/partner/g1.xml").exists());
+
+    // Second line: even with a (wrongly) confirmed fence, virtlockd refuses g1 on B while A runs it.
+    let early = Order::RestartPartnerGuests {
+        incident: 1,
+        failed_slot: 1,
+        fence_confirmed: true,
+        subset: Some(vec!["g1".into()]),
+    };
+    let OrderResult::Guests(out) = execute(&agent_b, &early) else {
+        panic!()
+    };
+    match &out[0].result {
+        GuestResult::Failed { reason } => {
+            assert_eq!(failure_reason(reason), ReasonCode::DiskLocked, "{reason}")
+        }
+        other => panic!("g1 started twice: {other:?}"),
+    }
+    assert!(!hv_b.state("g1").unwrap().is_active());
+
+    // FenceSelf on A with libvirt answering: both destroyed through libvirt.
+    let pids = [blades.qemu_pid("a", "g1"), blades.qemu_pid("a", "g2")];
+    let OrderResult::Fenced(r) = execute(&agent_a, &Order::FenceSelf { incident: 2 }) else {
+        panic!()
+    };
+    assert_eq!((r.destroyed, r.killed, r.failed), (2, 0, 0), "{r:?}");
+    assert!(
+        pids.iter().all(|&p| !is_running(p)),
+        "QEMU still runs after FenceSelf"
+    );
+    assert_eq!(hv_a.state("g1").unwrap(), GuestState::Shutoff);
+
+    // The takeover on B: highest priority first, from the stored XML.
+    let order = Order::RestartPartnerGuests {
+        incident: 3,
+        failed_slot: 1,
+        fence_confirmed: true,
+        subset: None,
+    };
+    let OrderResult::Guests(out) = execute(&agent_b, &order) else {
+        panic!()
+    };
+    let names: Vec<&str> = out.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, vec!["g1", "g2"]);
+    assert!(
+        out.iter().all(|o| o.result == GuestResult::Started),
+        "{out:?}"
+    );
+    assert_eq!(hv_b.state("g1").unwrap(), GuestState::Running);
+    assert_eq!(hv_b.state("g2").unwrap(), GuestState::Running);
+    assert!(is_running(blades.qemu_pid("b", "g1")));
+    // Not twice: the same order again answers from the journal; a new incident finds them running.
+    assert!(matches!(
+        agent_b.accept(&order).unwrap(),
+        Acceptance::Done { .. }
+    ));
+    let again = Order::RestartPartnerGuests {
+        incident: 4,
+        failed_slot: 1,
+        fence_confirmed: true,
+        subset: None,
+    };
+    let OrderResult::Guests(out) = execute(&agent_b, &again) else {
+        panic!()
+    };
+    assert!(
+        out.iter().all(|o| o.result == GuestResult::AlreadyRunning),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn test_fence_self_kills_qemu_when_libvirtd_does_not_answer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let blades = Blades::start("fencekill");
+    let state = PathBuf::from(&blades.base).join("state-a");
+    let (hv, agent) = agent(config(1, 2, &blades.a, &blades.run_dir("a"), &state));
+    for g in ["g1", "g2"] {
+        hv.define(&blades.guest_xml(g, None)).unwrap();
+        hv.start(g).unwrap();
+    }
+    agent.local_definitions().unwrap(); // the periodic listing: the last known protected guests
+    let pids = [blades.qemu_pid("a", "g1"), blades.qemu_pid("a", "g2")];
+    let libvirtd = sh_ok(&["pid", &blades.base, "a", "libvirtd"])
+        .trim()
+        .to_owned();
+    let status = Command::new("kill")
+        .args(["-STOP", &libvirtd])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let result = execute(&agent, &Order::FenceSelf { incident: 1 });
+    let _ = Command::new("kill").args(["-CONT", &libvirtd]).status();
+    let OrderResult::Fenced(r) = result else {
+        panic!()
+    };
+    assert_eq!((r.destroyed, r.killed, r.failed), (0, 2, 0), "{r:?}");
+    assert!(
+        pids.iter().all(|&p| !is_running(p)),
+        "QEMU still runs after FenceSelf"
+    );
+    // libvirt, once it runs again, sees them stopped.
+    wait_until(
+        "libvirt to see g1 and g2 stopped",
+        Duration::from_secs(20),
+        || {
+            ["g1", "g2"]
+                .iter()
+                .all(|g| hv.state(g).is_ok_and(|s| !s.is_active()))
+        },
+    );
+}
+
+fn poll_for(
+    ep: &mut Endpoint,
+    t0: Instant,
+    timeout: Duration,
+    want: impl Fn(&Message) -> bool,
+) -> Vec<Message> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        while let Some(ev) = ep.poll(t0.elapsed().as_millis() as u64) {
+            if let Event::Message { message, .. } = ev {
+                let hit = want(&message);
+                seen.push(message);
+                if hit {
+                    return seen;
+                }
+            }
+        }
+        ep.wait(Some(20)).unwrap();
+    }
+    panic!("timed out; seen: {seen:?}");
+}
+
+#[test]
+fn test_crash_reported_and_restarted_and_hypervisor_loss() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let blades = Blades::start("crash");
+    let key = [0x33; 32];
+    let ep_cfg = || EndpointConfig {
+        seq: SeqSeed::Fixed(1),
+        ..EndpointConfig::default()
+    };
+    let mut shmc = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        NodeId::SHMC,
+        Key::new(key),
+        ep_cfg(),
+    )
+    .unwrap();
+    let mut agent_ep = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        NodeId(1),
+        Key::new(key),
+        ep_cfg(),
+    )
+    .unwrap();
+    let partner = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        NodeId(2),
+        Key::new(key),
+        ep_cfg(),
+    )
+    .unwrap();
+    shmc.add_peer(NodeId(1), Some(agent_ep.local_addr().unwrap()))
+        .unwrap();
+    agent_ep
+        .add_peer(NodeId::SHMC, Some(shmc.local_addr().unwrap()))
+        .unwrap();
+    agent_ep
+        .add_peer(NodeId(2), Some(partner.local_addr().unwrap()))
+        .unwrap();
+
+    let state = PathBuf::from(&blades.base).join("state-a");
+    let mut cfg = config(1, 2, &blades.a, &blades.run_dir("a"), &state);
+    cfg.heartbeat = Duration::from_millis(100);
+    let (hv, agent) = agent(cfg);
+    hv.define(&blades.guest_xml("g1", None)).unwrap();
+    hv.start("g1").unwrap();
+    let agent = Arc::new(agent);
+    let stop = Arc::new(AtomicBool::new(false));
+    let daemon = {
+        let (agent, stop) = (Arc::clone(&agent), Arc::clone(&stop));
+        std::thread::spawn(move || blade_agent::daemon::run(agent, agent_ep, stop))
+    };
+    let t0 = Instant::now();
+    poll_for(&mut shmc, t0, Duration::from_secs(10), |m| {
+        matches!(m, Message::Heartbeat { protected: 1, .. })
+    });
+    // The protected list is refreshed with the heartbeat's listing; give it one round.
+    wait_until("g1 known as protected", Duration::from_secs(5), || {
+        agent.reports_crash_of("g1")
+    });
+
+    // QEMU dies: libvirt's lifecycle event becomes GuestCrashed.
+    let old_pid = blades.qemu_pid("a", "g1");
+    sh_ok(&["kill-qemu", &blades.base, "a", "g1"]);
+    poll_for(
+        &mut shmc,
+        t0,
+        Duration::from_secs(10),
+        |m| matches!(m, Message::GuestCrashed { name } if name.as_str() == "g1"),
+    );
+
+    // The ShMC orders a local restart.
+    let order = Message::RestartGuest {
+        incident: 7,
+        name: guest_name("g1").unwrap(),
+    };
+    shmc.send(NodeId(1), &order, t0.elapsed().as_millis() as u64)
+        .unwrap();
+    let seen = poll_for(&mut shmc, t0, Duration::from_secs(10), |m| {
+        matches!(m, Message::IncidentDone { incident: 7, .. })
+    });
+    assert!(
+        seen.iter().any(|m| matches!(
+            m,
+            Message::GuestOutcome {
+                incident: 7,
+                outcome: Outcome::Started,
+                slot: 1,
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    assert_eq!(hv.state("g1").unwrap(), GuestState::Running);
+    assert_ne!(blades.qemu_pid("a", "g1"), old_pid);
+
+    // libvirtd dies (guests keep running): HypervisorDown; back: HypervisorUp.
+    sh_ok(&["kill-libvirtd", &blades.base, "a"]);
+    poll_for(&mut shmc, t0, Duration::from_secs(15), |m| {
+        matches!(m, Message::HypervisorDown)
+    });
+    sh_ok(&["start-libvirtd", &blades.base, "a"]);
+    poll_for(&mut shmc, t0, Duration::from_secs(20), |m| {
+        matches!(m, Message::HypervisorUp)
+    });
+    assert_eq!(
+        hv.state("g1").unwrap(),
+        GuestState::Running,
+        "the guest survived the daemon restart"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    daemon.join().unwrap().unwrap();
+}
