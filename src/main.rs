@@ -21,6 +21,14 @@ USAGE:
         Reports (ready, state changes, errors) are JSON lines on stdout.
         Defaults: --shmc 0x20; the simulation ends with its input.
 
+    shelfha demo [--scenario NAME[,NAME...]] [--guests N]
+        A simulated two-blade shelf in one process (no daemons, no root, no KVM):
+        the ShMC core hears emulated IPMCs over IPMB frames, each blade's agent
+        drives libvirt's in-process test driver. Injects failures one after the
+        other (alternating blades) and prints each failover's timeline.
+        NAME: hardware, watchdog, os-stop, agent-silent, hypervisor, extraction.
+        Defaults: --scenario hardware,watchdog --guests 3.
+
     shelfha --help | --version
 ";
 
@@ -59,10 +67,47 @@ fn simulate(args: &[String]) -> Result<(), String> {
     .map_err(|e| format!("simulator: {e}"))
 }
 
+fn demo(args: &[String]) -> Result<(), String> {
+    let mut opts = shelfha::demo::Options::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--scenario" => {
+                opts.scenarios = value("--scenario")?
+                    .split(',')
+                    .map(|s| {
+                        shelfha::demo::Scenario::parse(s.trim()).ok_or(format!(
+                            "unknown scenario {s:?} (one of: {})",
+                            shelfha::demo::Scenario::NAMES
+                        ))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--guests" => {
+                let v = value("--guests")?;
+                opts.guests = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or(format!("--guests {v:?}: expected 1..=64"))?;
+            }
+            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    shelfha::demo::run(&opts)
+}
+
 fn main() -> ExitCode {
+    // Component logs (the core's decisions, the agents' actions) on stderr: SHELFHA_LOG=info|debug.
+    if let Ok(level) = std::env::var("SHELFHA_LOG") {
+        let level = level.parse().unwrap_or(log::LevelFilter::Info);
+        let _ = simple_logger::SimpleLogger::new().with_level(level).init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("simulate") => simulate(&args[1..]),
+        Some("demo") => demo(&args[1..]),
         Some("--version") | Some("-V") => {
             println!("shelfha {}", env!("CARGO_PKG_VERSION"));
             Ok(())
