@@ -30,11 +30,14 @@ use crate::net;
 use crate::order::{Order, OrderResult};
 
 use crate::store::definitions::GuestDef;
+use crate::store::floors;
 
 /// How often the protected guests are listed even without a lifecycle event.
 pub const DEFINITION_REFRESH: Duration = Duration::from_secs(2);
 /// Time before an unacknowledged Hello is sent again after the endpoint gave up.
 const HELLO_RETRY: Duration = Duration::from_secs(1);
+/// Replay floors are written at most this often for non-order messages.
+const FLOORS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait in the protocol loop while messages are queued behind a full endpoint.
 const BACKLOG_POLL_MS: u64 = 10;
 
@@ -136,6 +139,14 @@ pub fn run<H: Hypervisor + 'static>(
         handle_order(&shared, order);
     }
 
+    for (id, floor) in floors::load(&cfg.state_dir) {
+        if ep.set_floor(NodeId(id), floor) {
+            log::info!("replay floor of {}: {floor}", NodeId(id));
+        }
+    }
+    let mut floors_saved = Instant::now();
+    let (mut floors_dirty, mut floors_now) = (false, false);
+
     let start = Instant::now();
     let now_ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     let hello = Message::Hello {
@@ -154,6 +165,9 @@ pub fn run<H: Hypervisor + 'static>(
         while let Some(ev) = ep.poll(now_ms()) {
             match ev {
                 Event::Message { from, message, .. } => {
+                    // Orders are saved at once, heartbeats and pushes at most once per second.
+                    floors_dirty = true;
+                    floors_now |= message.kind().from_shmc() == Some(true);
                     on_message(&shared, &mut keeper, &mut assembler, from, message);
                 }
                 Event::Acked {
@@ -172,6 +186,14 @@ pub fn run<H: Hypervisor + 'static>(
                 }
                 Event::Acked { .. } => {}
             }
+        }
+        if floors_dirty && (floors_now || floors_saved.elapsed() >= FLOORS_SAVE_INTERVAL) {
+            let highest = ep.peer_highest().map(|(id, seq)| (id.0, seq)).collect();
+            if let Err(e) = floors::save(&cfg.state_dir, &highest) {
+                log::error!("cannot save replay floors: {e}");
+            }
+            floors_saved = Instant::now();
+            (floors_dirty, floors_now) = (false, false);
         }
         if hello_again.is_some_and(|t| Instant::now() >= t) {
             hello_again = None;
@@ -368,7 +390,13 @@ fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) {
                         .send(NodeId::SHMC, net::outcome_message(&order, s.slot, o));
                 }
             }
-            for m in net::final_messages(&order, s.slot, &result) {
+            let msgs = match &result {
+                OrderResult::Refused(r) => {
+                    net::refusal_messages(&order, s.slot, r, &guests_of(s, &order))
+                }
+                _ => net::final_messages(&order, s.slot, &result),
+            };
+            for m in msgs {
                 s.out.send(NodeId::SHMC, m);
             }
         }

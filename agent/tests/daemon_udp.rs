@@ -361,4 +361,145 @@ fn test_agent_over_udp() {
 
     stop.store(true, Ordering::SeqCst);
     daemon.join().unwrap().unwrap();
+
+    // An agent restarted on the same state directory still rejects the old frame (replay
+    // floors are persisted) but answers a fresh one.
+    let mut ep2 = endpoint(AGENT, 2_000_000);
+    let addr2 = ep2.local_addr().unwrap();
+    ep2.add_peer(NodeId::SHMC, Some(shmc.local_addr().unwrap()))
+        .unwrap();
+    ep2.add_peer(PARTNER, Some(partner.local_addr().unwrap()))
+        .unwrap();
+    let cfg2 = Config::parse(&text, Path::new("udp.toml")).unwrap();
+    let agent2 = Arc::new(Agent::new(Arc::clone(&hv), cfg2).unwrap());
+    let stop2 = Arc::new(AtomicBool::new(false));
+    let daemon2 = {
+        let (agent, stop) = (Arc::clone(&agent2), Arc::clone(&stop2));
+        std::thread::spawn(move || blade_agent::daemon::run(agent, ep2, stop))
+    };
+    raw.send_to(&legit_probe, addr2).unwrap();
+    let (_, seen) = read_raw(Duration::from_secs(1), &|_| false);
+    let about_98 = |m: &Message| {
+        matches!(
+            m,
+            Message::GuestOutcome { incident: 98, .. } | Message::IncidentDone { incident: 98, .. }
+        )
+    };
+    assert!(
+        !seen.iter().any(about_98),
+        "old frame accepted after restart: {seen:?}"
+    );
+    let probe2 = Message::RestartGuest {
+        incident: 97,
+        name: guest_name("nosuch").unwrap(),
+    };
+    raw.send_to(&sealed(KEY, NodeId::SHMC, 5_000_020, &probe2), addr2)
+        .unwrap();
+    let (ok, seen) = read_raw(Duration::from_secs(5), &|m| {
+        matches!(m, Message::GuestOutcome { incident: 97, .. })
+    });
+    assert!(ok, "restarted agent does not answer: {seen:?}");
+    stop2.store(true, Ordering::SeqCst);
+    daemon2.join().unwrap().unwrap();
+}
+
+/// Two running agents: each pushes its definitions to the other; a stale copy (an outdated
+/// definition and one of a guest the partner no longer has) is repaired through the digest in
+/// the heartbeats.
+#[test]
+fn test_partner_definitions_sync_and_drift_repair() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("blade-agent-sync-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let shmc = endpoint(NodeId::SHMC, 1);
+    let mut eps = [endpoint(AGENT, 1), endpoint(PARTNER, 1)];
+    let addrs = [eps[0].local_addr().unwrap(), eps[1].local_addr().unwrap()];
+    let stale_dir = dir.0.join("b/partner");
+    std::fs::create_dir_all(&stale_dir).unwrap();
+    std::fs::write(stale_dir.join("ghost.xml"), partner_xml("ghost")).unwrap();
+    std::fs::write(stale_dir.join("test.xml"), partner_xml("test")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut daemons = Vec::new();
+    let mut hvs = Vec::new();
+    for (i, (slot, partner_slot)) in [(1u8, 2u8), (2, 1)].into_iter().enumerate() {
+        let state = dir.0.join(if i == 0 { "a" } else { "b" });
+        let text = format!(
+            "slot = {slot}\nshmc = \"{}\"\nlisten = \"{}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"test:///default\"\n\
+             heartbeat_ms = 50\n[partner]\nslot = {partner_slot}\naddress = \"{}\"\n",
+            shmc.local_addr().unwrap(),
+            addrs[i],
+            state.display(),
+            addrs[1 - i]
+        );
+        let cfg = Config::parse(&text, Path::new("sync.toml")).unwrap();
+        let mut ep = std::mem::replace(&mut eps[i], endpoint(NodeId(9), 1));
+        ep.add_peer(NodeId::SHMC, Some(cfg.shmc)).unwrap();
+        ep.add_peer(NodeId(partner_slot), Some(cfg.partner.address))
+            .unwrap();
+        let hv = Arc::new(LibvirtHypervisor::open("test:///default", state.join("run")).unwrap());
+        let agent = Arc::new(Agent::new(Arc::clone(&hv), cfg).unwrap());
+        let stop = Arc::clone(&stop);
+        daemons.push(std::thread::spawn(move || {
+            blade_agent::daemon::run(agent, ep, stop)
+        }));
+        hvs.push(hv);
+    }
+    let a_test_xml = hvs[0]
+        .list_guests()
+        .unwrap()
+        .into_iter()
+        .find(|g| g.name == "test")
+        .unwrap()
+        .xml;
+    let b_test_xml = hvs[1]
+        .list_guests()
+        .unwrap()
+        .into_iter()
+        .find(|g| g.name == "test")
+        .unwrap()
+        .xml;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let listing = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(p)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    loop {
+        let b_ok = listing(&stale_dir) == ["test.xml"]
+            && std::fs::read_to_string(stale_dir.join("test.xml"))
+                .ok()
+                .as_deref()
+                == Some(a_test_xml.as_str());
+        let a_ok = std::fs::read_to_string(dir.0.join("a/partner/test.xml"))
+            .ok()
+            .as_deref()
+            == Some(b_test_xml.as_str());
+        if a_ok && b_ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not repaired: b has {:?}, a has {:?}",
+            listing(&stale_dir),
+            listing(&dir.0.join("a/partner"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A guest defined later on A reaches B too (lifecycle event -> push).
+    hvs[0].define(&partner_xml("late")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stale_dir.join("late.xml").exists() {
+        assert!(Instant::now() < deadline, "late definition not pushed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for d in daemons {
+        d.join().unwrap().unwrap();
+    }
 }

@@ -1,9 +1,11 @@
 //! Everything the agent keeps on disk, under its state directory: the journal of orders and
-//! takeovers (`journal`), and the partner's guest definitions (`definitions`). Every file is
+//! takeovers (`journal`), the partner's guest definitions (`definitions`), and the protocol
+//! replay floors (`floors`). Every file is
 //! replaced atomically ([`write_atomic`]): a crash leaves the old or the new version, never a
 //! torn one.
 
 pub mod definitions;
+pub mod floors;
 pub mod journal;
 
 use std::fs::{self, File, OpenOptions};
