@@ -5,189 +5,13 @@
 //! Needs root and the packages `bash tests/ci.sh install` installs. Run one test alone:
 //! `cargo test -p shelfha --test libvirt_blades -- second_start_refused_until_qemu_killed`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Mutex;
+#[path = "support/blades.rs"]
+mod blades;
+
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-/// The blades are heavy (two daemons, QEMU) and share loop devices: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn harness_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/libvirt-blades.sh")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(what: &str, out: &Output) -> String {
-    format!(
-        "{what}: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        text(&out.stdout).trim(),
-        text(&out.stderr).trim()
-    )
-}
-
-/// Two running blades; stopped (and their directory removed on success) when dropped.
-struct Blades {
-    base: PathBuf,
-    a: String,
-    b: String,
-}
-
-impl Blades {
-    fn start(test: &str) -> Blades {
-        assert!(
-            Command::new("id")
-                .arg("-u")
-                .output()
-                .map(|o| text(&o.stdout).trim() == "0")
-                .unwrap_or(false),
-            "libvirt blade tests need root (they run libvirtd and QEMU)"
-        );
-        Blades::start_at(PathBuf::from(format!(
-            "/var/tmp/shelfha-blades-{}-{}",
-            test,
-            std::process::id()
-        )))
-    }
-
-    /// Starts blades in `base`; whatever an earlier run left there is stopped first.
-    fn start_at(base: PathBuf) -> Blades {
-        let out = run(Command::new("bash")
-            .arg(harness_path())
-            .arg("start")
-            .arg(&base));
-        assert!(
-            out.status.success(),
-            "{}\n(packages missing? run `bash tests/ci.sh install`)",
-            describe("libvirt-blades.sh start", &out)
-        );
-        let stdout = text(&out.stdout);
-        let uri = |key: &str| {
-            stdout
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .unwrap_or_else(|| panic!("no {key} line in: {stdout}"))
-                .to_string()
-        };
-        let (a, b) = (uri("A="), uri("B="));
-        Blades { base, a, b }
-    }
-
-    fn uri(&self, blade: char) -> &str {
-        match blade {
-            'a' => &self.a,
-            'b' => &self.b,
-            _ => panic!("blade {blade}"),
-        }
-    }
-
-    /// Runs a harness subcommand on these blades; panics unless it succeeds.
-    fn harness(&self, cmd: &str, args: &[&str]) -> String {
-        let out = run(Command::new("bash")
-            .arg(harness_path())
-            .arg(cmd)
-            .arg(&self.base)
-            .args(args));
-        assert!(
-            out.status.success(),
-            "{}",
-            describe(&format!("libvirt-blades.sh {cmd} {args:?}"), &out)
-        );
-        text(&out.stdout).trim().to_string()
-    }
-
-    fn virsh(&self, blade: char, args: &[&str]) -> Output {
-        run(Command::new("virsh")
-            .arg("-q")
-            .arg("-c")
-            .arg(self.uri(blade))
-            .args(args))
-    }
-
-    /// virsh that must succeed; returns its trimmed stdout.
-    fn virsh_ok(&self, blade: char, args: &[&str]) -> String {
-        let out = self.virsh(blade, args);
-        assert!(
-            out.status.success(),
-            "{}",
-            describe(&format!("virsh on blade {blade} {args:?}"), &out)
-        );
-        text(&out.stdout).trim().to_string()
-    }
-
-    fn domstate(&self, blade: char, guest: &str) -> String {
-        self.virsh_ok(blade, &["domstate", guest])
-    }
-
-    /// Defines a guest from the harness's template on the given blades.
-    fn define(&self, blades: &[char], guest: &str, disk: Option<&str>) {
-        let mut args = vec![guest];
-        args.extend(disk);
-        let out = run(Command::new("bash")
-            .arg(harness_path())
-            .arg("guest-xml")
-            .args(&args));
-        assert!(out.status.success(), "{}", describe("guest-xml", &out));
-        let xml = self.base.join(format!("{guest}.xml"));
-        std::fs::write(&xml, &out.stdout).expect("write guest XML");
-        for &blade in blades {
-            self.virsh_ok(blade, &["define", xml.to_str().expect("utf-8 path")]);
-        }
-    }
-
-    /// PID of the guest's QEMU on a blade, from libvirt's run directory.
-    fn qemu_pid(&self, blade: char, guest: &str) -> u32 {
-        let pid = self.harness("qemu-pid", &[&blade.to_string(), guest]);
-        pid.parse()
-            .unwrap_or_else(|_| panic!("qemu-pid printed {pid:?}"))
-    }
-}
-
-impl Drop for Blades {
-    fn drop(&mut self) {
-        let out = Command::new("bash")
-            .arg(harness_path())
-            .arg("stop")
-            .arg(&self.base)
-            .output();
-        let stopped = matches!(&out, Ok(o) if o.status.success());
-        if !stopped {
-            eprintln!(
-                "stopping the blades of {} failed: {out:?}",
-                self.base.display()
-            );
-        }
-        if std::thread::panicking() || !stopped {
-            eprintln!("blade logs kept in {}", self.base.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.base);
-        }
-    }
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// True while /proc shows the process alive (a zombie counts as dead).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-            .unwrap_or(false),
-        Err(_) => false,
-    }
-}
+use blades::{alive, describe, run, serial, text, wait_for, Blades};
 
 /// The message libvirt gives when virtlockd refuses a lease held elsewhere.
 fn assert_refused_by_virtlockd(out: &Output) {
@@ -248,22 +72,18 @@ fn both_blades_run_a_guest() {
         "PID {pid} from the run directory is not g1's QEMU"
     );
     // inside blade A, the default URI and /run/libvirt are A's
-    let inside = run(Command::new("bash")
-        .arg(harness_path())
-        .args(["exec"])
-        .arg(&blades.base)
-        .args(["a", "virsh", "-q", "-c", "qemu:///system", "domstate", "g1"]));
+    let inside = run(&mut blades.exec_command(
+        'a',
+        "virsh",
+        &["-q", "-c", "qemu:///system", "domstate", "g1"],
+    ));
     assert!(
         inside.status.success(),
         "{}",
         describe("exec a virsh", &inside)
     );
     assert_eq!(text(&inside.stdout).trim(), "running");
-    let inside = run(Command::new("bash")
-        .arg(harness_path())
-        .args(["exec"])
-        .arg(&blades.base)
-        .args(["a", "cat", "/run/libvirt/qemu/g1.pid"]));
+    let inside = run(&mut blades.exec_command('a', "cat", &["/run/libvirt/qemu/g1.pid"]));
     assert_eq!(text(&inside.stdout).trim(), pid.to_string());
     // each blade has its own libvirt state: B does not know the guest
     let out = blades.virsh('b', &["domstate", "g1"]);
@@ -282,7 +102,7 @@ fn both_blades_run_a_guest() {
 fn second_start_refused_until_qemu_killed() {
     let _serial = serial();
     let blades = Blades::start("lock");
-    let disk = blades.harness("shared-disk", &["d1", "8"]);
+    let disk = blades.shared_disk("d1", 8);
     blades.define(&['a', 'b'], "d1", Some(&disk));
 
     blades.virsh_ok('a', &["start", "d1"]);
@@ -306,14 +126,11 @@ fn second_start_refused_until_qemu_killed() {
 fn split_brain_held_by_virtlockd() {
     let _serial = serial();
     let blades = Blades::start("split");
-    let disk = blades.harness("shared-disk", &["d2", "8"]);
+    let disk = blades.shared_disk("d2", 8);
     blades.define(&['a', 'b'], "d2", Some(&disk));
     blades.virsh_ok('a', &["start", "d2"]);
     let qemu = blades.qemu_pid('a', "d2");
-    let libvirtd: u32 = blades
-        .harness("pid", &["a", "libvirtd"])
-        .parse()
-        .expect("libvirtd pid");
+    let libvirtd = blades.daemon_pid('a', "libvirtd");
 
     blades.harness("kill-libvirtd", &["a"]);
     assert!(
@@ -368,26 +185,18 @@ fn start_cleans_up_after_a_crashed_run() {
     first.define(&['a'], "g3", None);
     first.virsh_ok('a', &["start", "g3"]);
     let qemu = first.qemu_pid('a', "g3");
-    let libvirtd: u32 = first
-        .harness("pid", &["b", "libvirtd"])
-        .parse()
-        .expect("libvirtd pid");
+    let libvirtd = first.daemon_pid('b', "libvirtd");
     // a process started inside a blade (as an agent would be)
-    let mut inside = Command::new("bash")
-        .arg(harness_path())
-        .arg("exec")
-        .arg(&first.base)
-        .args(["b", "sleep", "600"])
+    let mut inside = first
+        .exec_command('b', "sleep", &["600"])
         .spawn()
         .expect("spawn exec");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(format!("/proc/{}/cmdline", inside.id()))
-        .map(|c| c.starts_with("sleep"))
-        .unwrap_or(false)
-    {
-        assert!(Instant::now() < deadline, "exec did not start sleep");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let pid = inside.id();
+    wait_for("sleep inside blade b", Duration::from_secs(10), || {
+        std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .map(|c| c.starts_with("sleep"))
+            .unwrap_or(false)
+    });
     // a run that dies without stopping its blades leaves them behind
     let base = first.base.clone();
     std::mem::forget(first);

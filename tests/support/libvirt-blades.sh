@@ -159,7 +159,7 @@ wait_gone() {
 
 write_config() {
     local B=$1 x=$2 X=$1/$2 uuid
-    rm -rf "${X:?}"
+    rm -rf --one-file-system "${X:?}"
     mkdir -p "$X/sock"
     local d
     for d in "${BLADE_DIRS[@]}"; do mkdir -p "$X/$d"; done
@@ -307,7 +307,7 @@ cmd_start() {
         log "$B was used before: stopping what is left of it"
         cmd_stop "$B" >/dev/null
     fi
-    rm -rf "${B:?}/lockspace" "${B:?}/disks"
+    rm -rf --one-file-system "${B:?}/lockspace" "${B:?}/disks"
     mkdir -p "$B/lockspace" "$B/shared" "$REGISTRY"
     printf '%s %s\n' "${BLADES_OWNER:-$PPID}" "$B" > "$(registry_file "$B")"
     local x
