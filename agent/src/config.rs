@@ -94,6 +94,11 @@ pub struct Partner {
     pub slot: u8,
     /// Partner agent's UDP address.
     pub address: SocketAddr,
+    /// The partner's libvirt URI as this blade's libvirtd reaches it (peer-to-peer live
+    /// migration on Evacuate); `None`: Evacuate stops the guests instead.
+    pub libvirt_uri: Option<String>,
+    /// Address for the migration data stream (libvirt `migrateuri`, e.g. `tcp://10.0.0.12`).
+    pub migration_uri: Option<String>,
 }
 
 /// Validated agent configuration.
@@ -245,6 +250,8 @@ impl Config {
             partner: Partner {
                 slot: pslot,
                 address: raw.partner.address,
+                libvirt_uri: raw.partner.libvirt_uri,
+                migration_uri: raw.partner.migration_uri,
             },
             libvirt_uri: raw
                 .libvirt_uri
@@ -309,6 +316,8 @@ struct RawConfig {
 struct RawPartner {
     slot: toml::Spanned<u8>,
     address: SocketAddr,
+    libvirt_uri: Option<String>,
+    migration_uri: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -348,6 +357,7 @@ mod test {
         assert_eq!(c.heartbeat, Duration::from_millis(200));
         assert_eq!(c.protection, Protection::AllPersistent);
         assert_eq!(c.priority_of("x"), 0);
+        assert_eq!(c.partner.libvirt_uri, None);
     }
 
     #[test]

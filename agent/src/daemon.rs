@@ -41,11 +41,18 @@ const FLOORS_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest wait in the protocol loop while messages are queued behind a full endpoint.
 const BACKLOG_POLL_MS: u64 = 10;
 
-/// Capabilities announced in Hello.
-pub const CAPABILITIES: Capabilities = Capabilities::SELF_FENCE
-    .with(Capabilities::KILL_QEMU)
-    .with(Capabilities::PARTNER_RESTART)
-    .with(Capabilities::LOCAL_RESTART);
+/// Capabilities announced in Hello; `EVACUATE` (live migration) only with a partner libvirt URI.
+pub fn capabilities(cfg: &crate::config::Config) -> Capabilities {
+    let base = Capabilities::SELF_FENCE
+        .with(Capabilities::KILL_QEMU)
+        .with(Capabilities::PARTNER_RESTART)
+        .with(Capabilities::LOCAL_RESTART);
+    if cfg.partner.libvirt_uri.is_some() {
+        base.with(Capabilities::EVACUATE)
+    } else {
+        base
+    }
+}
 
 const HEALTH_OK: u8 = 0;
 const HEALTH_DOWN: u8 = 2;
@@ -152,7 +159,7 @@ pub fn run<H: Hypervisor + 'static>(
     let hello = Message::Hello {
         slot: cfg.slot,
         version: version(),
-        capabilities: CAPABILITIES,
+        capabilities: capabilities(&cfg),
     };
     let mut backlog: VecDeque<(NodeId, Message)> = VecDeque::new();
     backlog.push_back((NodeId::SHMC, hello.clone()));

@@ -39,8 +39,9 @@ pub fn order_from(from: NodeId, msg: &Message) -> Option<Order> {
             incident: *incident,
             name: name.as_str().to_owned(),
         }),
-        Message::Evacuate { incident, .. } => Some(Order::Evacuate {
+        Message::Evacuate { incident, to_slot } => Some(Order::Evacuate {
             incident: *incident,
+            to_slot: *to_slot,
         }),
         _ => None,
     }
@@ -54,7 +55,9 @@ fn wire_name(name: &str) -> GuestName {
 
 /// The reason code for a hypervisor failure message.
 pub fn failure_reason(reason: &str) -> ReasonCode {
-    if reason.contains("resource busy")
+    if reason.starts_with("migration") {
+        ReasonCode::MigrationFailed
+    } else if reason.contains("resource busy")
         || reason.contains("Lockspace")
         || reason.contains("write\" lock")
     {
@@ -93,6 +96,7 @@ pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
             }
             .to_owned(),
         ),
+        GuestResult::Migrated => (Outcome::Started, ReasonCode::None, "migrated".to_owned()),
         GuestResult::Destroyed { killed } => (
             Outcome::Started,
             ReasonCode::None,

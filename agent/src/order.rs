@@ -43,11 +43,15 @@ pub enum Order {
         /// Guest name.
         name: String,
     },
-    /// Planned extraction: stop this blade's protected guests (graceful shutdown, then destroy
-    /// at the timeout) and report; the partner starts them only when ordered afterwards.
+    /// Planned extraction: move this blade's protected guests away. With the partner's
+    /// libvirt URI configured and `to_slot` the partner: live migration, one by one reported.
+    /// Otherwise: graceful shutdown (destroy at the timeout), reported; the partner then starts
+    /// them when the ShMC orders it.
     Evacuate {
         /// Incident id.
         incident: u32,
+        /// Destination blade.
+        to_slot: u8,
     },
 }
 
@@ -59,7 +63,7 @@ impl Order {
             | Order::FenceSelf { incident }
             | Order::RestartGuest { incident, .. }
             | Order::DestroyGuest { incident, .. }
-            | Order::Evacuate { incident } => *incident,
+            | Order::Evacuate { incident, .. } => *incident,
         }
     }
 
@@ -74,7 +78,7 @@ impl Order {
             Order::FenceSelf { incident } => format!("{incident}:fence-self"),
             Order::RestartGuest { incident, name } => format!("{incident}:restart-guest:{name}"),
             Order::DestroyGuest { incident, name } => format!("{incident}:destroy-guest:{name}"),
-            Order::Evacuate { incident } => format!("{incident}:evacuate"),
+            Order::Evacuate { incident, to_slot } => format!("{incident}:evacuate:{to_slot}"),
         }
     }
 }
@@ -100,6 +104,8 @@ pub enum GuestResult {
         /// Shut down without being destroyed.
         graceful: bool,
     },
+    /// Live-migrated to the partner (Evacuate).
+    Migrated,
     /// Destroyed here (DestroyGuest); `killed` if its QEMU had to be killed directly.
     Destroyed {
         /// libvirt did not answer; the QEMU process was killed.

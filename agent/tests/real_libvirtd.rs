@@ -411,3 +411,45 @@ fn test_crash_reported_and_restarted_and_hypervisor_loss() {
     stop.store(true, Ordering::SeqCst);
     daemon.join().unwrap().unwrap();
 }
+
+#[test]
+fn test_evacuate_live_migrates_to_partner() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let blades = Blades::start("migrate");
+    let state = PathBuf::from(&blades.base);
+    let mut cfg = config(
+        1,
+        2,
+        &blades.a,
+        &blades.run_dir("a"),
+        &state.join("state-a"),
+    );
+    cfg.partner.libvirt_uri = Some(blades.b.clone());
+    cfg.partner.migration_uri = Some("tcp://127.0.0.1:49321".into());
+    let (hv_a, agent_a) = agent(cfg);
+    let hv_b = LibvirtHypervisor::open(&blades.b, blades.run_dir("b")).unwrap();
+    hv_a.define(&blades.guest_xml("g1", None)).unwrap();
+    hv_a.start("g1").unwrap();
+    let OrderResult::Guests(out) = execute(
+        &agent_a,
+        &Order::Evacuate {
+            incident: 1,
+            to_slot: 2,
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].result, GuestResult::Migrated, "{out:?}");
+    assert_eq!(hv_b.state("g1").unwrap(), GuestState::Running);
+    assert!(hv_b
+        .list_guests()
+        .unwrap()
+        .iter()
+        .any(|g| g.name == "g1" && g.persistent));
+    assert!(is_running(blades.qemu_pid("b", "g1")));
+    assert!(matches!(
+        hv_a.state("g1"),
+        Err(blade_agent::hypervisor::HypervisorError::NoSuchGuest(_))
+    ));
+}

@@ -38,6 +38,7 @@ struct Inner {
     pids: BTreeMap<String, i32>,
     wait_for_overlap: bool,
     events: Option<Sender<HypervisorEvent>>,
+    migrated: Vec<(String, String)>,
 }
 
 /// The fake hypervisor.
@@ -128,6 +129,11 @@ impl FakeHypervisor {
     /// Sets the QEMU pid reported for `name`.
     pub fn set_pid(&self, name: &str, pid: i32) {
         self.lock().pids.insert(name.into(), pid);
+    }
+
+    /// Guests migrated away, with their destination URI.
+    pub fn migrated(&self) -> Vec<(String, String)> {
+        self.lock().migrated.clone()
     }
 
     /// Sends an event to the subscriber, if any.
@@ -298,6 +304,28 @@ impl Hypervisor for FakeHypervisor {
         if was_running {
             g.free_kib += mem;
         }
+        Ok(())
+    }
+
+    fn migrate(
+        &self,
+        name: &str,
+        dest_uri: &str,
+        _migration_uri: Option<&str>,
+    ) -> Result<(), HypervisorError> {
+        let mut g = self.call();
+        let d = Self::get(&mut g, name)?;
+        if !d.state.is_active() {
+            return Err(HypervisorError::Failed {
+                op: "migrate",
+                name: name.into(),
+                message: "not running".into(),
+            });
+        }
+        let mem = d.memory_kib;
+        g.domains.remove(name);
+        g.free_kib += mem;
+        g.migrated.push((name.to_owned(), dest_uri.to_owned()));
         Ok(())
     }
 

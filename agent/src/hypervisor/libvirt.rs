@@ -12,7 +12,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Mutex;
 
 use virt::connect::Connect;
-use virt::domain::{Domain, DomainState};
+use virt::domain::{Domain, DomainState, MigrateParameters};
 use virt::error::ErrorNumber;
 use virt::sys;
 
@@ -268,6 +268,25 @@ impl Hypervisor for LibvirtHypervisor {
         self.lookup(name)?
             .destroy()
             .map_err(|e| self.error("destroy", name, e))
+    }
+
+    fn migrate(
+        &self,
+        name: &str,
+        dest_uri: &str,
+        migration_uri: Option<&str>,
+    ) -> Result<(), HypervisorError> {
+        let params = MigrateParameters {
+            uri: migration_uri.map(str::to_owned),
+            ..MigrateParameters::default()
+        };
+        let flags = sys::VIR_MIGRATE_LIVE
+            | sys::VIR_MIGRATE_PEER2PEER
+            | sys::VIR_MIGRATE_PERSIST_DEST
+            | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
+        self.lookup(name)?
+            .migrate_to_uri3(Some(dest_uri), params, flags)
+            .map_err(|e| self.error("migrate", name, e))
     }
 
     fn free_memory_kib(&self) -> Result<u64, HypervisorError> {

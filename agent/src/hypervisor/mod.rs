@@ -136,6 +136,14 @@ pub trait Hypervisor: Send + Sync {
     fn shutdown(&self, name: &str) -> Result<(), HypervisorError>;
     /// Stops a domain at once (kills QEMU through libvirt).
     fn destroy(&self, name: &str) -> Result<(), HypervisorError>;
+    /// Live-migrates a running domain to `dest_uri` (peer to peer), persistent there and
+    /// undefined here; `migration_uri` selects the data stream address.
+    fn migrate(
+        &self,
+        name: &str,
+        dest_uri: &str,
+        migration_uri: Option<&str>,
+    ) -> Result<(), HypervisorError>;
     /// Host memory that is free for new guests, in KiB.
     fn free_memory_kib(&self) -> Result<u64, HypervisorError>;
     /// PID of the domain's QEMU process, read without asking the hypervisor daemon (pid file).

@@ -7,11 +7,14 @@
 //! acknowledged; [`Agent::execute`] then does the work on its own thread and streams each
 //! guest's outcome.
 //!
-//! Planned evacuation (extraction) sequence: the ShMC sends `Evacuate` to the blade being
-//! extracted; its agent shuts its protected guests down (destroying those still running at
-//! `evacuate_timeout`), reports each one stopped, and then the ShMC, treating the evacuation
-//! report as the blade's fence, orders the partner to `RestartPartnerGuests`. The partner never
-//! starts anything before the guests are reported stopped.
+//! Planned evacuation (extraction) sequence: the ShMC sends `Evacuate { to_slot }` to the blade
+//! being extracted. With `partner.libvirt_uri` configured (and `to_slot` the partner), its agent
+//! live-migrates the running protected guests there one at a time (peer to peer, persistent
+//! there, undefined here) and reports each. Without it, the agent shuts them down (destroying
+//! those still running at `evacuate_timeout`) and reports each one stopped; the ShMC, treating
+//! that report as the blade's fence, then orders the partner to `RestartPartnerGuests`. Either
+//! way a guest never runs on both blades: the partner starts nothing before it is reported
+//! stopped here, and a migration hands the guest over inside libvirt.
 
 pub mod fence;
 pub mod sync;
@@ -233,7 +236,9 @@ impl<H: Hypervisor + 'static> Agent<H> {
             Order::DestroyGuest { incident, name } => {
                 self.destroy_guest(order, *incident, name, started, emit)
             }
-            Order::Evacuate { incident } => self.evacuate(order, *incident, started, emit),
+            Order::Evacuate { incident, to_slot } => {
+                self.evacuate(order, *incident, *to_slot, started, emit)
+            }
         };
         let result = match result {
             Ok(r) => r,
@@ -713,23 +718,56 @@ impl<H: Hypervisor + 'static> Agent<H> {
         &self,
         order: &Order,
         incident: u32,
+        to_slot: u8,
         started: Instant,
         emit: &(dyn Fn(&GuestOutcome) + Sync),
     ) -> Result<OrderResult, AgentError> {
         let all = self.hv.list_guests()?;
-        let protected: Vec<GuestInfo> = self.protected_of(&all).into_iter().cloned().collect();
+        let mut protected: Vec<GuestInfo> = self.protected_of(&all).into_iter().cloned().collect();
+        // Highest priority first, as for a takeover.
+        protected.sort_by(|a, b| {
+            let (pa, pb) = (self.cfg.priority_of(&a.name), self.cfg.priority_of(&b.name));
+            pb.cmp(&pa).then_with(|| a.name.cmp(&b.name))
+        });
+        let dest = self
+            .cfg
+            .partner
+            .libvirt_uri
+            .as_deref()
+            .filter(|_| to_slot == self.cfg.partner.slot);
+        if dest.is_none() {
+            log::info!(
+                "{}: no migration path to slot {to_slot}: stopping the guests here",
+                order.key()
+            );
+        }
+        // Migrations go one at a time (they share the link); shutdowns run in parallel.
+        let workers = if dest.is_some() {
+            1
+        } else {
+            self.cfg.start_workers.max(1)
+        };
         let queue = Mutex::new(protected.into_iter().collect::<VecDeque<GuestInfo>>());
         let results = Mutex::new(Vec::new());
         std::thread::scope(|s| {
-            for _ in 0..self.cfg.start_workers.max(1) {
+            for _ in 0..workers {
                 s.spawn(|| loop {
                     let Some(g) = lock(&queue).pop_front() else {
                         break;
                     };
-                    let result = if g.state.is_active() {
-                        self.stop_gracefully(&g.name)
-                    } else {
-                        GuestResult::Stopped { graceful: true }
+                    let result = match dest {
+                        _ if !g.state.is_active() => GuestResult::Stopped { graceful: true },
+                        Some(uri) => match self.hv.migrate(
+                            &g.name,
+                            uri,
+                            self.cfg.partner.migration_uri.as_deref(),
+                        ) {
+                            Ok(()) => GuestResult::Migrated,
+                            Err(e) => GuestResult::Failed {
+                                reason: format!("migration: {e}"),
+                            },
+                        },
+                        None => self.stop_gracefully(&g.name),
                     };
                     let o = GuestOutcome {
                         incident,

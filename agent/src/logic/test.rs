@@ -426,7 +426,13 @@ fn test_evacuate_stops_protected_guests() {
     hv.add("db", GuestState::Running, 10);
     hv.add("web", GuestState::Shutoff, 10);
     let a = agent(&dir, &hv);
-    let (_, _, out) = run(&a, &Order::Evacuate { incident: 16 });
+    let (_, _, out) = run(
+        &a,
+        &Order::Evacuate {
+            incident: 16,
+            to_slot: PARTNER,
+        },
+    );
     assert_eq!(
         result_of(&out, "db"),
         &GuestResult::Stopped { graceful: true }
@@ -523,4 +529,55 @@ fn test_destroy_guest() {
         result,
         Some(OrderResult::Refused(Refusal::NotProtected("ghost".into())))
     );
+}
+
+#[test]
+fn test_evacuate_migrates_when_partner_uri_known() {
+    let dir = TempDir::new("migrate");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 10);
+    hv.add("web", GuestState::Running, 10);
+    hv.add("idle", GuestState::Shutoff, 10);
+    let mut c = config(dir.path());
+    c.partner.libvirt_uri = Some("qemu+tls://b/system".into());
+    let a = Agent::new(Arc::clone(&hv), c).unwrap();
+    // Not to our partner: no migration path, the guests are stopped instead.
+    let (_, _, out) = run(
+        &a,
+        &Order::Evacuate {
+            incident: 18,
+            to_slot: 9,
+        },
+    );
+    assert_eq!(
+        result_of(&out, "db"),
+        &GuestResult::Stopped { graceful: true }
+    );
+    assert!(hv.migrated().is_empty());
+    hv.start("db").unwrap();
+    hv.start("web").unwrap();
+    let (_, result, out) = run(
+        &a,
+        &Order::Evacuate {
+            incident: 19,
+            to_slot: PARTNER,
+        },
+    );
+    assert_eq!(result_of(&out, "db"), &GuestResult::Migrated);
+    assert_eq!(result_of(&out, "web"), &GuestResult::Migrated);
+    assert_eq!(
+        result_of(&out, "idle"),
+        &GuestResult::Stopped { graceful: true }
+    );
+    let dest = "qemu+tls://b/system".to_string();
+    // Priority order: db (100) before web (50).
+    assert_eq!(
+        hv.migrated(),
+        vec![("db".to_string(), dest.clone()), ("web".to_string(), dest)]
+    );
+    assert_eq!(hv.state_of("db"), None, "undefined here after migration");
+    let Some(OrderResult::Guests(v)) = result else {
+        panic!()
+    };
+    assert_eq!(v.len(), 3);
 }
