@@ -323,7 +323,11 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn subscribe(&self, sink: Sender<HypervisorEvent>) -> Result<(), HypervisorError> {
         *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.clone());
-        let c = self.conn()?;
-        self.register(&c, sink)
+        let open = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match open {
+            Some(c) => self.register(&c, sink),
+            // Opening registers the sink set above.
+            None => self.conn().map(|_| ()),
+        }
     }
 }

@@ -77,6 +77,7 @@ pub struct Agent<H: Hypervisor> {
     running: Mutex<HashSet<String>>,
     fenced: AtomicBool,
     protected: Mutex<Vec<String>>,
+    stopping: Mutex<HashSet<String>>,
 }
 
 impl<H: Hypervisor> std::fmt::Debug for Agent<H> {
@@ -116,6 +117,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             running: Mutex::new(HashSet::new()),
             fenced: AtomicBool::new(false),
             protected: Mutex::new(Vec::new()),
+            stopping: Mutex::new(HashSet::new()),
         })
     }
 
@@ -280,8 +282,12 @@ impl<H: Hypervisor + 'static> Agent<H> {
     }
 
     /// Whether a lifecycle crash of `name` should be reported to the ShMC.
+    /// Not for a guest this agent is stopping on order (DestroyGuest, Evacuate): killing its
+    /// QEMU looks like a crash to libvirt.
     pub fn reports_crash_of(&self, name: &str) -> bool {
-        !self.is_fenced() && lock(&self.protected).iter().any(|n| n == name)
+        !self.is_fenced()
+            && !lock(&self.stopping).contains(name)
+            && lock(&self.protected).iter().any(|n| n == name)
     }
 
     // ----- definitions exchanged with the partner -----
@@ -485,6 +491,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     /// Defines and starts one partner guest, unless it already runs here.
     fn define_and_start(&self, def: &GuestDef) -> GuestResult {
+        lock(&self.stopping).remove(&def.name);
         match self.hv.state(&def.name) {
             Ok(s) if s.is_active() => return GuestResult::AlreadyRunning,
             Ok(_) | Err(HypervisorError::NoSuchGuest(_)) => {}
@@ -614,6 +621,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             log::warn!("{}: `{name}` is not a protected guest here", order.key());
             return Ok(OrderResult::Refused(Refusal::NotProtected(name.to_owned())));
         };
+        lock(&self.stopping).remove(name);
         let result = if g.state == GuestState::Crashed {
             // A crashed domain must be destroyed before it can start again.
             match self.hv.destroy(name).and_then(|()| self.hv.start(name)) {
@@ -668,6 +676,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             log::warn!("{}: `{name}` is not a protected guest here", order.key());
             return Ok(OrderResult::Refused(Refusal::NotProtected(name.to_owned())));
         }
+        lock(&self.stopping).insert(name.to_owned());
         let deadline = started + self.cfg.fence_timeout;
         let (tx, rx) = mpsc::channel();
         let (hv, n) = (Arc::clone(&self.hv), name.to_owned());
@@ -741,6 +750,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 order.key()
             );
         }
+        lock(&self.stopping).extend(protected.iter().map(|g| g.name.clone()));
         // Migrations go one at a time (they share the link); shutdowns run in parallel.
         let workers = if dest.is_some() {
             1
