@@ -453,3 +453,142 @@ fn test_evacuate_live_migrates_to_partner() {
         Err(blade_agent::hypervisor::HypervisorError::NoSuchGuest(_))
     ));
 }
+
+/// The whole path on real blades: two running agents exchange definitions over UDP; the ShMC
+/// fences A through its agent, then orders B to take over; B starts A's guests from the pushed
+/// definitions.
+#[test]
+fn test_two_agents_fence_and_takeover_over_udp() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let blades = Blades::start("e2e");
+    let key = [0x44; 32];
+    let ep = |id| {
+        let cfg = EndpointConfig {
+            seq: SeqSeed::Fixed(1),
+            ..EndpointConfig::default()
+        };
+        Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            NodeId(id),
+            Key::new(key),
+            cfg,
+        )
+        .unwrap()
+    };
+    let mut shmc = ep(0);
+    let mut eps = vec![ep(1), ep(2)];
+    let addrs = [eps[0].local_addr().unwrap(), eps[1].local_addr().unwrap()];
+    for (i, a) in addrs.iter().enumerate() {
+        shmc.add_peer(NodeId(i as u8 + 1), Some(*a)).unwrap();
+    }
+    let state = PathBuf::from(&blades.base);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut daemons = Vec::new();
+    let mut hvs = Vec::new();
+    for (i, (blade, uri)) in [("a", blades.a.clone()), ("b", blades.b.clone())]
+        .into_iter()
+        .enumerate()
+    {
+        let (slot, partner) = (i as u8 + 1, 2 - i as u8);
+        let mut cfg = config(
+            slot,
+            partner,
+            &uri,
+            &blades.run_dir(blade),
+            &state.join(format!("state-{blade}")),
+        );
+        cfg.heartbeat = Duration::from_millis(100);
+        cfg.partner.address = addrs[1 - i];
+        let mut e = eps.remove(0);
+        e.add_peer(NodeId::SHMC, Some(shmc.local_addr().unwrap()))
+            .unwrap();
+        e.add_peer(NodeId(partner), Some(addrs[1 - i])).unwrap();
+        let (hv, agent) = agent(cfg);
+        let agent = Arc::new(agent);
+        let stop = Arc::clone(&stop);
+        daemons.push(std::thread::spawn(move || {
+            blade_agent::daemon::run(agent, e, stop)
+        }));
+        hvs.push(hv);
+    }
+    let (hv_a, hv_b) = (&hvs[0], &hvs[1]);
+    for g in ["g1", "g2"] {
+        hv_a.define(&blades.guest_xml(g, None)).unwrap();
+        hv_a.start(g).unwrap();
+    }
+    let t0 = Instant::now();
+    // B holds A's definitions once A's heartbeat digest matches what B stored.
+    wait_until(
+        "A's definitions stored on B",
+        Duration::from_secs(15),
+        || {
+            ["g1", "g2"]
+                .iter()
+                .all(|g| state.join(format!("state-b/partner/{g}.xml")).exists())
+        },
+    );
+    shmc.send(
+        NodeId(1),
+        &Message::FenceSelf { incident: 5 },
+        t0.elapsed().as_millis() as u64,
+    )
+    .unwrap();
+    let seen = poll_for(&mut shmc, t0, Duration::from_secs(10), |m| {
+        matches!(m, Message::FenceSelfConfirmed { .. })
+    });
+    assert!(
+        matches!(
+            seen.last(),
+            Some(Message::FenceSelfConfirmed {
+                incident: 5,
+                destroyed: 2,
+                killed: 0,
+                remaining: 0
+            })
+        ),
+        "{seen:?}"
+    );
+    let order = Message::RestartPartnerGuests {
+        incident: 5,
+        failed_slot: 1,
+        fence: shelfha_proto::FenceProof::SelfFenced,
+        subset: None,
+    };
+    shmc.send(NodeId(2), &order, t0.elapsed().as_millis() as u64)
+        .unwrap();
+    let seen = poll_for(&mut shmc, t0, Duration::from_secs(20), |m| {
+        matches!(m, Message::IncidentDone { incident: 5, .. })
+    });
+    assert!(
+        matches!(
+            seen.last(),
+            Some(Message::IncidentDone {
+                slot: 1,
+                started: 2,
+                refused: 0,
+                failed: 0,
+                ..
+            })
+        ),
+        "{seen:?}"
+    );
+    let started: Vec<&str> = seen
+        .iter()
+        .filter_map(|m| match m {
+            Message::GuestOutcome {
+                name,
+                outcome: Outcome::Started,
+                ..
+            } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec!["g1", "g2"], "priority order");
+    assert_eq!(hv_b.state("g1").unwrap(), GuestState::Running);
+    assert_eq!(hv_b.state("g2").unwrap(), GuestState::Running);
+    assert!(!hv_a.state("g1").unwrap().is_active());
+    stop.store(true, Ordering::SeqCst);
+    for d in daemons {
+        d.join().unwrap().unwrap();
+    }
+}
