@@ -126,7 +126,7 @@ pub fn run<H: Hypervisor + 'static>(
 
     let (ev_tx, ev_rx) = mpsc::channel();
     if let Err(e) = agent.hypervisor().subscribe(ev_tx) {
-        log::error!("lifecycle events unavailable: {e} (crashes will not be reported until the agent restarts)");
+        log::error!("lifecycle events not subscribed yet: {e} (subscribed when libvirt answers)");
     }
     spawn("agent-events", {
         let s = Arc::clone(&shared);

@@ -39,6 +39,7 @@ struct Inner {
     wait_for_overlap: bool,
     events: Option<Sender<HypervisorEvent>>,
     migrated: Vec<(String, String)>,
+    unavailable: bool,
 }
 
 /// The fake hypervisor.
@@ -131,6 +132,11 @@ impl FakeHypervisor {
         self.lock().pids.insert(name.into(), pid);
     }
 
+    /// While set, listing fails as if the daemon were gone.
+    pub fn set_unavailable(&self, down: bool) {
+        self.lock().unavailable = down;
+    }
+
     /// Guests migrated away, with their destination URI.
     pub fn migrated(&self) -> Vec<(String, String)> {
         self.lock().migrated.clone()
@@ -162,6 +168,9 @@ impl FakeHypervisor {
 impl Hypervisor for FakeHypervisor {
     fn list_guests(&self) -> Result<Vec<GuestInfo>, HypervisorError> {
         let g = self.call();
+        if g.unavailable {
+            return Err(HypervisorError::Unavailable("fake daemon down".into()));
+        }
         Ok(g.domains
             .iter()
             .map(|(n, d)| GuestInfo {

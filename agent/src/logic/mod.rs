@@ -245,7 +245,11 @@ impl<H: Hypervisor + 'static> Agent<H> {
         let result = match result {
             Ok(r) => r,
             Err(AgentError::Hypervisor(e)) => {
-                OrderResult::Refused(Refusal::Hypervisor(e.to_string()))
+                // Not journaled as done: a retry once libvirt answers executes the order
+                // (resuming it, guests with a recorded outcome are not redone).
+                lock(&self.running).remove(&order.key());
+                log::warn!("{}: hypervisor unavailable: {e}", order.key());
+                return Ok(OrderResult::Refused(Refusal::Hypervisor(e.to_string())));
             }
             Err(e) => {
                 lock(&self.running).remove(&order.key());

@@ -581,3 +581,22 @@ fn test_evacuate_migrates_when_partner_uri_known() {
     };
     assert_eq!(v.len(), 3);
 }
+
+#[test]
+fn test_hypervisor_unavailable_is_retried_not_remembered() {
+    let dir = TempDir::new("unavailable");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let a = agent(&dir, &hv);
+    a.store_partner_definition(def("db", 1000)).unwrap();
+    hv.set_unavailable(true);
+    let (acc, result, _) = run(&a, &restart(20, true));
+    assert_eq!(acc, Acceptance::Execute);
+    assert!(
+        matches!(result, Some(OrderResult::Refused(Refusal::Hypervisor(_)))),
+        "{result:?}"
+    );
+    hv.set_unavailable(false);
+    let (acc, _, out) = run(&a, &restart(20, true));
+    assert_eq!(acc, Acceptance::Execute, "the retry executes");
+    assert_eq!(result_of(&out, "db"), &GuestResult::Started);
+}
