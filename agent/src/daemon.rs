@@ -467,7 +467,11 @@ fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<Hypervi
                 }
             }
             HypervisorEvent::ConnectionClosed { reason } => {
-                log::warn!("libvirt connection closed (reason {reason})");
+                // Reported at once; the next answered ping reports HypervisorUp.
+                log::error!("hypervisor down: libvirt connection closed (reason {reason})");
+                if s.health.swap(HEALTH_DOWN, Ordering::SeqCst) != HEALTH_DOWN {
+                    s.out.send(NodeId::SHMC, Message::HypervisorDown);
+                }
             }
         }
     }

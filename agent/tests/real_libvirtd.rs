@@ -430,6 +430,12 @@ fn test_evacuate_live_migrates_to_partner() {
     let hv_b = LibvirtHypervisor::open(&blades.b, blades.run_dir("b")).unwrap();
     hv_a.define(&blades.guest_xml("g1", None)).unwrap();
     hv_a.start("g1").unwrap();
+    // Warm standby primitives: a paused start, then resume.
+    hv_b.define(&blades.guest_xml("w1", None)).unwrap();
+    hv_b.start_paused("w1").unwrap();
+    assert_eq!(hv_b.state("w1").unwrap(), GuestState::Paused);
+    hv_b.resume("w1").unwrap();
+    assert_eq!(hv_b.state("w1").unwrap(), GuestState::Running);
     let OrderResult::Guests(out) = execute(
         &agent_a,
         &Order::Evacuate {
