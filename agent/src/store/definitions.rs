@@ -113,7 +113,7 @@ impl GuestDef {
         let kib = match unit {
             "b" | "bytes" => n / 1024,
             "k" | "KiB" => n,
-            "KB" => n * 1000 / 1024,
+            "KB" => n.checked_mul(1000)? / 1024,
             "M" | "MiB" => n.checked_mul(1024)?,
             "MB" => n.checked_mul(1_000_000)? / 1024,
             "G" | "GiB" => n.checked_mul(1024 * 1024)?,
@@ -295,6 +295,11 @@ mod test {
         };
         assert_eq!(bad.memory_kib(), None);
         assert_eq!(bad.uuid(), None);
+        let huge = GuestDef {
+            name: "x".into(),
+            xml: format!("<domain><memory unit='KB'>{}</memory></domain>", u64::MAX),
+        };
+        assert_eq!(huge.memory_kib(), None, "overflow is not a panic");
     }
 
     #[test]
