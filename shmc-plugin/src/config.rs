@@ -250,6 +250,8 @@ impl ShelfConfig {
 
 #[cfg(feature = "std")]
 pub mod file;
+#[cfg(feature = "std")]
+pub mod source;
 
 #[cfg(test)]
 mod test {

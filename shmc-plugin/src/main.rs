@@ -1,7 +1,7 @@
 //! `shmc-plugin` binary: argument parsing and wiring only.
 //!
 //! ```text
-//! shmc-plugin run --config FILE [--log LEVEL]
+//! shmc-plugin run --config FILE [--log LEVEL] [--decisions-json PATH|-]
 //! shmc-plugin replay --config FILE CAPTURE [--log LEVEL]
 //! shmc-plugin --help | --version
 //! ```
@@ -13,15 +13,28 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use shmc_plugin::config::file;
-use shmc_plugin::host::{self, agent::NoAgents, replay, run, udp::UdpAgents};
+use shmc_plugin::config::source::EventSource;
+#[cfg(feature = "rmcp")]
+use shmc_plugin::host::rmcp::{self, JsonLines};
+#[cfg(feature = "rmcp")]
+use shmc_plugin::host::system;
+use shmc_plugin::host::{
+    self,
+    agent::{AgentLink, NoAgents},
+    replay, run,
+    udp::UdpAgents,
+};
 
 const USAGE: &str = "\
 shmc-plugin: ATCA shelf-manager plugin (IPMB failure detection, fencing, failover orders)
 
 Usage:
-  shmc-plugin run --config FILE [--log LEVEL]
-      Read the IPMB device named in FILE, classify failures, fence blades and
-      order their partners to restart guests.
+  shmc-plugin run --config FILE [--log LEVEL] [--decisions-json PATH|-]
+      Read the event source named in FILE (IPMB device, or the shelf
+      manager's SEL over RMCP+ or the system interface), classify failures,
+      fence blades and order their partners to restart guests.
+      --decisions-json: with the rmcp and system sources, also write one JSON
+      line per SEL event, decision, alert and session change to PATH (- = stdout).
   shmc-plugin replay --config FILE CAPTURE [--log LEVEL]
       Run a capture (`<t_ms> <hex message>` per line) through the same core;
       JSON lines on stdout.
@@ -32,13 +45,20 @@ Exit codes: 0 ok, 1 runtime failure, 2 bad usage, configuration or capture line.
 ";
 
 enum Command {
-    Run { config: PathBuf },
-    Replay { config: PathBuf, capture: PathBuf },
+    Run {
+        config: PathBuf,
+        decisions_json: Option<String>,
+    },
+    Replay {
+        config: PathBuf,
+        capture: PathBuf,
+    },
 }
 
 fn parse_args(args: &[String]) -> Result<(Command, Option<log::LevelFilter>), String> {
     let mut config = None;
     let mut level = None;
+    let mut decisions_json = None;
     let mut positional = Vec::new();
     let mut i = 0;
     while i < args.len() {
@@ -51,6 +71,7 @@ fn parse_args(args: &[String]) -> Result<(Command, Option<log::LevelFilter>), St
         };
         match a {
             "--config" | "-c" => config = Some(PathBuf::from(value("--config")?)),
+            "--decisions-json" => decisions_json = Some(value("--decisions-json")?),
             "--log" => {
                 let v = value("--log")?;
                 level = Some(v.parse().map_err(|_| format!("unknown log level {v:?}"))?);
@@ -65,7 +86,14 @@ fn parse_args(args: &[String]) -> Result<(Command, Option<log::LevelFilter>), St
     }
     let config = config.ok_or("--config FILE is required")?;
     match positional.as_slice() {
-        [cmd] if cmd == "run" => Ok((Command::Run { config }, level)),
+        [cmd] if cmd == "run" => Ok((
+            Command::Run {
+                config,
+                decisions_json,
+            },
+            level,
+        )),
+        _ if decisions_json.is_some() => Err("--decisions-json is an option of run".into()),
         [cmd, capture] if cmd == "replay" => Ok((
             Command::Replay {
                 config,
@@ -97,7 +125,10 @@ fn main() -> ExitCode {
         }
     };
     match command {
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            decisions_json,
+        } => {
             host::init_logging(level.unwrap_or(log::LevelFilter::Info));
             let cfg = match file::load(&config) {
                 Ok(c) => c,
@@ -106,10 +137,53 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            #[cfg_attr(not(feature = "rmcp"), allow(unused_mut, unused_variables))]
+            let mut json_out: Option<Box<dyn io::Write>> = match decisions_json.as_deref() {
+                None => None,
+                Some(_) if cfg.source == EventSource::Ipmb => {
+                    eprintln!(
+                        "shmc-plugin: --decisions-json needs the rmcp or system event source"
+                    );
+                    return ExitCode::from(2);
+                }
+                Some("-") => Some(Box::new(io::stdout())),
+                Some(path) => match std::fs::File::create(path) {
+                    Ok(f) => Some(Box::new(f)),
+                    Err(e) => {
+                        eprintln!("shmc-plugin: cannot create {path}: {e}");
+                        return ExitCode::from(1);
+                    }
+                },
+            };
+            #[cfg_attr(not(feature = "rmcp"), allow(unused_mut))]
+            let mut run_with = |agents: &mut dyn AgentLink| -> Result<(), String> {
+                match &cfg.source {
+                    EventSource::Ipmb => run::run(&cfg, agents).map_err(|e| e.to_string()),
+                    #[cfg(feature = "rmcp")]
+                    EventSource::Rmcp(src) => {
+                        let mut json = JsonLines::new(
+                            json_out.as_mut().map(|b| &mut **b as &mut dyn io::Write),
+                        );
+                        rmcp::run(&cfg, src, agents, &mut json).map_err(|e| e.to_string())
+                    }
+                    #[cfg(feature = "rmcp")]
+                    EventSource::System(src) => {
+                        let mut json = JsonLines::new(
+                            json_out.as_mut().map(|b| &mut **b as &mut dyn io::Write),
+                        );
+                        system::run(&cfg, src, agents, &mut json).map_err(|e| e.to_string())
+                    }
+                    #[cfg(not(feature = "rmcp"))]
+                    other => Err(format!(
+                        "event source \"{}\" needs a build with the `rmcp` feature",
+                        other.kind()
+                    )),
+                }
+            };
             let result = match (cfg.listen, &cfg.key_file) {
                 (Some(listen), Some(key_file)) => {
                     match UdpAgents::bind(listen, key_file, &cfg.agents) {
-                        Ok(mut agents) => run::run(&cfg, &mut agents),
+                        Ok(mut agents) => run_with(&mut agents),
                         Err(e) => {
                             eprintln!("shmc-plugin: agent link: {e}");
                             return ExitCode::from(2);
@@ -125,7 +199,7 @@ fn main() -> ExitCode {
                 }
                 (None, _) => {
                     log::warn!("no `listen` address configured: agent orders are logged only");
-                    run::run(&cfg, &mut NoAgents::default())
+                    run_with(&mut NoAgents::default())
                 }
             };
             match result {

@@ -17,6 +17,9 @@
 //! partner = 2
 //! agent = "10.0.0.11:7140"        # optional: the blade agent's UDP address
 //! hot_swap_sensor = 0             # optional: FRU 0 hot-swap sensor number
+//!
+//! [event_source]                  # optional: see `config::source` (default kind "ipmb")
+//! kind = "rmcp"
 //! ```
 //!
 //! `ipmb_mode = "auto"` treats a path starting with `/dev/ipmb-` as
@@ -34,6 +37,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::source::{EventSource, RawEventSource};
 use super::{BladeConfig, ConfigError, ShelfConfig, Timing};
 use crate::capacity::MAX_BLADES;
 
@@ -64,6 +68,9 @@ pub struct HostConfig {
     pub key_file: Option<PathBuf>,
     /// Agent address per slot, in blade order.
     pub agents: Vec<(u8, Option<SocketAddr>)>,
+    /// Where events come from (`[event_source]`; `ipmb` when absent). With
+    /// another source than `ipmb`, `ipmb_device` is empty and unused.
+    pub source: EventSource,
 }
 
 impl HostConfig {
@@ -107,13 +114,16 @@ struct RawFile {
     timing: RawTiming,
     #[serde(default)]
     blade: Vec<Spanned<RawBlade>>,
+    #[serde(default)]
+    event_source: Option<RawEventSource>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawShelf {
     own_address: Spanned<u8>,
-    ipmb_device: String,
+    #[serde(default)]
+    ipmb_device: Option<String>,
     #[serde(default = "default_mode")]
     ipmb_mode: IpmbMode,
     #[serde(default)]
@@ -318,13 +328,29 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
         return Err(err(span, format!("{e}{detail}")));
     }
 
+    let source = match raw.event_source {
+        None => EventSource::Ipmb,
+        Some(s) => s.resolve().map_err(|(span, message)| err(span, message))?,
+    };
+    let ipmb_device = match (&source, raw.shelf.ipmb_device) {
+        (EventSource::Ipmb, None) => {
+            return Err(err(
+                None,
+                "missing field `ipmb_device` in [shelf] (required with event source \"ipmb\")"
+                    .into(),
+            ))
+        }
+        (_, d) => PathBuf::from(d.unwrap_or_default()),
+    };
+
     Ok(HostConfig {
         shelf,
-        ipmb_device: PathBuf::from(raw.shelf.ipmb_device),
+        ipmb_device,
         ipmb_mode: raw.shelf.ipmb_mode,
         listen,
         key_file: raw.shelf.key_file,
         agents,
+        source,
     })
 }
 

@@ -443,6 +443,13 @@ impl Shelf {
             debug!("duplicate event from 0x{:02x} rqSeq {rq_seq}", ev.generator);
             return EventOutcome::Duplicate;
         }
+        self.on_logged_event(now, ev)
+    }
+
+    /// An event read from a System Event Log (RMCP+ or system interface
+    /// source). Each SEL record is one event (the log keeps no retransmits), so
+    /// there is no duplicate suppression: the source reads each record once.
+    pub fn on_logged_event(&mut self, now: u64, ev: &PlatformEvent) -> EventOutcome {
         self.counters.events += 1;
         let Some(idx) = self.index_of_address(ev.generator) else {
             self.counters.unknown_generator += 1;

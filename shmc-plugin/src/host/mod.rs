@@ -4,7 +4,11 @@
 
 pub mod agent;
 pub mod replay;
+#[cfg(feature = "rmcp")]
+pub mod rmcp;
 pub mod run;
+#[cfg(feature = "rmcp")]
+pub mod system;
 pub mod udp;
 
 /// Sets up `log` through `simple_logger` on stderr at `level`
