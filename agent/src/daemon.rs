@@ -234,7 +234,12 @@ pub fn run<H: Hypervisor + 'static>(
                 protected,
                 digest,
             };
+            // The partner repairs its copy from our digest: only once we know our guests.
+            let known = lock(&shared.outbox).is_known();
             for to in [NodeId::SHMC, partner] {
+                if to == partner && !known {
+                    continue;
+                }
                 if let Err(e) = ep.send(to, &hb, now_ms()) {
                     log::debug!("heartbeat to {to}: {e}");
                 }
@@ -281,6 +286,11 @@ fn on_message<H: Hypervisor + 'static>(
         return;
     }
     match message {
+        Message::Heartbeat { health, .. } if health != Health::Ok => {
+            log::debug!(
+                "partner heartbeat with hypervisor {health:?}: definitions left as they are"
+            );
+        }
         Message::Heartbeat { digest, .. } => {
             let stored = s.agent.partner_definitions();
             match keeper.on_heartbeat(&digest, &stored, Instant::now()) {

@@ -503,3 +503,81 @@ fn test_partner_definitions_sync_and_drift_repair() {
         d.join().unwrap().unwrap();
     }
 }
+
+/// A partner whose hypervisor is down announces nothing we act on: its (empty) digest does not
+/// make us drop its definitions. Healthy, the same digest makes us request a push, and then
+/// drop what it no longer has.
+#[test]
+fn test_unhealthy_partner_heartbeat_keeps_definitions() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("blade-agent-keep-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let t0 = Instant::now();
+    let shmc = endpoint(NodeId::SHMC, 1);
+    let mut partner = endpoint(PARTNER, 1);
+    let mut agent_ep = endpoint(AGENT, 1);
+    partner
+        .add_peer(AGENT, Some(agent_ep.local_addr().unwrap()))
+        .unwrap();
+    let text = format!(
+        "slot = 1\nshmc = \"{}\"\nlisten = \"{}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"test:///default\"\n\
+         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{}\"\n",
+        shmc.local_addr().unwrap(),
+        agent_ep.local_addr().unwrap(),
+        dir.0.display(),
+        partner.local_addr().unwrap()
+    );
+    let cfg = Config::parse(&text, Path::new("keep.toml")).unwrap();
+    agent_ep.add_peer(NodeId::SHMC, Some(cfg.shmc)).unwrap();
+    agent_ep
+        .add_peer(PARTNER, Some(cfg.partner.address))
+        .unwrap();
+    let hv = Arc::new(LibvirtHypervisor::open("test:///default", dir.0.join("run")).unwrap());
+    let agent = Arc::new(Agent::new(hv, cfg).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let daemon = {
+        let (agent, stop) = (Arc::clone(&agent), Arc::clone(&stop));
+        std::thread::spawn(move || blade_agent::daemon::run(agent, agent_ep, stop))
+    };
+    let now = || t0.elapsed().as_millis() as u64;
+    for chunk in split("pg", partner_xml("pg").as_bytes()).unwrap() {
+        partner.send(AGENT, &chunk, now()).unwrap();
+    }
+    let stored = dir.0.join("partner/pg.xml");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stored.exists() {
+        assert!(Instant::now() < deadline, "definition not stored");
+        let _ = collect(&mut partner, t0, Duration::from_millis(50), |_| false);
+    }
+    let empty = shelfha_proto::guest_set_digest(&mut []);
+    let beat = |health| Message::Heartbeat {
+        beat: 1,
+        health,
+        protected: 0,
+        digest: empty,
+    };
+    for _ in 0..10 {
+        partner.send(AGENT, &beat(Health::Down), now()).unwrap();
+        let (requested, _) = collect(&mut partner, t0, Duration::from_millis(100), |m| {
+            matches!(m, Message::DefinitionRequest { .. })
+        });
+        assert!(!requested, "acted on an unhealthy partner's digest");
+    }
+    assert!(
+        stored.exists(),
+        "definition dropped on an unhealthy partner's word"
+    );
+    partner.send(AGENT, &beat(Health::Ok), now()).unwrap();
+    let (requested, _) = collect(&mut partner, t0, Duration::from_secs(5), |m| {
+        matches!(m, Message::DefinitionRequest { name: None })
+    });
+    assert!(requested);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stored.exists() {
+        assert!(Instant::now() < deadline, "stale definition kept");
+        partner.send(AGENT, &beat(Health::Ok), now()).unwrap();
+        let _ = collect(&mut partner, t0, Duration::from_millis(100), |_| false);
+    }
+    stop.store(true, Ordering::SeqCst);
+    daemon.join().unwrap().unwrap();
+}

@@ -5,6 +5,11 @@
 //! changed are pushed and the ones that disappeared are removed; on the partner's
 //! `DefinitionRequest` everything is pushed again.
 //!
+//! Safety: a definition is only ever dropped on the partner's word. An owner that has not
+//! listed its guests yet sends no heartbeat to its partner, and a heartbeat reporting an
+//! unhealthy hypervisor is not used for repair, so a partner in trouble never makes us forget
+//! the definitions we may soon need.
+//!
 //! Keeper side ([`Keeper`]): each partner heartbeat carries the digest of the partner's
 //! protected set. If it differs from the digest of what we store, we request a full push
 //! (again after [`REQUEST_INTERVAL`] if still different). Definitions we hold that the
@@ -39,6 +44,7 @@ impl Push {
 #[derive(Debug, Default)]
 pub struct Outbox {
     current: BTreeMap<String, GuestDef>,
+    known: bool,
 }
 
 impl Outbox {
@@ -56,7 +62,14 @@ impl Outbox {
             }
         }
         self.current = defs.iter().map(|d| (d.name.clone(), d.clone())).collect();
+        self.known = true;
         push
+    }
+
+    /// Whether the protected set has been listed at least once. Until then the summary means
+    /// nothing and must not reach the partner: an empty set would make it drop our definitions.
+    pub fn is_known(&self) -> bool {
+        self.known
     }
 
     /// Everything (answer to a full request), or one guest.
@@ -156,8 +169,10 @@ mod test {
     #[test]
     fn test_outbox_pushes_changes_only() {
         let mut o = Outbox::default();
+        assert!(!o.is_known());
         let p = o.update(&[def("a", 1), def("b", 1)]);
         assert_eq!(p.changed.len(), 2);
+        assert!(o.is_known());
         assert!(o.update(&[def("a", 1), def("b", 1)]).is_empty());
         let p = o.update(&[def("a", 2)]);
         assert_eq!(p.changed, vec![def("a", 2)]);
