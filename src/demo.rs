@@ -136,6 +136,8 @@ fn agent_config(slot: u8, partner: u8, state_dir: PathBuf, guests: &[String]) ->
         partner: Partner {
             slot: partner,
             address: addr,
+            libvirt_uri: None,
+            migration_uri: None,
         },
         libvirt_uri: "test:///default".into(),
         key_file: PathBuf::from("/dev/null"),
@@ -262,8 +264,9 @@ fn to_agent_order(order: &Order) -> Option<AgentOrder> {
             fence_confirmed: true,
             subset: subset.as_ref().map(|g| vec![g.as_str().to_owned()]),
         },
-        Order::Evacuate { incident, .. } => AgentOrder::Evacuate {
+        Order::Evacuate { incident, to_slot } => AgentOrder::Evacuate {
             incident: *incident,
+            to_slot: *to_slot,
         },
         Order::RestartGuest { name, incident } => AgentOrder::RestartGuest {
             incident: *incident,
