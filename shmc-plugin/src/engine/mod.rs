@@ -12,13 +12,14 @@
 //! # Incident machine (one open incident per blade)
 //! ```text
 //! Healthy --blade_lost/blade_hardware/host_os--> Fencing(step, deadline)
+//!          (+ FenceSelf to the blade's agent when it is registered)
 //! Healthy --hypervisor--> SelfFencing(deadline) --deadline--> Fencing (both confirmations count)
 //! Healthy --blade_extraction--> Evacuating (Evacuate order to the blade) --IncidentDone from the blade
 //!          or its partner | timeout--> Fencing (deactivation, commanded)
 //! Fencing --deadline--> next step: Set FRU Activation(deactivate) -> FRU Control(cold reset)
 //!          -> Set Power Level 0 -> alert FenceUnconfirmed, next round from the first step (forever)
 //! Fencing/SelfFencing/Evacuating --hot-swap M1/M0 (event or Get Sensor Reading),
-//!          or FenceSelfConfirmed for `hypervisor`--> confirmed
+//!          or FenceSelfConfirmed when FenceSelf was ordered--> confirmed
 //! confirmed --> FailingOver (RestartPartnerGuests to the partner) --partner reports--> Recovered
 //! confirmed after a completed evacuation --> Recovered (nothing to fail over)
 //! any phase --hot-swap transition to M4--> closed (Healthy)
@@ -181,6 +182,9 @@ pub struct Incident {
     pub evacuated: bool,
     /// How the fence was confirmed, once it is.
     pub proof: Option<Confirmation>,
+    /// The blade's agent was ordered to destroy its guests (FenceSelf); its
+    /// confirmation then counts as the fence.
+    pub self_fence: bool,
 }
 
 /// IPMB link condition as last reported.
@@ -628,7 +632,7 @@ impl Shelf {
             AgentInput::FenceSelfConfirmed { incident } => match self.blades[idx].incident {
                 Some(Incident {
                     id,
-                    class: Class::Hypervisor,
+                    self_fence: true,
                     confirmed: false,
                     phase: Phase::SelfFencing { .. } | Phase::Fencing { .. },
                     ..
@@ -845,6 +849,11 @@ impl Shelf {
         self.next_incident = self.next_incident.wrapping_add(1);
         let mut actions = Vec::new();
         let list: &[Action] = match class {
+            Class::BladeLost | Class::BladeHardware | Class::HostOs if b.registered => &[
+                Action::FenceIpmb,
+                Action::SelfFence,
+                Action::FailoverToPartner,
+            ],
             Class::BladeLost | Class::BladeHardware | Class::HostOs => {
                 &[Action::FenceIpmb, Action::FailoverToPartner]
             }
@@ -925,12 +934,14 @@ impl Shelf {
             confirmed: false,
             evacuated: false,
             proof: None,
+            self_fence: false,
         };
         match class {
             Class::Hypervisor => {
                 incident.phase = Phase::SelfFencing {
                     deadline: now.saturating_add(self.cfg.timing.self_fence_deadline_ms),
                 };
+                incident.self_fence = true;
                 self.blades[idx].incident = Some(incident);
                 self.out.push(Output::Order {
                     slot,
@@ -951,6 +962,16 @@ impl Shelf {
                 });
             }
             _ => {
+                // A registered agent destroys its guests in parallel with the IPMB
+                // fence: whichever confirms first is the fence. This also fences a
+                // blade whose IPMC went silent while its host still runs.
+                if b.registered {
+                    incident.self_fence = true;
+                    self.out.push(Output::Order {
+                        slot,
+                        order: Order::FenceSelf { incident: id },
+                    });
+                }
                 self.blades[idx].incident = Some(incident);
                 // The agent of a fenced blade must register again.
                 self.blades[idx].registered = false;

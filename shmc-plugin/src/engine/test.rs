@@ -988,6 +988,59 @@ fn test_fence_self_confirmation_does_not_confirm_a_hardware_fence() {
 }
 
 #[test]
+fn test_registered_agent_self_fences_in_parallel_with_ipmb_fence() {
+    let mut s = shelf();
+    s.on_agent(0, 1, AgentInput::Hello);
+    s.on_platform_event(10, 1, &critical_temp(A));
+    let outs = drain(&mut s);
+    let d = decisions(&outs);
+    assert_eq!(
+        actions(&d[0]),
+        ["fence_ipmb", "self_fence", "failover_to_partner"]
+    );
+    assert_eq!(
+        orders(&outs),
+        [(
+            1,
+            Order::FenceSelf {
+                incident: d[0].incident
+            }
+        )]
+    );
+    assert_eq!(requests(&outs)[0].2, cmd::CMD_SET_FRU_ACTIVATION);
+    // The IPMC never answers (silent); the agent's confirmation is the fence.
+    s.on_agent(
+        60,
+        1,
+        AgentInput::FenceSelfConfirmed {
+            incident: d[0].incident + 1,
+        },
+    );
+    assert!(
+        orders(&drain(&mut s)).is_empty(),
+        "a confirmation quoting another decision"
+    );
+    s.on_agent(
+        70,
+        1,
+        AgentInput::FenceSelfConfirmed {
+            incident: d[0].incident,
+        },
+    );
+    let o = orders(&drain(&mut s));
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].0, 2, "the partner is ordered");
+    assert!(matches!(
+        o[0].1,
+        Order::RestartPartnerGuests {
+            failed_slot: 1,
+            fence: Confirmation::SelfFenced,
+            ..
+        }
+    ));
+}
+
+#[test]
 fn test_guest_restart_limit_then_failover() {
     let mut s = shelf();
     let vm = name("vm1");
@@ -1279,8 +1332,7 @@ fn test_safety_no_failover_without_confirmed_fence() {
                     let inc = b.incident.expect("failover without an incident");
                     assert!(inc.confirmed);
                     let by_hot_swap = matches!(b.m_state, Some(MState::M1 | MState::M0));
-                    let by_agent =
-                        inc.class == Class::Hypervisor && self_fence_fed == Some(failed_slot);
+                    let by_agent = inc.self_fence && self_fence_fed == Some(failed_slot);
                     assert!(
                         by_hot_swap || by_agent,
                         "failover for slot {failed_slot} without confirmation: {b:?}"
