@@ -40,6 +40,7 @@ struct Inner {
     events: Option<Sender<HypervisorEvent>>,
     migrated: Vec<(String, String)>,
     unavailable: bool,
+    memory_unknown: bool,
 }
 
 /// The fake hypervisor.
@@ -130,6 +131,11 @@ impl FakeHypervisor {
     /// Sets the QEMU pid reported for `name`.
     pub fn set_pid(&self, name: &str, pid: i32) {
         self.lock().pids.insert(name.into(), pid);
+    }
+
+    /// Makes `free_memory_kib` fail (a driver that cannot tell).
+    pub fn set_memory_unknown(&self) {
+        self.lock().memory_unknown = true;
     }
 
     /// While set, listing fails as if the daemon were gone.
@@ -339,7 +345,15 @@ impl Hypervisor for FakeHypervisor {
     }
 
     fn free_memory_kib(&self) -> Result<u64, HypervisorError> {
-        Ok(self.call().free_kib)
+        let g = self.call();
+        if g.memory_unknown {
+            return Err(HypervisorError::Failed {
+                op: "free memory",
+                name: "fake".into(),
+                message: "unknown".into(),
+            });
+        }
+        Ok(g.free_kib)
     }
 
     fn qemu_pid(&self, name: &str) -> Option<i32> {

@@ -403,10 +403,19 @@ impl<H: Hypervisor + 'static> Agent<H> {
             .into_iter()
             .map(|g| (g.name, g.state))
             .collect();
-        let mut budget = self
-            .hv
-            .free_memory_kib()?
-            .saturating_sub(self.cfg.memory_reserve_kib);
+        // Unknown free memory (some hosts and libvirt drivers cannot tell) must not block a
+        // takeover: the guests are then started without the check, and libvirt refuses what
+        // does not fit.
+        let mut budget = match self.hv.free_memory_kib() {
+            Ok(free) => free.saturating_sub(self.cfg.memory_reserve_kib),
+            Err(e) => {
+                log::warn!(
+                    "{}: free memory unknown ({e}): starting without a memory check",
+                    order.key()
+                );
+                u64::MAX
+            }
+        };
         let mut plan = Vec::new();
         for def in defs {
             if let Some(prev) = recorded.get(&def.name).filter(|o| o.result.is_success()) {

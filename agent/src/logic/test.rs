@@ -600,3 +600,14 @@ fn test_hypervisor_unavailable_is_retried_not_remembered() {
     assert_eq!(acc, Acceptance::Execute, "the retry executes");
     assert_eq!(result_of(&out, "db"), &GuestResult::Started);
 }
+
+#[test]
+fn test_unknown_free_memory_does_not_block_takeover() {
+    let dir = TempDir::new("memunknown");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.set_memory_unknown();
+    let a = agent(&dir, &hv);
+    a.store_partner_definition(def("db", 1000)).unwrap();
+    let (_, _, out) = run(&a, &restart(21, true));
+    assert_eq!(result_of(&out, "db"), &GuestResult::Started);
+}
