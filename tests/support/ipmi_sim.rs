@@ -60,6 +60,28 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
+/// Starts `ipmi_sim` on the files in `dir`, appending to its log there.
+fn spawn(dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("ipmi_sim.log"))
+        .expect("open log");
+    Command::new("ipmi_sim")
+        .arg("-c")
+        .arg(dir.join("lan.conf"))
+        .arg("-f")
+        .arg(dir.join("shelf.emu"))
+        .arg("-s")
+        .arg(dir.join("state"))
+        .arg("-n")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .spawn()
+        .expect("start ipmi_sim")
+}
+
 impl IpmiSim {
     /// Starts `ipmi_sim` with the given emu commands (the shelf), a LAN
     /// interface with an admin user, and a console; waits until both answer.
@@ -97,20 +119,7 @@ impl IpmiSim {
         );
         std::fs::write(dir.join("lan.conf"), lan_conf).expect("write lan.conf");
         std::fs::write(dir.join("shelf.emu"), emu).expect("write shelf.emu");
-        let log = std::fs::File::create(dir.join("ipmi_sim.log")).expect("create log");
-        let child = Command::new("ipmi_sim")
-            .arg("-c")
-            .arg(dir.join("lan.conf"))
-            .arg("-f")
-            .arg(dir.join("shelf.emu"))
-            .arg("-s")
-            .arg(dir.join("state"))
-            .arg("-n")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("start ipmi_sim");
+        let child = spawn(&dir);
         let mut sim = IpmiSim {
             child,
             dir,
@@ -121,6 +130,50 @@ impl IpmiSim {
         sim.console = Some(sim.connect_console());
         sim.wait_lan();
         sim
+    }
+
+    /// Kills the simulator (its LAN session and console go away; its SEL
+    /// stays in the state directory). [`IpmiSim::resume`] starts it again.
+    pub fn stop(&mut self) {
+        self.console = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the simulator again on the same files and ports (the emu file
+    /// runs again; the SEL is read back from the state directory).
+    pub fn resume(&mut self) {
+        self.child = spawn(&self.dir);
+        self.console = Some(self.connect_console());
+        self.wait_lan();
+    }
+
+    /// The simulator's directory (configuration, state, log).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Adds `event` to the ShMC's (0x20) SEL with `sel_add` (the record
+    /// bytes as `wire::sel` writes them; the simulator sets id and
+    /// timestamp); returns the record id it assigned.
+    pub fn sel_add(&mut self, event: &shmc_plugin::event::PlatformEvent) -> u16 {
+        let record = shmc_plugin::wire::sel::SelRecord {
+            record_id: 0,
+            timestamp: 0,
+            channel: 0,
+            event: *event,
+        };
+        let bytes = record.to_bytes();
+        let mut cmd = String::from("sel_add 0x20 0x02");
+        for b in &bytes[3..] {
+            cmd.push_str(&format!(" 0x{b:02x}"));
+        }
+        let out = self.console(&cmd);
+        out.split_whitespace()
+            .last()
+            .and_then(|n| n.parse().ok())
+            .filter(|_| out.contains("Added record"))
+            .unwrap_or_else(|| panic!("sel_add: {out}"))
     }
 
     fn log_text(&self) -> String {
