@@ -853,6 +853,9 @@ fn latency_rmcp_vs_ipmb() {
         for i in 0..N {
             // Alternate: a failure, then the blade back to M4 (ends the incident).
             let slot_addr = 0x82;
+            // The loop follows the plugin's own log, which is in step with its
+            // polls: spread the events over the poll interval.
+            std::thread::sleep(Duration::from_millis(150 + (i as u64 * 37) % 100));
             let t0 = Instant::now();
             sim.sel_add(&specific(slot_addr, 0x23, 5, 1));
             let (t1, _) = plugin.log_until(10, &format!("decision #{} host_os", i + 1));
@@ -866,6 +869,7 @@ fn latency_rmcp_vs_ipmb() {
     {
         let (mut sim, relay, plugin, _ptys) = ipmb_shelf("lat-ipmb");
         for i in 0..N {
+            std::thread::sleep(Duration::from_millis(150 + (i as u64 * 37) % 100));
             let t0 = Instant::now();
             relay.inject(&specific(0x82, 0x23, 5, 1), (i % 64) as u8);
             let (t1, _) = plugin.log_until(10, &format!("decision #{} host_os", i + 1));

@@ -16,7 +16,7 @@ use shmc_plugin::config::file;
 use shmc_plugin::config::source::EventSource;
 #[cfg(feature = "rmcp")]
 use shmc_plugin::host::rmcp::{self, JsonLines};
-#[cfg(feature = "rmcp")]
+#[cfg(feature = "system")]
 use shmc_plugin::host::system;
 use shmc_plugin::host::{
     self,
@@ -166,16 +166,16 @@ fn main() -> ExitCode {
                         );
                         rmcp::run(&cfg, src, agents, &mut json).map_err(|e| e.to_string())
                     }
-                    #[cfg(feature = "rmcp")]
+                    #[cfg(feature = "system")]
                     EventSource::System(src) => {
                         let mut json = JsonLines::new(
                             json_out.as_mut().map(|b| &mut **b as &mut dyn io::Write),
                         );
                         system::run(&cfg, src, agents, &mut json).map_err(|e| e.to_string())
                     }
-                    #[cfg(not(feature = "rmcp"))]
+                    #[cfg(not(all(feature = "rmcp", feature = "system")))]
                     other => Err(format!(
-                        "event source \"{}\" needs a build with the `rmcp` feature",
+                        "event source \"{0}\" is not in this build (cargo feature `{0}`)",
                         other.kind()
                     )),
                 }

@@ -7,7 +7,7 @@ pub mod replay;
 #[cfg(feature = "rmcp")]
 pub mod rmcp;
 pub mod run;
-#[cfg(feature = "rmcp")]
+#[cfg(feature = "system")]
 pub mod system;
 pub mod udp;
 
