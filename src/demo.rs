@@ -3,7 +3,7 @@
 //! The real ShMC core ([`shmc_plugin::engine::Shelf`]) hears emulated IPMCs
 //! ([`crate::sim`]) through real `ipmb_dev_int` frames; the real agent core
 //! ([`blade_agent::logic::Agent`]) of each blade drives libvirt's in-process
-//! test driver (`test:///default`: each blade's connection is its own
+//! test driver (a private `test:///PATH/node.xml` per blade: its own
 //! hypervisor). What the daemons carry over UDP (orders, outcomes, heartbeats)
 //! is handed over directly here. A blade whose IPMC reaches M1 loses payload
 //! power: its guests stop, as on a real shelf.
@@ -172,7 +172,8 @@ fn open_blade(
     // Each blade gets its own node file: libvirt shares the `test:///default` node among
     // all connections of a process, but opens a private node per `test:///PATH`.
     let node = dir.join("node.xml");
-    std::fs::write(&node, "<node><memory>8388608</memory></node>\n").map_err(|e| format!("{}: {e}", node.display()))?;
+    std::fs::write(&node, "<node><memory>8388608</memory></node>\n")
+        .map_err(|e| format!("{}: {e}", node.display()))?;
     let mut cfg = agent_config(slot, partner, dir.clone(), guests);
     cfg.libvirt_uri = format!("test://{}", node.display());
     let hv = Arc::new(
@@ -238,11 +239,24 @@ impl Clock {
 /// Timeline lines relative to the injection.
 struct Timeline {
     t0_us: u128,
+    /// When each guest of the failed blade was started on the partner (clock micros).
+    starts: std::cell::RefCell<Vec<u128>>,
 }
 
 impl Timeline {
+    fn new(clock: &Clock) -> Self {
+        Self {
+            t0_us: clock.micros(),
+            starts: Default::default(),
+        }
+    }
+
     fn line(&self, clock: &Clock, text: &str) {
-        let dt = clock.micros().saturating_sub(self.t0_us);
+        self.line_at(clock.micros(), text);
+    }
+
+    fn line_at(&self, at_us: u128, text: &str) {
+        let dt = at_us.saturating_sub(self.t0_us);
         println!("  {:>9.3} ms  {text}", dt as f64 / 1000.0);
     }
 }
@@ -329,12 +343,13 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
 
     println!("shelfha demo: a simulated ATCA shelf with two paired blades");
     println!("  ShMC at IPMB 0x{SHMC:02x}; slot 1 = IPMC 0x{:02x}, slot 2 = IPMC 0x{:02x}; partners of each other", IPMC[0], IPMC[1]);
-    println!("  each blade: libvirt test:///default, a blade agent; guests on slot 1: {:?}, on slot 2: {:?}", running(&blades[0].hv), running(&blades[1].hv));
+    println!("  each blade: a blade agent on its own libvirt test-driver node; guests on slot 1: {:?}, on slot 2: {:?}", running(&blades[0].hv), running(&blades[1].hv));
     println!(
         "  defaults: heartbeat {HEARTBEAT_MS} ms, heartbeat timeout {} ms, probe every {} ms, fence step deadline {} ms, confirmation poll {} ms",
         timing.heartbeat_timeout_ms, timing.probe_interval_ms, timing.fence_step_deadline_ms, timing.confirm_poll_ms
     );
 
+    println!("  emulated IPMCs: a deactivation walks M4 -> M6 -> M1 in 20 ms; every frame crosses the bus as bytes");
     let clock = Clock {
         start: Instant::now(),
     };
@@ -371,9 +386,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
             blades[partner].slot,
             running(&blades[partner].hv)
         );
-        let tl = Timeline {
-            t0_us: clock.micros(),
-        };
+        let tl = Timeline::new(&clock);
         let now = clock.now();
         match scenario {
             Scenario::Hardware => inject(
@@ -391,6 +404,10 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
                 shelf.on_agent(now, v_slot, AgentInput::HypervisorDown);
             }
         }
+        if matches!(scenario, Scenario::Watchdog | Scenario::OsStop) {
+            // The host is down: its agent neither sends heartbeats nor answers.
+            blades[victim].agent_silent = true;
+        }
         tl.line(&clock, &format!("injected: {}", scenario.describe()));
         let expect: Vec<String> = before.clone();
         let done = step_until(
@@ -401,11 +418,19 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
             &mut next_heartbeat,
             Some(&tl),
             opts.timeout,
-            |blades, _| {
+            |blades, shelf| {
+                // Done when every guest runs on the partner and, where the failure
+                // fences over IPMB, the ShMC has seen the blade reach M1/M0.
+                let fenced = scenario == Scenario::Hypervisor
+                    || matches!(
+                        shelf.blade(v_slot).and_then(|b| b.m_state),
+                        Some(MState::M1 | MState::M0)
+                    );
                 expect
                     .iter()
                     .all(|g| running(&blades[partner].hv).contains(g))
                     && running(&blades[victim].hv).is_empty()
+                    && fenced
             },
         )?;
         if !done {
@@ -416,7 +441,8 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
                 opts.timeout
             ));
         }
-        let downtime = clock.micros().saturating_sub(tl.t0_us);
+        let last_start = tl.starts.borrow().iter().copied().max().unwrap_or(tl.t0_us);
+        let downtime = last_start.saturating_sub(tl.t0_us);
         println!(
             "  total downtime (failure injected -> last guest running on the partner): {:.1} ms",
             downtime as f64 / 1000.0
@@ -679,9 +705,9 @@ fn execute_order(
         return;
     };
     let incident = agent_order.incident();
-    if !blade.powered {
+    if !blade.powered || blade.agent_silent {
         say(&format!(
-            "slot {}: no agent (blade off); order not delivered",
+            "slot {}: its agent does not answer (host down); order not delivered",
             blade.slot
         ));
         return;
@@ -700,20 +726,29 @@ fn execute_order(
             return;
         }
     }
-    let outcomes = std::sync::Mutex::new(Vec::<GuestOutcome>::new());
+    // Outcomes arrive from the agent's worker threads as each guest is handled.
+    let outcomes = std::sync::Mutex::new(Vec::<(u128, GuestOutcome)>::new());
     let emit = |o: &GuestOutcome| {
         outcomes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(o.clone());
+            .push((clock.micros(), o.clone()));
     };
     let result = blade.agent.execute(&agent_order, &emit);
     let now = clock.now();
-    for o in outcomes.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        say(&format!(
-            "slot {}: guest {}: {:?} ({} ms after the order)",
-            blade.slot, o.name, o.result, o.elapsed_ms
-        ));
+    for (at, o) in outcomes.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if let Some(tl) = tl {
+            tl.line_at(
+                at,
+                &format!(
+                    "slot {}: guest {}: {:?} ({} ms after the order)",
+                    blade.slot, o.name, o.result, o.elapsed_ms
+                ),
+            );
+            if matches!(order, Order::RestartPartnerGuests { .. }) && o.result.is_success() {
+                tl.starts.borrow_mut().push(at);
+            }
+        }
         if let (Order::RestartPartnerGuests { failed_slot, .. }, Ok(name)) =
             (order, GuestName::try_from(o.name.as_str()))
         {

@@ -21,7 +21,8 @@
 //! Fencing/SelfFencing/Evacuating --hot-swap M1/M0 (event or Get Sensor Reading),
 //!          or FenceSelfConfirmed when FenceSelf was ordered--> confirmed
 //! confirmed --> FailingOver (RestartPartnerGuests to the partner) --partner reports--> Recovered
-//! confirmed after a completed evacuation --> Recovered (nothing to fail over)
+//! confirmed after an evacuation --> FailingOver as well: the partner starts
+//!          the guests the evacuation stopped (it skips those that migrated)
 //! any phase --hot-swap transition to M4--> closed (Healthy)
 //! hypervisor incident in FailingOver/Recovered --agent registered, hypervisor up--> closed
 //! ```
@@ -1118,11 +1119,11 @@ impl Shelf {
             inc.id
         );
         if inc.class == Class::BladeExtraction && inc.evacuated {
-            self.set_phase(idx, Phase::Recovered);
-            info!("slot {slot}: evacuated and inactive; extraction may proceed");
-        } else {
-            self.order_failover(idx);
+            // Guests stopped by the evacuation (not live-migrated) start on the
+            // partner now; the partner skips those already running there.
+            info!("slot {slot}: evacuated and inactive; partner starts what did not migrate");
         }
+        self.order_failover(idx);
     }
 
     /// The only place a whole-blade failover is ordered.

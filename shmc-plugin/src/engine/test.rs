@@ -343,7 +343,26 @@ fn test_extraction_evacuates_then_deactivates() {
     );
     s.on_platform_event(60, 3, &hs(A, 1, Some(0x16)));
     let outs = drain(&mut s);
-    assert!(orders(&outs).is_empty(), "evacuated: nothing to fail over");
+    // Inactive: the partner starts what the evacuation stopped (migrated guests are skipped there).
+    let o = orders(&outs);
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].0, 2);
+    assert!(matches!(
+        o[0].1,
+        Order::RestartPartnerGuests {
+            failed_slot: 1,
+            fence: Confirmation::HotSwapM1,
+            ..
+        }
+    ));
+    s.on_agent(
+        70,
+        2,
+        AgentInput::AllReported {
+            failed_slot: 1,
+            incident: d.incident,
+        },
+    );
     assert_eq!(
         s.blade(1).unwrap().incident.unwrap().phase,
         Phase::Recovered
