@@ -70,6 +70,18 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 fn plugin_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        // The test executable is <target>/<profile>/deps/<name>; the binary
+        // goes to <target>/<profile>/ when built with the same profile.
+        let exe = std::env::current_exe().expect("test executable");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target directory");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => "dev",
+        };
         // The root package cannot name another package's binary: build it.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
@@ -81,17 +93,12 @@ fn plugin_binary() -> &'static Path {
                 "--bin",
                 "shmc-plugin",
             ])
+            .args(["--profile", profile])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build");
         assert!(status.success(), "building shmc-plugin failed");
-        // The test executable is target/<profile>/deps/<name>.
-        let exe = std::env::current_exe().expect("test executable");
-        let bin = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target directory")
-            .join("shmc-plugin");
+        let bin = profile_dir.join("shmc-plugin");
         assert!(bin.exists(), "{} not built", bin.display());
         bin
     })
@@ -530,7 +537,10 @@ fn rmcp_sel_cleared_under_us() {
         "{seen:#?}"
     );
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
-    for v in seen.iter().filter(|v| v["record_id"].as_u64() > Some(u64::from(c))) {
+    for v in seen
+        .iter()
+        .filter(|v| v["record_id"].as_u64() > Some(u64::from(c)))
+    {
         assert_eq!(
             (&v["event"]["generator"], &v["event"]["sensor_type"]),
             (&Value::from(0x84), &Value::from(0xF0)),
