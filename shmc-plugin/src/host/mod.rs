@@ -1,5 +1,6 @@
 //! The `std` edges of the plugin: capture replay, the run loop over the IPMB
-//! device, the agent-link seam and logging. The decisions themselves are in
+//! device, the SEL-polling event sources (RMCP+ and the system interface,
+//! cargo features `rmcp` and `system`), the agent-link seam and logging. The decisions themselves are in
 //! [`crate::engine`]; this module only feeds it bytes and a clock.
 
 pub mod agent;

@@ -125,6 +125,17 @@ pub trait IpmiSession {
     }
 }
 
+/// Completion codes a BMC or driver puts in a bridged response it made up
+/// itself because the blade did not answer: 0xC3 timeout, 0x82 bus error,
+/// 0x83 NAK on write. Such an "answer" is no sign of life, so it counts as
+/// none (a blade that really answers with one of them looks silent too).
+pub const NO_ANSWER_CODES: [u8; 3] = [0xC3, 0x82, 0x83];
+
+/// Whether bridged response data (completion code first) means the blade did not answer.
+pub fn no_answer(rsp: &[u8]) -> bool {
+    rsp.first().is_none_or(|cc| NO_ANSWER_CODES.contains(cc))
+}
+
 /// Get SEL Info response fields used here (IPMI v2.0 §31.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SelInfo {
@@ -599,9 +610,17 @@ impl IpmiSession for RmcpSession {
                 if outer[0] != 0 {
                     return Err(SessionError::Bridge(outer[0]));
                 }
-                let r = self.receive(deadline, &mut |nf, c, d| {
-                    bridged_response(nf, c, d, address, net_fn, cmd_code, rq_seq)
-                });
+                let r = self
+                    .receive(deadline, &mut |nf, c, d| {
+                        bridged_response(nf, c, d, address, net_fn, cmd_code, rq_seq)
+                    })
+                    .and_then(|d| {
+                        if no_answer(&d) {
+                            Err(SessionError::Bridge(d.first().copied().unwrap_or(0)))
+                        } else {
+                            Ok(d)
+                        }
+                    });
                 if r == Err(SessionError::Timeout) {
                     // The forwarded answer carries no responder address or rqSeq
                     // once ipmi-rs has parsed it: a late one could pass for the
@@ -1232,6 +1251,15 @@ mod test {
             bridged_response(0x07, 0x34, &[0x00], 0x82, 0x2C, 0x0C, 10),
             None
         );
+    }
+
+    #[test]
+    fn test_made_up_answers_are_no_answer() {
+        assert!(no_answer(&[0xC3]));
+        assert!(no_answer(&[0x83]));
+        assert!(no_answer(&[]));
+        assert!(!no_answer(&[0x00, 0x00]));
+        assert!(!no_answer(&[0xC1]));
     }
 
     #[test]

@@ -8,7 +8,9 @@
 use std::time::Duration;
 
 use super::agent::AgentLink;
-use super::rmcp::{run_source, IpmiSession, JsonLines, SessionError, SourceError, Target};
+use super::rmcp::{
+    no_answer, run_source, IpmiSession, JsonLines, SessionError, SourceError, Target,
+};
 use crate::config::file::HostConfig;
 use crate::config::source::SystemSource;
 
@@ -58,6 +60,10 @@ impl IpmiSession for SystemSession {
                 let mut out = Vec::with_capacity(rsp.data().len() + 1);
                 out.push(rsp.cc());
                 out.extend_from_slice(rsp.data());
+                // The driver answers an unanswered IPMB request itself (0xC3).
+                if matches!(target, Target::Ipmb { .. }) && no_answer(&out) {
+                    return Err(SessionError::Bridge(out[0]));
+                }
                 Ok(out)
             }
             Ok(rsp) => Err(SessionError::Lost(format!(
