@@ -41,7 +41,10 @@ use shmc_plugin::wire::framer::StreamFramer;
 use shmc_plugin::wire::ipmb::{Message, Repr};
 
 /// ATCA shelf: ShMC 0x20 with a 2,000-record SEL, blades 0x82 (slot 1) and
-/// 0x84 (slot 2), each with its FRU Hot Swap sensor (number 0) reporting to 0x20.
+/// 0x84 (slot 2), each with its FRU Hot Swap sensor (number 0) reporting to
+/// 0x20; blade 0x84 also has a temperature sensor (number 1, threshold type)
+/// with thresholds LNC 0x10, LC 0x05, LNR 0x02, UNC 0x50, UC 0x60, UNR 0x70
+/// (event masks are 15 characters, bit 0 rightmost, as ipmi_sim wants them).
 const SHELF_EMU: &str = "\
 atca_enable
 mc_add 0x20 0 has-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 dynsens
@@ -58,6 +61,10 @@ mc_add 0x84 0 has-device-sdrs 0x23 9 8 0x9f 0x1291 0xf03 dynsens
 mc_enable 0x84
 sensor_add 0x84 0 0 0xf0 0x6f
 sensor_set_event_support 0x84 0 0 1 1 0 000000011111111 000000000000000 000000011111111 000000000000000
+sensor_add 0x84 0 1 0x01 0x01
+sensor_set_threshold 0x84 0 1 settable 111111 0x70 0x60 0x50 0x02 0x05 0x10
+sensor_set_value 0x84 0 1 0x30 0
+sensor_set_event_support 0x84 0 1 1 1 0 000111111111111 000000000000000 000111111111111 000000000000000
 ";
 
 /// The system tests here share two cores: one at a time.
@@ -386,6 +393,57 @@ fn rmcp_decisions_and_fence_to_m1() {
     assert!(seen.iter().any(|v| v["event"]["m_state"] == 1
         && v["event"]["generator"] == 0x82
         && v["outcome"] == "recorded: hot-swap transition that is not a failure"));
+}
+
+#[test]
+fn rmcp_sensor_value_crossing_thresholds() {
+    let _serial = serial();
+    let (mut sim, plugin, mut seen) = shelf_with_plugin("rmcp-sensor");
+    // Above upper non-critical only: recorded.
+    sim.console("sensor_set_value 0x84 0 1 0x55 1");
+    plugin.json_until(&mut seen, 10, "UNC event", |v| {
+        v["event"]["sensor_number"] == 1 && v["event"]["offset"] == 7
+    });
+    // Above upper critical: the simulator logs the crossing, the plugin fences slot 2.
+    sim.console("sensor_set_value 0x84 0 1 0x65 1");
+    plugin.json_until(&mut seen, 10, "blade_hardware", |v| {
+        v["decision"]["class"] == "blade_hardware"
+    });
+    plugin.log_until(15, "slot 2: fence of decision #1 confirmed");
+    wait_state(&sim, "0x84", MState::M1, 5);
+    plugin.settle(&mut seen, 300);
+    assert_eq!(decisions(&seen), vec![(1, "blade_hardware".to_string(), 2)]);
+    // The simulator's records: reading type 0x01, trigger reading and threshold in ED2/ED3.
+    let crossing: Vec<(u64, bool, Value, String)> = seen
+        .iter()
+        .filter(|v| v["event"]["sensor_number"] == 1 && v["event"]["generator"] == 0x84)
+        .map(|v| {
+            (
+                v["event"]["offset"].as_u64().unwrap(),
+                v["event"]["assertion"].as_bool().unwrap(),
+                v["event"]["event_data"].clone(),
+                v["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        crossing,
+        vec![
+            (
+                7,
+                true,
+                serde_json::json!([0x57, 0x55, 0x50]),
+                "recorded: non-critical threshold".to_string()
+            ),
+            (
+                9,
+                true,
+                serde_json::json!([0x59, 0x65, 0x60]),
+                "decided: blade_hardware".to_string()
+            ),
+        ]
+    );
+    assert_eq!(hot_swap_state(&sim, "0x82"), Some(MState::M4));
 }
 
 #[test]
