@@ -943,18 +943,20 @@ pub fn run_source<S: IpmiSession>(
                 "source": {"state": "down", "reason": e.to_string()},
             }))?;
             clock.pause(real);
+            let stray = session.as_ref().map_or(0, |s| s.stray());
             session = None;
             more = false;
             next_attempt = real + backoff;
             backoff = (backoff * 2).min(BACKOFF_MS.1);
             info!(
-                "totals: {} SEL records ({} skipped, {} clears, {} wraps), {} requests not sent while down, {} bridge failures; {:?}; {:?}",
+                "totals: {} SEL records ({} skipped, {} clears, {} wraps), {} requests not sent while down, {} bridge failures, {} stray answers in the lost session; {:?}; {:?}",
                 cursor.records,
                 cursor.skipped,
                 cursor.clears,
                 cursor.discontinuities,
                 not_sent,
                 bridge_failures,
+                stray,
                 shelf.counters(),
                 shelf.request_stats()
             );

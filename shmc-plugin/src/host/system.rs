@@ -17,6 +17,8 @@ use crate::config::source::SystemSource;
 /// A session over the IPMI character device.
 pub struct SystemSession {
     file: ipmi_rs::File,
+    timeout: Duration,
+    stray: u64,
 }
 
 impl SystemSession {
@@ -24,7 +26,11 @@ impl SystemSession {
     pub fn open(src: &SystemSource) -> Result<SystemSession, SessionError> {
         let timeout = Duration::from_millis(src.polling.timeout_ms);
         match ipmi_rs::File::new(&src.device, timeout) {
-            Ok(file) => Ok(SystemSession { file }),
+            Ok(file) => Ok(SystemSession {
+                file,
+                timeout,
+                stray: 0,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(
                 SessionError::Refused(format!("{}: {e}", src.device.display())),
             ),
@@ -55,31 +61,54 @@ impl IpmiSession for SystemSession {
             ),
         };
         let mut req = Request::new(Message::new_raw(net_fn, cmd, data.to_vec()), address);
-        match self.file.send_recv(&mut req) {
-            Ok(rsp) if rsp.netfn_raw() == net_fn | 1 && rsp.cmd() == cmd => {
-                let mut out = Vec::with_capacity(rsp.data().len() + 1);
-                out.push(rsp.cc());
-                out.extend_from_slice(rsp.data());
-                // The driver answers an unanswered IPMB request itself (0xC3).
-                if matches!(target, Target::Ipmb { .. }) && no_answer(&out) {
-                    return Err(SessionError::Bridge(out[0]));
+        self.file.send(&mut req).map_err(|e| match target {
+            // The driver refuses a request to an address it cannot reach.
+            Target::Ipmb { .. } => {
+                log::debug!("system interface: request to {target:?} refused: {e}");
+                SessionError::Timeout
+            }
+            Target::Bmc => SessionError::Lost(e.to_string()),
+        })?;
+        let deadline = std::time::Instant::now() + self.timeout;
+        loop {
+            match self.file.recv() {
+                Ok(rsp) if rsp.netfn_raw() == net_fn | 1 && rsp.cmd() == cmd => {
+                    let mut out = Vec::with_capacity(rsp.data().len() + 1);
+                    out.push(rsp.cc());
+                    out.extend_from_slice(rsp.data());
+                    // The driver answers an unanswered IPMB request itself (0xC3).
+                    if matches!(target, Target::Ipmb { .. }) && no_answer(&out) {
+                        return Err(SessionError::Bridge(out[0]));
+                    }
+                    return Ok(out);
                 }
-                Ok(out)
+                Ok(rsp) => {
+                    self.stray += 1;
+                    log::debug!(
+                        "system interface: answer netFn 0x{:02x} cmd 0x{:02x} to an earlier request dropped",
+                        rsp.netfn_raw(),
+                        rsp.cmd()
+                    );
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                    return Err(SessionError::Timeout)
+                }
+                // ipmi-rs reads the late answer to an earlier request, then
+                // reports its sequence number as an error: read on.
+                Err(e) if e.to_string().starts_with("Invalid sequence number") => {
+                    self.stray += 1;
+                    log::debug!("system interface: {e}; dropped");
+                }
+                Err(e) => return Err(SessionError::Lost(e.to_string())),
             }
-            Ok(rsp) => Err(SessionError::Lost(format!(
-                "answer netFn 0x{:02x} cmd 0x{:02x} to a request netFn 0x{net_fn:02x} cmd 0x{cmd:02x}",
-                rsp.netfn_raw(),
-                rsp.cmd()
-            ))),
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Err(SessionError::Timeout),
-            // The driver reports an unanswered IPMB request as a response
-            // with an error completion code, or as a sequence mismatch later.
-            Err(e) if matches!(target, Target::Ipmb { .. }) => {
-                log::debug!("system interface: request to {target:?}: {e}");
-                Err(SessionError::Timeout)
+            if std::time::Instant::now() >= deadline {
+                return Err(SessionError::Timeout);
             }
-            Err(e) => Err(SessionError::Lost(e.to_string())),
         }
+    }
+
+    fn stray(&self) -> u64 {
+        self.stray
     }
 }
 
