@@ -637,6 +637,131 @@ fn rmcp_burst_of_1000_records_each_once() {
         .all(|v| v["outcome"] == "recorded: non-critical threshold"));
 }
 
+#[test]
+fn rmcp_partner_order_over_udp_only_after_m1() {
+    use shelfha_proto::{
+        write_key_file, Capabilities, Endpoint, EndpointConfig, Event, FenceProof, Health, Key,
+        Message as AgentMessage, NodeId, SoftwareVersion,
+    };
+    let _serial = serial();
+    let mut sim = IpmiSim::start("rmcp-agents", SHELF_EMU);
+    sim.console("sensor_set_bit_clr_rest 0x82 0 0 4 1 1");
+    sim.console("sensor_set_bit_clr_rest 0x84 0 0 4 1 1");
+    let key = Key::new([0x3C; 32]);
+    let key_path = sim.dir().join("shelf.key");
+    write_key_file(&key_path, &key).expect("key file");
+    let shmc_addr = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port");
+    let agent = |slot: u8| {
+        let mut ep = Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            NodeId(slot),
+            key.clone(),
+            EndpointConfig::default(),
+        )
+        .expect("agent endpoint");
+        ep.add_peer(NodeId::SHMC, Some(shmc_addr)).unwrap();
+        ep
+    };
+    let (mut a1, mut a2) = (agent(1), agent(2));
+    let config = rmcp_config(&sim, ipmi_sim::PASSWORD);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replace(
+            "own_address = 0x20\n",
+            &format!(
+                "own_address = 0x20\nlisten = \"{shmc_addr}\"\nkey_file = {:?}\n",
+                key_path.to_str().unwrap()
+            ),
+        )
+        .replace(
+            "partner = 2\n",
+            &format!("partner = 2\nagent = \"{}\"\n", a1.local_addr().unwrap()),
+        )
+        .replace(
+            "partner = 1\n",
+            &format!("partner = 1\nagent = \"{}\"\n", a2.local_addr().unwrap()),
+        );
+    std::fs::write(&config, text).unwrap();
+    let plugin = Plugin::start(&config, true);
+    let mut seen = Vec::new();
+    plugin.json_until(&mut seen, 20, "session up", |v| {
+        v["source"]["state"] == "up"
+    });
+
+    let start = Instant::now();
+    let ms = || start.elapsed().as_millis() as u64;
+    let version = SoftwareVersion {
+        major: 0,
+        minor: 1,
+        patch: 0,
+    };
+    for (ep, slot) in [(&mut a1, 1u8), (&mut a2, 2)] {
+        let hello = AgentMessage::Hello {
+            slot,
+            version,
+            capabilities: Capabilities::SELF_FENCE,
+        };
+        ep.send(NodeId::SHMC, &hello, ms()).unwrap();
+    }
+    let (mut beat, mut next_beat, mut injected) = (0u64, 0u64, false);
+    let mut restart = None;
+    while ms() < 15_000 && restart.is_none() {
+        let now = ms();
+        if now >= next_beat {
+            beat += 1;
+            let hb = AgentMessage::Heartbeat {
+                beat,
+                health: Health::Ok,
+                protected: 1,
+                digest: [0; 32],
+            };
+            let _ = a1.send(NodeId::SHMC, &hb, now);
+            let _ = a2.send(NodeId::SHMC, &hb, now);
+            next_beat = now + 200;
+        }
+        if !injected && now >= 1000 {
+            // Blade 1's OS panicked (OS critical stop, run-time): host_os.
+            sim.sel_add(&specific(0x82, 0x20, 3, 1));
+            injected = true;
+        }
+        while a1.poll(now).is_some() {}
+        while let Some(ev) = a2.poll(now) {
+            if let Event::Message {
+                message: msg @ AgentMessage::RestartPartnerGuests { .. },
+                ..
+            } = ev
+            {
+                // The order comes only once the fence is confirmed: the blade reads M1 now.
+                assert_eq!(hot_swap_state(&sim, "0x82"), Some(MState::M1));
+                restart = Some(msg);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let restart = restart.unwrap_or_else(|| {
+        panic!(
+            "no RestartPartnerGuests for slot 2; log:\n{}",
+            plugin.log_text()
+        )
+    });
+    assert!(
+        matches!(
+            restart,
+            AgentMessage::RestartPartnerGuests {
+                incident: 1,
+                failed_slot: 1,
+                fence: FenceProof::HotSwapM1,
+                subset: None,
+            }
+        ),
+        "{restart:?}"
+    );
+    plugin.settle(&mut seen, 300);
+    assert_eq!(decisions(&seen), vec![(1, "host_os".to_string(), 1)]);
+}
+
 // ---------------------------------------------------------------------------
 // IPMB source on ptys.
 
