@@ -8,6 +8,7 @@ shelfha: host-side tools of shelfha
 
 USAGE:
     shelfha simulate [--link PATH] [--shmc ADDR] --ipmc ADDR [--ipmc ADDR ...]
+                     [--on-payload-off CMD] [--deactivation-ms N]
         Emulates blade IPMCs on a pty in the ipmb_dev_int message format. Point
         shmc-plugin's `ipmb_device` at PATH (a symlink to the pty's slave side).
         Control lines on stdin:
@@ -19,6 +20,10 @@ USAGE:
             state               print every IPMC's hot-swap state
             quit
         Reports (ready, state changes, errors) are JSON lines on stdout.
+        --on-payload-off: shell command run (with the IPMC address as last
+        argument, to completion) when an IPMC enters M1 or M0, before that state
+        is reported on the bus: what cuts a blade's power in a test.
+        --deactivation-ms: time from M6 to M1 after a deactivation (default 20).
         Defaults: --shmc 0x20; the simulation ends with its input.
 
     shelfha demo [--scenario NAME[,NAME...]] [--guests N]
@@ -44,6 +49,7 @@ fn simulate(args: &[String]) -> Result<(), String> {
     let mut link: Option<PathBuf> = None;
     let mut shmc = 0x20u8;
     let mut ipmcs = Vec::new();
+    let mut options = shelfha::sim::pty::Options::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));
@@ -51,16 +57,25 @@ fn simulate(args: &[String]) -> Result<(), String> {
             "--link" => link = Some(PathBuf::from(value("--link")?)),
             "--shmc" => shmc = parse_addr(&value("--shmc")?)?,
             "--ipmc" => ipmcs.push(parse_addr(&value("--ipmc")?)?),
+            "--on-payload-off" => options.payload_off_hook = Some(value("--on-payload-off")?),
+            "--deactivation-ms" => {
+                let v = value("--deactivation-ms")?;
+                options.deactivation_ms = Some(
+                    v.parse()
+                        .map_err(|_| format!("--deactivation-ms {v:?}: not a number"))?,
+                );
+            }
             other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
         }
     }
     if ipmcs.is_empty() {
         return Err(format!("at least one --ipmc is needed\n\n{USAGE}"));
     }
-    shelfha::sim::pty::run(
+    shelfha::sim::pty::run_with(
         link.as_deref(),
         &ipmcs,
         shmc,
+        &options,
         std::io::stdin(),
         std::io::stdout().lock(),
     )

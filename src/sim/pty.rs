@@ -152,6 +152,35 @@ fn state_name(s: MState) -> String {
     format!("M{}", s as u8)
 }
 
+/// Optional behaviour of a simulated shelf.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Shell command run when an IPMC's payload goes off (the IPMC enters M1 or M0 from
+    /// another state), with the IPMC address (e.g. `0x82`) as its last argument. It runs to
+    /// completion before the hot-swap event goes on the bus: on a real shelf the payload is
+    /// already off when the IPMC reports M1, and a test uses the hook to cut the blade's
+    /// "power" (kill its processes). Its exit status is reported as a JSON line.
+    pub payload_off_hook: Option<String>,
+    /// Time each IPMC's payload takes to shut down in M6 before M1 (default 20 ms).
+    pub deactivation_ms: Option<u64>,
+}
+
+fn payload_off(state: MState) -> bool {
+    matches!(state, MState::M0 | MState::M1)
+}
+
+fn run_hook(hook: &str, address: u8) -> String {
+    match std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{hook} {address:#04x}"))
+        .stdin(std::process::Stdio::null())
+        .status()
+    {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("not started: {e}"),
+    }
+}
+
 /// Runs a simulated shelf on a pty until `quit` or the end of the control input: IPMCs at
 /// `addresses` report to `shmc_address`; commands come from `control`, reports go to `out`.
 pub fn run(
@@ -159,10 +188,36 @@ pub fn run(
     addresses: &[u8],
     shmc_address: u8,
     control: impl AsFd,
+    out: impl Write,
+) -> std::io::Result<()> {
+    run_with(
+        link,
+        addresses,
+        shmc_address,
+        &Options::default(),
+        control,
+        out,
+    )
+}
+
+/// [`run`] with [`Options`].
+pub fn run_with(
+    link: Option<&Path>,
+    addresses: &[u8],
+    shmc_address: u8,
+    options: &Options,
+    control: impl AsFd,
     mut out: impl Write,
 ) -> std::io::Result<()> {
     let bus = PtyBus::open(link)?;
     let mut shelf = Backplane::new(addresses, shmc_address);
+    if let Some(ms) = options.deactivation_ms {
+        for &a in addresses {
+            if let Some(i) = shelf.ipmc(a) {
+                i.set_deactivation_time(ms);
+            }
+        }
+    }
     let start = Instant::now();
     let now = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
     writeln!(
@@ -281,6 +336,21 @@ pub fn run(
         let t = now();
         let mut msgs: Vec<Message> = Vec::new();
         shelf.poll(t, &mut msgs);
+        if let Some(hook) = &options.payload_off_hook {
+            // The payload is off before the IPMC reports it.
+            for &(a, last) in &states {
+                let now_off = shelf.ipmc(a).is_some_and(|i| payload_off(i.state()));
+                if now_off && !payload_off(last) {
+                    let status = run_hook(hook, a);
+                    writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({"t_ms": now(), "payload_off": a, "hook": status})
+                    )?;
+                    out.flush()?;
+                }
+            }
+        }
         for m in &msgs {
             bus.write(m.as_bytes())?;
         }
