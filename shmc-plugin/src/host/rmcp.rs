@@ -20,7 +20,8 @@
 //! last processed record; if it is still there with the same bytes, records
 //! after it are new. If it is gone or changed, the log was cleared or
 //! wrapped: Get SEL Info tells which (its erase timestamp), and the whole log
-//! is read again, keeping only records not processed yet. At start the
+//! is read again, keeping only records not processed yet (the processed ones
+//! are remembered byte for byte). At start the
 //! records already in the log are history and skipped (Get SEL Entry 0xFFFF
 //! = last record). The cursor survives reconnects, so nothing is processed
 //! twice after a session loss.
@@ -33,7 +34,7 @@
 //! doubling to 5 s). Authentication failures are not retried: they end the
 //! run with an error.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -66,6 +67,9 @@ pub const SEL_LAST: u16 = 0xFFFF;
 pub const MAX_RECORDS_PER_POLL: usize = 64;
 /// Back-off of session reopening: first and longest wait.
 pub const BACKOFF_MS: (u64, u64) = (100, 5000);
+/// Processed records remembered (exact bytes) to recognise them when the log
+/// is re-read after a wrap: more than a 64 KiB SEL holds (4,096 records).
+pub const REMEMBERED_RECORDS: usize = 8192;
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,8 +173,9 @@ pub struct SelCursor {
     last: Option<(u16, [u8; SEL_RECORD_LEN])>,
     /// Erase timestamp of the log as last seen.
     erase: Option<u32>,
-    /// Timestamp of the last processed record, and the ids processed with it.
-    same_second: (u32, HashSet<u16>),
+    /// The last [`REMEMBERED_RECORDS`] processed records, oldest first, and as a set.
+    remembered: VecDeque<[u8; SEL_RECORD_LEN]>,
+    remembered_set: HashSet<[u8; SEL_RECORD_LEN]>,
     started: bool,
     /// Records handed out.
     pub records: u64,
@@ -241,26 +246,26 @@ impl SelCursor {
         self.last.map(|(id, _)| id)
     }
 
-    fn timestamp(bytes: &[u8; SEL_RECORD_LEN]) -> u32 {
-        u32::from_le_bytes([bytes[3], bytes[4], bytes[5], bytes[6]])
-    }
-
     fn mark(&mut self, id: u16, bytes: [u8; SEL_RECORD_LEN]) {
-        let ts = Self::timestamp(&bytes);
-        if self.same_second.0 != ts {
-            self.same_second = (ts, HashSet::new());
+        if self.remembered_set.insert(bytes) {
+            self.remembered.push_back(bytes);
+            if self.remembered.len() > REMEMBERED_RECORDS {
+                if let Some(old) = self.remembered.pop_front() {
+                    self.remembered_set.remove(&old);
+                }
+            }
         }
-        self.same_second.1.insert(id);
         self.last = Some((id, bytes));
     }
 
-    /// Whether a record found while re-reading the log after a wrap was processed already.
-    fn seen_before(&self, id: u16, bytes: &[u8; SEL_RECORD_LEN]) -> bool {
-        let Some((_, last)) = &self.last else {
-            return false;
-        };
-        let (ts, last_ts) = (Self::timestamp(bytes), Self::timestamp(last));
-        ts < last_ts || (ts == last_ts && self.same_second.1.contains(&id))
+    /// Whether a record found while re-reading the log after a wrap was
+    /// processed already. A wrap drops the oldest records first, so once our
+    /// last record is gone every record still there is either one we
+    /// processed (remembered byte for byte: id, timestamp, event) or new.
+    /// Timestamps are not compared: a controller restarted with its clock
+    /// reset (pre-init timestamps) logs new records with smaller ones.
+    fn seen_before(&self, bytes: &[u8; SEL_RECORD_LEN]) -> bool {
+        self.remembered_set.contains(bytes)
     }
 
     /// The first call of a session with the log: at the very start, skips
@@ -315,7 +320,6 @@ impl SelCursor {
                         );
                         self.erase = Some(info.erase);
                         self.last = None;
-                        self.same_second = (0, HashSet::new());
                         (SEL_FIRST, false)
                     } else {
                         self.discontinuities += 1;
@@ -350,7 +354,7 @@ impl SelCursor {
                 )));
             }
             next = after;
-            if filter && self.seen_before(id, &bytes) {
+            if filter && self.seen_before(&bytes) {
                 continue;
             }
             let record = match SelRecord::parse(&bytes) {
@@ -1169,6 +1173,38 @@ mod test {
         sel.records.drain(..3);
         assert_eq!(poll_all(&mut c, &mut sel), vec![x, y]);
         assert_eq!((c.clears, c.discontinuities), (0, 1));
+    }
+
+    #[test]
+    fn test_restart_with_new_log_and_clock_reset() {
+        let mut sel = FakeSel::new();
+        let mut c = SelCursor::new();
+        poll_all(&mut c, &mut sel);
+        let a = sel.add(0x5000_0000, 1);
+        assert_eq!(poll_all(&mut c, &mut sel), vec![a]);
+        // The controller restarted with an empty log (never cleared, same
+        // erase timestamp) and a clock counting from its start again.
+        sel.records.clear();
+        let b = sel.add(12, 2);
+        let d = sel.add(13, 3);
+        assert_eq!(poll_all(&mut c, &mut sel), vec![b, d]);
+        assert_eq!((c.clears, c.discontinuities), (0, 1));
+    }
+
+    #[test]
+    fn test_remembered_records_bounded() {
+        let mut c = SelCursor::new();
+        for i in 0..(REMEMBERED_RECORDS as u32 + 10) {
+            let mut r = [0u8; SEL_RECORD_LEN];
+            r[3..7].copy_from_slice(&i.to_le_bytes());
+            c.mark(i as u16, r);
+        }
+        assert_eq!(c.remembered.len(), REMEMBERED_RECORDS);
+        assert_eq!(c.remembered_set.len(), REMEMBERED_RECORDS);
+        let mut first = [0u8; SEL_RECORD_LEN];
+        assert!(!c.seen_before(&first));
+        first[3..7].copy_from_slice(&(REMEMBERED_RECORDS as u32 + 9).to_le_bytes());
+        assert!(c.seen_before(&first));
     }
 
     #[test]
