@@ -47,3 +47,130 @@ fn critical_temperature_fences_a_and_b_runs_its_guests() {
     assert!(rig.running('b').contains("h1"));
     rig.report("critical temperature", t0, Some(decided), 'b', &["g1", "g2"]);
 }
+
+#[test]
+fn silent_ipmc_is_blade_lost_and_the_agent_self_fence_confirms() {
+    let _shelf = one_shelf();
+    let rig = Rig::start("silent", Options::default());
+    let log0 = rig.plugin().mark();
+    let agent0 = rig.agent('a').mark();
+    let t0 = rig.sim(&format!("inject {A:#04x} silent"));
+    let decided = rig.wait_decision(log0, "blade_lost", 1, secs(10));
+    // No M1 ever comes from a silent IPMC: A's own agent destroyed its guests.
+    rig.agent('a')
+        .wait_line(agent0, "self-fence", secs(10), |l| l.contains("fenced:"));
+    assert_failed_over(&rig, &["g1", "g2"]);
+    assert!(!rig.powered_off('a'), "a silent IPMC never reported M1");
+    rig.report("silent IPMC", t0, Some(decided), 'b', &["g1", "g2"]);
+}
+
+#[test]
+fn watchdog_expiry_is_host_os_and_fails_over() {
+    let _shelf = one_shelf();
+    let rig = Rig::start("wdog", Options::default());
+    let (sim0, log0) = (rig.sim.mark(), rig.plugin().mark());
+    let t0 = rig.sim(&format!("inject {A:#04x} watchdog"));
+    let decided = rig.wait_decision(log0, "host_os", 1, secs(10));
+    rig.wait_sim_state(sim0, A, "M1", secs(10));
+    assert_failed_over(&rig, &["g1", "g2"]);
+    rig.report("watchdog", t0, Some(decided), 'b', &["g1", "g2"]);
+}
+
+#[test]
+fn dead_agent_with_ipmc_in_m4_is_host_os_and_fails_over() {
+    let _shelf = one_shelf();
+    let mut rig = Rig::start("hbeat", Options::default());
+    let (sim0, log0) = (rig.sim.mark(), rig.plugin().mark());
+    let t0 = Instant::now();
+    rig.kill_agent('a');
+    let decided = rig.wait_decision(log0, "host_os", 1, secs(10));
+    // The IPMB fence deactivates A (its power is cut at M1), then B takes over.
+    rig.wait_sim_state(sim0, A, "M1", secs(10));
+    assert_failed_over(&rig, &["g1", "g2"]);
+    rig.report("agent killed (heartbeat loss)", t0, Some(decided), 'b', &["g1", "g2"]);
+}
+
+#[test]
+fn dead_libvirtd_is_hypervisor_and_the_agent_kills_its_qemus() {
+    let _shelf = one_shelf();
+    let rig = Rig::start("hyperv", Options::default());
+    let log0 = rig.plugin().mark();
+    let qemus = [rig.blades.qemu_pid('a', "g1"), rig.blades.qemu_pid('a', "g2")];
+    let t0 = Instant::now();
+    rig.blades.harness("kill-libvirtd", &["a"]);
+    let decided = rig.wait_decision(log0, "hypervisor", 1, secs(10));
+    assert_failed_over(&rig, &["g1", "g2"]);
+    // A's QEMUs were killed by its agent (libvirtd could not), not by a power cut.
+    assert!(!rig.powered_off('a'));
+    for pid in qemus {
+        assert!(!blades::alive(pid), "QEMU {pid} of blade A still alive");
+    }
+    rig.report("libvirtd killed", t0, Some(decided), 'b', &["g1", "g2"]);
+}
+
+#[test]
+fn noncritical_threshold_ipmb_link_loss_and_garbage_move_nothing() {
+    let _shelf = one_shelf();
+    let rig = Rig::start("benign", Options::default());
+    let (sim0, log0) = (rig.sim.mark(), rig.plugin().mark());
+    rig.sim(&format!("inject {A:#04x} noncritical-temperature"));
+    rig.sim(&format!("inject {A:#04x} ipmb-a-lost"));
+    rig.sim("garbage 64");
+    rig.sim(&format!("inject {B:#04x} noncritical-temperature"));
+    rig.sim("garbage 200");
+    // The link loss is heard (an alert-only decision), so the events did reach the plugin.
+    rig.wait_decision(log0, "ipmb_link_degraded", 1, secs(10));
+    rig.sim.wait_line(sim0, "garbage", secs(5), |l| l.contains("\"garbage\":200"));
+    std::thread::sleep(secs(3));
+    let decisions = rig.decisions(log0);
+    for d in &decisions {
+        assert!(
+            !FAILOVER_CLASSES.iter().any(|c| d.contains(&format!(" {c} for slot"))),
+            "a failover decision was taken: {d}"
+        );
+    }
+    assert!(rig.running('a').is_superset(&["g1", "g2"].map(String::from).into()));
+    assert!(rig.running('b').contains("h1"));
+    rig.assert_not_running('b', &["g1", "g2"]);
+    rig.assert_not_running('a', &["h1"]);
+    assert!(!rig.powered_off('a') && !rig.powered_off('b'));
+    rig.poller().assert_never_twice();
+    println!("e2e benign events: decisions {decisions:?}");
+}
+
+#[test]
+fn ignored_deactivation_with_dead_agent_starts_nothing_on_b_and_escalates() {
+    let _shelf = one_shelf();
+    let mut rig = Rig::start(
+        "nofence",
+        Options {
+            timing: vec![("fence_step_deadline_ms", 300)],
+            ..Options::default()
+        },
+    );
+    let log0 = rig.plugin().mark();
+    rig.sim(&format!("inject {A:#04x} ignore-deactivation"));
+    // Without its agent, nothing can confirm A's fence but the IPMC.
+    rig.kill_agent('a');
+    let t0 = rig.sim(&format!("inject {A:#04x} critical-temperature"));
+    rig.plugin()
+        .wait_line(log0, "FenceUnconfirmed alert", secs(20), |l| {
+            l.contains("ALERT") && l.contains("unconfirmed after")
+        });
+    std::thread::sleep(secs(1));
+    let log = rig.plugin().lines_from(log0);
+    let has = |s: &str| log.iter().any(|(_, l)| l.contains(s));
+    assert!(has("fence step Deactivate"), "{}", rig.logs());
+    assert!(has("fence step ColdReset"), "{}", rig.logs());
+    assert!(has("fence step PowerOff"), "{}", rig.logs());
+    assert!(!has("RestartPartnerGuests"), "a failover was ordered: {}", rig.logs());
+    rig.assert_not_running('b', &["g1", "g2"]);
+    assert!(rig.running('a').is_superset(&["g1", "g2"].map(String::from).into()));
+    rig.poller().assert_never_twice();
+    println!(
+        "e2e ignored deactivation: alert after {} ms, still no failover",
+        rig.plugin()
+            .find(log0, |l| l.contains("unconfirmed after"))
+            .map_or(0, |(_, t, _)| t.saturating_duration_since(t0).as_millis())
+    );
+}
