@@ -609,6 +609,26 @@ fn rmcp_sel_cleared_under_us() {
 }
 
 #[test]
+fn rmcp_last_record_deleted_under_us() {
+    let _serial = serial();
+    // The shelf's start-up hot-swap records are history the plugin skipped.
+    let (mut sim, plugin, mut seen) = shelf_with_plugin("rmcp-delete");
+    let a = sim.sel_add(&threshold(0x82, 0x30, 0x0, true));
+    plugin.json_until(&mut seen, 10, "first record", |v| {
+        v["record_id"] == u64::from(a)
+    });
+    sim.ipmitool(&["sel", "delete", &a.to_string()]);
+    let b = sim.sel_add(&threshold(0x84, 0x31, 0x6, true));
+    plugin.json_until(&mut seen, 10, "record after the deletion", |v| {
+        v["record_id"] == u64::from(b)
+    });
+    plugin.log_until(5, "without a clear");
+    plugin.settle(&mut seen, 500);
+    // Neither the history nor `a` again.
+    assert_eq!(record_ids(&seen), vec![u64::from(a), u64::from(b)]);
+}
+
+#[test]
 fn rmcp_burst_of_1000_records_each_once() {
     let _serial = serial();
     let (mut sim, plugin, mut seen) = shelf_with_plugin("rmcp-burst");

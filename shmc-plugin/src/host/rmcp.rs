@@ -18,13 +18,12 @@
 //!
 //! SEL polling ([`SelCursor`]): every `poll_interval_ms`, Get SEL Entry of the
 //! last processed record; if it is still there with the same bytes, records
-//! after it are new. If it is gone or changed, the log was cleared or
-//! wrapped: Get SEL Info tells which (its erase timestamp), and the whole log
-//! is read again, keeping only records not processed yet (the processed ones
-//! are remembered byte for byte). At start the
-//! records already in the log are history and skipped (Get SEL Entry 0xFFFF
-//! = last record). The cursor survives reconnects, so nothing is processed
-//! twice after a session loss.
+//! after it are new. If it is gone or changed, the log was cleared, wrapped
+//! or edited: Get SEL Info tells which (its erase timestamp), and the whole
+//! log is read again, keeping only records not seen yet (the records seen are
+//! remembered byte for byte). At start the records already in the log are
+//! history: walked once, remembered, skipped. The cursor survives reconnects,
+//! so nothing is processed twice after a session loss.
 //!
 //! Session loss: the core's clock stops while the session is down (its
 //! timers, probe-loss included, see no time pass, so nothing is decided on
@@ -276,21 +275,40 @@ impl SelCursor {
         }
         let info = get_info(s)?;
         self.erase = Some(info.erase);
-        match get_entry(s, SEL_LAST)? {
-            Ok((_, bytes)) => {
-                let id = u16::from_le_bytes([bytes[0], bytes[1]]);
-                info!(
-                    "SEL holds {} record(s) at start; they are history, reading from after record 0x{id:04x}",
-                    info.entries
-                );
-                self.mark(id, bytes);
+        // Walk the history once, remembering each record, so that none of it
+        // can pass for new if the log is later re-read (wrap, deletion).
+        let (mut next, mut count) = (SEL_FIRST, 0usize);
+        while next != SEL_LAST && count < REMEMBERED_RECORDS {
+            match get_entry(s, next)? {
+                Ok((after, bytes)) => {
+                    let id = u16::from_le_bytes([bytes[0], bytes[1]]);
+                    if after == next {
+                        break;
+                    }
+                    self.mark(id, bytes);
+                    next = after;
+                    count += 1;
+                }
+                Err(CC_NOT_PRESENT) => break,
+                Err(cc) => {
+                    return Err(SessionError::Lost(format!(
+                        "Get SEL Entry 0x{next:04x} completion code 0x{cc:02x}"
+                    )))
+                }
             }
-            Err(CC_NOT_PRESENT) => info!("SEL empty at start"),
-            Err(cc) => {
-                return Err(SessionError::Lost(format!(
-                    "Get SEL Entry (last) completion code 0x{cc:02x}"
-                )))
+        }
+        if next != SEL_LAST && count > 0 {
+            // A log longer than the memory (or a looping chain): start after its last record.
+            if let Ok((_, bytes)) = get_entry(s, SEL_LAST)? {
+                self.mark(u16::from_le_bytes([bytes[0], bytes[1]]), bytes);
             }
+        }
+        match self.last {
+            Some((id, _)) => info!(
+                "SEL holds {} record(s) at start; they are history, reading from after record 0x{id:04x}",
+                info.entries
+            ),
+            None => info!("SEL empty at start"),
         }
         self.started = true;
         Ok(())
@@ -1205,6 +1223,22 @@ mod test {
         assert!(!c.seen_before(&first));
         first[3..7].copy_from_slice(&(REMEMBERED_RECORDS as u32 + 9).to_le_bytes());
         assert!(c.seen_before(&first));
+    }
+
+    #[test]
+    fn test_last_record_deleted_history_not_new() {
+        let mut sel = FakeSel::new();
+        sel.add(70, 1);
+        sel.add(71, 2);
+        let mut c = SelCursor::new();
+        assert!(poll_all(&mut c, &mut sel).is_empty());
+        let a = sel.add(72, 3);
+        assert_eq!(poll_all(&mut c, &mut sel), vec![a]);
+        // An operator deletes our last record; history and the rest stay.
+        sel.records.pop();
+        let b = sel.add(72, 4);
+        assert_eq!(poll_all(&mut c, &mut sel), vec![b]);
+        assert_eq!((c.clears, c.discontinuities), (0, 1));
     }
 
     #[test]
