@@ -102,7 +102,7 @@ impl std::fmt::Display for SessionError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Timeout => f.write_str("no response in time"),
-            Self::Lost(e) => write!(f, "session lost: {e}"),
+            Self::Lost(e) => f.write_str(e),
             Self::Refused(e) => write!(f, "refused: {e}"),
             Self::Bridge(cc) => write!(f, "Send Message completion code 0x{cc:02x}"),
         }
