@@ -174,3 +174,131 @@ fn ignored_deactivation_with_dead_agent_starts_nothing_on_b_and_escalates() {
             .map_or(0, |(_, t, _)| t.saturating_duration_since(t0).as_millis())
     );
 }
+
+/// Waits until `guest` runs on A again under a QEMU other than `old`.
+fn wait_restarted_on_a(rig: &Rig, guest: &str, old: u32) -> Instant {
+    let deadline = Instant::now() + secs(20);
+    loop {
+        if rig.running('a').contains(guest) {
+            let pid = rig.blades.qemu_pid('a', guest);
+            if pid != old {
+                return Instant::now();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{guest} not restarted on A\n{}",
+            rig.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn crashed_guest_restarts_on_a_then_moves_to_b_after_four_crashes() {
+    let _shelf = one_shelf();
+    let rig = Rig::start("crash", Options::default());
+    for round in 1..=3 {
+        let log0 = rig.plugin().mark();
+        let old = rig.blades.qemu_pid('a', "g1");
+        let t0 = Instant::now();
+        rig.blades.harness("kill-qemu", &["a", "g1"]);
+        let decided = rig.wait_decision(log0, "guest", 1, secs(10));
+        let back = wait_restarted_on_a(&rig, "g1", old);
+        rig.assert_not_running('b', &["g1"]);
+        println!(
+            "e2e guest crash {round}: detection {} ms, downtime {} ms (restarted on blade a)",
+            decided.saturating_duration_since(t0).as_millis(),
+            back.saturating_duration_since(t0).as_millis()
+        );
+    }
+    let log0 = rig.plugin().mark();
+    let t0 = Instant::now();
+    rig.blades.harness("kill-qemu", &["a", "g1"]);
+    let decided = rig.wait_decision(log0, "guest", 1, secs(10));
+    rig.wait_running('b', &["g1"], secs(20));
+    rig.assert_not_running('a', &["g1"]);
+    // Only that guest moved.
+    assert!(rig.running('a').contains("g2"));
+    rig.assert_not_running('b', &["g2"]);
+    rig.poller().sync();
+    rig.poller().assert_never_twice();
+    rig.report("guest crash 4 (moved)", t0, Some(decided), 'b', &["g1"]);
+}
+
+#[test]
+fn opened_handle_evacuates_a_by_live_migration_before_it_deactivates() {
+    let _shelf = one_shelf();
+    let rig = Rig::start(
+        "handle",
+        Options {
+            migrate: true,
+            ..Options::default()
+        },
+    );
+    let (sim0, log0) = (rig.sim.mark(), rig.plugin().mark());
+    let t0 = rig.sim(&format!("inject {A:#04x} handle"));
+    let decided = rig.wait_decision(log0, "blade_extraction", 1, secs(10));
+    rig.wait_sim_state(sim0, A, "M1", secs(30));
+    rig.wait_running('b', &["g1", "g2"], secs(20));
+    rig.assert_not_running('a', &["g1", "g2"]);
+    // The guests had left A before its deactivation: the power cut at M1 found no QEMU.
+    assert_eq!(
+        rig.power_off_qemus('a'),
+        Some(vec![]),
+        "A's guests were still there when it deactivated\n{}",
+        rig.logs()
+    );
+    // The plugin deactivated A only after the evacuation was reported.
+    let log = rig.plugin().lines_from(log0);
+    let at = |s: &str| log.iter().position(|(_, l)| l.contains(s));
+    let (reported, deactivated) = (at("allowing deactivation"), at("fence step Deactivate"));
+    assert!(
+        reported.is_some() && deactivated.is_some() && reported < deactivated,
+        "evacuation {reported:?}, deactivation {deactivated:?}\n{}",
+        rig.logs()
+    );
+    // Live-migrated, hence started on B exactly once each.
+    rig.poller().sync();
+    for g in ["g1", "g2"] {
+        assert_eq!(rig.poller().starts_after('b', g, t0), 1, "{g}");
+    }
+    rig.poller().assert_never_twice();
+    // libvirt on B recorded an incoming migration, with the guest's real downtime.
+    for g in ["g1", "g2"] {
+        let job = rig.blades.virsh_ok('b', &["domjobinfo", g, "--completed"]);
+        assert!(job.contains("Incoming migration"), "{g} was not migrated: {job}");
+        let downtime = job
+            .lines()
+            .find(|l| l.starts_with("Total downtime:"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|| "Total downtime: ?".into());
+        println!("e2e handle opened: {g} live-migrated, {downtime}");
+    }
+    rig.report("handle opened (live migration)", t0, Some(decided), 'b', &["g1", "g2"]);
+}
+
+#[test]
+fn opened_handle_without_partner_uri_stops_guests_and_b_starts_them() {
+    let _shelf = one_shelf();
+    let rig = Rig::start("handle2", Options::default());
+    let (sim0, log0) = (rig.sim.mark(), rig.plugin().mark());
+    let t0 = rig.sim(&format!("inject {A:#04x} handle"));
+    let decided = rig.wait_decision(log0, "blade_extraction", 1, secs(10));
+    rig.wait_sim_state(sim0, A, "M1", secs(30));
+    rig.wait_running('b', &["g1", "g2"], secs(20));
+    rig.assert_not_running('a', &["g1", "g2"]);
+    // Stopped on A before its deactivation, started on B after it.
+    assert_eq!(
+        rig.power_off_qemus('a'),
+        Some(vec![]),
+        "A's guests were still there when it deactivated\n{}",
+        rig.logs()
+    );
+    rig.poller().sync();
+    for g in ["g1", "g2"] {
+        assert_eq!(rig.poller().starts_after('b', g, t0), 1, "{g}");
+    }
+    rig.poller().assert_never_twice();
+    rig.report("handle opened (stop, restart on B)", t0, Some(decided), 'b', &["g1", "g2"]);
+}

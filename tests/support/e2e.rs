@@ -454,8 +454,10 @@ if [[ "$tini" =~ ^[0-9]+$ ]]; then
         p=${s#/proc/}; p=${p%/stat}
         [ "$(awk '{print $4}' "$s" 2>/dev/null)" = "$tini" ] && add "$p" qemu-system
     done
-    add "$tini" tini
 fi
+qemus=$(echo $pids | tr ' ' '\n' | sort -u | tr '\n' ' ')
+pids=$qemus
+add "$tini" tini
 add "$(cat "$B/$x/run/libvirt/libvirtd.pid" 2>/dev/null)" libvirtd
 add "$(cat "$B/agent-$x.pid" 2>/dev/null)" blade-agent
 [ -n "$pids" ] && kill -KILL $pids 2>/dev/null
@@ -464,7 +466,7 @@ for i in $(seq 1 400); do
     for p in $pids; do
         [ -r "/proc/$p/stat" ] && [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] && left="$left $p"
     done
-    [ -z "$left" ] && { echo "blade $x powered off:$pids" >> "$B/power.log"; exit 0; }
+    [ -z "$left" ] && { echo "blade $x powered off; QEMU killed: $qemus" >> "$B/power.log"; exit 0; }
     sleep 0.01
 done
 echo "blade $x: still alive after power-off:$left" >> "$B/power.log"
@@ -576,7 +578,7 @@ impl Rig {
                 format!(
                     "slot = {}\nshmc = \"{shmc}\"\nlisten = \"{}\"\nlibvirt_uri = \"{}\"\nkey_file = \"{}\"\n\
                      state_dir = \"{}\"\nqemu_run_dir = \"{}\"\nheartbeat_ms = 100\nfence_timeout_ms = 500\n\
-                     evacuate_timeout_ms = 5000\n\
+                     evacuate_timeout_ms = 2000\n\
                      [partner]\nslot = {}\naddress = \"{}\"\n{partner_uri}",
                     i + 1,
                     agent_addr[i],
@@ -782,6 +784,16 @@ impl Rig {
                 self.logs()
             );
         }
+    }
+
+    /// The QEMU PIDs the power cut of `blade` killed (`None`: its power was not cut).
+    pub fn power_off_qemus(&self, blade: char) -> Option<Vec<u32>> {
+        let log = std::fs::read_to_string(self.blades.base.join("power.log")).unwrap_or_default();
+        let prefix = format!("blade {blade} powered off; QEMU killed:");
+        log.lines().find_map(|l| {
+            l.strip_prefix(&prefix)
+                .map(|rest| rest.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+        })
     }
 
     /// Whether `blade`'s power was cut by the simulator's hook.
