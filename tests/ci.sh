@@ -38,6 +38,10 @@ on_exit() {
     local rc=$?
     if [ $rc -ne 0 ]; then
         echo
+        if [ ${#TIMES[@]} -gt 0 ]; then
+            echo "steps passed:"
+            printf '  %s\n' "${TIMES[@]}"
+        fi
         echo "==== FAILED: step '$STEP' (exit status $rc) after $((SECONDS - T0)) s"
     fi
 }
