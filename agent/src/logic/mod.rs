@@ -76,6 +76,8 @@ pub struct Agent<H: Hypervisor> {
     partner: Mutex<PartnerStore>,
     running: Mutex<HashSet<String>>,
     fenced: AtomicBool,
+    /// FenceSelf orders an earlier process accepted and did not finish (journal keys).
+    inherited_fences: Mutex<HashSet<String>>,
     protected: Mutex<Vec<String>>,
     stopping: Mutex<HashSet<String>>,
 }
@@ -102,6 +104,12 @@ impl<H: Hypervisor + 'static> Agent<H> {
         let journal = Journal::open(&cfg.state_dir)?;
         let partner = PartnerStore::open(&cfg.state_dir)?;
         let taken = journal.taken_over().len();
+        let inherited_fences = journal
+            .unfinished()
+            .into_iter()
+            .filter(|r| matches!(r.order, Order::FenceSelf { .. }))
+            .map(|r| r.order.key())
+            .collect();
         log::info!(
             "state {}: {} partner definitions, {} guests taken over, {} unfinished orders",
             cfg.state_dir.display(),
@@ -116,6 +124,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             partner: Mutex::new(partner),
             running: Mutex::new(HashSet::new()),
             fenced: AtomicBool::new(false),
+            inherited_fences: Mutex::new(inherited_fences),
             protected: Mutex::new(Vec::new()),
             stopping: Mutex::new(HashSet::new()),
         })
@@ -231,7 +240,20 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 started,
                 emit,
             ),
-            Order::FenceSelf { .. } => Ok(OrderResult::Fenced(self.fence_self(started))),
+            Order::FenceSelf { .. } => {
+                // A fence an earlier process did not finish is finished (what still runs is
+                // destroyed, the ShMC gets its answer) without fencing this process: the
+                // restart (a blade's reboot after a power cut) ended that fenced state, as it
+                // ends one that was finished before the restart.
+                let inherited = lock(&self.inherited_fences).remove(&order.key());
+                if inherited {
+                    log::info!(
+                        "{}: finishing a fence of an earlier run; this run is not fenced",
+                        order.key()
+                    );
+                }
+                Ok(OrderResult::Fenced(self.fence_self(started, !inherited)))
+            }
             Order::RestartGuest { incident, name } => {
                 self.restart_guest(order, *incident, name, started, emit)
             }
@@ -531,8 +553,11 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     /// Destroys every protected guest: through libvirt within `fence_timeout`, then by killing
     /// QEMU directly for the ones libvirt did not confirm.
-    fn fence_self(&self, started: Instant) -> FenceReport {
-        self.fenced.store(true, Ordering::SeqCst);
+    /// With `fence_blade`, this agent then refuses every start (see [`Agent::is_fenced`]).
+    fn fence_self(&self, started: Instant, fence_blade: bool) -> FenceReport {
+        if fence_blade {
+            self.fenced.store(true, Ordering::SeqCst);
+        }
         let deadline = started + self.cfg.fence_timeout;
         let mut report = FenceReport::default();
         let (list_tx, list_rx) = mpsc::channel();

@@ -336,6 +336,44 @@ fn test_fence_self_through_libvirt() {
 }
 
 #[test]
+fn test_fence_self_interrupted_by_a_restart_is_finished_without_fencing_the_new_run() {
+    let dir = TempDir::new("fenceresume");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("a", GuestState::Running, 10);
+    let fence = Order::FenceSelf { incident: 13 };
+    {
+        let a = agent(&dir, &hv);
+        assert_eq!(a.accept(&fence).unwrap(), Acceptance::Execute);
+        // dropped before executing: the blade lost its power
+    }
+    let a = agent(&dir, &hv);
+    assert_eq!(a.interrupted_orders(), vec![fence.clone()]);
+    let (acc, result, _) = run(&a, &fence);
+    assert_eq!(acc, Acceptance::Execute, "resumed");
+    let Some(OrderResult::Fenced(r)) = result else {
+        panic!("{result:?}")
+    };
+    assert!(r.complete());
+    assert_eq!(
+        hv.state_of("a"),
+        Some(GuestState::Shutoff),
+        "still destroyed"
+    );
+    assert!(!a.is_fenced(), "the restarted blade is not fenced");
+    a.store_partner_definition(def("db", 1000)).unwrap();
+    let (acc, _, out) = run(&a, &restart(14, true));
+    assert_eq!(
+        acc,
+        Acceptance::Execute,
+        "takes over its partner's guests again"
+    );
+    assert_eq!(result_of(&out, "db"), &GuestResult::Started);
+    // A new FenceSelf in this run fences it.
+    run(&a, &Order::FenceSelf { incident: 15 });
+    assert!(a.is_fenced());
+}
+
+#[test]
 fn test_fence_self_kills_qemu_when_libvirt_hangs() {
     let dir = TempDir::new("fencekill");
     let hv = Arc::new(FakeHypervisor::new(1 << 20));
