@@ -302,3 +302,73 @@ fn opened_handle_without_partner_uri_stops_guests_and_b_starts_them() {
     rig.poller().assert_never_twice();
     rig.report("handle opened (stop, restart on B)", t0, Some(decided), 'b', &["g1", "g2"]);
 }
+
+#[test]
+fn b_fails_after_taking_a_guests_and_a_back_in_m4_runs_everything() {
+    let _shelf = one_shelf();
+    let mut rig = Rig::start("back", Options::default());
+    let (sim0, log0) = (rig.sim.mark(), rig.plugin().mark());
+    rig.sim(&format!("inject {A:#04x} critical-temperature"));
+    rig.wait_decision(log0, "blade_hardware", 1, secs(10));
+    rig.wait_sim_state(sim0, A, "M1", secs(10));
+    assert_failed_over(&rig, &["g1", "g2"]);
+
+    // A comes back: IPMC active again, then its libvirtd and agent start (a reboot).
+    let (sim1, log1) = (rig.sim.mark(), rig.plugin().mark());
+    rig.sim(&format!("recover {A:#04x}"));
+    rig.wait_sim_state(sim1, A, "M4", secs(10));
+    rig.blades.harness("start-libvirtd", &["a"]);
+    rig.start_agent('a');
+    rig.plugin()
+        .wait_line(log1, "A's agent registered again", secs(20), |l| {
+            l.contains("slot 1: agent registered")
+        });
+    // A holds B's definitions, its own former guests among them.
+    rig.wait_definitions('a', &["g1", "g2", "h1"]);
+
+    let (sim2, log2) = (rig.sim.mark(), rig.plugin().mark());
+    let t0 = rig.sim(&format!("inject {B:#04x} critical-temperature"));
+    let decided = rig.wait_decision(log2, "blade_hardware", 2, secs(10));
+    rig.wait_sim_state(sim2, B, "M1", secs(10));
+    assert!(rig.powered_off('b'), "B's power was not cut at M1");
+    rig.wait_running('a', &["g1", "g2", "h1"], secs(30));
+    rig.assert_not_running('b', &["g1", "g2", "h1"]);
+    rig.poller().sync();
+    rig.poller().assert_never_twice();
+    rig.report("B fails after takeover", t0, Some(decided), 'a', &["g1", "g2", "h1"]);
+}
+
+#[test]
+fn plugin_restarted_during_a_failover_completes_it_once() {
+    let _shelf = one_shelf();
+    // A slow deactivation (M6 for 1.5 s) puts the restart between decision and fence.
+    let mut rig = Rig::start(
+        "restart",
+        Options {
+            deactivation_ms: Some(1500),
+            ..Options::default()
+        },
+    );
+    let (sim0, log0) = (rig.sim.mark(), rig.plugin().mark());
+    let t0 = rig.sim(&format!("inject {A:#04x} critical-temperature"));
+    let decided = rig.wait_decision(log0, "blade_hardware", 1, secs(10));
+    // Killed as soon as it decided: before any failover order.
+    rig.plugin.as_mut().expect("plugin").kill();
+    let old_log = rig.plugin().text();
+    assert!(
+        !old_log.contains("RestartPartnerGuests"),
+        "the first plugin ordered the failover before it was killed"
+    );
+    rig.start_plugin();
+    rig.wait_sim_state(sim0, A, "M1", secs(10));
+    assert_failed_over(&rig, &["g1", "g2"]);
+    // Started once each on B, and nothing more happens after a while.
+    std::thread::sleep(secs(2));
+    rig.poller().sync();
+    for g in ["g1", "g2"] {
+        assert_eq!(rig.poller().starts_after('b', g, t0), 1, "{g}");
+    }
+    assert!(rig.running('b').is_superset(&["g1", "g2", "h1"].map(String::from).into()));
+    rig.poller().assert_never_twice();
+    rig.report("plugin restarted mid-failover", t0, Some(decided), 'b', &["g1", "g2"]);
+}

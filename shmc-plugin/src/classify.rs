@@ -7,6 +7,7 @@
 //! | input | class |
 //! |---|---|
 //! | hot-swap (0xF0) to M7, or M4 -> M6/M1/M0 not commanded by us, FRU 0 | `blade_lost` |
+//! | hot-swap M5/M6 -> M1/M0 not commanded by us (a deactivation we did not see begin), FRU 0 | `blade_lost` |
 //! | hot-swap M4 -> M5, FRU 0 | `blade_extraction` |
 //! | threshold (reading type 0x01) offsets 0x2, 0x4, 0x9, 0xB | `blade_hardware` |
 //! | processor (0x07) offsets 0, 1; memory (0x0C) offset 1; power unit (0x09) offsets 4, 6 | `blade_hardware` |
@@ -208,6 +209,13 @@ fn classify_hot_swap(ev: &PlatformEvent, blade: &BladeView) -> Verdict {
                 Verdict::Decide(Class::BladeLost)
             }
         }
+        // The end of a deactivation whose start we did not see (we were not
+        // running, e.g. restarted in the middle of a fence): the payload is off
+        // and nobody we know of asked for it. With an open incident (we did see
+        // the start) the engine adds no decision.
+        (MState::M5 | MState::M6, MState::M1 | MState::M0) if !blade.commanded => {
+            Verdict::Decide(Class::BladeLost)
+        }
         _ => Verdict::Record(Record::Transition),
     }
 }
@@ -261,8 +269,26 @@ mod test {
             c(&hot_swap(6, 0x05, 0)),
             Verdict::Record(Record::Transition)
         );
+        for (cur, prev) in [(1u8, 0x06u8), (0, 0x06), (1, 0x05), (1, 0x16)] {
+            assert_eq!(
+                c(&hot_swap(cur, prev, 0)),
+                LOST,
+                "M{} -> M{cur}",
+                prev & 0xF
+            );
+            let commanded = BladeView {
+                m_state: Some(MState::M6),
+                commanded: true,
+            };
+            assert_eq!(
+                classify(&hot_swap(cur, prev, 0), &commanded),
+                Verdict::Record(Record::Transition),
+                "commanded M{} -> M{cur}",
+                prev & 0xF
+            );
+        }
         assert_eq!(
-            c(&hot_swap(1, 0x06, 0)),
+            c(&hot_swap(2, 0x01, 0)),
             Verdict::Record(Record::Transition)
         );
         assert_eq!(
@@ -281,11 +307,16 @@ mod test {
     fn test_hot_swap_unknown_previous_uses_known_state() {
         let m1 = hot_swap(1, 0xFF, 0xFF);
         assert_eq!(c(&m1), LOST, "never seen: presumed M4");
+        let seen_m3 = BladeView {
+            m_state: Some(MState::M3),
+            commanded: false,
+        };
+        assert_eq!(classify(&m1, &seen_m3), Verdict::Record(Record::Transition));
         let seen_m6 = BladeView {
             m_state: Some(MState::M6),
             commanded: false,
         };
-        assert_eq!(classify(&m1, &seen_m6), Verdict::Record(Record::Transition));
+        assert_eq!(classify(&m1, &seen_m6), LOST, "deactivation not seen begin");
         let seen_m4 = BladeView {
             m_state: Some(MState::M4),
             commanded: false,
