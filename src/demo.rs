@@ -151,6 +151,7 @@ fn agent_config(slot: u8, partner: u8, state_dir: PathBuf, guests: &[String]) ->
         protection: Protection::List(guests.to_vec()),
         default_priority: 0,
         priorities: BTreeMap::new(),
+        zero_downtime: Default::default(),
     }
 }
 
@@ -287,6 +288,10 @@ fn to_agent_order(order: &Order) -> Option<AgentOrder> {
             name: name.as_str().to_owned(),
         },
         Order::DestroyGuest { .. } => return None,
+        Order::Migrate { incident, to_slot } => AgentOrder::Migrate {
+            incident: *incident,
+            to_slot: *to_slot,
+        },
     })
 }
 

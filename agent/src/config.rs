@@ -27,6 +27,10 @@ pub const DEFAULT_EVACUATE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_START_WORKERS: usize = 4;
 /// Default memory (KiB) kept free on the host when deciding whether a partner guest fits.
 pub const DEFAULT_MEMORY_RESERVE_KIB: u64 = 0;
+/// Default number of live migrations run at once on Evacuate / Migrate.
+pub const DEFAULT_MIGRATION_WORKERS: usize = 2;
+/// Default time one live migration may take before its job is aborted.
+pub const DEFAULT_MIGRATION_TIMEOUT_MS: u64 = 60_000;
 /// Largest accepted slot number (ATCA shelves have at most 16 logical slots).
 pub const MAX_SLOT: u8 = 16;
 
@@ -101,6 +105,28 @@ pub struct Partner {
     pub migration_uri: Option<String>,
 }
 
+/// Live migration and warm standby settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZeroDowntime {
+    /// Live migrations run at once (1..=16).
+    pub migration_workers: usize,
+    /// Per-guest migration timeout: the job is aborted, then (Evacuate) the guest is stopped
+    /// and restarted on the partner after the fence, or (Migrate) it keeps running here.
+    pub migration_timeout: Duration,
+    /// Guests the partner keeps defined and started paused (warm standby).
+    pub warm_standby: Vec<String>,
+}
+
+impl Default for ZeroDowntime {
+    fn default() -> Self {
+        ZeroDowntime {
+            migration_workers: DEFAULT_MIGRATION_WORKERS,
+            migration_timeout: Duration::from_millis(DEFAULT_MIGRATION_TIMEOUT_MS),
+            warm_standby: Vec::new(),
+        }
+    }
+}
+
 /// Validated agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -136,6 +162,8 @@ pub struct Config {
     pub default_priority: u32,
     /// Per-guest restart priority (higher starts first).
     pub priorities: BTreeMap<String, u32>,
+    /// Live migration and warm standby.
+    pub zero_downtime: ZeroDowntime,
 }
 
 impl Config {
@@ -213,7 +241,58 @@ impl Config {
                 format!("{start_workers} is not in 1..=64"),
             ));
         }
+        let migration_workers = raw
+            .migration_workers
+            .as_ref()
+            .map(|v| *v.get_ref())
+            .unwrap_or(DEFAULT_MIGRATION_WORKERS);
+        if !(1..=16).contains(&migration_workers) {
+            let span = raw
+                .migration_workers
+                .as_ref()
+                .map(|v| v.span())
+                .unwrap_or(0..0);
+            return Err(invalid(
+                "migration_workers",
+                span,
+                format!("{migration_workers} is not in 1..=16"),
+            ));
+        }
+        let migration_timeout_ms = raw
+            .migration_timeout_ms
+            .as_ref()
+            .map(|v| *v.get_ref())
+            .unwrap_or(DEFAULT_MIGRATION_TIMEOUT_MS);
+        if migration_timeout_ms == 0 {
+            let span = raw
+                .migration_timeout_ms
+                .as_ref()
+                .map(|v| v.span())
+                .unwrap_or(0..0);
+            return Err(invalid(
+                "migration_timeout_ms",
+                span,
+                "must be greater than zero".to_owned(),
+            ));
+        }
         let guests = raw.guests.unwrap_or_default();
+        let warm_standby = match guests.warm_standby {
+            None => Vec::new(),
+            Some(list) => {
+                if let Some(bad) = list
+                    .get_ref()
+                    .iter()
+                    .find(|n| n.is_empty() || n.contains('/'))
+                {
+                    return Err(invalid(
+                        "guests.warm_standby",
+                        list.span(),
+                        format!("`{bad}` is not a valid domain name"),
+                    ));
+                }
+                list.into_inner()
+            }
+        };
         let protection = match guests.protected {
             None => Protection::AllPersistent,
             Some(spec) => {
@@ -278,6 +357,11 @@ impl Config {
             protection,
             default_priority: guests.default_priority.unwrap_or(0),
             priorities: guests.priority,
+            zero_downtime: ZeroDowntime {
+                migration_workers,
+                migration_timeout: Duration::from_millis(migration_timeout_ms),
+                warm_standby,
+            },
         })
     }
 }
@@ -308,6 +392,8 @@ struct RawConfig {
     evacuate_timeout_ms: Option<u64>,
     start_workers: Option<toml::Spanned<usize>>,
     memory_reserve_kib: Option<u64>,
+    migration_workers: Option<toml::Spanned<usize>>,
+    migration_timeout_ms: Option<toml::Spanned<u64>>,
     guests: Option<RawGuests>,
 }
 
@@ -327,6 +413,7 @@ struct RawGuests {
     default_priority: Option<u32>,
     #[serde(default)]
     priority: BTreeMap<String, u32>,
+    warm_standby: Option<toml::Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -375,6 +462,47 @@ mod test {
         assert_eq!(c.priority_of("web"), 5);
         assert!(c.protection.covers("db", false, false));
         assert!(!c.protection.covers("other", true, true));
+    }
+
+    #[test]
+    fn test_zero_downtime_keys() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.zero_downtime, ZeroDowntime::default());
+        assert_eq!(c.zero_downtime.migration_workers, 2);
+        let c = parse(&format!(
+            "migration_workers = 3\nmigration_timeout_ms = 900\n{MINIMAL}[guests]\nwarm_standby = [\"db\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.zero_downtime.migration_workers, 3);
+        assert_eq!(
+            c.zero_downtime.migration_timeout,
+            Duration::from_millis(900)
+        );
+        assert_eq!(c.zero_downtime.warm_standby, vec!["db".to_owned()]);
+        let e = parse(&format!("migration_workers = 0\n{MINIMAL}")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "migration_workers",
+                    line: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = parse(&format!("{MINIMAL}[guests]\nwarm_standby = [\"a/b\"]\n")).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "guests.warm_standby",
+                    line: 8,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -378,7 +378,7 @@ fn guests_of<H: Hypervisor + 'static>(s: &Shared<H>, order: &Order) -> Vec<Strin
             .map(|d| d.name)
             .collect(),
         Order::RestartGuest { name, .. } | Order::DestroyGuest { name, .. } => vec![name.clone()],
-        Order::FenceSelf { .. } | Order::Evacuate { .. } => Vec::new(),
+        Order::FenceSelf { .. } | Order::Evacuate { .. } | Order::Migrate { .. } => Vec::new(),
     }
 }
 
@@ -405,6 +405,9 @@ fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) {
                 for o in &outcomes {
                     s.out
                         .send(NodeId::SHMC, net::outcome_message(&order, s.slot, o));
+                    if let Some(m) = net::moved_message(&order, s.slot, o) {
+                        s.out.send(NodeId::SHMC, m);
+                    }
                 }
             }
             let msgs = match &result {
@@ -425,6 +428,9 @@ fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) {
                 let emit = |o: &crate::order::GuestOutcome| {
                     if streams {
                         out.send(NodeId::SHMC, net::outcome_message(&order, slot, o));
+                        if let Some(m) = net::moved_message(&order, slot, o) {
+                            out.send(NodeId::SHMC, m);
+                        }
                     }
                 };
                 match s2.agent.execute(&order, &emit) {

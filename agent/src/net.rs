@@ -5,7 +5,7 @@
 //! ([`order_from`] takes the sender).
 
 use shelfha_proto::message::{guest_name, short_text};
-use shelfha_proto::{GuestName, Message, NodeId, Outcome, ReasonCode};
+use shelfha_proto::{GuestName, Message, Move, NodeId, Outcome, ReasonCode};
 
 use crate::order::{FenceReport, GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 
@@ -40,6 +40,10 @@ pub fn order_from(from: NodeId, msg: &Message) -> Option<Order> {
             name: name.as_str().to_owned(),
         }),
         Message::Evacuate { incident, to_slot } => Some(Order::Evacuate {
+            incident: *incident,
+            to_slot: *to_slot,
+        }),
+        Message::Migrate { incident, to_slot } => Some(Order::Migrate {
             incident: *incident,
             to_slot: *to_slot,
         }),
@@ -108,7 +112,59 @@ pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
             .to_owned(),
         ),
         GuestResult::Failed { reason } => (Outcome::Failed, failure_reason(reason), reason.clone()),
+        GuestResult::LiveMigrated {
+            migration_ms,
+            downtime_ms,
+        } => (
+            Outcome::Started,
+            ReasonCode::None,
+            match downtime_ms {
+                Some(d) => format!("migrated in {migration_ms} ms, downtime {d} ms"),
+                None => format!("migrated in {migration_ms} ms"),
+            },
+        ),
+        // The order's goal (guest no longer runs here) is met; the reason says it did not migrate.
+        GuestResult::StoppedAfterMigration { reason, graceful } => (
+            Outcome::Started,
+            ReasonCode::MigrationFailed,
+            format!(
+                "stopped ({}) after failed migration: {reason}",
+                if *graceful { "shut down" } else { "destroyed" }
+            ),
+        ),
     }
+}
+
+/// The `GuestMoved` report of one guest of an Evacuate or Migrate order (none for other
+/// orders and for results that say nothing about a move).
+pub fn moved_message(order: &Order, own_slot: u8, o: &GuestOutcome) -> Option<Message> {
+    let live_only = match order {
+        Order::Evacuate { .. } => false,
+        Order::Migrate { .. } => true,
+        _ => return None,
+    };
+    let clamp = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let (how, elapsed_ms, downtime_ms) = match &o.result {
+        GuestResult::LiveMigrated {
+            migration_ms,
+            downtime_ms,
+        } => (Move::Migrated, clamp(*migration_ms), downtime_ms.map(clamp)),
+        GuestResult::Migrated => (Move::Migrated, o.elapsed_ms, None),
+        GuestResult::Stopped { .. } | GuestResult::StoppedAfterMigration { .. } => {
+            (Move::Stopped, o.elapsed_ms, None)
+        }
+        GuestResult::Failed { .. } if live_only => (Move::KeptRunning, o.elapsed_ms, None),
+        GuestResult::Failed { .. } => (Move::Failed, o.elapsed_ms, None),
+        _ => return None,
+    };
+    Some(Message::GuestMoved {
+        incident: o.incident,
+        slot: own_slot,
+        name: wire_name(&o.name),
+        how,
+        elapsed_ms,
+        downtime_ms,
+    })
 }
 
 /// The blade whose guests an order handles (the `slot` of GuestOutcome and IncidentDone):

@@ -53,6 +53,15 @@ pub enum Order {
         /// Destination blade.
         to_slot: u8,
     },
+    /// Predictive (degraded blade): live-migrate this blade's protected guests to `to_slot`.
+    /// A guest that cannot migrate keeps running here: nothing is stopped, as the blade is
+    /// not fenced afterwards.
+    Migrate {
+        /// Incident id.
+        incident: u32,
+        /// Destination blade.
+        to_slot: u8,
+    },
 }
 
 impl Order {
@@ -63,7 +72,8 @@ impl Order {
             | Order::FenceSelf { incident }
             | Order::RestartGuest { incident, .. }
             | Order::DestroyGuest { incident, .. }
-            | Order::Evacuate { incident, .. } => *incident,
+            | Order::Evacuate { incident, .. }
+            | Order::Migrate { incident, .. } => *incident,
         }
     }
 
@@ -79,6 +89,7 @@ impl Order {
             Order::RestartGuest { incident, name } => format!("{incident}:restart-guest:{name}"),
             Order::DestroyGuest { incident, name } => format!("{incident}:destroy-guest:{name}"),
             Order::Evacuate { incident, to_slot } => format!("{incident}:evacuate:{to_slot}"),
+            Order::Migrate { incident, to_slot } => format!("{incident}:migrate:{to_slot}"),
         }
     }
 }
@@ -116,6 +127,21 @@ pub enum GuestResult {
         /// The hypervisor's message.
         reason: String,
     },
+    /// Live-migrated to the partner, with libvirt's job statistics (Evacuate, Migrate).
+    LiveMigrated {
+        /// Duration of the migration job in ms (libvirt's, else measured by the agent).
+        migration_ms: u64,
+        /// Guest downtime in ms, when libvirt reported it.
+        downtime_ms: Option<u64>,
+    },
+    /// Evacuate: the migration failed or timed out (its job aborted), so the guest was stopped
+    /// here; the partner starts it once this blade is confirmed fenced.
+    StoppedAfterMigration {
+        /// Why the migration failed.
+        reason: String,
+        /// Shut down without being destroyed.
+        graceful: bool,
+    },
 }
 
 impl GuestResult {
@@ -123,7 +149,12 @@ impl GuestResult {
     pub fn is_success(&self) -> bool {
         matches!(
             self,
-            GuestResult::Started | GuestResult::AlreadyRunning | GuestResult::Stopped { .. }
+            GuestResult::Started
+                | GuestResult::AlreadyRunning
+                | GuestResult::Stopped { .. }
+                | GuestResult::Migrated
+                | GuestResult::LiveMigrated { .. }
+                | GuestResult::StoppedAfterMigration { .. }
         )
     }
 }

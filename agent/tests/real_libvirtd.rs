@@ -446,7 +446,16 @@ fn test_evacuate_live_migrates_to_partner() {
         panic!()
     };
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].result, GuestResult::Migrated, "{out:?}");
+    assert!(
+        matches!(
+            out[0].result,
+            GuestResult::LiveMigrated {
+                downtime_ms: Some(_),
+                ..
+            }
+        ),
+        "{out:?}"
+    );
     assert_eq!(hv_b.state("g1").unwrap(), GuestState::Running);
     assert!(hv_b
         .list_guests()

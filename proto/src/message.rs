@@ -191,6 +191,21 @@ code_enum! {
 }
 
 code_enum! {
+    /// How one guest left its blade in an Evacuate or Migrate order ([`Message::GuestMoved`]).
+    pub enum Move {
+        /// Live-migrated: it runs on the destination, its state kept.
+        Migrated = 0,
+        /// Stopped here (no migration path, or migration failed on Evacuate): the partner
+        /// starts it once this blade is confirmed fenced.
+        Stopped = 1,
+        /// Migration failed or timed out on Migrate (predictive): it still runs here.
+        KeptRunning = 2,
+        /// Could neither be migrated nor stopped.
+        Failed = 3,
+    }
+}
+
+code_enum! {
     /// Status carried by an [`Message::Ack`].
     pub enum AckStatus {
         /// First reception; delivered to the application.
@@ -404,6 +419,31 @@ pub enum Message {
         /// Its QEMU process had to be killed directly (libvirt did not answer).
         killed: bool,
     },
+    /// ShMC -> agent of a degraded blade (predictive): live-migrate all protected guests to
+    /// `to_slot`; a guest that cannot migrate keeps running here (nothing is stopped). Each
+    /// guest is reported with GuestOutcome and GuestMoved, then IncidentDone. Command.
+    Migrate {
+        /// Incident number.
+        incident: IncidentId,
+        /// Destination blade.
+        to_slot: u8,
+    },
+    /// Agent -> ShMC: how one guest of an Evacuate or Migrate order left (or did not leave)
+    /// this blade, with libvirt's job statistics. Sent after its GuestOutcome. Command.
+    GuestMoved {
+        /// Incident quoted from the order.
+        incident: IncidentId,
+        /// The evacuated blade (the reporter).
+        slot: u8,
+        /// The guest.
+        name: GuestName,
+        /// Migrated, stopped, kept running or failed.
+        how: Move,
+        /// Migration (or stop) time as libvirt's job measured it, else as the agent did.
+        elapsed_ms: u32,
+        /// Guest downtime of a live migration (libvirt's completed-job statistics), when known.
+        downtime_ms: Option<u32>,
+    },
 }
 
 /// Wire kind of a message: the postcard variant index of [`Message`], byte 11 of a frame.
@@ -446,11 +486,15 @@ pub enum Kind {
     DestroyGuest = 16,
     /// [`Message::GuestDestroyed`].
     GuestDestroyed = 17,
+    /// [`Message::Migrate`].
+    Migrate = 18,
+    /// [`Message::GuestMoved`].
+    GuestMoved = 19,
 }
 
 impl Kind {
     /// Number of kinds this version knows; a body byte `>= COUNT` is an unknown kind.
-    pub const COUNT: u8 = 18;
+    pub const COUNT: u8 = 20;
 
     /// Every kind, in wire order.
     pub const ALL: [Kind; Kind::COUNT as usize] = [
@@ -472,6 +516,8 @@ impl Kind {
         Kind::DefinitionRequest,
         Kind::DestroyGuest,
         Kind::GuestDestroyed,
+        Kind::Migrate,
+        Kind::GuestMoved,
     ];
 
     /// The kind with wire value `v`, if known.
@@ -488,7 +534,8 @@ impl Kind {
             | Kind::RestartPartnerGuests
             | Kind::Evacuate
             | Kind::RestartGuest
-            | Kind::DestroyGuest => Some(true),
+            | Kind::DestroyGuest
+            | Kind::Migrate => Some(true),
             Kind::Hello
             | Kind::Heartbeat
             | Kind::GuestCrashed
@@ -500,7 +547,8 @@ impl Kind {
             | Kind::DefinitionPush
             | Kind::DefinitionRemove
             | Kind::DefinitionRequest
-            | Kind::GuestDestroyed => Some(false),
+            | Kind::GuestDestroyed
+            | Kind::GuestMoved => Some(false),
         }
     }
 
@@ -535,6 +583,8 @@ impl Message {
             Message::DefinitionRequest { .. } => Kind::DefinitionRequest,
             Message::DestroyGuest { .. } => Kind::DestroyGuest,
             Message::GuestDestroyed { .. } => Kind::GuestDestroyed,
+            Message::Migrate { .. } => Kind::Migrate,
+            Message::GuestMoved { .. } => Kind::GuestMoved,
         }
     }
 
@@ -580,7 +630,10 @@ impl Message {
                         !names.is_empty() && names.iter().all(|n| valid_guest_name(n))
                     })
             }
-            Message::Evacuate { to_slot, .. } => slot_ok(to_slot),
+            Message::Evacuate { to_slot, .. } | Message::Migrate { to_slot, .. } => {
+                slot_ok(to_slot)
+            }
+            Message::GuestMoved { slot, name, .. } => slot_ok(slot) && valid_guest_name(name),
             Message::GuestOutcome {
                 slot, name, text, ..
             } => slot_ok(slot) && valid_guest_name(name) && !text.chars().any(char::is_control),
@@ -656,6 +709,7 @@ mod test {
         for v in 0..=255u8 {
             assert_eq!(u8::from(ReasonCode::from(v)), v);
             assert_eq!(u8::from(FenceProof::from(v)), v);
+            assert_eq!(u8::from(Move::from(v)), v);
         }
         assert_eq!(FenceProof::from(4), FenceProof::SelfFenced);
         assert_eq!(FenceProof::from(200), FenceProof::Unknown(200));

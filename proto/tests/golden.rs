@@ -122,6 +122,18 @@ const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
         "110b0377656201",
         "e8630dc524b50036bb9e8d8c629d01877d466b1c2d2c5708458be66dd0770c1e",
     ),
+    // kind 12, incident 12, to slot 5
+    (
+        "0100031200ab8967452301",
+        "120c05",
+        "0f190a6d0845ab151bdaa11432f65bf55a7f00d95bcc952defe2a0cac4a576eb",
+    ),
+    // kind 13, incident 12, slot 3, name "db", Migrated, 600 ms (d8 04), Some(15 ms)
+    (
+        "0103001300ab8967452301",
+        "130c0302646200d804010f",
+        "c85e2c518c3ab88ea66efa326306352110dc8ba9a6ff453cdc7f005807c4c9d2",
+    ),
 ];
 
 fn unhex(s: &str) -> Vec<u8> {

@@ -25,3 +25,6 @@ pub const MAX_OUTPUTS: usize = 64;
 pub const MAX_GUEST_NAME: usize = 64;
 /// Single-guest failovers awaiting the blade's destroy confirmation.
 pub const MAX_GUEST_FAILOVERS: usize = 16;
+/// Non-critical threshold assertions held (predictive mode) while their
+/// `degraded_hold_ms` runs, shelf-wide.
+pub const MAX_DEGRADED_HOLDS: usize = 32;

@@ -15,6 +15,15 @@
 //! | IPMB link (0xF1) offsets 1, 2 / offset 0 | `ipmb_link_degraded` / `ipmb_link_lost` |
 //! | non-critical thresholds, deassertions, other offsets, other FRU ids | record only |
 //!
+//! Predictive mode (`[predictive] enabled`, default off) adds one class,
+//! decided by [`predictive`] and the engine's hold table; with the option off
+//! the table above is unchanged:
+//!
+//! | input | class |
+//! |---|---|
+//! | threshold offsets 0, 1, 6, 7 (non-critical) asserted and not deasserted for `degraded_hold_ms` | `blade_degraded` |
+//! | memory (0x0C, reading type 0x6F) offset 5, correctable-ECC logging limit reached | `blade_degraded` (at once) |
+//!
 //! Rows for probe loss (`blade_lost`), agent heartbeat loss (`host_os`),
 //! hypervisor loss (`hypervisor`) and guest crashes (`guest`) are timer or
 //! agent driven and live in [`crate::engine`].
@@ -52,6 +61,9 @@ pub enum Class {
     IpmbLinkDegraded,
     /// Both IPMB buses to the blade are lost (alert only).
     IpmbLinkLost,
+    /// Predictive mode: the blade warns (non-critical threshold held, or
+    /// correctable-ECC logging limit); its guests live-migrate, it is not fenced.
+    BladeDegraded,
 }
 
 impl Class {
@@ -66,6 +78,7 @@ impl Class {
             Self::Guest => "guest",
             Self::IpmbLinkDegraded => "ipmb_link_degraded",
             Self::IpmbLinkLost => "ipmb_link_lost",
+            Self::BladeDegraded => "blade_degraded",
         }
     }
 
@@ -143,6 +156,46 @@ pub struct BladeView {
     pub m_state: Option<MState>,
     /// We sent a deactivation or fence request to this blade in its open incident.
     pub commanded: bool,
+}
+
+/// What predictive mode makes of an event the core table records only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Warning {
+    /// A non-critical threshold assertion: `blade_degraded` once it has
+    /// stayed asserted for `degraded_hold_ms`.
+    Hold,
+    /// The deassertion of a non-critical threshold: cancels its hold.
+    Cancel,
+    /// Correctable-ECC logging limit reached: `blade_degraded` at once.
+    Now,
+}
+
+/// Memory (0x0C) sensor-specific offset 5: correctable-ECC logging limit reached.
+pub const MEMORY_ECC_LOGGING_LIMIT: u8 = 5;
+
+/// The predictive meaning of `ev`, if any (pure; the engine calls it only
+/// when predictive mode is on). A hold or cancel is keyed by generator,
+/// sensor type, sensor number and offset.
+pub fn predictive(ev: &PlatformEvent) -> Option<Warning> {
+    let offset = ev.offset();
+    if ev.event_type == READING_TYPE_THRESHOLD
+        && ev.sensor_type != SensorType::FruHotSwap
+        && matches!(offset, 0x0 | 0x1 | 0x6 | 0x7)
+    {
+        return Some(if ev.assertion {
+            Warning::Hold
+        } else {
+            Warning::Cancel
+        });
+    }
+    if ev.assertion
+        && ev.sensor_type == SensorType::Memory
+        && ev.event_type == READING_TYPE_SENSOR_SPECIFIC
+        && offset == MEMORY_ECC_LOGGING_LIMIT
+    {
+        return Some(Warning::Now);
+    }
+    None
 }
 
 /// Classifies one Platform Event from a configured blade.
@@ -361,6 +414,29 @@ mod test {
             c(&ev(0x01, 0x81, [0x59, 90, 85])),
             Verdict::Record(Record::Deassertion)
         );
+    }
+
+    #[test]
+    fn test_predictive_rows() {
+        for offset in [0u8, 1, 6, 7] {
+            let a = ev(0x01, 0x01, [0x50 | offset, 70, 65]);
+            assert_eq!(predictive(&a), Some(Warning::Hold), "offset {offset}");
+            // The core table is unchanged: still recorded only.
+            assert_eq!(c(&a), Verdict::Record(Record::NonCritical));
+            let d = ev(0x01, 0x81, [0x50 | offset, 60, 65]);
+            assert_eq!(predictive(&d), Some(Warning::Cancel), "offset {offset}");
+        }
+        for offset in [2u8, 3, 4, 5, 8, 9, 0xA, 0xB] {
+            assert_eq!(predictive(&ev(0x01, 0x01, [offset, 0, 0])), None);
+        }
+        let ecc = ev(0x0C, 0x6F, [5, 0xFF, 0xFF]);
+        assert_eq!(predictive(&ecc), Some(Warning::Now));
+        assert_eq!(c(&ecc), Verdict::Record(Record::OtherOffset));
+        assert_eq!(predictive(&ev(0x0C, 0xEF, [5, 0xFF, 0xFF])), None);
+        assert_eq!(predictive(&ev(0x0C, 0x6F, [1, 0xFF, 0xFF])), None);
+        assert_eq!(predictive(&ev(0x0C, 0x03, [5, 0xFF, 0xFF])), None);
+        assert_eq!(predictive(&ev(0x07, 0x6F, [5, 0xFF, 0xFF])), None);
+        assert_eq!(predictive(&ev(0xF0, 0x01, [0xA1, 0x04, 0])), None);
     }
 
     #[test]

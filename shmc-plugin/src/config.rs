@@ -23,6 +23,13 @@
 //! | `evacuation_timeout_ms` | 120000 | extraction: partner's report awaited this long before deactivation proceeds anyway |
 //! | `guest_fence_timeout_ms` | 10000 | guest failover: local destroy confirmation awaited this long (then alert, no failover) |
 //!
+//! # Predictive migration (`[predictive]`, default off)
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `enabled` | false | class `blade_degraded` is decided (off: those events are recorded only, as in the core table) |
+//! | `degraded_hold_ms` | 30000 | a non-critical threshold assertion still asserted after this long -> `blade_degraded` |
+//!
 //! The core checks the shelf-level rules in [`ShelfConfig::validate`]; the file
 //! loader maps each violation to the line that caused it.
 
@@ -89,6 +96,29 @@ impl Default for Timing {
     }
 }
 
+/// Predictive migration (class `blade_degraded`), opt-in per shelf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Predictive {
+    /// Whether `blade_degraded` is decided at all.
+    pub enabled: bool,
+    /// How long a non-critical threshold assertion must stay asserted.
+    pub degraded_hold_ms: u64,
+}
+
+impl Predictive {
+    /// The documented defaults (off, 30 s hold).
+    pub const DEFAULT: Self = Self {
+        enabled: false,
+        degraded_hold_ms: 30_000,
+    };
+}
+
+impl Default for Predictive {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// One configured blade.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BladeConfig {
@@ -115,6 +145,8 @@ pub struct ShelfConfig {
     /// Whether the core probes IPMCs (Get Device ID) and declares silent ones
     /// lost. On in `run`, off in `replay` (only the capture's events count).
     pub probing: bool,
+    /// Predictive migration (`[predictive]`).
+    pub predictive: Predictive,
 }
 
 /// A violation of the shelf-level rules (the file loader adds the line).
@@ -176,6 +208,7 @@ impl ShelfConfig {
             blades: Vec::new(),
             timing: Timing::DEFAULT,
             probing: true,
+            predictive: Predictive::DEFAULT,
         }
     }
 
@@ -208,6 +241,9 @@ impl ShelfConfig {
             if v == 0 {
                 return Err(ConfigError::BadTiming(key));
             }
+        }
+        if self.predictive.degraded_hold_ms == 0 {
+            return Err(ConfigError::BadTiming("degraded_hold_ms"));
         }
         if usize::from(t.guest_restart_limit) >= CRASHES_PER_GUEST {
             return Err(ConfigError::GuestLimitTooHigh);

@@ -269,3 +269,97 @@ fn test_deactivation_by_the_shelf_manager_is_commanded() {
     let out = check("operator_deactivate.cap", &[(3000, "blade_lost", 3)]);
     assert_eq!(summary(&out)["other_requests"].as_u64(), Some(1));
 }
+
+/// Replays `capture` with the configuration file `config` (in the captures directory) and
+/// checks the output against `golden` byte for byte and against the hand-listed decisions.
+fn check_with(config: &str, capture: &str, golden: &str, want: &[(u64, &str, u64)]) -> String {
+    let dir = captures();
+    let out = shmc(&[
+        "replay",
+        "--config",
+        dir.join(config).to_str().unwrap(),
+        dir.join(capture).to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{capture}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let golden_text = std::fs::read_to_string(dir.join(golden)).unwrap();
+    assert_eq!(
+        stdout, golden_text,
+        "{capture} with {config}: differs from {golden}"
+    );
+    let want: Vec<(u64, String, u64)> = want
+        .iter()
+        .map(|(t, c, s)| (*t, c.to_string(), *s))
+        .collect();
+    assert_eq!(decisions(&stdout), want, "{capture} with {config}");
+    stdout
+}
+
+#[test]
+fn test_blade_degraded_predictive_on() {
+    // Slot 1 held past the hold time (decided when the frame at 1100 arrives, dated 100);
+    // slot 2 deasserted within the hold; slot 4's ECC limit at once; slot 3 held to the end
+    // of the capture (dated 1100), alert only because its partner (slot 4) is busy.
+    let out = check_with(
+        "replay_predictive.toml",
+        "degraded.cap",
+        "degraded.jsonl",
+        &[
+            (100, "blade_degraded", 1),
+            (1500, "blade_degraded", 4),
+            (1100, "blade_degraded", 3),
+        ],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    // Slot 1's decision comes right after the event of the frame whose time made it due.
+    assert!(lines[3].contains("\"t_ms\":1100,\"event\""), "{out}");
+    assert!(lines[4].contains("\"t_ms\":100,\"decision\""), "{out}");
+    let d: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("decision").is_some())
+        .collect();
+    assert_eq!(
+        d[0]["decision"]["actions"],
+        serde_json::json!(["evacuate", "alert"])
+    );
+    assert_eq!(d[2]["decision"]["actions"], serde_json::json!(["alert"]));
+    let s = summary(&out);
+    assert_eq!(s["requests_sent"].as_u64(), Some(0), "never fenced");
+    assert_eq!(s["orders"].as_u64(), Some(2), "two Migrate orders");
+}
+
+#[test]
+fn test_blade_degraded_predictive_off() {
+    // The same capture with the default configuration: the core table, nothing decided.
+    let out = check_with("shelf.toml", "degraded.cap", "degraded_off.jsonl", &[]);
+    let s = summary(&out);
+    assert_eq!(
+        (s["events"].as_u64(), s["orders"].as_u64()),
+        (Some(6), Some(0))
+    );
+}
+
+#[test]
+fn test_end_of_capture_makes_holds_due() {
+    // record_only.cap asserts upper non-critical on slot 1 at t=1 and nothing deasserts it.
+    let dir = captures();
+    let out = shmc(&[
+        "replay",
+        "--config",
+        dir.join("replay_predictive.toml").to_str().unwrap(),
+        dir.join("record_only.cap").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        decisions(&stdout),
+        vec![(1, "blade_degraded".to_string(), 1)]
+    );
+    // The decision is printed after the last event, before the summary.
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[lines.len() - 2].contains("\"decision\""), "{stdout}");
+}

@@ -216,6 +216,21 @@ unsafe extern "C" fn free_sender(opaque: *mut c_void) {
     drop(unsafe { Box::from_raw(opaque as *mut Sender<HypervisorEvent>) });
 }
 
+/// Aborts the domain's current job (`virDomainAbortJob`): a live migration that exceeds its
+/// timeout. The domain keeps running on the source; the blocked migration call then fails.
+/// `virt` 0.5 has no wrapper for this call.
+pub fn abort_job(dom: &virt::domain::Domain) -> Result<(), String> {
+    // SAFETY: `dom` is a live domain object for the duration of the call (borrowed), and
+    // virDomainAbortJob only reads it; it returns -1 on error with the error set in libvirt's
+    // thread-local state, which `virt::error::Error::last_error` reads.
+    let r = unsafe { sys::virDomainAbortJob(dom.as_ptr()) };
+    if r < 0 {
+        Err(virt::error::Error::last_error().to_string())
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

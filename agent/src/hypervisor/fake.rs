@@ -6,7 +6,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{GuestInfo, GuestState, Hypervisor, HypervisorError, HypervisorEvent};
+use super::{GuestInfo, GuestState, Hypervisor, HypervisorError, HypervisorEvent, MigrationStats};
 
 /// A fake domain.
 #[derive(Debug, Clone)]
@@ -41,6 +41,11 @@ struct Inner {
     migrated: Vec<(String, String)>,
     unavailable: bool,
     memory_unknown: bool,
+    fail_migrate: BTreeMap<String, String>,
+    hang_migrate: HashSet<String>,
+    aborted: Vec<String>,
+    migrating: usize,
+    max_migrating: usize,
 }
 
 /// The fake hypervisor.
@@ -141,6 +146,26 @@ impl FakeHypervisor {
     /// While set, listing fails as if the daemon were gone.
     pub fn set_unavailable(&self, down: bool) {
         self.lock().unavailable = down;
+    }
+
+    /// Makes the migration of `name` fail with `message`.
+    pub fn fail_migration(&self, name: &str, message: &str) {
+        self.lock().fail_migrate.insert(name.into(), message.into());
+    }
+
+    /// Makes the migration of `name` hang until its job is aborted.
+    pub fn hang_migration(&self, name: &str) {
+        self.lock().hang_migrate.insert(name.into());
+    }
+
+    /// Guests whose job was aborted.
+    pub fn aborted(&self) -> Vec<String> {
+        self.lock().aborted.clone()
+    }
+
+    /// Most migrations seen in flight at once.
+    pub fn max_concurrent_migrations(&self) -> usize {
+        self.lock().max_migrating
     }
 
     /// Guests migrated away, with their destination URI.
@@ -327,7 +352,7 @@ impl Hypervisor for FakeHypervisor {
         name: &str,
         dest_uri: &str,
         _migration_uri: Option<&str>,
-    ) -> Result<(), HypervisorError> {
+    ) -> Result<MigrationStats, HypervisorError> {
         let mut g = self.call();
         let d = Self::get(&mut g, name)?;
         if !d.state.is_active() {
@@ -337,10 +362,55 @@ impl Hypervisor for FakeHypervisor {
                 message: "not running".into(),
             });
         }
-        let mem = d.memory_kib;
-        g.domains.remove(name);
-        g.free_kib += mem;
+        g.migrating += 1;
+        g.max_migrating = g.max_migrating.max(g.migrating);
+        self.cv.notify_all();
+        // Give concurrent migrations a moment to overlap (bounded parallelism is observable).
+        let overlap = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < overlap {
+            g = self
+                .cv
+                .wait_timeout(g, Duration::from_millis(10))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        while g.hang_migrate.contains(name) && !g.aborted.iter().any(|a| a == name) {
+            g = self
+                .cv
+                .wait_timeout(g, Duration::from_millis(20))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        g.migrating -= 1;
+        if g.aborted.iter().any(|a| a == name) {
+            return Err(HypervisorError::Failed {
+                op: "migrate",
+                name: name.into(),
+                message: "operation aborted: migration job: canceled by client".into(),
+            });
+        }
+        if let Some(message) = g.fail_migrate.get(name).cloned() {
+            return Err(HypervisorError::Failed {
+                op: "migrate",
+                name: name.into(),
+                message,
+            });
+        }
+        let Some(d) = g.domains.remove(name) else {
+            return Err(HypervisorError::NoSuchGuest(name.into()));
+        };
+        g.free_kib += d.memory_kib;
         g.migrated.push((name.to_owned(), dest_uri.to_owned()));
+        Ok(MigrationStats {
+            elapsed_ms: Some(50),
+            downtime_ms: Some(1),
+        })
+    }
+
+    fn abort_job(&self, name: &str) -> Result<(), HypervisorError> {
+        let mut g = self.lock();
+        g.aborted.push(name.to_owned());
+        self.cv.notify_all();
         Ok(())
     }
 

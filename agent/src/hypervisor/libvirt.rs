@@ -17,13 +17,36 @@ use virt::error::ErrorNumber;
 use virt::sys;
 
 use super::events::{self, Registration};
-use super::{GuestInfo, GuestState, Hypervisor, HypervisorError, HypervisorEvent, METADATA_URI};
+use super::{
+    GuestInfo, GuestState, Hypervisor, HypervisorError, HypervisorEvent, MigrationStats,
+    METADATA_URI,
+};
 
 /// libvirt keepalive: probe every `KEEPALIVE_INTERVAL_S` seconds, give up after
 /// `KEEPALIVE_COUNT` unanswered probes (the connection is then closed and reported).
 const KEEPALIVE_INTERVAL_S: i32 = 1;
 /// See [`KEEPALIVE_INTERVAL_S`].
 const KEEPALIVE_COUNT: u32 = 3;
+
+/// libvirt's statistics of the migration job that just completed, read on the destination
+/// (`VIR_DOMAIN_JOB_STATS_COMPLETED`): the source no longer has the domain (undefined there).
+/// Unknown values (destination not reachable from here, old libvirt) are `None`.
+fn completed_job_stats(dest_uri: &str, name: &str) -> MigrationStats {
+    let stats = Connect::open(Some(dest_uri)).and_then(|c| {
+        c.lookup_domain_by_name(name)
+            .and_then(|d| d.job_stats(sys::VIR_DOMAIN_JOB_STATS_COMPLETED))
+    });
+    match stats {
+        Ok(s) => MigrationStats {
+            elapsed_ms: s.time_elapsed,
+            downtime_ms: s.downtime,
+        },
+        Err(e) => {
+            log::warn!("`{name}`: migration statistics not available from {dest_uri}: {e}");
+            MigrationStats::default()
+        }
+    }
+}
 
 /// The libvirt implementation of [`Hypervisor`].
 pub struct LibvirtHypervisor {
@@ -275,7 +298,7 @@ impl Hypervisor for LibvirtHypervisor {
         name: &str,
         dest_uri: &str,
         migration_uri: Option<&str>,
-    ) -> Result<(), HypervisorError> {
+    ) -> Result<MigrationStats, HypervisorError> {
         let params = MigrateParameters {
             uri: migration_uri.map(str::to_owned),
             ..MigrateParameters::default()
@@ -286,7 +309,17 @@ impl Hypervisor for LibvirtHypervisor {
             | sys::VIR_MIGRATE_UNDEFINE_SOURCE;
         self.lookup(name)?
             .migrate_to_uri3(Some(dest_uri), params, flags)
-            .map_err(|e| self.error("migrate", name, e))
+            .map_err(|e| self.error("migrate", name, e))?;
+        Ok(completed_job_stats(dest_uri, name))
+    }
+
+    fn abort_job(&self, name: &str) -> Result<(), HypervisorError> {
+        let dom = self.lookup(name)?;
+        events::abort_job(&dom).map_err(|message| HypervisorError::Failed {
+            op: "abort job",
+            name: name.to_owned(),
+            message,
+        })
     }
 
     fn free_memory_kib(&self) -> Result<u64, HypervisorError> {

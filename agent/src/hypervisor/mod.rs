@@ -117,6 +117,15 @@ pub enum HypervisorError {
     Unavailable(String),
 }
 
+/// What the hypervisor measured of one completed live migration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationStats {
+    /// Duration of the migration job, in ms (libvirt's `time_elapsed`), when reported.
+    pub elapsed_ms: Option<u64>,
+    /// Guest downtime (CPUs paused during the switch-over), in ms, when reported.
+    pub downtime_ms: Option<u64>,
+}
+
 /// The operations the agent performs on its hypervisor. Every call may block (libvirt RPC);
 /// callers that need a bound on the wait run the call on a worker thread.
 pub trait Hypervisor: Send + Sync {
@@ -137,13 +146,17 @@ pub trait Hypervisor: Send + Sync {
     /// Stops a domain at once (kills QEMU through libvirt).
     fn destroy(&self, name: &str) -> Result<(), HypervisorError>;
     /// Live-migrates a running domain to `dest_uri` (peer to peer), persistent there and
-    /// undefined here; `migration_uri` selects the data stream address.
+    /// undefined here; `migration_uri` selects the data stream address. Returns what the
+    /// hypervisor measured of the completed job.
     fn migrate(
         &self,
         name: &str,
         dest_uri: &str,
         migration_uri: Option<&str>,
-    ) -> Result<(), HypervisorError>;
+    ) -> Result<MigrationStats, HypervisorError>;
+    /// Aborts the domain's running job (a migration that takes too long); the migration
+    /// call then fails and the domain keeps running here.
+    fn abort_job(&self, name: &str) -> Result<(), HypervisorError>;
     /// Host memory that is free for new guests, in KiB.
     fn free_memory_kib(&self) -> Result<u64, HypervisorError>;
     /// PID of the domain's QEMU process, read without asking the hypervisor daemon (pid file).

@@ -261,7 +261,10 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 self.destroy_guest(order, *incident, name, started, emit)
             }
             Order::Evacuate { incident, to_slot } => {
-                self.evacuate(order, *incident, *to_slot, started, emit)
+                self.evacuate(order, *incident, *to_slot, false, started, emit)
+            }
+            Order::Migrate { incident, to_slot } => {
+                self.evacuate(order, *incident, *to_slot, true, started, emit)
             }
         };
         let result = match result {
@@ -761,11 +764,17 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     // ----- Evacuate -----
 
+    /// Evacuate (`live_only` false) or Migrate (`live_only` true) this blade's running
+    /// protected guests to `to_slot`: `zero_downtime.migration_workers` migrations at once,
+    /// each bounded by `zero_downtime.migration_timeout` (then its job is aborted). A guest
+    /// that does not migrate is stopped here on Evacuate (the partner starts it after the
+    /// fence) and left running on Migrate.
     fn evacuate(
         &self,
         order: &Order,
         incident: u32,
         to_slot: u8,
+        live_only: bool,
         started: Instant,
         emit: &(dyn Fn(&GuestOutcome) + Sync),
     ) -> Result<OrderResult, AgentError> {
@@ -783,15 +792,24 @@ impl<H: Hypervisor + 'static> Agent<H> {
             .as_deref()
             .filter(|_| to_slot == self.cfg.partner.slot);
         if dest.is_none() {
-            log::info!(
-                "{}: no migration path to slot {to_slot}: stopping the guests here",
-                order.key()
-            );
+            if live_only {
+                log::warn!(
+                    "{}: no migration path to slot {to_slot}: the guests keep running here",
+                    order.key()
+                );
+            } else {
+                log::info!(
+                    "{}: no migration path to slot {to_slot}: stopping the guests here",
+                    order.key()
+                );
+            }
         }
-        lock(&self.stopping).extend(protected.iter().map(|g| g.name.clone()));
-        // Migrations go one at a time (they share the link); shutdowns run in parallel.
+        if !live_only {
+            lock(&self.stopping).extend(protected.iter().map(|g| g.name.clone()));
+        }
+        // Migrations share the link: a bounded number at once; shutdowns run in parallel.
         let workers = if dest.is_some() {
-            1
+            self.cfg.zero_downtime.migration_workers.max(1)
         } else {
             self.cfg.start_workers.max(1)
         };
@@ -805,15 +823,28 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     };
                     let result = match dest {
                         _ if !g.state.is_active() => GuestResult::Stopped { graceful: true },
-                        Some(uri) => match self.hv.migrate(
-                            &g.name,
-                            uri,
-                            self.cfg.partner.migration_uri.as_deref(),
-                        ) {
-                            Ok(()) => GuestResult::Migrated,
-                            Err(e) => GuestResult::Failed {
-                                reason: format!("migration: {e}"),
+                        Some(uri) => match self.migrate_bounded(&g.name, uri) {
+                            Ok(r) => r,
+                            Err(reason) if live_only => GuestResult::Failed {
+                                reason: format!("migration: {reason}; it keeps running here"),
                             },
+                            Err(reason) => {
+                                log::warn!(
+                                    "{}: `{}`: migration failed ({reason}); stopping it here, the partner starts it after the fence",
+                                    order.key(),
+                                    g.name
+                                );
+                                lock(&self.stopping).insert(g.name.clone());
+                                match self.stop_gracefully(&g.name) {
+                                    GuestResult::Stopped { graceful } => {
+                                        GuestResult::StoppedAfterMigration { reason, graceful }
+                                    }
+                                    other => other,
+                                }
+                            }
+                        },
+                        None if live_only => GuestResult::Failed {
+                            reason: "migration: no migration path to the partner; it keeps running here".into(),
                         },
                         None => self.stop_gracefully(&g.name),
                     };
@@ -839,6 +870,57 @@ impl<H: Hypervisor + 'static> Agent<H> {
             outcomes.push(r?);
         }
         Ok(OrderResult::Guests(outcomes))
+    }
+
+    /// One live migration, bounded by `zero_downtime.migration_timeout`: past it the job is
+    /// aborted (the guest stays here). Ok with the result to report, Err with why it failed.
+    fn migrate_bounded(&self, name: &str, dest_uri: &str) -> Result<GuestResult, String> {
+        let timeout = self.cfg.zero_downtime.migration_timeout;
+        let t0 = Instant::now();
+        let (tx, rx) = mpsc::channel();
+        let result = std::thread::scope(|s| {
+            s.spawn(move || {
+                let r = self
+                    .hv
+                    .migrate(name, dest_uri, self.cfg.partner.migration_uri.as_deref());
+                let _ = tx.send(r);
+            });
+            match rx.recv_timeout(timeout) {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => {
+                    log::warn!(
+                        "`{name}`: migration still running after {} ms: aborting its job",
+                        timeout.as_millis()
+                    );
+                    if let Err(e) = self.hv.abort_job(name) {
+                        log::warn!("`{name}`: abort: {e}");
+                    }
+                    // The migration call returns once its job is aborted (or has completed).
+                    match rx.recv() {
+                        Ok(Ok(stats)) => Ok(stats),
+                        Ok(Err(e)) => Err(format!(
+                            "timed out after {} ms, job aborted: {e}",
+                            timeout.as_millis()
+                        )),
+                        Err(_) => Err("migration thread ended without a result".into()),
+                    }
+                }
+            }
+        })?;
+        let measured = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let migration_ms = result.elapsed_ms.unwrap_or(measured);
+        match result.downtime_ms {
+            Some(d) => log::info!(
+                "`{name}`: live-migrated in {migration_ms} ms (libvirt job), guest downtime {d} ms"
+            ),
+            None => log::info!(
+                "`{name}`: live-migrated in {migration_ms} ms, downtime not reported by libvirt"
+            ),
+        }
+        Ok(GuestResult::LiveMigrated {
+            migration_ms,
+            downtime_ms: result.downtime_ms,
+        })
     }
 
     fn stop_gracefully(&self, name: &str) -> GuestResult {

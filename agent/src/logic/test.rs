@@ -578,6 +578,8 @@ fn test_evacuate_migrates_when_partner_uri_known() {
     hv.add("idle", GuestState::Shutoff, 10);
     let mut c = config(dir.path());
     c.partner.libvirt_uri = Some("qemu+tls://b/system".into());
+    // One at a time, so the migration order shows the priority order.
+    c.zero_downtime.migration_workers = 1;
     let a = Agent::new(Arc::clone(&hv), c).unwrap();
     // Not to our partner: no migration path, the guests are stopped instead.
     let (_, _, out) = run(
@@ -601,8 +603,12 @@ fn test_evacuate_migrates_when_partner_uri_known() {
             to_slot: PARTNER,
         },
     );
-    assert_eq!(result_of(&out, "db"), &GuestResult::Migrated);
-    assert_eq!(result_of(&out, "web"), &GuestResult::Migrated);
+    let migrated = GuestResult::LiveMigrated {
+        migration_ms: 50,
+        downtime_ms: Some(1),
+    };
+    assert_eq!(result_of(&out, "db"), &migrated);
+    assert_eq!(result_of(&out, "web"), &migrated);
     assert_eq!(
         result_of(&out, "idle"),
         &GuestResult::Stopped { graceful: true }
@@ -648,4 +654,156 @@ fn test_unknown_free_memory_does_not_block_takeover() {
     a.store_partner_definition(def("db", 1000)).unwrap();
     let (_, _, out) = run(&a, &restart(21, true));
     assert_eq!(result_of(&out, "db"), &GuestResult::Started);
+}
+
+fn migrating_agent(
+    dir: &TempDir,
+    hv: &Arc<FakeHypervisor>,
+    timeout_ms: u64,
+) -> Agent<FakeHypervisor> {
+    let mut c = config(dir.path());
+    c.partner.libvirt_uri = Some("qemu+tls://b/system".into());
+    c.zero_downtime.migration_timeout = Duration::from_millis(timeout_ms);
+    Agent::new(Arc::clone(hv), c).unwrap()
+}
+
+#[test]
+fn test_evacuate_migrates_in_parallel_up_to_the_bound() {
+    let dir = TempDir::new("migrate-par");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    for g in ["g1", "g2", "g3", "g4", "g5"] {
+        hv.add(g, GuestState::Running, 10);
+    }
+    let a = migrating_agent(&dir, &hv, 10_000);
+    let (_, _, out) = run(
+        &a,
+        &Order::Evacuate {
+            incident: 30,
+            to_slot: PARTNER,
+        },
+    );
+    assert_eq!(out.len(), 5);
+    assert!(out
+        .iter()
+        .all(|o| matches!(o.result, GuestResult::LiveMigrated { .. })));
+    assert_eq!(hv.migrated().len(), 5);
+    // Default migration_workers = 2: overlapping, never more than two at once.
+    assert_eq!(hv.max_concurrent_migrations(), 2);
+}
+
+#[test]
+fn test_evacuate_falls_back_to_stop_when_migration_fails_or_times_out() {
+    let dir = TempDir::new("migrate-fail");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 10);
+    hv.add("web", GuestState::Running, 10);
+    hv.add("ok", GuestState::Running, 10);
+    hv.fail_migration("db", "no space on destination");
+    hv.hang_migration("web");
+    let a = migrating_agent(&dir, &hv, 300);
+    let (_, _, out) = run(
+        &a,
+        &Order::Evacuate {
+            incident: 31,
+            to_slot: PARTNER,
+        },
+    );
+    assert!(
+        matches!(result_of(&out, "ok"), GuestResult::LiveMigrated { .. }),
+        "{out:?}"
+    );
+    for g in ["db", "web"] {
+        assert!(
+            matches!(
+                result_of(&out, g),
+                GuestResult::StoppedAfterMigration { .. }
+            ),
+            "{g}: {out:?}"
+        );
+        // Stopped here (still defined): the partner starts it after the fence.
+        assert_eq!(hv.state_of(g), Some(GuestState::Shutoff), "{g}");
+    }
+    let GuestResult::StoppedAfterMigration { reason, .. } = result_of(&out, "web") else {
+        unreachable!()
+    };
+    assert!(reason.contains("timed out"), "{reason}");
+    assert_eq!(
+        hv.aborted(),
+        vec!["web".to_string()],
+        "the hung job was aborted"
+    );
+    let msg = crate::net::moved_message(
+        &Order::Evacuate {
+            incident: 31,
+            to_slot: PARTNER,
+        },
+        3,
+        out.iter().find(|o| o.name == "db").unwrap(),
+    );
+    assert!(
+        matches!(
+            msg,
+            Some(shelfha_proto::Message::GuestMoved {
+                how: shelfha_proto::Move::Stopped,
+                ..
+            })
+        ),
+        "{msg:?}"
+    );
+}
+
+#[test]
+fn test_migrate_order_never_stops_a_guest() {
+    let dir = TempDir::new("migrate-live");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 10);
+    hv.add("web", GuestState::Running, 10);
+    hv.fail_migration("db", "no space on destination");
+    let a = migrating_agent(&dir, &hv, 10_000);
+    let order = Order::Migrate {
+        incident: 32,
+        to_slot: PARTNER,
+    };
+    let (_, result, out) = run(&a, &order);
+    assert!(
+        matches!(result_of(&out, "db"), GuestResult::Failed { .. }),
+        "{out:?}"
+    );
+    assert_eq!(
+        hv.state_of("db"),
+        Some(GuestState::Running),
+        "kept running here"
+    );
+    assert!(matches!(
+        result_of(&out, "web"),
+        GuestResult::LiveMigrated { .. }
+    ));
+    assert!(result.is_some());
+    let moved: Vec<_> = out
+        .iter()
+        .filter_map(|o| crate::net::moved_message(&order, 3, o))
+        .collect();
+    assert!(moved.iter().any(|m| matches!(
+        m,
+        shelfha_proto::Message::GuestMoved {
+            how: shelfha_proto::Move::KeptRunning,
+            ..
+        }
+    )));
+    assert!(moved.iter().any(|m| matches!(
+        m,
+        shelfha_proto::Message::GuestMoved {
+            how: shelfha_proto::Move::Migrated,
+            downtime_ms: Some(1),
+            ..
+        }
+    )));
+    // Without a migration path nothing is stopped either.
+    let dir2 = TempDir::new("migrate-nopath");
+    let hv2 = Arc::new(FakeHypervisor::new(1 << 20));
+    hv2.add("db", GuestState::Running, 10);
+    let a2 = Agent::new(Arc::clone(&hv2), config(dir2.path())).unwrap();
+    let (_, _, out) = run(&a2, &order);
+    assert!(matches!(result_of(&out, "db"), GuestResult::Failed { .. }));
+    assert_eq!(hv2.state_of("db"), Some(GuestState::Running));
 }

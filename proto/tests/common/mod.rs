@@ -117,6 +117,18 @@ pub fn samples() -> std::vec::Vec<Message> {
             name: name("web"),
             killed: true,
         },
+        Message::Migrate {
+            incident: 12,
+            to_slot: 5,
+        },
+        Message::GuestMoved {
+            incident: 12,
+            slot: 3,
+            name: name("db"),
+            how: Move::Migrated,
+            elapsed_ms: 600,
+            downtime_ms: Some(15),
+        },
     ]
 }
 
@@ -207,6 +219,18 @@ pub fn largest() -> std::vec::Vec<Message> {
             incident: u32::MAX,
             name: long('y'),
             killed: true,
+        },
+        Message::Migrate {
+            incident: u32::MAX,
+            to_slot: MAX_SLOT,
+        },
+        Message::GuestMoved {
+            incident: u32::MAX,
+            slot: MAX_SLOT,
+            name: long('m'),
+            how: Move::Unknown(255),
+            elapsed_ms: u32::MAX,
+            downtime_ms: Some(u32::MAX),
         },
     ]
 }

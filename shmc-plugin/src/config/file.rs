@@ -11,6 +11,10 @@
 //! [timing]                        # optional, every key optional (see `config`)
 //! probe_interval_ms = 500
 //!
+//! [predictive]                  # optional: predictive migration, off by default
+//! enabled = false                 # decide `blade_degraded` (see `config`)
+//! degraded_hold_ms = 30000        # non-critical threshold held this long
+//!
 //! [[blade]]
 //! slot = 1
 //! ipmb_address = 0x82
@@ -38,7 +42,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::source::{EventSource, RawEventSource};
-use super::{BladeConfig, ConfigError, ShelfConfig, Timing};
+use super::{BladeConfig, ConfigError, Predictive, ShelfConfig, Timing};
 use crate::capacity::MAX_BLADES;
 
 /// How the IPMB device delivers bytes.
@@ -116,6 +120,15 @@ struct RawFile {
     blade: Vec<Spanned<RawBlade>>,
     #[serde(default)]
     event_source: Option<RawEventSource>,
+    #[serde(default)]
+    predictive: RawPredictive,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPredictive {
+    enabled: Option<bool>,
+    degraded_hold_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +251,17 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
 
     let mut shelf = ShelfConfig::new(*raw.shelf.own_address.get_ref());
     shelf.timing = timing;
+    shelf.predictive = Predictive {
+        enabled: raw.predictive.enabled.unwrap_or(false),
+        degraded_hold_ms: raw
+            .predictive
+            .degraded_hold_ms
+            .as_ref()
+            .map_or(Predictive::DEFAULT.degraded_hold_ms, |v| *v.get_ref()),
+    };
+    if let Some(v) = &raw.predictive.degraded_hold_ms {
+        spans.push(("degraded_hold_ms", v.span()));
+    }
     let mut agents = Vec::new();
     for b in &raw.blade {
         let r = b.get_ref();
@@ -463,6 +487,24 @@ agent = \"10.0.0.12:7140\"
         // The 17th [[blade]] starts at line 4 + 16 * 4 = 68; its body follows.
         assert!(matches!(e.line, Some(68..=69)), "{e}");
         assert!(e.message.contains("at most 16"), "{e}");
+    }
+
+    #[test]
+    fn test_predictive_section() {
+        let c = parse(MINIMAL, Path::new("s.toml")).unwrap();
+        assert_eq!(c.shelf.predictive, Predictive::DEFAULT);
+        assert!(!c.shelf.predictive.enabled);
+        let on = format!("{MINIMAL}[predictive]\nenabled = true\ndegraded_hold_ms = 5000\n");
+        let c = parse(&on, Path::new("s.toml")).unwrap();
+        assert!(c.shelf.predictive.enabled);
+        assert_eq!(c.shelf.predictive.degraded_hold_ms, 5000);
+        let e = bad(&format!(
+            "{MINIMAL}[predictive]\nenabled = true\ndegraded_hold_ms = 0\n"
+        ));
+        assert_eq!(e.line, Some(16), "{e}");
+        assert!(e.message.contains("degraded_hold_ms"), "{e}");
+        let e = bad(&format!("{MINIMAL}[predictive]\nenable = true\n"));
+        assert_eq!(e.line, Some(15), "{e}");
     }
 
     #[test]

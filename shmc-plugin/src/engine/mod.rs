@@ -24,6 +24,9 @@
 //! confirmed after an evacuation --> FailingOver as well: the partner starts
 //!          the guests the evacuation stopped (it skips those that migrated)
 //! any phase --hot-swap transition to M4--> closed (Healthy)
+//! Healthy --blade_degraded (predictive), partner healthy--> Evacuating (Migrate order to the
+//!          blade) --IncidentDone from the blade | timeout--> closed + alert (never fenced)
+//! Healthy --blade_degraded, partner has an open incident or is not in M4--> alert only
 //! hypervisor incident in FailingOver/Recovered --agent registered, hypervisor up--> closed
 //! ```
 //! "Power off" over IPMB is PICMG Set Power Level (cmd 0x11) with level 0:
@@ -51,6 +54,26 @@
 //!   the guest (DestroyGuest), confirms, then the partner starts it.
 //! - Probing is skipped for blades with an open incident (fence requests and
 //!   confirmation polls watch them); silence is measured from the first poll.
+//!
+//! # Predictive mode (`[predictive] enabled`, off by default)
+//! - A non-critical threshold assertion (offsets 0, 1, 6, 7) opens a hold in
+//!   a fixed table ([`MAX_DEGRADED_HOLDS`], keyed by blade, sensor type,
+//!   sensor number and offset; a repeated assertion keeps the first time).
+//!   The deassertion of the same key cancels it. [`Shelf::poll`] decides
+//!   `blade_degraded` once `now >= asserted + degraded_hold_ms`; the decision's
+//!   `t_ms` is the time of the assertion that caused it. A full table drops
+//!   the new hold (counted, one alert). A correctable-ECC logging-limit event
+//!   (memory offset 5) decides at once.
+//! - `blade_degraded` migrates, never fences: the blade's agent gets
+//!   [`Order::Migrate`] (a guest that cannot migrate keeps running there),
+//!   and the incident ends with the agent's report (or at
+//!   `evacuation_timeout_ms`), followed by an [`Alert::BladeDegraded`]. A
+//!   partner with an open incident or not in M4 gets nothing: alert only.
+//! - A failure of the blade while its `blade_degraded` incident is open
+//!   (any class that fences, extraction, hypervisor) supersedes it: the
+//!   degraded incident is dropped and the new decision taken. Holds of a
+//!   blade are forgotten when any incident of it is decided (a `blade_degraded`
+//!   decision included: its other warnings are the same story).
 
 mod dedupe;
 mod guest;
@@ -60,8 +83,8 @@ pub mod request;
 use heapless::Vec;
 use log::{debug, info, warn};
 
-use crate::capacity::{MAX_BLADES, MAX_GUEST_FAILOVERS};
-use crate::classify::{classify, BladeView, Class, Record, Verdict};
+use crate::capacity::{MAX_BLADES, MAX_DEGRADED_HOLDS, MAX_GUEST_FAILOVERS};
+use crate::classify::{classify, predictive, BladeView, Class, Record, Verdict, Warning};
 use crate::config::{BladeConfig, ConfigError, ShelfConfig};
 use crate::event::{MState, PlatformEvent};
 use crate::wire::cmd;
@@ -233,6 +256,17 @@ struct Blade {
     next_confirm_poll: u64,
 }
 
+/// A non-critical threshold assertion waiting for its hold time.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    blade: usize,
+    sensor_type: u8,
+    sensor_number: u8,
+    offset: u8,
+    since: u64,
+    cause: Cause,
+}
+
 #[derive(Debug, Clone)]
 struct PendingGuest {
     blade: usize,
@@ -288,6 +322,12 @@ pub struct Counters {
     pub guest_failovers_dropped: u64,
     /// Outputs dropped because the output queue was full.
     pub outputs_dropped: u64,
+    /// Predictive mode: non-critical threshold holds opened.
+    pub degraded_holds: u64,
+    /// Predictive mode: holds cancelled by a deassertion within the hold time.
+    pub degraded_cancelled: u64,
+    /// Predictive mode: holds not opened because their table was full.
+    pub degraded_holds_dropped: u64,
 }
 
 /// Result of [`Shelf::on_platform_event`].
@@ -316,8 +356,9 @@ pub struct Shelf {
     dedupe: Dedupe,
     guests: GuestWindows,
     pending_guests: Vec<PendingGuest, MAX_GUEST_FAILOVERS>,
+    holds: Vec<Hold, MAX_DEGRADED_HOLDS>,
     unknown_alerted: Vec<u8, UNKNOWN_ALERTS>,
-    tables_alerted: [bool; 4],
+    tables_alerted: [bool; 5],
     out: Outbox,
     counters: Counters,
     next_incident: u32,
@@ -352,8 +393,9 @@ impl Shelf {
             dedupe: Dedupe::new(),
             guests: GuestWindows::new(),
             pending_guests: Vec::new(),
+            holds: Vec::new(),
             unknown_alerted: Vec::new(),
-            tables_alerted: [false; 4],
+            tables_alerted: [false; 5],
             out: Outbox::new(),
             counters: Counters::default(),
             next_incident: 1,
@@ -489,9 +531,22 @@ impl Shelf {
         if let Some(h) = hs {
             blade.m_state = Some(h.current);
         }
-        let outcome = match verdict {
-            Verdict::Decide(class) => self.decide(now, idx, class, cause, None),
-            Verdict::Record(r) => {
+        let warning = if self.cfg.predictive.enabled && matches!(verdict, Verdict::Record(_)) {
+            predictive(ev)
+        } else {
+            None
+        };
+        let outcome = match (verdict, warning) {
+            (Verdict::Record(_), Some(Warning::Now)) => {
+                self.decide(now, idx, Class::BladeDegraded, cause, None)
+            }
+            (Verdict::Decide(class), _) => self.decide(now, idx, class, cause, None),
+            (Verdict::Record(r), _) => {
+                match warning {
+                    Some(Warning::Hold) => self.hold(now, idx, ev, cause),
+                    Some(Warning::Cancel) => self.cancel_hold(now, idx, ev),
+                    _ => {}
+                }
                 self.counters.recorded += 1;
                 if r == Record::LinkRestored && self.blades[idx].incident.is_none() {
                     self.blades[idx].link = Link::Ok;
@@ -667,6 +722,7 @@ impl Shelf {
 
     /// Runs the timers.
     pub fn poll(&mut self, now: u64) {
+        self.poll_holds(now, false);
         let t = self.cfg.timing;
         for idx in 0..self.blades.len() {
             let b = &mut self.blades[idx];
@@ -690,6 +746,14 @@ impl Shelf {
                         b.cfg.slot, t.self_fence_deadline_ms
                     );
                     self.start_ipmb_fence(now, idx);
+                }
+                Some(Phase::Evacuating { deadline })
+                    if now >= deadline
+                        && b.incident.is_some_and(|i| i.class == Class::BladeDegraded) =>
+                {
+                    let (slot, id) = (b.cfg.slot, b.incident.map_or(0, |i| i.id));
+                    warn!("slot {slot}: migration of decision #{id} not reported in time; the blade is not fenced");
+                    self.end_degraded(idx, false);
                 }
                 Some(Phase::Evacuating { deadline }) if now >= deadline => {
                     let (slot, id) = (b.cfg.slot, b.incident.map_or(0, |i| i.id));
@@ -721,6 +785,106 @@ impl Shelf {
                 i += 1;
             }
         }
+    }
+
+    /// End of input (replay: the end of the capture): every hold still
+    /// pending is due, as no deassertion can come any more.
+    pub fn finish_holds(&mut self, now: u64) {
+        self.poll_holds(now, true);
+    }
+
+    /// Holds pending (predictive mode).
+    pub fn pending_holds(&self) -> usize {
+        self.holds.len()
+    }
+
+    /// Decides `blade_degraded` for every hold past its time (all when `all`),
+    /// oldest assertion first.
+    fn poll_holds(&mut self, now: u64, all: bool) {
+        let hold_ms = self.cfg.predictive.degraded_hold_ms;
+        loop {
+            let due = self
+                .holds
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| all || now >= h.since.saturating_add(hold_ms))
+                .min_by_key(|(_, h)| h.since)
+                .map(|(i, _)| i);
+            let Some(i) = due else { return };
+            let h = self.holds.remove(i);
+            info!(
+                "slot {}: non-critical sensor type 0x{:02x} #{} offset {} still asserted {} ms after {} ms",
+                self.blades[h.blade].cfg.slot,
+                h.sensor_type,
+                h.sensor_number,
+                h.offset,
+                now.saturating_sub(h.since),
+                h.since
+            );
+            self.decide_at(now, h.since, h.blade, Class::BladeDegraded, h.cause, None);
+        }
+    }
+
+    fn hold(&mut self, now: u64, idx: usize, ev: &PlatformEvent, cause: Cause) {
+        let key = (ev.sensor_type.into(), ev.sensor_number, ev.offset());
+        let slot = self.blades[idx].cfg.slot;
+        if self
+            .holds
+            .iter()
+            .any(|h| h.blade == idx && (h.sensor_type, h.sensor_number, h.offset) == key)
+        {
+            debug!("slot {slot}: non-critical assertion repeated; its hold keeps its first time");
+            return;
+        }
+        let hold = Hold {
+            blade: idx,
+            sensor_type: key.0,
+            sensor_number: key.1,
+            offset: key.2,
+            since: now,
+            cause,
+        };
+        if self.holds.push(hold).is_err() {
+            self.counters.degraded_holds_dropped += 1;
+            self.table_full(Table::DegradedHolds);
+            return;
+        }
+        self.counters.degraded_holds += 1;
+        info!(
+            "slot {slot}: non-critical threshold asserted ({cause}); blade_degraded unless deasserted within {} ms",
+            self.cfg.predictive.degraded_hold_ms
+        );
+    }
+
+    fn cancel_hold(&mut self, now: u64, idx: usize, ev: &PlatformEvent) {
+        let key = (ev.sensor_type.into(), ev.sensor_number, ev.offset());
+        if let Some(i) = self
+            .holds
+            .iter()
+            .position(|h| h.blade == idx && (h.sensor_type, h.sensor_number, h.offset) == key)
+        {
+            let h = self.holds.remove(i);
+            self.counters.degraded_cancelled += 1;
+            info!(
+                "slot {}: non-critical threshold deasserted after {} ms, within the hold: no decision",
+                self.blades[idx].cfg.slot,
+                now.saturating_sub(h.since)
+            );
+        }
+    }
+
+    /// Ends a `blade_degraded` incident (no fence) and tells the operator.
+    fn end_degraded(&mut self, idx: usize, evacuated: bool) {
+        let b = &mut self.blades[idx];
+        let Some(inc) = b.incident.take() else { return };
+        let slot = b.cfg.slot;
+        self.counters.incidents_closed += 1;
+        info!("slot {slot}: decision #{} closed without a fence", inc.id);
+        self.alert(Alert::BladeDegraded {
+            slot,
+            incident: inc.id,
+            evacuated,
+        });
     }
 
     /// Timers of a blade without an open incident: probe loss, heartbeat
@@ -828,6 +992,44 @@ impl Shelf {
         cause: Cause,
         guest: Option<(GuestName, bool)>,
     ) -> EventOutcome {
+        self.decide_at(now, now, idx, class, cause, guest)
+    }
+
+    /// [`Self::decide`] for a cause observed at `t_ms` (a held assertion).
+    fn decide_at(
+        &mut self,
+        now: u64,
+        t_ms: u64,
+        idx: usize,
+        class: Class,
+        cause: Cause,
+        guest: Option<(GuestName, bool)>,
+    ) -> EventOutcome {
+        if class.opens_incident() && class != Class::BladeDegraded {
+            if let Some(inc) = self.blades[idx]
+                .incident
+                .filter(|i| i.class == Class::BladeDegraded)
+            {
+                info!(
+                    "slot {}: {class} supersedes blade_degraded decision #{}",
+                    self.blades[idx].cfg.slot, inc.id
+                );
+                self.blades[idx].incident = None;
+                self.counters.incidents_closed += 1;
+            }
+        }
+        if class.opens_incident() {
+            // One decision per incident: the blade's other warnings are the same story.
+            let before = self.holds.len();
+            self.holds.retain(|h| h.blade != idx);
+            if self.holds.len() != before {
+                debug!(
+                    "slot {}: {} non-critical hold(s) forgotten",
+                    self.blades[idx].cfg.slot,
+                    before - self.holds.len()
+                );
+            }
+        }
         let b = self.blades[idx];
         let link = match class {
             Class::IpmbLinkDegraded => Some(Link::Degraded),
@@ -848,6 +1050,10 @@ impl Shelf {
         }
         let id = self.next_incident;
         self.next_incident = self.next_incident.wrapping_add(1);
+        let partner_ok = self.index_of_slot(b.cfg.partner).is_some_and(|p| {
+            let pb = &self.blades[p];
+            pb.incident.is_none() && matches!(pb.m_state, None | Some(MState::M4))
+        });
         let mut actions = Vec::new();
         let list: &[Action] = match class {
             Class::BladeLost | Class::BladeHardware | Class::HostOs if b.registered => &[
@@ -865,12 +1071,14 @@ impl Shelf {
                 _ => &[Action::RestartLocal],
             },
             Class::IpmbLinkDegraded | Class::IpmbLinkLost => &[Action::Alert],
+            Class::BladeDegraded if partner_ok => &[Action::Evacuate, Action::Alert],
+            Class::BladeDegraded => &[Action::Alert],
         };
         for a in list {
             let _ = actions.push(*a);
         }
         let decision = Decision {
-            t_ms: now,
+            t_ms,
             incident: id,
             class,
             slot: b.cfg.slot,
@@ -927,6 +1135,15 @@ impl Shelf {
         {
             self.alert(Alert::PartnerUnavailable { slot, partner });
         }
+        if class == Class::BladeDegraded && !partner_ok {
+            warn!("slot {slot}: degraded, but partner slot {partner} cannot take its guests now");
+            self.alert(Alert::BladeDegraded {
+                slot,
+                incident: id,
+                evacuated: false,
+            });
+            return EventOutcome::Decided(class);
+        }
         let mut incident = Incident {
             id,
             class,
@@ -947,6 +1164,20 @@ impl Shelf {
                 self.out.push(Output::Order {
                     slot,
                     order: Order::FenceSelf { incident: id },
+                });
+            }
+            Class::BladeDegraded => {
+                incident.phase = Phase::Evacuating {
+                    deadline: now.saturating_add(self.cfg.timing.evacuation_timeout_ms),
+                };
+                self.blades[idx].incident = Some(incident);
+                info!("slot {slot}: live-migrating its guests to slot {partner}; the blade is not fenced");
+                self.out.push(Output::Order {
+                    slot,
+                    order: Order::Migrate {
+                        to_slot: partner,
+                        incident: id,
+                    },
                 });
             }
             Class::BladeExtraction => {
@@ -1209,6 +1440,14 @@ impl Shelf {
             Some(Phase::FailingOver) => {
                 self.set_phase(idx, Phase::Recovered);
                 info!("slot {failed_slot}: partner reported every guest; recovered");
+            }
+            Some(Phase::Evacuating { .. })
+                if self.blades[idx]
+                    .incident
+                    .is_some_and(|i| i.class == Class::BladeDegraded) =>
+            {
+                info!("slot {failed_slot}: migration reported; the blade stays up");
+                self.end_degraded(idx, true);
             }
             Some(Phase::Evacuating { .. }) => {
                 if let Some(inc) = &mut self.blades[idx].incident {

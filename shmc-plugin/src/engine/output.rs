@@ -215,6 +215,15 @@ pub enum Order {
         /// The decision this serves.
         incident: u32,
     },
+    /// Predictive (`blade_degraded`): live-migrate every guest to `to_slot`;
+    /// a guest that cannot migrate keeps running here (nothing is stopped,
+    /// the blade is not fenced).
+    Migrate {
+        /// Partner that receives the guests.
+        to_slot: u8,
+        /// The decision this serves.
+        incident: u32,
+    },
 }
 
 /// How a fence was confirmed.
@@ -281,6 +290,17 @@ pub enum Alert {
         /// The table.
         table: Table,
     },
+    /// A `blade_degraded` decision ended: the blade warns and should be
+    /// serviced; it was not fenced.
+    BladeDegraded {
+        /// The blade.
+        slot: u8,
+        /// Its decision.
+        incident: u32,
+        /// Its guests were reported migrated (or moved) by the agent; false
+        /// when the partner was unavailable or the report did not come in time.
+        evacuated: bool,
+    },
 }
 
 /// Fixed tables of the core.
@@ -294,6 +314,8 @@ pub enum Table {
     Guests,
     /// Guest failovers awaiting the destroy confirmation.
     GuestFailovers,
+    /// Non-critical threshold holds (predictive mode).
+    DegradedHolds,
 }
 
 impl fmt::Display for Alert {
@@ -325,6 +347,22 @@ impl fmt::Display for Alert {
                 "Platform Events from unconfigured IPMB address 0x{address:02x} are ignored"
             ),
             Self::TableFull { table } => write!(f, "table {table:?} full; see counters"),
+            Self::BladeDegraded {
+                slot,
+                incident,
+                evacuated: true,
+            } => write!(
+                f,
+                "slot {slot} is degraded (decision #{incident}): its guests were moved to the partner; the blade still runs and needs service"
+            ),
+            Self::BladeDegraded {
+                slot,
+                incident,
+                evacuated: false,
+            } => write!(
+                f,
+                "slot {slot} is degraded (decision #{incident}): its guests were NOT all moved (partner unavailable or no report in time); the blade still runs and needs service"
+            ),
         }
     }
 }

@@ -36,6 +36,19 @@
 //! count (a capture holds no silence worth judging). Alerts go to the log
 //! (stderr), never to stdout.
 //!
+//! Predictive mode (`[predictive] enabled = true`): a non-critical threshold
+//! assertion is held; its `blade_degraded` decision is due once a later
+//! frame's time, or the end of the capture, reaches the assertion's time plus
+//! `degraded_hold_ms` (the core is polled with each frame's time before the
+//! frame, so a deassertion at exactly that time comes too late). The decision
+//! line is printed when it is due, right after the event line of the frame
+//! whose time made it due, but its `t_ms` is the time of the assertion that
+//! caused it, as for every decision (so `t_ms` of decision lines is not
+//! monotonic).
+//! At the end of the capture every hold still open is due: no deassertion
+//! can follow. With the option off (the default) nothing is held and the
+//! output is that of the core table.
+//!
 //! The hot path reuses one line buffer and one byte buffer and formats JSON
 //! straight into a buffered stdout: no allocation per line.
 
@@ -329,6 +342,8 @@ pub fn replay(
         }
         drain(&mut shelf, &mut out, &mut sum)?;
     }
+    shelf.finish_holds(last_t);
+    drain(&mut shelf, &mut out, &mut sum)?;
     let c = shelf.counters();
     sum.frames = stats.frames;
     sum.bad_frames = stats.bad_frames();

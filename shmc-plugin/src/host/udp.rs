@@ -111,6 +111,10 @@ pub fn order_message(order: &Order) -> Message {
             incident: *incident,
             name: name.clone(),
         },
+        Order::Migrate { to_slot, incident } => Message::Migrate {
+            incident: *incident,
+            to_slot: *to_slot,
+        },
     }
 }
 
@@ -157,6 +161,24 @@ pub fn agent_input(slot: u8, message: Message) -> Option<AgentInput> {
         },
         Message::GuestDestroyed { incident, name, .. } => {
             AgentInput::GuestDestroyed { name, incident }
+        }
+        Message::GuestMoved {
+            incident,
+            slot: of,
+            name,
+            how,
+            elapsed_ms,
+            downtime_ms,
+        } => {
+            // Measured numbers for operators and benchmarks; the decision
+            // waits for IncidentDone.
+            match downtime_ms {
+                Some(d) => info!(
+                    "slot {of}: guest {name} {how:?} (decision #{incident}): {elapsed_ms} ms, guest downtime {d} ms"
+                ),
+                None => info!("slot {of}: guest {name} {how:?} (decision #{incident}): {elapsed_ms} ms"),
+            }
+            return None;
         }
         _ => return None,
     })
