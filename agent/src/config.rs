@@ -275,6 +275,23 @@ impl Config {
                 "must be greater than zero".to_owned(),
             ));
         }
+        if let Some(port) = raw
+            .partner
+            .migration_uri
+            .as_deref()
+            .and_then(explicit_port)
+            .filter(|_| migration_workers > 1)
+        {
+            return Err(invalid(
+                "partner.migration_uri",
+                0..0,
+                format!(
+                    "names port {port}, but migration_workers = {migration_workers} runs migrations \
+                     in parallel and they would collide on it: leave the port out (libvirt then \
+                     picks a free one per migration) or set migration_workers = 1"
+                ),
+            ));
+        }
         let guests = raw.guests.unwrap_or_default();
         let warm_standby = match guests.warm_standby {
             None => Vec::new(),
@@ -364,6 +381,19 @@ impl Config {
             },
         })
     }
+}
+
+/// The port a `scheme://host:port[/...]` URI names explicitly, if any (IPv6 hosts in brackets).
+fn explicit_port(uri: &str) -> Option<u16> {
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let after_host = match authority.rfind(']') {
+        Some(i) => &authority[i + 1..],
+        None => authority,
+    };
+    after_host
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
 }
 
 /// 1-based line of a byte offset.
@@ -491,6 +521,30 @@ mod test {
             ),
             "{e}"
         );
+        // A fixed migration port and parallel migrations collide (seen on real daemons).
+        let with_port = MINIMAL.replace(
+            "[partner]\n",
+            "[partner]\nmigration_uri = \"tcp://10.0.0.4:49152\"\n",
+        );
+        let e = parse(&with_port).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Invalid {
+                    key: "partner.migration_uri",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(parse(&format!("migration_workers = 1\n{with_port}")).is_ok());
+        assert!(parse(&MINIMAL.replace(
+            "[partner]\n",
+            "[partner]\nmigration_uri = \"tcp://[fd00::4]\"\n"
+        ))
+        .is_ok());
+        assert_eq!(explicit_port("tcp://[fd00::4]:4000/x"), Some(4000));
+        assert_eq!(explicit_port("tcp://10.0.0.4"), None);
         let e = parse(&format!("{MINIMAL}[guests]\nwarm_standby = [\"a/b\"]\n")).unwrap_err();
         assert!(
             matches!(

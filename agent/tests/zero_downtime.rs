@@ -1,0 +1,311 @@
+//! Zero downtime on two real libvirtd blades (root; `tests/support/libvirt-blades.sh` starts
+//! and stops them, each with its own `host_uuid`): live migration on Evacuate with libvirt's
+//! job statistics, the fallback to stop + restart-after-fence for a guest that cannot
+//! migrate, and no guest ever running on both blades (both daemons polled throughout).
+//!
+//! Measured numbers are printed (`cargo test -p blade-agent --test zero_downtime -- --nocapture`);
+//! the tests assert correctness only.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use blade_agent::config::Config;
+use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
+use blade_agent::hypervisor::{GuestState, Hypervisor};
+use blade_agent::logic::{Acceptance, Agent};
+use blade_agent::order::{GuestOutcome, GuestResult, Order, OrderResult, Refusal};
+
+/// Two daemons and their QEMUs per test: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn harness() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/libvirt-blades.sh")
+}
+
+fn sh(args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(harness())
+        .args(args)
+        .output()
+        .expect("bash")
+}
+
+fn sh_ok(args: &[&str]) -> String {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "libvirt-blades.sh {args:?}: {}\n{}\n(packages missing? run `bash tests/ci.sh install`)",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Blades A and B; stopped and removed when dropped (also when a test panics).
+struct Blades {
+    base: String,
+    a: String,
+    b: String,
+}
+
+impl Blades {
+    fn start(test: &str) -> Blades {
+        let base = format!("/var/tmp/zd-{test}-{}", std::process::id());
+        let out = sh_ok(&["start", &base]);
+        let uri = |k: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .expect("URI line")
+                .to_owned()
+        };
+        Blades {
+            a: uri("A="),
+            b: uri("B="),
+            base,
+        }
+    }
+
+    fn run_dir(&self, blade: &str) -> PathBuf {
+        PathBuf::from(format!("{}/{blade}/run/libvirt/qemu", self.base))
+    }
+
+    fn guest_xml(&self, name: &str, disk: Option<&str>) -> String {
+        let mut args = vec!["guest-xml", name];
+        if let Some(d) = disk {
+            args.push(d);
+        }
+        sh_ok(&args)
+    }
+}
+
+impl Drop for Blades {
+    fn drop(&mut self) {
+        let _ = sh(&["stop", &self.base]);
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
+
+fn config(slot: u8, partner: u8, uri: &str, run_dir: &Path, state: &Path, extra: &str) -> Config {
+    let text = format!(
+        "slot = {slot}\nshmc = \"127.0.0.1:7300\"\nlisten = \"127.0.0.1:0\"\nlibvirt_uri = \"{uri}\"\n\
+         state_dir = \"{}\"\nqemu_run_dir = \"{}\"\nstart_workers = 2\nfence_timeout_ms = 500\n\
+         evacuate_timeout_ms = 3000\n{extra}\
+         [partner]\nslot = {partner}\naddress = \"127.0.0.1:7301\"\n",
+        state.display(),
+        run_dir.display()
+    );
+    Config::parse(&text, Path::new("zd.toml")).unwrap()
+}
+
+fn agent(cfg: Config) -> (Arc<LibvirtHypervisor>, Agent<LibvirtHypervisor>) {
+    let hv = Arc::new(LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone()).unwrap());
+    let a = Agent::new(Arc::clone(&hv), cfg).unwrap();
+    (hv, a)
+}
+
+fn execute(a: &Agent<LibvirtHypervisor>, order: &Order) -> OrderResult {
+    match a.accept(order).unwrap() {
+        Acceptance::Execute => a.execute(order, &|_: &GuestOutcome| {}).unwrap(),
+        Acceptance::Refused(r) => OrderResult::Refused(r),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn running(hv: &LibvirtHypervisor) -> BTreeSet<String> {
+    hv.list_guests()
+        .map(|v| {
+            v.into_iter()
+                .filter(|g| g.state == GuestState::Running)
+                .map(|g| g.name)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls both daemons until stopped; collects every guest seen running on both. B is asked
+/// first: after a migration's switch-over the source never runs the guest again, so a guest
+/// seen running on B and then still on A really ran twice.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(BTreeSet<String>, u64)>>,
+}
+
+impl Watch {
+    fn start(a_uri: &str, a_run: PathBuf, b_uri: &str, b_run: PathBuf) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, a_uri, b_uri) = (Arc::clone(&stop), a_uri.to_owned(), b_uri.to_owned());
+        let handle = std::thread::spawn(move || {
+            let a = LibvirtHypervisor::open(&a_uri, a_run).unwrap();
+            let b = LibvirtHypervisor::open(&b_uri, b_run).unwrap();
+            let (mut twice, mut polls) = (BTreeSet::new(), 0u64);
+            while !s.load(Ordering::SeqCst) {
+                let on_b = running(&b);
+                let on_a = running(&a);
+                twice.extend(on_b.intersection(&on_a).cloned());
+                polls += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (twice, polls)
+        });
+        Watch {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops polling; panics if a guest ran on both blades.
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let (twice, polls) = self.handle.take().unwrap().join().unwrap();
+        assert!(polls > 5, "the watch polled only {polls} times");
+        assert!(twice.is_empty(), "running on both blades: {twice:?}");
+        println!("no guest ran on both blades ({polls} polls of both daemons)");
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Evacuate on A with three diskless guests and one whose qcow2 image libvirt will not
+/// migrate (a file on a local filesystem: "unsafe migration"): the three move live and are
+/// reported migrated with libvirt's numbers; the fourth is stopped on A and started on B
+/// only by the restart order that follows the fence, never before.
+#[test]
+fn test_evacuate_migrates_three_and_falls_back_for_one() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let blades = Blades::start("evac");
+    let state = PathBuf::from(&blades.base);
+    let image = sh_ok(&["make-disk", &format!("{}/shared/gd.qcow2", blades.base)])
+        .trim()
+        .to_owned();
+    let mut cfg_a = config(
+        1,
+        2,
+        &blades.a,
+        &blades.run_dir("a"),
+        &state.join("state-a"),
+        "migration_workers = 2\nmigration_timeout_ms = 60000\n",
+    );
+    cfg_a.partner.libvirt_uri = Some(blades.b.clone());
+    // No port: parallel migrations each get one from the destination daemon.
+    cfg_a.partner.migration_uri = Some("tcp://127.0.0.1".into());
+    let (hv_a, agent_a) = agent(cfg_a);
+    let (hv_b, agent_b) = agent(config(
+        2,
+        1,
+        &blades.b,
+        &blades.run_dir("b"),
+        &state.join("state-b"),
+        "",
+    ));
+    for g in ["g1", "g2", "g3"] {
+        hv_a.define(&blades.guest_xml(g, None)).unwrap();
+        hv_a.start(g).unwrap();
+    }
+    hv_a.define(&blades.guest_xml("gd", Some(&image))).unwrap();
+    hv_a.start("gd").unwrap();
+    // A's definitions as its partner keeps them.
+    for d in agent_a.local_definitions().unwrap() {
+        agent_b.store_partner_definition(d).unwrap();
+    }
+    let watch = Watch::start(
+        &blades.a,
+        blades.run_dir("a"),
+        &blades.b,
+        blades.run_dir("b"),
+    );
+
+    let OrderResult::Guests(out) = execute(
+        &agent_a,
+        &Order::Evacuate {
+            incident: 1,
+            to_slot: 2,
+        },
+    ) else {
+        panic!()
+    };
+    assert_eq!(out.len(), 4, "{out:?}");
+    for o in &out {
+        match &o.result {
+            GuestResult::LiveMigrated {
+                migration_ms,
+                downtime_ms,
+            } => println!(
+                "{}: migrated, libvirt job {migration_ms} ms, guest downtime {} ms",
+                o.name,
+                downtime_ms.map_or("?".into(), |d| d.to_string())
+            ),
+            other => println!("{}: {other:?}", o.name),
+        }
+    }
+    for g in ["g1", "g2", "g3"] {
+        let o = out.iter().find(|o| o.name == g).unwrap();
+        assert!(
+            matches!(
+                o.result,
+                GuestResult::LiveMigrated {
+                    downtime_ms: Some(_),
+                    ..
+                }
+            ),
+            "{g}: {:?}",
+            o.result
+        );
+        assert_eq!(hv_b.state(g).unwrap(), GuestState::Running, "{g} on B");
+        assert!(hv_a.state(g).is_err(), "{g} undefined on A after migration");
+    }
+    let gd = out.iter().find(|o| o.name == "gd").unwrap();
+    assert!(
+        matches!(gd.result, GuestResult::StoppedAfterMigration { .. }),
+        "{:?}",
+        gd.result
+    );
+    assert_eq!(hv_a.state("gd").unwrap(), GuestState::Shutoff);
+    assert!(
+        !running(&hv_b).contains("gd"),
+        "gd must not start on B before the fence"
+    );
+
+    // Before the fence is confirmed B refuses; after it, B starts only what did not migrate.
+    let early = Order::RestartPartnerGuests {
+        incident: 1,
+        failed_slot: 1,
+        fence_confirmed: false,
+        subset: None,
+    };
+    assert!(matches!(
+        execute(&agent_b, &early),
+        OrderResult::Refused(Refusal::FenceNotConfirmed(1))
+    ));
+    assert!(!running(&hv_b).contains("gd"));
+    let order = Order::RestartPartnerGuests {
+        incident: 1,
+        failed_slot: 1,
+        fence_confirmed: true,
+        subset: None,
+    };
+    let OrderResult::Guests(out) = execute(&agent_b, &order) else {
+        panic!()
+    };
+    for o in &out {
+        let want = if o.name == "gd" {
+            GuestResult::Started
+        } else {
+            GuestResult::AlreadyRunning
+        };
+        assert_eq!(o.result, want, "{}", o.name);
+    }
+    assert_eq!(
+        running(&hv_b),
+        ["g1", "g2", "g3", "gd"].map(String::from).into()
+    );
+    assert!(running(&hv_a).is_empty());
+    watch.finish();
+}
