@@ -45,7 +45,13 @@ fn critical_temperature_fences_a_and_b_runs_its_guests() {
     assert_failed_over(&rig, &["g1", "g2"]);
     // B's own guest is untouched.
     assert!(rig.running('b').contains("h1"));
-    rig.report("critical temperature", t0, Some(decided), 'b', &["g1", "g2"]);
+    rig.report(
+        "critical temperature",
+        t0,
+        Some(decided),
+        'b',
+        &["g1", "g2"],
+    );
 }
 
 #[test]
@@ -87,7 +93,13 @@ fn dead_agent_with_ipmc_in_m4_is_host_os_and_fails_over() {
     // The IPMB fence deactivates A (its power is cut at M1), then B takes over.
     rig.wait_sim_state(sim0, A, "M1", secs(10));
     assert_failed_over(&rig, &["g1", "g2"]);
-    rig.report("agent killed (heartbeat loss)", t0, Some(decided), 'b', &["g1", "g2"]);
+    rig.report(
+        "agent killed (heartbeat loss)",
+        t0,
+        Some(decided),
+        'b',
+        &["g1", "g2"],
+    );
 }
 
 #[test]
@@ -95,7 +107,10 @@ fn dead_libvirtd_is_hypervisor_and_the_agent_kills_its_qemus() {
     let _shelf = one_shelf();
     let rig = Rig::start("hyperv", Options::default());
     let log0 = rig.plugin().mark();
-    let qemus = [rig.blades.qemu_pid('a', "g1"), rig.blades.qemu_pid('a', "g2")];
+    let qemus = [
+        rig.blades.qemu_pid('a', "g1"),
+        rig.blades.qemu_pid('a', "g2"),
+    ];
     let t0 = Instant::now();
     rig.blades.harness("kill-libvirtd", &["a"]);
     let decided = rig.wait_decision(log0, "hypervisor", 1, secs(10));
@@ -120,16 +135,21 @@ fn noncritical_threshold_ipmb_link_loss_and_garbage_move_nothing() {
     rig.sim("garbage 200");
     // The link loss is heard (an alert-only decision), so the events did reach the plugin.
     rig.wait_decision(log0, "ipmb_link_degraded", 1, secs(10));
-    rig.sim.wait_line(sim0, "garbage", secs(5), |l| l.contains("\"garbage\":200"));
+    rig.sim
+        .wait_line(sim0, "garbage", secs(5), |l| l.contains("\"garbage\":200"));
     std::thread::sleep(secs(3));
     let decisions = rig.decisions(log0);
     for d in &decisions {
         assert!(
-            !FAILOVER_CLASSES.iter().any(|c| d.contains(&format!(" {c} for slot"))),
+            !FAILOVER_CLASSES
+                .iter()
+                .any(|c| d.contains(&format!(" {c} for slot"))),
             "a failover decision was taken: {d}"
         );
     }
-    assert!(rig.running('a').is_superset(&["g1", "g2"].map(String::from).into()));
+    assert!(rig
+        .running('a')
+        .is_superset(&["g1", "g2"].map(String::from).into()));
     assert!(rig.running('b').contains("h1"));
     rig.assert_not_running('b', &["g1", "g2"]);
     rig.assert_not_running('a', &["h1"]);
@@ -163,9 +183,15 @@ fn ignored_deactivation_with_dead_agent_starts_nothing_on_b_and_escalates() {
     assert!(has("fence step Deactivate"), "{}", rig.logs());
     assert!(has("fence step ColdReset"), "{}", rig.logs());
     assert!(has("fence step PowerOff"), "{}", rig.logs());
-    assert!(!has("RestartPartnerGuests"), "a failover was ordered: {}", rig.logs());
+    assert!(
+        !has("RestartPartnerGuests"),
+        "a failover was ordered: {}",
+        rig.logs()
+    );
     rig.assert_not_running('b', &["g1", "g2"]);
-    assert!(rig.running('a').is_superset(&["g1", "g2"].map(String::from).into()));
+    assert!(rig
+        .running('a')
+        .is_superset(&["g1", "g2"].map(String::from).into()));
     rig.poller().assert_never_twice();
     println!(
         "e2e ignored deactivation: alert after {} ms, still no failover",
@@ -267,7 +293,10 @@ fn opened_handle_evacuates_a_by_live_migration_before_it_deactivates() {
     // libvirt on B recorded an incoming migration, with the guest's real downtime.
     for g in ["g1", "g2"] {
         let job = rig.blades.virsh_ok('b', &["domjobinfo", g, "--completed"]);
-        assert!(job.contains("Incoming migration"), "{g} was not migrated: {job}");
+        assert!(
+            job.contains("Incoming migration"),
+            "{g} was not migrated: {job}"
+        );
         let downtime = job
             .lines()
             .find(|l| l.starts_with("Total downtime:"))
@@ -275,7 +304,13 @@ fn opened_handle_evacuates_a_by_live_migration_before_it_deactivates() {
             .unwrap_or_else(|| "Total downtime: ?".into());
         println!("e2e handle opened: {g} live-migrated, {downtime}");
     }
-    rig.report("handle opened (live migration)", t0, Some(decided), 'b', &["g1", "g2"]);
+    rig.report(
+        "handle opened (live migration)",
+        t0,
+        Some(decided),
+        'b',
+        &["g1", "g2"],
+    );
 }
 
 #[test]
@@ -300,7 +335,13 @@ fn opened_handle_without_partner_uri_stops_guests_and_b_starts_them() {
         assert_eq!(rig.poller().starts_after('b', g, t0), 1, "{g}");
     }
     rig.poller().assert_never_twice();
-    rig.report("handle opened (stop, restart on B)", t0, Some(decided), 'b', &["g1", "g2"]);
+    rig.report(
+        "handle opened (stop, restart on B)",
+        t0,
+        Some(decided),
+        'b',
+        &["g1", "g2"],
+    );
 }
 
 #[test]
@@ -335,7 +376,13 @@ fn b_fails_after_taking_a_guests_and_a_back_in_m4_runs_everything() {
     rig.assert_not_running('b', &["g1", "g2", "h1"]);
     rig.poller().sync();
     rig.poller().assert_never_twice();
-    rig.report("B fails after takeover", t0, Some(decided), 'a', &["g1", "g2", "h1"]);
+    rig.report(
+        "B fails after takeover",
+        t0,
+        Some(decided),
+        'a',
+        &["g1", "g2", "h1"],
+    );
 }
 
 #[test]
@@ -368,7 +415,15 @@ fn plugin_restarted_during_a_failover_completes_it_once() {
     for g in ["g1", "g2"] {
         assert_eq!(rig.poller().starts_after('b', g, t0), 1, "{g}");
     }
-    assert!(rig.running('b').is_superset(&["g1", "g2", "h1"].map(String::from).into()));
+    assert!(rig
+        .running('b')
+        .is_superset(&["g1", "g2", "h1"].map(String::from).into()));
     rig.poller().assert_never_twice();
-    rig.report("plugin restarted mid-failover", t0, Some(decided), 'b', &["g1", "g2"]);
+    rig.report(
+        "plugin restarted mid-failover",
+        t0,
+        Some(decided),
+        'b',
+        &["g1", "g2"],
+    );
 }

@@ -74,7 +74,10 @@ pub fn binaries() -> &'static (PathBuf, PathBuf) {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build");
-        assert!(status.success(), "building shmc-plugin and blade-agent failed");
+        assert!(
+            status.success(),
+            "building shmc-plugin and blade-agent failed"
+        );
         // The test executable is target/<profile>/deps/<name>.
         let exe = std::env::current_exe().expect("test executable");
         let dir = exe
@@ -83,7 +86,11 @@ pub fn binaries() -> &'static (PathBuf, PathBuf) {
             .expect("target directory")
             .to_path_buf();
         let bins = (dir.join("shmc-plugin"), dir.join("blade-agent"));
-        assert!(bins.0.exists() && bins.1.exists(), "binaries not built in {}", dir.display());
+        assert!(
+            bins.0.exists() && bins.1.exists(),
+            "binaries not built in {}",
+            dir.display()
+        );
         bins
     })
 }
@@ -183,7 +190,11 @@ impl Proc {
     }
 
     /// The first line from index `from` on that satisfies `pred`, if any yet.
-    pub fn find(&self, from: usize, pred: impl Fn(&str) -> bool) -> Option<(usize, Instant, String)> {
+    pub fn find(
+        &self,
+        from: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<(usize, Instant, String)> {
         let l = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         l.iter()
             .enumerate()
@@ -533,7 +544,9 @@ impl Rig {
             cmd.args(["--deactivation-ms", &ms.to_string()]);
         }
         let (sim, sim_in) = Proc::spawn("simulator", cmd, None, true);
-        sim.wait_line(0, "ready", Duration::from_secs(10), |l| l.contains("\"ready\""));
+        sim.wait_line(0, "ready", Duration::from_secs(10), |l| {
+            l.contains("\"ready\"")
+        });
 
         // The plugin.
         let shmc = free_udp();
@@ -595,7 +608,8 @@ impl Rig {
         }
 
         let mut cmd = Command::new(plugin_bin);
-        cmd.args(["run", "--log", "info", "--config"]).arg(&plugin_config);
+        cmd.args(["run", "--log", "info", "--config"])
+            .arg(&plugin_config);
         let (plugin, _) = Proc::spawn("shmc-plugin", cmd, None, false);
         plugin.wait_line(0, "start-up", Duration::from_secs(10), |l| {
             l.contains("shmc-plugin running")
@@ -615,9 +629,10 @@ impl Rig {
         rig.start_agent('a');
         rig.start_agent('b');
         for slot in [1, 2] {
-            rig.plugin().wait_line(0, "agent registration", Duration::from_secs(20), |l| {
-                l.contains(&format!("slot {slot}: agent registered"))
-            });
+            rig.plugin()
+                .wait_line(0, "agent registration", Duration::from_secs(20), |l| {
+                    l.contains(&format!("slot {slot}: agent registered"))
+                });
         }
         let (ga, gb) = (rig.opts.guests_a.clone(), rig.opts.guests_b.clone());
         rig.wait_definitions('b', &ga);
@@ -791,8 +806,11 @@ impl Rig {
         let log = std::fs::read_to_string(self.blades.base.join("power.log")).unwrap_or_default();
         let prefix = format!("blade {blade} powered off; QEMU killed:");
         log.lines().find_map(|l| {
-            l.strip_prefix(&prefix)
-                .map(|rest| rest.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            l.strip_prefix(&prefix).map(|rest| {
+                rest.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
         })
     }
 
@@ -821,8 +839,15 @@ impl Rig {
 
     /// Prints the measured detection time and downtime (never asserted): from `inject`
     /// to `decision`, and to the last of `guests` seen running on `partner`.
-    pub fn report(&self, scenario: &str, inject: Instant, decision: Option<Instant>, partner: char, guests: &[&str]) {
-                let detection = decision.map(|d| d.saturating_duration_since(inject));
+    pub fn report(
+        &self,
+        scenario: &str,
+        inject: Instant,
+        decision: Option<Instant>,
+        partner: char,
+        guests: &[&str],
+    ) {
+        let detection = decision.map(|d| d.saturating_duration_since(inject));
         let last = guests
             .iter()
             .map(|g| self.poller().started_after(partner, g, inject))
