@@ -427,3 +427,54 @@ fn plugin_restarted_during_a_failover_completes_it_once() {
         &["g1", "g2"],
     );
 }
+
+#[test]
+fn plugin_restart_then_a_second_failure_of_the_same_blade_fails_over_again() {
+    let _shelf = one_shelf();
+    let mut rig = Rig::start("again", Options::default());
+    // First failure: B, with the first plugin.
+    let (sim0, log0) = (rig.sim.mark(), rig.plugin().mark());
+    rig.sim(&format!("inject {B:#04x} critical-temperature"));
+    rig.wait_decision(log0, "blade_hardware", 2, secs(10));
+    rig.wait_sim_state(sim0, B, "M1", secs(10));
+    rig.wait_running('a', &["h1"], secs(20));
+    // B comes back; the plugin restarts.
+    let (sim1, log1) = (rig.sim.mark(), rig.plugin().mark());
+    rig.sim(&format!("recover {B:#04x}"));
+    rig.wait_sim_state(sim1, B, "M4", secs(10));
+    rig.blades.harness("start-libvirtd", &["b"]);
+    rig.start_agent('b');
+    rig.plugin()
+        .wait_line(log1, "B's agent registered again", secs(20), |l| {
+            l.contains("slot 2: agent registered")
+        });
+    rig.plugin.as_mut().expect("plugin").kill();
+    rig.start_plugin();
+    for slot in [1, 2] {
+        rig.plugin()
+            .wait_line(0, "agents registered", secs(20), |l| {
+                l.contains(&format!("slot {slot}: agent registered"))
+            });
+    }
+    // B runs a new guest; A holds its definition.
+    rig.blades.define(&['b'], "k1", None);
+    rig.blades.virsh_ok('b', &["start", "k1"]);
+    rig.wait_definitions('a', &["k1"]);
+    // Second failure of B, with the second plugin: its libvirtd dies.
+    let log2 = rig.plugin().mark();
+    let k1 = rig.blades.qemu_pid('b', "k1");
+    let t0 = Instant::now();
+    rig.blades.harness("kill-libvirtd", &["b"]);
+    let decided = rig.wait_decision(log2, "hypervisor", 2, secs(10));
+    rig.wait_running('a', &["k1"], secs(20));
+    assert!(!blades::alive(k1), "k1's QEMU still runs on B");
+    rig.poller().sync();
+    rig.poller().assert_never_twice();
+    rig.report(
+        "second failure after a plugin restart",
+        t0,
+        Some(decided),
+        'a',
+        &["k1"],
+    );
+}

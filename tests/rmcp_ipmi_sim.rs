@@ -766,15 +766,28 @@ fn rmcp_partner_order_over_udp_only_after_m1() {
             plugin.log_text()
         )
     });
+    // Decision #1 on the wire: the run's incident base + 1 (logged at start).
+    let base: u32 = plugin
+        .log_text()
+        .lines()
+        .find_map(|l| {
+            l.split("decision #N is incident ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .expect("incident base logged");
     assert!(
         matches!(
             restart,
             AgentMessage::RestartPartnerGuests {
-                incident: 1,
+                incident,
                 failed_slot: 1,
                 fence: FenceProof::HotSwapM1,
                 subset: None,
-            }
+            } if incident == base.wrapping_add(1)
         ),
         "{restart:?}"
     );

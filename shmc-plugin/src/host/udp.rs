@@ -11,6 +11,13 @@
 //! - IncidentDone is the core's AllReported; GuestOutcome is logged.
 //! - An order that cannot be queued (no address yet, queue full) is logged
 //!   as an error and counted: the core does not resend orders.
+//! - Incidents on the wire are the core's decision numbers plus a base taken
+//!   from the wall clock at start (seconds since 1970; see [`incident_base`]),
+//!   and the base is taken off what agents send back. Agents key their journal
+//!   by incident: without the base, a restarted plugin's decision #1 would be
+//!   a "duplicate" of the previous run's #1, answered from the journal without
+//!   being carried out (no self-fence, no restart). A reply to an order of an
+//!   earlier run maps to no current incident and is ignored by the core.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -27,6 +34,8 @@ use crate::engine::{AgentInput, Confirmation, Order};
 /// Orders and agent inputs over the shelf's UDP protocol.
 pub struct UdpAgents {
     endpoint: Endpoint,
+    /// Added to the core's decision numbers on the wire.
+    incident_base: u32,
     /// Orders that could not be queued or were given up after all retries.
     pub undelivered: u64,
 }
@@ -56,8 +65,11 @@ impl UdpAgents {
                 .add_peer(id, addr)
                 .map_err(|_| format!("too many peers at slot {slot}"))?;
         }
+        let incident_base = incident_base(std::time::SystemTime::now());
+        info!("decision #N is incident {incident_base} + N on the agent link");
         Ok(Self {
             endpoint,
+            incident_base,
             undelivered: 0,
         })
     }
@@ -77,11 +89,21 @@ fn proof(c: Confirmation) -> FenceProof {
     }
 }
 
-/// The protocol message for an order.
-pub fn order_message(order: &Order) -> Message {
+/// The wire incident base of a run started at `now`: whole seconds since 1970
+/// (unique per run unless a run decides more than once a second on average;
+/// fits `u32` until 2106; 1 if the clock is before 1970).
+pub fn incident_base(now: std::time::SystemTime) -> u32 {
+    now.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(1)
+}
+
+/// The protocol message for an order; `base` is added to its incident.
+pub fn order_message(order: &Order, base: u32) -> Message {
+    let wire = |incident: &u32| incident.wrapping_add(base);
     match order {
         Order::FenceSelf { incident } => Message::FenceSelf {
-            incident: *incident,
+            incident: wire(incident),
         },
         Order::RestartPartnerGuests {
             failed_slot,
@@ -89,7 +111,7 @@ pub fn order_message(order: &Order) -> Message {
             fence,
             subset,
         } => Message::RestartPartnerGuests {
-            incident: *incident,
+            incident: wire(incident),
             failed_slot: *failed_slot,
             fence: proof(*fence),
             subset: subset.as_ref().map(|name| {
@@ -100,26 +122,28 @@ pub fn order_message(order: &Order) -> Message {
             }),
         },
         Order::Evacuate { to_slot, incident } => Message::Evacuate {
-            incident: *incident,
+            incident: wire(incident),
             to_slot: *to_slot,
         },
         Order::RestartGuest { name, incident } => Message::RestartGuest {
-            incident: *incident,
+            incident: wire(incident),
             name: name.clone(),
         },
         Order::DestroyGuest { name, incident } => Message::DestroyGuest {
-            incident: *incident,
+            incident: wire(incident),
             name: name.clone(),
         },
         Order::Migrate { to_slot, incident } => Message::Migrate {
-            incident: *incident,
+            incident: wire(incident),
             to_slot: *to_slot,
         },
     }
 }
 
-/// The core input for a message from the agent in `slot`, if it is one.
-pub fn agent_input(slot: u8, message: Message) -> Option<AgentInput> {
+/// The core input for a message from the agent in `slot`, if it is one;
+/// `base` is taken off its incident.
+pub fn agent_input(slot: u8, message: Message, base: u32) -> Option<AgentInput> {
+    let core = |incident: u32| incident.wrapping_sub(base);
     Some(match message {
         Message::Hello { slot: s, .. } if s == slot => AgentInput::Hello,
         Message::Hello { slot: s, .. } => {
@@ -137,6 +161,7 @@ pub fn agent_input(slot: u8, message: Message) -> Option<AgentInput> {
             remaining,
             ..
         } => {
+            let incident = core(incident);
             if remaining != 0 {
                 warn!("slot {slot}: self-fence of decision #{incident} left {remaining} guest(s) running: not a confirmation");
                 return None;
@@ -157,11 +182,12 @@ pub fn agent_input(slot: u8, message: Message) -> Option<AgentInput> {
             incident, slot: of, ..
         } => AgentInput::AllReported {
             failed_slot: of,
-            incident,
+            incident: core(incident),
         },
-        Message::GuestDestroyed { incident, name, .. } => {
-            AgentInput::GuestDestroyed { name, incident }
-        }
+        Message::GuestDestroyed { incident, name, .. } => AgentInput::GuestDestroyed {
+            name,
+            incident: core(incident),
+        },
         Message::GuestMoved {
             incident,
             slot: of,
@@ -170,6 +196,7 @@ pub fn agent_input(slot: u8, message: Message) -> Option<AgentInput> {
             elapsed_ms,
             downtime_ms,
         } => {
+            let incident = core(incident);
             // Measured numbers for operators and benchmarks; the decision
             // waits for IncidentDone.
             match downtime_ms {
@@ -190,7 +217,10 @@ impl AgentLink for UdpAgents {
             self.undelivered += 1;
             return;
         };
-        match self.endpoint.send(id, &order_message(order), now_ms) {
+        match self
+            .endpoint
+            .send(id, &order_message(order, self.incident_base), now_ms)
+        {
             Ok(seq) => info!("order #{seq} to slot {slot}: {order:?}"),
             Err(e) => {
                 self.undelivered += 1;
@@ -207,7 +237,7 @@ impl AgentLink for UdpAgents {
         while let Some(event) = self.endpoint.poll(now_ms) {
             match event {
                 Event::Message { from, message, .. } => {
-                    if let Some(input) = agent_input(from.0, message) {
+                    if let Some(input) = agent_input(from.0, message, self.incident_base) {
                         sink(from.0, input);
                     }
                 }
@@ -237,12 +267,15 @@ mod test {
     #[test]
     fn test_failover_order_carries_proof_and_subset() {
         let name = GuestName::try_from("vm1").unwrap();
-        let m = order_message(&Order::RestartPartnerGuests {
-            failed_slot: 1,
-            incident: 7,
-            fence: Confirmation::GuestDestroyed,
-            subset: Some(name.clone()),
-        });
+        let m = order_message(
+            &Order::RestartPartnerGuests {
+                failed_slot: 1,
+                incident: 7,
+                fence: Confirmation::GuestDestroyed,
+                subset: Some(name.clone()),
+            },
+            0,
+        );
         match m {
             Message::RestartPartnerGuests {
                 incident: 7,
@@ -262,10 +295,59 @@ mod test {
             killed: 0,
             remaining,
         };
-        assert_eq!(agent_input(1, m(1)), None);
+        assert_eq!(agent_input(1, m(1), 0), None);
         assert_eq!(
-            agent_input(1, m(0)),
+            agent_input(1, m(0), 0),
             Some(AgentInput::FenceSelfConfirmed { incident: 3 })
         );
+    }
+
+    #[test]
+    fn test_incidents_on_the_wire_differ_between_runs() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let first = incident_base(UNIX_EPOCH + Duration::from_secs(1_764_000_000));
+        let later = incident_base(UNIX_EPOCH + Duration::from_secs(1_764_000_060));
+        assert_eq!(first, 1_764_000_000);
+        assert_eq!(incident_base(UNIX_EPOCH - Duration::from_secs(5)), 1);
+        let fence = Order::FenceSelf { incident: 1 };
+        let (a, b) = (order_message(&fence, first), order_message(&fence, later));
+        // Decision #1 of two runs: two orders for the agent's journal.
+        assert_eq!(
+            a,
+            Message::FenceSelf {
+                incident: first + 1
+            }
+        );
+        assert_ne!(a, b);
+        let confirmed = |incident| Message::FenceSelfConfirmed {
+            incident,
+            destroyed: 1,
+            killed: 0,
+            remaining: 0,
+        };
+        // The answer maps back to the core's number; one to the earlier run's
+        // order is not the later run's decision #1.
+        assert_eq!(
+            agent_input(1, confirmed(first + 1), first),
+            Some(AgentInput::FenceSelfConfirmed { incident: 1 })
+        );
+        assert_ne!(
+            agent_input(1, confirmed(first + 1), later),
+            Some(AgentInput::FenceSelfConfirmed { incident: 1 })
+        );
+        let done = Message::IncidentDone {
+            incident: u32::MAX.wrapping_add(3),
+            slot: 2,
+            started: 1,
+            refused: 0,
+            failed: 0,
+        };
+        assert!(matches!(
+            agent_input(1, done, u32::MAX),
+            Some(AgentInput::AllReported {
+                incident: 3,
+                failed_slot: 2
+            })
+        ));
     }
 }
