@@ -124,6 +124,14 @@ pub fn run<H: Hypervisor + 'static>(
         outbox: Mutex::new(Outbox::default()),
     });
 
+    match agent.check_warm_standby_config() {
+        Ok(refused) if !refused.is_empty() => log::error!(
+            "[guests] warm_standby: {} guest(s) refused (see above); they restart cold",
+            refused.len()
+        ),
+        Ok(_) => {}
+        Err(e) => log::warn!("warm standby configuration not checked yet: {e}"),
+    }
     let (ev_tx, ev_rx) = mpsc::channel();
     if let Err(e) = agent.hypervisor().subscribe(ev_tx) {
         log::error!("lifecycle events not subscribed yet: {e} (subscribed when libvirt answers)");
@@ -322,7 +330,13 @@ fn on_message<H: Hypervisor + 'static>(
                         xml,
                     };
                     match s.agent.store_partner_definition(def) {
-                        Ok(_) => keeper.received(name.as_str()),
+                        Ok(changed) => {
+                            keeper.received(name.as_str());
+                            if changed && s.agent.warm_standby_listed(name.as_str()) {
+                                // The prober (re)creates the warm standby soon.
+                                s.refresh.store(true, Ordering::SeqCst);
+                            }
+                        }
                         Err(e) => log::error!("partner definition of `{name}`: {e}"),
                     }
                 }
@@ -523,6 +537,9 @@ fn prober_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, results: Sender<Resu
                     }
                 }
                 Err(e) => log::warn!("cannot list protected guests: {e}"),
+            }
+            if let Err(e) = s.agent.ensure_standbys() {
+                log::warn!("warm standby: {e}");
             }
         }
         std::thread::sleep(interval);

@@ -123,6 +123,11 @@ pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
                 None => format!("migrated in {migration_ms} ms"),
             },
         ),
+        GuestResult::Resumed => (
+            Outcome::Started,
+            ReasonCode::None,
+            "resumed warm standby".to_owned(),
+        ),
         // The order's goal (guest no longer runs here) is met; the reason says it did not migrate.
         GuestResult::StoppedAfterMigration { reason, graceful } => (
             Outcome::Started,

@@ -134,6 +134,8 @@ pub enum GuestResult {
         /// Guest downtime in ms, when libvirt reported it.
         downtime_ms: Option<u64>,
     },
+    /// Partner restart: the guest's paused warm standby was resumed (not started cold).
+    Resumed,
     /// Evacuate: the migration failed or timed out (its job aborted), so the guest was stopped
     /// here; the partner starts it once this blade is confirmed fenced.
     StoppedAfterMigration {
@@ -155,6 +157,7 @@ impl GuestResult {
                 | GuestResult::Migrated
                 | GuestResult::LiveMigrated { .. }
                 | GuestResult::StoppedAfterMigration { .. }
+                | GuestResult::Resumed
         )
     }
 }

@@ -309,3 +309,148 @@ fn test_evacuate_migrates_three_and_falls_back_for_one() {
     assert!(running(&hv_a).is_empty());
     watch.finish();
 }
+
+fn kill_qemu(blades: &Blades, blade: &str, guest: &str) {
+    sh_ok(&["kill-qemu", &blades.base, blade, guest]);
+}
+
+/// Warm standby on a shared raw block device (two loop devices over one file, the same path in
+/// each blade): B keeps A's guest started paused; a forced early resume (fence wrongly
+/// claimed while A runs) is refused by virtlockd; after A's QEMU is killed, the restart order
+/// resumes the standby; the standby is then re-created on A. A qcow2 guest listed for warm
+/// standby is refused with a message naming the guest and the disk.
+#[test]
+fn test_warm_standby_resume_after_fence_and_refusals() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let blades = Blades::start("standby");
+    let state = PathBuf::from(&blades.base);
+    let lun = sh_ok(&["shared-disk", &blades.base, "db"])
+        .trim()
+        .to_owned();
+    let image = sh_ok(&["make-disk", &format!("{}/shared/dq.qcow2", blades.base)])
+        .trim()
+        .to_owned();
+    // The warm-standby list is in both blades' configuration (a symmetric pair).
+    let standby = "[guests]\nwarm_standby = [\"db\", \"dq\"]\n";
+    let (hv_a, agent_a) = agent(config(
+        1,
+        2,
+        &blades.a,
+        &blades.run_dir("a"),
+        &state.join("state-a"),
+        standby,
+    ));
+    let (hv_b, agent_b) = agent(config(
+        2,
+        1,
+        &blades.b,
+        &blades.run_dir("b"),
+        &state.join("state-b"),
+        standby,
+    ));
+
+    hv_a.define(&blades.guest_xml("db", Some(&lun))).unwrap();
+    hv_a.define(&blades.guest_xml("dq", Some(&image))).unwrap();
+    hv_a.start("db").unwrap();
+    hv_a.start("dq").unwrap();
+    // Start-time check on A names the refused guest and its disk.
+    let refused = agent_a.check_warm_standby_config().unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].contains("guest `dq`") && refused[0].contains(&image),
+        "{}",
+        refused[0]
+    );
+    println!("refusal: {}", refused[0]);
+    let watch = Watch::start(
+        &blades.a,
+        blades.run_dir("a"),
+        &blades.b,
+        blades.run_dir("b"),
+    );
+
+    // The definitions arrive on B: db gets a paused standby, dq is refused.
+    for d in agent_a.local_definitions().unwrap() {
+        agent_b.store_partner_definition(d).unwrap();
+    }
+    let refusals = agent_b.standby_refusals();
+    let why = refusals.get("dq").expect("dq refused on arrival");
+    assert!(why.contains("guest `dq`") && why.contains("qcow2"), "{why}");
+    assert_eq!(agent_b.ensure_standbys().unwrap(), vec!["db".to_string()]);
+    assert_eq!(hv_b.state("db").unwrap(), GuestState::Paused);
+    assert!(hv_b.state("dq").is_err(), "no standby for the qcow2 guest");
+    // The paused standby is not one of B's protected guests.
+    assert!(agent_b
+        .local_definitions()
+        .unwrap()
+        .iter()
+        .all(|d| d.name != "db"));
+    assert!(agent_b.ensure_standbys().unwrap().is_empty(), "idempotent");
+
+    // Forced early resume while A still runs db: virtlockd refuses it.
+    let forced = Order::RestartPartnerGuests {
+        incident: 7,
+        failed_slot: 1,
+        fence_confirmed: true,
+        subset: Some(vec!["db".into()]),
+    };
+    let OrderResult::Guests(out) = execute(&agent_b, &forced) else {
+        panic!()
+    };
+    match &out[0].result {
+        GuestResult::Failed { reason } => {
+            println!("early resume refused: {reason}");
+            assert!(
+                reason.contains("resource busy") || reason.contains("Lockspace"),
+                "{reason}"
+            );
+        }
+        other => panic!("db resumed while A runs it: {other:?}"),
+    }
+    assert_eq!(hv_b.state("db").unwrap(), GuestState::Paused);
+    assert_eq!(hv_a.state("db").unwrap(), GuestState::Running);
+
+    // A dies (its QEMU killed); the fence is confirmed; the restart order resumes the standby.
+    let kill = std::time::Instant::now();
+    kill_qemu(&blades, "a", "db");
+    kill_qemu(&blades, "a", "dq");
+    let order = Order::RestartPartnerGuests {
+        incident: 8,
+        failed_slot: 1,
+        fence_confirmed: true,
+        subset: None,
+    };
+    let OrderResult::Guests(out) = execute(&agent_b, &order) else {
+        panic!()
+    };
+    let resumed_after = kill.elapsed();
+    let result_of = |n: &str| out.iter().find(|o| o.name == n).unwrap().result.clone();
+    assert_eq!(result_of("db"), GuestResult::Resumed, "{out:?}");
+    assert_eq!(result_of("dq"), GuestResult::Started, "cold start: {out:?}");
+    let db = out.iter().find(|o| o.name == "db").unwrap();
+    let dq = out.iter().find(|o| o.name == "dq").unwrap();
+    println!(
+        "failover: db resumed {} ms after the order ({} ms after the kill), dq cold-started {} ms after the order",
+        db.elapsed_ms,
+        resumed_after.as_millis(),
+        dq.elapsed_ms
+    );
+    assert_eq!(hv_b.state("db").unwrap(), GuestState::Running);
+    assert!(
+        agent_b
+            .local_definitions()
+            .unwrap()
+            .iter()
+            .any(|d| d.name == "db"),
+        "after the resume db is B's protected guest"
+    );
+
+    // The pair is healthy again: A keeps B's definitions and re-creates the standby on A.
+    for d in agent_b.local_definitions().unwrap() {
+        agent_a.store_partner_definition(d).unwrap();
+    }
+    assert_eq!(agent_a.ensure_standbys().unwrap(), vec!["db".to_string()]);
+    assert_eq!(hv_a.state("db").unwrap(), GuestState::Paused);
+    assert_eq!(hv_b.state("db").unwrap(), GuestState::Running);
+    watch.finish();
+}

@@ -17,6 +17,7 @@
 //! stopped here, and a migration hands the guest over inside libvirt.
 
 pub mod fence;
+pub mod standby;
 pub mod sync;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -80,6 +81,8 @@ pub struct Agent<H: Hypervisor> {
     inherited_fences: Mutex<HashSet<String>>,
     protected: Mutex<Vec<String>>,
     stopping: Mutex<HashSet<String>>,
+    /// Warm-standby guests refused (unsafe disks), with the reason; logged once each.
+    standby_refused: Mutex<BTreeMap<String, String>>,
 }
 
 impl<H: Hypervisor> std::fmt::Debug for Agent<H> {
@@ -127,6 +130,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             inherited_fences: Mutex::new(inherited_fences),
             protected: Mutex::new(Vec::new()),
             stopping: Mutex::new(HashSet::new()),
+            standby_refused: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -303,11 +307,121 @@ impl<H: Hypervisor + 'static> Agent<H> {
         Ok(outcome)
     }
 
-    /// The protected guests among `all`.
+    /// The protected guests among `all`. A paused warm standby of a partner guest is not
+    /// one of ours (it is neither pushed, fenced nor reported) until it is resumed.
     fn protected_of<'a>(&self, all: &'a [GuestInfo]) -> Vec<&'a GuestInfo> {
         all.iter()
             .filter(|g| self.cfg.protection.covers(&g.name, g.persistent, g.flagged))
+            .filter(|g| !self.is_standby(&g.name, g.state))
             .collect()
+    }
+
+    // ----- warm standby -----
+
+    /// Whether `name` is configured for warm standby.
+    pub fn warm_standby_listed(&self, name: &str) -> bool {
+        self.cfg
+            .zero_downtime
+            .warm_standby
+            .iter()
+            .any(|n| n == name)
+    }
+
+    /// Whether a local domain in `state` is a warm standby of a partner guest.
+    fn is_standby(&self, name: &str, state: GuestState) -> bool {
+        state == GuestState::Paused
+            && self.warm_standby_listed(name)
+            && lock(&self.partner).get(name).is_some()
+    }
+
+    /// Checks a definition for warm standby; a refusal is logged (once per guest and reason)
+    /// and remembered. Ok when the guest is not listed.
+    fn standby_allowed(&self, def: &GuestDef) -> bool {
+        if !self.warm_standby_listed(&def.name) {
+            return false;
+        }
+        match standby::check_disks(&def.name, &def.xml) {
+            Ok(()) => {
+                lock(&self.standby_refused).remove(&def.name);
+                true
+            }
+            Err(why) => {
+                let mut refused = lock(&self.standby_refused);
+                if refused.get(&def.name) != Some(&why) {
+                    log::error!("{why}; it is restarted cold on failover instead");
+                    refused.insert(def.name.clone(), why);
+                }
+                false
+            }
+        }
+    }
+
+    /// Warm-standby guests refused so far (unsafe disks), with the reason.
+    pub fn standby_refusals(&self) -> BTreeMap<String, String> {
+        lock(&self.standby_refused).clone()
+    }
+
+    /// The start-time check of `[guests] warm_standby` against this blade's own guests
+    /// (the partner checks the definitions it receives). Returns the refusals.
+    pub fn check_warm_standby_config(&self) -> Result<Vec<String>, AgentError> {
+        let all = self.hv.list_guests()?;
+        let mut refusals = Vec::new();
+        for g in all.iter().filter(|g| self.warm_standby_listed(&g.name)) {
+            let def = GuestDef {
+                name: g.name.clone(),
+                xml: g.xml.clone(),
+            };
+            if !self.standby_allowed(&def) {
+                if let Some(why) = lock(&self.standby_refused).get(&g.name) {
+                    refusals.push(why.clone());
+                }
+            }
+        }
+        Ok(refusals)
+    }
+
+    /// Keeps a paused standby of every listed partner guest whose definition is stored here
+    /// and whose disks allow it: defined from the stored XML and started paused, unless the
+    /// guest is already active here (paused standby, or running after a takeover). Nothing
+    /// while this blade is fenced. Returns the guests whose standby was (re)created.
+    pub fn ensure_standbys(&self) -> Result<Vec<String>, AgentError> {
+        if self.is_fenced() || self.cfg.zero_downtime.warm_standby.is_empty() {
+            return Ok(Vec::new());
+        }
+        let defs: Vec<GuestDef> = lock(&self.partner)
+            .all()
+            .filter(|d| self.warm_standby_listed(&d.name))
+            .cloned()
+            .collect();
+        let mut created = Vec::new();
+        for def in defs {
+            if !self.standby_allowed(&def)
+                || lock(&self.running)
+                    .iter()
+                    .any(|k| k.contains("restart-partner"))
+            {
+                continue;
+            }
+            match self.hv.state(&def.name) {
+                Ok(s) if s.is_active() => continue,
+                Ok(_) | Err(HypervisorError::NoSuchGuest(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let t0 = Instant::now();
+            self.hv.define(&def.xml)?;
+            match self.hv.start_paused(&def.name) {
+                Ok(()) => {
+                    log::info!(
+                        "warm standby of partner guest `{}` ready (started paused in {} ms)",
+                        def.name,
+                        ms(t0)
+                    );
+                    created.push(def.name);
+                }
+                Err(e) => log::warn!("warm standby of `{}` not started: {e}", def.name),
+            }
+        }
+        Ok(created)
     }
 
     /// Whether a lifecycle crash of `name` should be reported to the ShMC.
@@ -346,6 +460,8 @@ impl<H: Hypervisor + 'static> Agent<H> {
     /// Stores one definition pushed by the partner; returns whether it changed.
     pub fn store_partner_definition(&self, def: GuestDef) -> Result<bool, AgentError> {
         let name = def.name.clone();
+        // A guest listed for warm standby is checked as its definition arrives.
+        self.standby_allowed(&def);
         let changed = lock(&self.partner).put(def)?;
         if changed {
             log::info!("stored partner definition of `{name}`");
@@ -449,7 +565,13 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 outcomes.push(prev.clone());
                 continue;
             }
-            let result = if local.get(&def.name).is_some_and(|s| s.is_active()) {
+            let standby = local
+                .get(&def.name)
+                .is_some_and(|s| *s == GuestState::Paused && self.warm_standby_listed(&def.name));
+            let result = if standby {
+                // Resumed, not started: its memory is already allocated here.
+                None
+            } else if local.get(&def.name).is_some_and(|s| s.is_active()) {
                 Some(GuestResult::AlreadyRunning)
             } else {
                 // A definition without a readable <memory> is started without a memory check.
@@ -494,7 +616,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                         break;
                     };
                     let result = self.define_and_start(&def);
-                    if result == GuestResult::Started {
+                    if matches!(result, GuestResult::Started | GuestResult::Resumed) {
                         let taken = TakenOver {
                             uuid: def.uuid().unwrap_or_default().to_owned(),
                             incident,
@@ -527,10 +649,20 @@ impl<H: Hypervisor + 'static> Agent<H> {
         Ok(OrderResult::Guests(outcomes))
     }
 
-    /// Defines and starts one partner guest, unless it already runs here.
+    /// Defines and starts one partner guest, unless it already runs here; resumes its warm
+    /// standby instead when it has one (virtlockd refuses the resume while the original
+    /// still holds the disk lease).
     fn define_and_start(&self, def: &GuestDef) -> GuestResult {
         lock(&self.stopping).remove(&def.name);
         match self.hv.state(&def.name) {
+            Ok(GuestState::Paused) if self.warm_standby_listed(&def.name) => {
+                return match self.hv.resume(&def.name) {
+                    Ok(()) => GuestResult::Resumed,
+                    Err(e) => GuestResult::Failed {
+                        reason: format!("resume of the warm standby: {e}"),
+                    },
+                };
+            }
             Ok(s) if s.is_active() => return GuestResult::AlreadyRunning,
             Ok(_) | Err(HypervisorError::NoSuchGuest(_)) => {}
             Err(e) => {
@@ -823,6 +955,12 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     };
                     let result = match dest {
                         _ if !g.state.is_active() => GuestResult::Stopped { graceful: true },
+                        // The partner holds a paused standby under the same name: no migration;
+                        // on Evacuate it is stopped here and the standby resumed after the fence.
+                        _ if self.warm_standby_listed(&g.name) && live_only => GuestResult::Failed {
+                            reason: "migration: a warm standby waits on the partner; it keeps running here".into(),
+                        },
+                        _ if self.warm_standby_listed(&g.name) => self.stop_gracefully(&g.name),
                         Some(uri) => match self.migrate_bounded(&g.name, uri) {
                             Ok(r) => r,
                             Err(reason) if live_only => GuestResult::Failed {
