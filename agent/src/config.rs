@@ -108,13 +108,31 @@ pub struct Partner {
 /// Live migration and warm standby settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZeroDowntime {
-    /// Live migrations run at once (1..=16).
+    /// Live migrations run at once (1..=16); one when `partner.migration_uri` names a port
+    /// (see [`ZeroDowntime::effective_workers`]).
     pub migration_workers: usize,
     /// Per-guest migration timeout: the job is aborted, then (Evacuate) the guest is stopped
     /// and restarted on the partner after the fence, or (Migrate) it keeps running here.
     pub migration_timeout: Duration,
     /// Guests the partner keeps defined and started paused (warm standby).
     pub warm_standby: Vec<String>,
+}
+
+impl ZeroDowntime {
+    /// Migrations that may run at once with this partner: one when `migration_uri` names a
+    /// port (parallel incoming migrations would collide on it: "Address already in use").
+    pub fn effective_workers(&self, partner: &Partner) -> usize {
+        if partner
+            .migration_uri
+            .as_deref()
+            .and_then(explicit_port)
+            .is_some()
+        {
+            1
+        } else {
+            self.migration_workers.max(1)
+        }
+    }
 }
 
 impl Default for ZeroDowntime {
@@ -275,23 +293,6 @@ impl Config {
                 "must be greater than zero".to_owned(),
             ));
         }
-        if let Some(port) = raw
-            .partner
-            .migration_uri
-            .as_deref()
-            .and_then(explicit_port)
-            .filter(|_| migration_workers > 1)
-        {
-            return Err(invalid(
-                "partner.migration_uri",
-                0..0,
-                format!(
-                    "names port {port}, but migration_workers = {migration_workers} runs migrations \
-                     in parallel and they would collide on it: leave the port out (libvirt then \
-                     picks a free one per migration) or set migration_workers = 1"
-                ),
-            ));
-        }
         let guests = raw.guests.unwrap_or_default();
         let warm_standby = match guests.warm_standby {
             None => Vec::new(),
@@ -384,7 +385,7 @@ impl Config {
 }
 
 /// The port a `scheme://host:port[/...]` URI names explicitly, if any (IPv6 hosts in brackets).
-fn explicit_port(uri: &str) -> Option<u16> {
+pub fn explicit_port(uri: &str) -> Option<u16> {
     let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let after_host = match authority.rfind(']') {
@@ -521,29 +522,16 @@ mod test {
             ),
             "{e}"
         );
-        // A fixed migration port and parallel migrations collide (seen on real daemons).
-        let with_port = MINIMAL.replace(
-            "[partner]\n",
-            "[partner]\nmigration_uri = \"tcp://10.0.0.4:49152\"\n",
-        );
-        let e = parse(&with_port).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                ConfigError::Invalid {
-                    key: "partner.migration_uri",
-                    ..
-                }
-            ),
-            "{e}"
-        );
-        assert!(parse(&format!("migration_workers = 1\n{with_port}")).is_ok());
-        assert!(parse(&MINIMAL.replace(
-            "[partner]\n",
-            "[partner]\nmigration_uri = \"tcp://[fd00::4]\"\n"
-        ))
-        .is_ok());
         assert_eq!(explicit_port("tcp://[fd00::4]:4000/x"), Some(4000));
+        assert_eq!(explicit_port("tcp://[fd00::4]"), None);
+        let mut p = c.partner.clone();
+        assert_eq!(c.zero_downtime.effective_workers(&p), 3);
+        p.migration_uri = Some("tcp://10.0.0.4:49152".into());
+        assert_eq!(
+            c.zero_downtime.effective_workers(&p),
+            1,
+            "a fixed port: one at a time"
+        );
         assert_eq!(explicit_port("tcp://10.0.0.4"), None);
         let e = parse(&format!("{MINIMAL}[guests]\nwarm_standby = [\"a/b\"]\n")).unwrap_err();
         assert!(

@@ -941,7 +941,16 @@ impl<H: Hypervisor + 'static> Agent<H> {
         }
         // Migrations share the link: a bounded number at once; shutdowns run in parallel.
         let workers = if dest.is_some() {
-            self.cfg.zero_downtime.migration_workers.max(1)
+            let n = self.cfg.zero_downtime.effective_workers(&self.cfg.partner);
+            if n < self.cfg.zero_downtime.migration_workers {
+                log::warn!(
+                    "{}: partner.migration_uri names a port: migrating one guest at a time \
+                     (leave the port out for {} at once)",
+                    order.key(),
+                    self.cfg.zero_downtime.migration_workers
+                );
+            }
+            n
         } else {
             self.cfg.start_workers.max(1)
         };
