@@ -11,7 +11,6 @@
 #[path = "support/blades.rs"]
 mod blades;
 #[path = "support/e2e.rs"]
-#[allow(dead_code)]
 mod e2e;
 
 use std::time::Duration;
