@@ -20,7 +20,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -437,13 +437,6 @@ fn free_udp() -> SocketAddr {
         .expect("free UDP port")
 }
 
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("free TCP port")
-        .port()
-}
-
 /// The script the simulator runs when an IPMC's payload goes off: it kills the
 /// blade's QEMUs, libvirtd, its subreaper and its agent, and waits until they are gone.
 const POWER_OFF: &str = r#"#!/bin/bash
@@ -572,15 +565,14 @@ impl Rig {
         .expect("write plugin config");
 
         // The agents' configurations.
-        let migration_port = [free_tcp_port(), free_tcp_port()];
         let mut agent_configs = [PathBuf::new(), PathBuf::new()];
         for (i, x) in ['a', 'b'].into_iter().enumerate() {
             let partner = 1 - i;
             let partner_uri = if opts.migrate {
                 format!(
-                    "libvirt_uri = \"{}\"\nmigration_uri = \"tcp://127.0.0.1:{}\"\n",
+                    // No port: libvirt picks one per migration (they may run in parallel).
+                    "libvirt_uri = \"{}\"\nmigration_uri = \"tcp://127.0.0.1\"\n",
                     blades.uri(if x == 'a' { 'b' } else { 'a' }),
-                    migration_port[partner]
                 )
             } else {
                 String::new()
@@ -628,11 +620,21 @@ impl Rig {
         let _ = agent_bin;
         rig.start_agent('a');
         rig.start_agent('b');
-        for slot in [1, 2] {
-            rig.plugin()
-                .wait_line(0, "agent registration", Duration::from_secs(20), |l| {
-                    l.contains(&format!("slot {slot}: agent registered"))
-                });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while [1, 2].iter().any(|slot| {
+            let text = format!("slot {slot}: agent registered");
+            rig.plugin().find(0, |l| l.contains(&text)).is_none()
+        }) {
+            for blade in ['a', 'b'] {
+                let agent = rig.agents[idx(blade)].as_mut().expect("agent");
+                assert!(agent.running(), "agent {blade} exited:\n{}", agent.text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agents not registered within 20 s\n{}",
+                rig.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
         let (ga, gb) = (rig.opts.guests_a.clone(), rig.opts.guests_b.clone());
         rig.wait_definitions('b', &ga);
