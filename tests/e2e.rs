@@ -455,7 +455,7 @@ fn plugin_restart_then_a_second_failure_of_the_same_blade_fails_over_again() {
     }
     // B runs a new guest; A holds its definition.
     rig.blades.define(&['b'], "k1", None);
-    rig.blades.virsh_ok('b', &["start", "k1"]);
+    e2e::start_guest(&rig.blades, 'b', "k1");
     rig.wait_definitions('a', &["k1"]);
     // Second failure of B, with the second plugin: its libvirtd dies.
     let log2 = rig.plugin().mark();

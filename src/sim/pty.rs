@@ -390,4 +390,18 @@ mod test {
             .contains("0x1ff"));
         assert!(parse_command("launch").is_err());
     }
+
+    #[test]
+    fn test_payload_off_hook_gets_the_address_and_runs_to_completion() {
+        assert!(payload_off(MState::M1) && payload_off(MState::M0));
+        assert!(!payload_off(MState::M6) && !payload_off(MState::M4));
+        let out = std::env::temp_dir().join(format!("shelfha-hook-{}", std::process::id()));
+        let status = run_hook(&format!("sleep 0.1; echo > {} got", out.display()), 0x82);
+        assert_eq!(status, "exit status: 0");
+        // Written before run_hook returned: the hook ran to completion.
+        let text = std::fs::read_to_string(&out).unwrap();
+        let _ = std::fs::remove_file(&out);
+        assert_eq!(text.trim(), "got 0x82");
+        assert_eq!(run_hook("exit 3; :", 0x84), "exit status: 3");
+    }
 }

@@ -431,6 +431,25 @@ impl Default for Options {
     }
 }
 
+/// Starts a defined guest; a first start right after the daemons came up can meet a
+/// virtlogd that does not accept connections yet: retried a few times.
+pub fn start_guest(blades: &Blades, blade: char, guest: &str) {
+    for _ in 0..10 {
+        let out = blades.virsh(blade, &["start", guest]);
+        if out.status.success() {
+            return;
+        }
+        let err = crate::blades::text(&out.stderr);
+        assert!(
+            err.contains("virtlogd-sock"),
+            "{}",
+            crate::blades::describe(&format!("virsh start {guest} on blade {blade}"), &out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    blades.virsh_ok(blade, &["start", guest]);
+}
+
 fn free_udp() -> SocketAddr {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -516,7 +535,7 @@ impl Rig {
         for (blade, guests) in [('a', &opts.guests_a), ('b', &opts.guests_b)] {
             for g in guests.iter() {
                 blades.define(&[blade], g, None);
-                blades.virsh_ok(blade, &["start", g]);
+                start_guest(&blades, blade, g);
             }
         }
         let key_file = base.join("shelf.key");
