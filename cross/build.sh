@@ -210,6 +210,9 @@ emulation_test() {
         *) die "$target: not a static executable: $desc" ;;
     esac
     case $desc in *"$FILE_ARCH"*) ;; *) die "$target: file says $desc, want $FILE_ARCH" ;; esac
+    if [ "$target" = powerpc-unknown-linux-musl ]; then
+        python3 "$HERE/ppc-no-fpu.py" "$bin" || die "$target: not soft-float"
+    fi
     log "$target: emulation test, $QEMU -cpu $QCPU, ${#CAPS[@]} captures"
     work=$OUT/$target/emu
     rm -rf "$work" && mkdir -p "$work"
