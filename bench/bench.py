@@ -1,0 +1,440 @@
+#!/usr/bin/env python3
+"""The shelfha benchmark: measures everything in one run, prints one table, writes JSON.
+
+Run through bench/run.sh (which builds the binaries first). Usage:
+    bench.py [--smoke] --out FILE
+Environment: BENCH_ROOT (repository root), BENCH_CROSS_DIR (extracted cross
+binaries: <dir>/<target>/shmc-plugin).
+"""
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.environ.get("BENCH_ROOT", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BENCH = os.path.join(ROOT, "bench")
+WORK = os.path.join(ROOT, "target", "bench")
+CROSS_DIR = os.environ.get("BENCH_CROSS_DIR", os.path.join(WORK, "cross"))
+PROFILE_DIR = os.environ.get("BENCH_PROFILE_DIR", "release")
+PLUGIN = os.path.join(ROOT, "target", PROFILE_DIR, "shmc-plugin")
+SHELFHA = os.path.join(ROOT, "target", PROFILE_DIR, "shelfha")
+AGENT = os.path.join(ROOT, "target", PROFILE_DIR, "blade-agent")
+IPMB_LIMIT = 1500.0  # frames/s one IPMB bus carries (about 1.3 ms per event frame at 100 kbit/s)
+EMULATED = {
+    "armv5te-unknown-linux-musleabi": ["qemu-arm-static", "-cpu", "arm926"],
+    "powerpc-unknown-linux-musl": ["qemu-ppc-static", "-cpu", "e500v2"],
+}
+CROSS_ALL = ["armv5te-unknown-linux-musleabi", "armv7-unknown-linux-musleabihf",
+             "powerpc-unknown-linux-musl", "mips-unknown-linux-musl"]
+
+
+def log(msg):
+    sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stderr.flush()
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    except Exception:  # noqa: BLE001 - a missing tool only leaves a field empty
+        return ""
+
+
+def pct(xs, p):
+    """Nearest-rank percentile."""
+    s = sorted(xs)
+    k = min(len(s) - 1, max(0, -(-len(s) * p // 100) - 1))
+    return s[int(k)]
+
+
+def stats(xs):
+    return {"n": len(xs), "median": statistics.median(xs), "p99": pct(xs, 99),
+            "min": min(xs), "max": max(xs)}
+
+
+def machine():
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_mib": mem_kb // 1024,
+        "kernel": platform.release(),
+        "os": sh(". /etc/os-release && echo $PRETTY_NAME"),
+        "commit": sh("git -C %s rev-parse --short HEAD" % ROOT),
+        "dirty": bool(sh("git -C %s status --porcelain --untracked-files=no" % ROOT)),
+        "rustc": sh("rustc --version"),
+        "cross_rustc": sh("/usr/bin/rustc --version"),
+        "qemu_user": sh("qemu-arm-static --version | head -1"),
+        "qemu_system": sh("qemu-system-x86_64 --version | head -1"),
+        "libvirt": sh("libvirtd --version"),
+        "kvm": os.path.exists("/dev/kvm"),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def run_rusage(cmd, stdout=subprocess.DEVNULL):
+    """Runs cmd; returns (seconds, peak RSS KB of that child, exit status)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.DEVNULL)
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t0
+    return dt, ru.ru_maxrss, os.waitstatus_to_exitcode(status)
+
+
+# ---------------------------------------------------------------- a. throughput
+
+
+def capture(frames):
+    os.makedirs(WORK, exist_ok=True)
+    path = os.path.join(WORK, "capture-%d.txt" % frames)
+    if not os.path.exists(path):
+        log("generating %d-frame capture" % frames)
+        with open(path + ".tmp", "w") as f:
+            subprocess.run([sys.executable, os.path.join(BENCH, "gen-capture.py"), str(frames)],
+                           stdout=f, check=True)
+        os.rename(path + ".tmp", path)
+    return path
+
+
+def replay_summary(cmd, cap):
+    out = subprocess.run(cmd + ["replay", "--config", os.path.join(BENCH, "shelf16.toml"), cap],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["summary"]
+
+
+def throughput(name, cmd, cap, frames, reps):
+    summary = replay_summary(cmd, cap)
+    assert summary["frames"] + summary["bad_frames"] == frames, summary
+    rates, rss = [], []
+    for _ in range(reps):
+        dt, kb, rc = run_rusage(cmd + ["replay", "--config", os.path.join(BENCH, "shelf16.toml"), cap])
+        assert rc == 0, "%s replay failed (%d)" % (name, rc)
+        rates.append(frames / dt)
+        rss.append(kb)
+    s = stats(rates)
+    # For a rate the slow tail is the low end: p99 of the per-run times.
+    s["p99_slow"] = pct([-r for r in rates], 99) * -1
+    log("throughput %s: median %.0f frames/s" % (name, s["median"]))
+    return {"target": name, "frames": frames, "reps": reps, "frames_per_s": s,
+            "ratio_to_ipmb": s["median"] / IPMB_LIMIT, "summary": summary,
+            "process_peak_rss_kb": max(rss)}
+
+
+# ---------------------------------------------------------------- b. latency
+
+
+def latency(name, cmd, trials):
+    out = subprocess.run([sys.executable, os.path.join(BENCH, "latency.py"), str(trials), "--"] + cmd,
+                         capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError("latency %s: %s" % (name, out.stderr.strip()))
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r["target"] = name
+    log("latency %s: p50 %.1f us p99 %.1f us" % (name, r["p50_us"], r["p99_us"]))
+    return r
+
+
+# ---------------------------------------------------------------- c. footprint
+
+
+def guest_rss(target, binary, cap):
+    out = os.path.join(WORK, "guest-rss-%s.out" % target)
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "cross", "guest-rss.py"), out]
+                       + EMULATED[target] + ["--", binary, "replay", "--config",
+                                             os.path.join(BENCH, "shelf16.toml"), cap],
+                       capture_output=True, text=True, timeout=900)
+    m = re.search(r"guest_peak_kb=(\d+) qemu_peak_kb=(\d+) rc=(\d+)", r.stdout)
+    if not m or m.group(3) != "0":
+        raise RuntimeError("guest-rss %s: %s %s" % (target, r.stdout, r.stderr))
+    return {"guest_peak_kb": int(m.group(1)), "qemu_peak_kb": int(m.group(2))}
+
+
+def sizes():
+    res = {}
+    for t in CROSS_ALL:
+        b = os.path.join(CROSS_DIR, t, "shmc-plugin")
+        if os.path.exists(b):
+            res[t] = {"bytes": os.path.getsize(b), "file": sh("file -b %s" % b)}
+    return res
+
+
+def agent_rss(guests=16):
+    d = tempfile.mkdtemp(prefix="shelfha-bench-agent-")
+    node = os.path.join(d, "node.xml")
+    with open(node, "w") as f:
+        f.write("<node>\n")
+        for i in range(guests):
+            f.write("<domain type='test'><name>vm-%d</name><memory unit='MiB'>64</memory>"
+                    "<vcpu>1</vcpu><os><type>hvm</type></os></domain>\n" % (i + 1))
+        f.write("</node>\n")
+    key = os.path.join(d, "shelf.key")
+    with open(key, "wb") as f:
+        f.write(os.urandom(32))
+    os.chmod(key, 0o600)
+    cfg = os.path.join(d, "agent.toml")
+    with open(cfg, "w") as f:
+        f.write('slot = 1\nshmc = "127.0.0.1:9"\nlisten = "127.0.0.1:0"\nlibvirt_uri = "test://%s"\n'
+                'key_file = "%s"\nstate_dir = "%s"\n[partner]\nslot = 2\naddress = "127.0.0.1:9"\n'
+                % (node, key, os.path.join(d, "state")))
+    os.makedirs(os.path.join(d, "state"))
+    logf = open(os.path.join(d, "agent.log"), "w")
+    p = subprocess.Popen([AGENT, "run", "--config", cfg], stdout=logf, stderr=logf)
+    time.sleep(3)
+    status = {}
+    try:
+        with open("/proc/%d/status" % p.pid) as f:
+            for line in f:
+                k, v = line.split(":", 1)
+                status[k] = v.strip()
+    finally:
+        p.kill()
+        p.wait()
+    logtext = open(os.path.join(d, "agent.log")).read()
+    shutil.rmtree(d, ignore_errors=True)
+    if "VmRSS" not in status:
+        raise RuntimeError("blade-agent exited: %s" % logtext[-2000:])
+    return {"guests": guests, "libvirt": "test driver (in-process), %d running domains" % guests,
+            "rss_kb": int(status["VmRSS"].split()[0]), "peak_rss_kb": int(status["VmHWM"].split()[0]),
+            "log_tail": logtext.strip().splitlines()[-3:]}
+
+
+# ---------------------------------------------------------------- d. failover
+
+DEMO_SCENARIOS = ["hardware", "watchdog", "os-stop", "agent-silent", "hypervisor"]
+DEMO_CLASS = {"hardware": "blade_hardware", "watchdog": "host_os (watchdog)",
+              "os-stop": "host_os (OS critical stop)", "agent-silent": "host_os (heartbeat loss)",
+              "hypervisor": "hypervisor"}
+
+
+def parse_demo(text):
+    """Per failure block: detection, fence confirmed (restart order), first and last guest."""
+    blocks = re.split(r"^== failure \d+: ", text, flags=re.M)[1:]
+    res = []
+    for b in blocks:
+        def first(pattern):
+            m = re.search(r"^\s+([\d.]+) ms  " + pattern, b, flags=re.M)
+            return float(m.group(1)) if m else None
+        started = [float(x) for x in re.findall(r"^\s+([\d.]+) ms  slot \d: guest \S+: Started", b, re.M)]
+        res.append({
+            "detection_ms": first(r"decision #"),
+            "fence_confirmed_ms": first(r"order to slot \d: RestartPartnerGuests"),
+            "first_guest_ms": min(started) if started else None,
+            "all_guests_ms": max(started) if started else None,
+            "guests_started": len(started),
+        })
+    return res
+
+
+def demo(guests, reps):
+    rows = {s: [] for s in DEMO_SCENARIOS}
+    for _ in range(reps):
+        out = subprocess.run([SHELFHA, "demo", "--scenario", ",".join(DEMO_SCENARIOS),
+                              "--guests", str(guests)], capture_output=True, text=True, timeout=600)
+        if out.returncode != 0:
+            raise RuntimeError("demo failed: %s" % out.stderr[-2000:])
+        parsed = parse_demo(out.stdout)
+        assert len(parsed) == len(DEMO_SCENARIOS), out.stdout[-3000:]
+        for s, p in zip(DEMO_SCENARIOS, parsed):
+            rows[s].append(p)
+    res = []
+    for s in DEMO_SCENARIOS:
+        r = {"scenario": s, "class": DEMO_CLASS[s], "guests": guests, "reps": reps}
+        for k in ("detection_ms", "fence_confirmed_ms", "first_guest_ms", "all_guests_ms"):
+            xs = [p[k] for p in rows[s] if p[k] is not None]
+            r[k] = stats(xs) if xs else None
+        res.append(r)
+    log("demo %d guests done" % guests)
+    return res
+
+
+E2E_TESTS = [
+    ("critical_temperature_fences_a_and_b_runs_its_guests", "blade_hardware (critical temperature)"),
+    ("silent_ipmc_is_blade_lost_and_the_agent_self_fence_confirms", "blade_lost (silent IPMC)"),
+    ("watchdog_expiry_is_host_os_and_fails_over", "host_os (watchdog)"),
+    ("dead_agent_with_ipmc_in_m4_is_host_os_and_fails_over", "host_os (heartbeat loss)"),
+    ("dead_libvirtd_is_hypervisor_and_the_agent_kills_its_qemus", "hypervisor (libvirtd killed)"),
+]
+
+
+def e2e(reps):
+    """The end-to-end system tests (real libvirtd + QEMU TCG blades, shmc-plugin run, two
+    blade agents, emulated IPMCs) print detection and downtime; they run here `reps` times."""
+    res = []
+    for name, cls in E2E_TESTS:
+        det, down, guests, fails = [], [], None, 0
+        for _ in range(reps):
+            out = subprocess.run(["cargo", "test", "--release", "-q", "-p", "shelfha", "--test", "e2e", "--",
+                                  "--exact", name, "--nocapture", "--test-threads=1"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=900)
+            m = re.search(r"^e2e [^:]+: detection (\S+) ms, downtime (\S+) ms \((\d+) guest", out.stdout, re.M)
+            if out.returncode != 0 or not m:
+                fails += 1
+                log("e2e %s failed: %s" % (name, (out.stdout + out.stderr)[-600:]))
+                continue
+            if m.group(1) != "-":
+                det.append(float(m.group(1)))
+            if m.group(2) != "-":
+                down.append(float(m.group(2)))
+            guests = int(m.group(3))
+        res.append({"test": name, "class": cls, "guests": guests, "reps": reps, "failed_runs": fails,
+                    "detection_ms": stats(det) if det else None,
+                    "all_guests_ms": stats(down) if down else None})
+        log("e2e %s: downtime %s" % (cls, res[-1]["all_guests_ms"]))
+    return res
+
+
+# ---------------------------------------------------------------- e. the peer
+
+PEER_DOCUMENTED = {
+    "source": "/work/shared/notes/pacemaker-baseline.md style measurement on this kind of machine "
+              "(Nov 2026), NOT measured in this run",
+    "stack": "Pacemaker 2.1.5 + Corosync 3.1.7 + ocf:heartbeat:VirtualDomain + fence_ipmilan, one 64 MiB TCG guest",
+    "default_s": [11.02, 12.56, 12.54],
+    "fast_s": [8.20, 8.18, 7.06],
+    "fastest_s": [2.95, 3.00, 4.03],
+}
+
+
+# ---------------------------------------------------------------- main
+
+
+def fmt(x, unit=""):
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if abs(x) >= 1000:
+            return "%.0f%s" % (x, unit)
+        return "%.3g%s" % (x, unit)
+    return "%s%s" % (x, unit)
+
+
+def table(res):
+    rows = []
+    add = rows.append
+    m = res["machine"]
+    add("shelfha benchmark  %s  commit %s%s  %s" % (m["date_utc"], m["commit"], " (dirty)" if m["dirty"] else "",
+                                                    "SMOKE" if res["smoke"] else "full"))
+    add("machine: %s, %s cores, %s MiB RAM, Linux %s, %s; %s; %s; %s" % (
+        m["cpu"], m["cores"], m["ram_mib"], m["kernel"], m["os"], m["rustc"], m["qemu_user"], m["libvirt"]))
+    add("")
+    add("%-58s %14s %14s %10s" % ("measure", "median", "p99 / worst", "note"))
+    for t in res["throughput"]:
+        f = t["frames_per_s"]
+        add("%-58s %14s %14s %10s" % ("a. replay %s frames/s (%d frames x%d)" % (t["target"], t["frames"], t["reps"]),
+                                       fmt(f["median"]), fmt(f["p99_slow"]), "%.0fx IPMB" % t["ratio_to_ipmb"]))
+    for t in res["latency"]:
+        add("%-58s %14s %14s %10s" % ("b. event->fence request %s (us, %d trials)" % (t["target"], t["trials"]),
+                                       fmt(t["p50_us"]), fmt(t["p99_us"]), "max %s" % fmt(t["max_us"])))
+    for t, s in res["footprint"]["sizes"].items():
+        add("%-58s %14s %14s %10s" % ("c. stripped static size %s (bytes)" % t, s["bytes"], "", ""))
+    for t, r in res["footprint"]["rss"].items():
+        add("%-58s %14s %14s %10s" % ("c. shmc-plugin peak RSS %s (KB)" % t, r, "", ""))
+    a = res["footprint"].get("agent")
+    if a:
+        add("%-58s %14s %14s %10s" % ("c. blade-agent RSS, %d guests, test driver (KB)" % a["guests"],
+                                       a["rss_kb"], a["peak_rss_kb"], "peak"))
+    add("%-58s %14s %14s %10s" % ("c. heap allocations, steady-state event path",
+                                   res["footprint"]["alloc_test"], "", "asserted"))
+    for d in res["demo"]:
+        for k in ("detection_ms", "fence_confirmed_ms", "first_guest_ms", "all_guests_ms"):
+            s = d[k]
+            add("%-58s %14s %14s %10s" % ("d. demo %s %dg %s (ms)" % (d["scenario"], d["guests"], k[:-3]),
+                                           fmt(s and s["median"]), fmt(s and s["p99"]), "n=%d" % d["reps"]))
+    for e in res["e2e"]:
+        for k in ("detection_ms", "all_guests_ms"):
+            s = e[k]
+            add("%-58s %14s %14s %10s" % ("d. e2e %s %sg %s (ms)" % (e["class"], e["guests"], k[:-3]),
+                                           fmt(s and s["median"]), fmt(s and s["p99"]),
+                                           "n=%d" % (s["n"] if s else 0)))
+    p = res["peer"]
+    if p:
+        add("%-58s %14s %14s %10s" % ("e. Pacemaker default, documented (s, not this run)",
+                                       fmt(statistics.median(p["default_s"])), fmt(max(p["default_s"])), ""))
+        add("%-58s %14s %14s %10s" % ("e. Pacemaker fastest tuning, documented (s, not this run)",
+                                       fmt(statistics.median(p["fastest_s"])), fmt(max(p["fastest_s"])), ""))
+        for r in res.get("ratios", []):
+            add("%-58s %14s %14s %10s" % (r["what"], "%.3f" % r["ratio"], "", ""))
+    return "\n".join(rows)
+
+
+def main():
+    smoke = "--smoke" in sys.argv
+    out = sys.argv[sys.argv.index("--out") + 1]
+    res = {"smoke": smoke, "machine": machine(), "ipmb_limit_frames_per_s": IPMB_LIMIT}
+    frames = 20000 if smoke else 1000000
+    reps = 3 if smoke else 5
+    cap = capture(frames)
+
+    # a. throughput
+    res["throughput"] = [throughput("host x86_64", [PLUGIN], cap, frames, reps)]
+    emu_cap = cap
+    for t, q in EMULATED.items():
+        b = os.path.join(CROSS_DIR, t, "shmc-plugin")
+        if os.path.exists(b) and shutil.which(q[0]):
+            res["throughput"].append(throughput("%s (%s)" % (t, " ".join(q)), q + [b], emu_cap, frames,
+                                                2 if smoke else 3))
+        else:
+            log("no %s binary or %s: skipped" % (t, q[0]))
+
+    # b. latency
+    res["latency"] = [latency("host x86_64", [PLUGIN], 100 if smoke else 2000)]
+    arm = os.path.join(CROSS_DIR, "armv5te-unknown-linux-musleabi", "shmc-plugin")
+    if os.path.exists(arm) and shutil.which("qemu-arm-static"):
+        res["latency"].append(latency("armv5te (qemu-arm-static -cpu arm926)",
+                                      EMULATED["armv5te-unknown-linux-musleabi"] + [arm], 50 if smoke else 1000))
+
+    # c. footprint
+    fp = {"sizes": sizes(), "rss": {}}
+    fp["rss"]["host x86_64 replay, 16-blade storm"] = res["throughput"][0]["process_peak_rss_kb"]
+    if os.path.exists(arm) and shutil.which("qemu-arm-static"):
+        g = guest_rss("armv5te-unknown-linux-musleabi", arm, cap)
+        fp["rss"]["armv5te guest memory, replay 16-blade storm"] = g["guest_peak_kb"]
+        fp["rss"]["armv5te whole qemu-user process"] = g["qemu_peak_kb"]
+    fp["agent"] = agent_rss(16)
+    fp["alloc_test"] = os.environ.get("BENCH_ALLOC_RESULT", "not run")
+    res["footprint"] = fp
+
+    # d. failover
+    res["demo"] = []
+    for g in ([1, 4] if smoke else [1, 4, 16]):
+        res["demo"] += demo(g, 2 if smoke else 5)
+    res["e2e"] = [] if smoke or os.environ.get("BENCH_E2E") == "0" else e2e(int(os.environ.get("BENCH_E2E_REPS", "3")))
+
+    # e. the peer
+    res["peer"] = PEER_DOCUMENTED
+    ratios = []
+    pm_default = statistics.median(PEER_DOCUMENTED["default_s"]) * 1000
+    pm_fast = statistics.median(PEER_DOCUMENTED["fastest_s"]) * 1000
+    for e in res["e2e"]:
+        if e["all_guests_ms"]:
+            ratios.append({"what": "e. ratio e2e %s / Pacemaker default (documented)" % e["class"],
+                           "ratio": e["all_guests_ms"]["median"] / pm_default})
+            ratios.append({"what": "e. ratio e2e %s / Pacemaker fastest (documented)" % e["class"],
+                           "ratio": e["all_guests_ms"]["median"] / pm_fast})
+    res["ratios"] = ratios
+
+    text = table(res)
+    res["table"] = text.splitlines()
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    print(text)
+    log("wrote %s" % out)
+
+
+if __name__ == "__main__":
+    main()

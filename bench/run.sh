@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The shelfha benchmark: `bench/run.sh` (full, about 15 minutes as root on Debian 12)
+# or `bench/run.sh --smoke` (CI: debug build, small capture, no cross targets and no
+# libvirtd blades; checks that every stage runs, its numbers mean nothing).
+#
+# Prints one table and writes it with the machine description as JSON to
+# bench/results/<UTC date>.json (smoke: target/bench/smoke.json). See BENCHMARKS.md.
+#
+# Environment:
+#   BENCH_CROSS=0       do not build missing cross targets (use what target/cross/dist holds)
+#   BENCH_E2E=0         skip the real-libvirtd end-to-end failover runs
+#   BENCH_E2E_REPS=N    runs of each end-to-end scenario (default 3)
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "$0")")/.."
+ROOT=$PWD
+SMOKE=
+[ "${1:-}" = --smoke ] && SMOKE=1
+[ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+log() { echo "[bench $(date -u +%H:%M:%S)] $*" >&2; }
+
+# Packages the full run needs beyond tests/ci.sh's (qemu-user for the emulated targets).
+if [ -z "$SMOKE" ] && ! command -v qemu-arm-static >/dev/null; then
+    log "installing qemu-user-static"
+    apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends qemu-user-static
+fi
+
+PROFILE_ARGS=(--release)
+PROFILE_DIR=release
+if [ -n "$SMOKE" ]; then PROFILE_ARGS=(); PROFILE_DIR=debug; fi
+log "building shmc-plugin, shelfha, blade-agent (${PROFILE_DIR})"
+cargo build "${PROFILE_ARGS[@]}" -p shmc-plugin -p shelfha -p blade-agent --bins
+
+# c. heap allocations in the steady-state event path: the test asserts zero.
+log "allocation-count test"
+if cargo test "${PROFILE_ARGS[@]}" -p shmc-plugin --test alloc_count; then
+    export BENCH_ALLOC_RESULT="0 (test passed)"
+else
+    export BENCH_ALLOC_RESULT="FAILED (allocations in the event path)"
+fi
+
+# Cross binaries: the shipped ones from cross/build.sh's bundles.
+export BENCH_CROSS_DIR=$ROOT/target/bench/cross
+mkdir -p "$BENCH_CROSS_DIR"
+if [ -z "$SMOKE" ]; then
+    need=()
+    for t in armv5te-unknown-linux-musleabi powerpc-unknown-linux-musl; do
+        ls target/cross/dist/shmc-plugin-*-"$t".tar.gz >/dev/null 2>&1 || need+=("$t")
+    done
+    if [ ${#need[@]} -gt 0 ] && [ "${BENCH_CROSS:-1}" != 0 ]; then
+        log "cross/build.sh ${need[*]}"
+        bash cross/build.sh "${need[@]}"
+    fi
+    for tgz in target/cross/dist/shmc-plugin-*.tar.gz; do
+        [ -e "$tgz" ] || continue
+        t=$(basename "$tgz" .tar.gz | sed -E 's/^shmc-plugin-[^-]+-//')
+        mkdir -p "$BENCH_CROSS_DIR/$t"
+        tar xzf "$tgz" -O --wildcards '*/usr/sbin/shmc-plugin' > "$BENCH_CROSS_DIR/$t/shmc-plugin"
+        chmod 755 "$BENCH_CROSS_DIR/$t/shmc-plugin"
+    done
+else
+    rm -rf "${BENCH_CROSS_DIR:?}"/*
+fi
+
+OUT=$ROOT/bench/results/$(date -u +%Y-%m-%dT%H%M%SZ).json
+[ -n "$SMOKE" ] && OUT=$ROOT/target/bench/smoke.json
+export BENCH_ROOT=$ROOT BENCH_PROFILE_DIR=$PROFILE_DIR
+python3 bench/bench.py ${SMOKE:+--smoke} --out "$OUT"
