@@ -3,7 +3,7 @@
 #
 # On a Debian 12 machine, as root, it installs every system package and cargo tool
 # the suite needs (only what is missing), then runs the whole suite, step by step:
-#   install  fmt  clippy  nostd  test  deb  fuzz
+#   install  fmt  clippy  nostd  test  deb  cross  fuzz
 # `bash tests/ci.sh STEP...` runs only the named steps (e.g. `bash tests/ci.sh install test`).
 # It stops at the first failing step and names it. Safe to run again: installed
 # packages and tools are detected and skipped.
@@ -11,7 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.."
 ROOT=$PWD
-ALL_STEPS=(install fmt clippy nostd test deb fuzz)
+ALL_STEPS=(install fmt clippy nostd test deb cross fuzz)
 STEPS=("$@")
 [ ${#STEPS[@]} -gt 0 ] || STEPS=("${ALL_STEPS[@]}")
 
@@ -158,6 +158,13 @@ step_deb() {
     else
         section deb "skipped: no tests/deb.sh"
     fi
+}
+
+# Static shmc-plugin for ARMv7 and PowerPC, each checked under qemu-user against the host
+# build, and their install bundles checked (cross/README.md; installs its own tools).
+step_cross() {
+    section cross "cross/build.sh armv7-unknown-linux-musleabihf powerpc-unknown-linux-musl"
+    bash cross/build.sh armv7-unknown-linux-musleabihf powerpc-unknown-linux-musl
 }
 
 step_fuzz() {
