@@ -12,7 +12,8 @@
 //! - An order that cannot be queued (no address yet, queue full) is logged
 //!   as an error and counted: the core does not resend orders.
 //! - Incidents on the wire are the core's decision numbers plus a base taken
-//!   from the wall clock at start (seconds since 1970; see [`incident_base`]),
+//!   from the wall clock at start (milliseconds since 1970, modulo 2^32; see
+//!   [`incident_base`]),
 //!   and the base is taken off what agents send back. Agents key their journal
 //!   by incident: without the base, a restarted plugin's decision #1 would be
 //!   a "duplicate" of the previous run's #1, answered from the journal without
@@ -89,12 +90,14 @@ fn proof(c: Confirmation) -> FenceProof {
     }
 }
 
-/// The wire incident base of a run started at `now`: whole seconds since 1970
-/// (unique per run unless a run decides more than once a second on average;
-/// fits `u32` until 2106; 1 if the clock is before 1970).
+/// The wire incident base of a run started at `now`: milliseconds since 1970,
+/// modulo 2^32 (it wraps every 49.7 days). A later run's base lies beyond every
+/// incident of an earlier one unless that run took more than one decision per
+/// millisecond of its life; 1 if the clock is before 1970.
 pub fn incident_base(now: std::time::SystemTime) -> u32 {
     now.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        // Truncation intended: the low 32 bits of the millisecond clock.
+        .map(|d| (d.as_millis() % (1u128 << 32)) as u32)
         .unwrap_or(1)
 }
 
@@ -305,9 +308,12 @@ mod test {
     #[test]
     fn test_incidents_on_the_wire_differ_between_runs() {
         use std::time::{Duration, UNIX_EPOCH};
-        let first = incident_base(UNIX_EPOCH + Duration::from_secs(1_764_000_000));
-        let later = incident_base(UNIX_EPOCH + Duration::from_secs(1_764_000_060));
-        assert_eq!(first, 1_764_000_000);
+        let start = 1_764_000_000_123u64;
+        let first = incident_base(UNIX_EPOCH + Duration::from_millis(start));
+        // A restart 250 ms later (a run killed right after its first decision).
+        let later = incident_base(UNIX_EPOCH + Duration::from_millis(start + 250));
+        assert_eq!(u64::from(first), start % (1 << 32));
+        assert_eq!(later.wrapping_sub(first), 250);
         assert_eq!(incident_base(UNIX_EPOCH - Duration::from_secs(5)), 1);
         let fence = Order::FenceSelf { incident: 1 };
         let (a, b) = (order_message(&fence, first), order_message(&fence, later));
