@@ -400,6 +400,8 @@ def main():
     # c. footprint
     fp = {"sizes": sizes(), "rss": {}}
     fp["rss"]["host x86_64 replay, 16-blade storm"] = res["throughput"][0]["process_peak_rss_kb"]
+    for t in res["latency"]:
+        fp["rss"]["%s run, 16 blades, latency storm (process VmHWM)" % t["target"]] = t["process_peak_rss_kb"]
     if os.path.exists(arm) and shutil.which("qemu-arm-static"):
         g = guest_rss("armv5te-unknown-linux-musleabi", arm, cap)
         fp["rss"]["armv5te guest memory, replay 16-blade storm"] = g["guest_peak_kb"]

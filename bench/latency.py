@@ -14,7 +14,8 @@ the plugin's read, framing, decode, classification, incident machine, request
 framing and write. Then the driver walks the blade M6 -> M1 -> M2 -> M3 -> M4 so
 the incident ends before the blade's next turn.
 
-Prints one JSON object: trials, p50_us, p99_us, max_us, mean_us, min_us.
+Prints one JSON object: trials, p50_us, p99_us, max_us, mean_us, min_us, and
+process_peak_rss_kb (VmHWM of the process started: under qemu-user, the emulator's).
 """
 import json
 import os
@@ -136,9 +137,15 @@ def main():
             lat.append((t1 - t0) / 1000.0)
         for new, prev in ((6, 4), (1, 6), (2, 1), (3, 2), (4, 3)):
             send_wait_response(a, [0x04, 0xF0, 0, 0x6F, 0xA0 | new, prev, 0x00])
+    hwm = None
+    with open("/proc/%d/status" % proc.pid) as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
     proc.kill()
     proc.wait()
     print(json.dumps({
+        "process_peak_rss_kb": hwm,
         "trials": len(lat),
         "p50_us": round(percentile(lat, 50), 1),
         "p99_us": round(percentile(lat, 99), 1),
