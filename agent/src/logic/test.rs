@@ -807,3 +807,112 @@ fn test_migrate_order_never_stops_a_guest() {
     assert!(matches!(result_of(&out, "db"), GuestResult::Failed { .. }));
     assert_eq!(hv2.state_of("db"), Some(GuestState::Running));
 }
+
+fn standby_def(name: &str, disk: &str) -> GuestDef {
+    GuestDef {
+        name: name.into(),
+        xml: format!(
+            "<domain type='test'><name>{name}</name><memory unit='KiB'>1000</memory>\
+             <devices>{disk}</devices></domain>"
+        ),
+    }
+}
+
+const LUN: &str = "<disk type='block' device='disk'><driver name='qemu' type='raw' \
+                   cache='none'/><source dev='/dev/shared/db'/><target dev='vda'/></disk>";
+
+fn standby_agent(dir: &TempDir, hv: &Arc<FakeHypervisor>) -> Agent<FakeHypervisor> {
+    let mut c = config(dir.path());
+    c.zero_downtime.warm_standby = vec!["db".into(), "dq".into()];
+    Agent::new(Arc::clone(hv), c).unwrap()
+}
+
+#[test]
+fn test_warm_standby_kept_paused_then_resumed_by_the_restart_order() {
+    let dir = TempDir::new("standby");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let a = standby_agent(&dir, &hv);
+    a.store_partner_definition(standby_def("db", LUN)).unwrap();
+    a.store_partner_definition(standby_def(
+        "dq",
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+         <source file='/img/dq.qcow2'/><target dev='vda'/></disk>",
+    ))
+    .unwrap();
+    a.store_partner_definition(def("web", 1000)).unwrap();
+    let refused = a.standby_refusals();
+    assert_eq!(refused.keys().collect::<Vec<_>>(), ["dq"]);
+    assert!(refused["dq"].contains("/img/dq.qcow2"), "{refused:?}");
+    assert_eq!(a.ensure_standbys().unwrap(), vec!["db".to_string()]);
+    assert_eq!(hv.state_of("db"), Some(GuestState::Paused));
+    assert_eq!(hv.state_of("dq"), None, "no standby for an unsafe disk");
+    assert_eq!(hv.state_of("web"), None, "not listed");
+    assert!(a.ensure_standbys().unwrap().is_empty(), "idempotent");
+    // Not one of this blade's protected guests while paused.
+    assert!(a
+        .local_definitions()
+        .unwrap()
+        .iter()
+        .all(|d| d.name != "db"));
+    // Without a confirmed fence: refused, still paused.
+    let (acc, _, _) = run(&a, &restart(40, false));
+    assert_eq!(
+        acc,
+        Acceptance::Refused(Refusal::FenceNotConfirmed(PARTNER))
+    );
+    assert_eq!(hv.state_of("db"), Some(GuestState::Paused));
+    let (_, _, out) = run(&a, &restart(41, true));
+    assert_eq!(result_of(&out, "db"), &GuestResult::Resumed);
+    assert_eq!(result_of(&out, "dq"), &GuestResult::Started, "cold start");
+    assert_eq!(result_of(&out, "web"), &GuestResult::Started);
+    assert_eq!(hv.state_of("db"), Some(GuestState::Running));
+    assert_eq!(hv.starts("db"), 1, "started once (paused), then resumed");
+    assert!(a
+        .local_definitions()
+        .unwrap()
+        .iter()
+        .any(|d| d.name == "db"));
+}
+
+#[test]
+fn test_no_standby_while_fenced_and_no_migration_of_a_standby_guest() {
+    let dir = TempDir::new("standby-fenced");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let a = standby_agent(&dir, &hv);
+    a.store_partner_definition(standby_def("db", LUN)).unwrap();
+    run(&a, &Order::FenceSelf { incident: 42 });
+    assert!(a.is_fenced());
+    assert!(a.ensure_standbys().unwrap().is_empty());
+    assert_eq!(hv.state_of("db"), None);
+
+    // On the other side: a listed guest running here is not migrated (the partner holds
+    // its standby); Evacuate stops it, Migrate leaves it running.
+    let dir = TempDir::new("standby-evac");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 10);
+    let mut c = config(dir.path());
+    c.partner.libvirt_uri = Some("qemu+tls://b/system".into());
+    c.zero_downtime.warm_standby = vec!["db".into()];
+    let a = Agent::new(Arc::clone(&hv), c).unwrap();
+    let (_, _, out) = run(
+        &a,
+        &Order::Migrate {
+            incident: 43,
+            to_slot: PARTNER,
+        },
+    );
+    assert!(matches!(result_of(&out, "db"), GuestResult::Failed { .. }));
+    assert_eq!(hv.state_of("db"), Some(GuestState::Running));
+    let (_, _, out) = run(
+        &a,
+        &Order::Evacuate {
+            incident: 44,
+            to_slot: PARTNER,
+        },
+    );
+    assert!(
+        matches!(result_of(&out, "db"), GuestResult::Stopped { .. }),
+        "{out:?}"
+    );
+    assert!(hv.migrated().is_empty());
+}
