@@ -46,6 +46,7 @@ struct Inner {
     aborted: Vec<String>,
     migrating: usize,
     max_migrating: usize,
+    dest_free_kib: Option<u64>,
 }
 
 /// The fake hypervisor.
@@ -151,6 +152,11 @@ impl FakeHypervisor {
     /// Makes the migration of `name` fail with `message`.
     pub fn fail_migration(&self, name: &str, message: &str) {
         self.lock().fail_migrate.insert(name.into(), message.into());
+    }
+
+    /// Free memory the migration destination reports (default: plenty).
+    pub fn set_destination_free(&self, kib: u64) {
+        self.lock().dest_free_kib = Some(kib);
     }
 
     /// Makes the migration of `name` hang until its job is aborted.
@@ -412,6 +418,10 @@ impl Hypervisor for FakeHypervisor {
         g.aborted.push(name.to_owned());
         self.cv.notify_all();
         Ok(())
+    }
+
+    fn free_memory_kib_at(&self, _uri: &str) -> Result<u64, HypervisorError> {
+        Ok(self.lock().dest_free_kib.unwrap_or(u64::MAX / 2))
     }
 
     fn free_memory_kib(&self) -> Result<u64, HypervisorError> {

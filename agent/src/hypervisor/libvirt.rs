@@ -322,6 +322,14 @@ impl Hypervisor for LibvirtHypervisor {
         })
     }
 
+    fn free_memory_kib_at(&self, uri: &str) -> Result<u64, HypervisorError> {
+        let c = Connect::open(Some(uri))
+            .map_err(|e| HypervisorError::Unavailable(format!("{uri}: {e}")))?;
+        c.free_memory()
+            .map(|b| b / 1024)
+            .map_err(|e| self.error("free memory", uri, e))
+    }
+
     fn free_memory_kib(&self) -> Result<u64, HypervisorError> {
         let c = self.conn()?;
         c.free_memory()

@@ -159,6 +159,8 @@ pub trait Hypervisor: Send + Sync {
     fn abort_job(&self, name: &str) -> Result<(), HypervisorError>;
     /// Host memory that is free for new guests, in KiB.
     fn free_memory_kib(&self) -> Result<u64, HypervisorError>;
+    /// Free memory of the host behind another libvirt URI (a migration's destination), in KiB.
+    fn free_memory_kib_at(&self, uri: &str) -> Result<u64, HypervisorError>;
     /// PID of the domain's QEMU process, read without asking the hypervisor daemon (pid file).
     fn qemu_pid(&self, name: &str) -> Option<i32>;
     /// Checks that the hypervisor answers.

@@ -954,6 +954,16 @@ impl<H: Hypervisor + 'static> Agent<H> {
         } else {
             self.cfg.start_workers.max(1)
         };
+        // Room on the destination, shared by the migrations of this order (unknown: no check).
+        let room = Mutex::new(dest.map_or(u64::MAX, |uri| {
+            self.hv.free_memory_kib_at(uri).unwrap_or_else(|e| {
+                log::warn!(
+                    "{}: free memory of slot {to_slot} unknown ({e}): migrating without a check",
+                    order.key()
+                );
+                u64::MAX
+            })
+        }));
         let queue = Mutex::new(protected.into_iter().collect::<VecDeque<GuestInfo>>());
         let results = Mutex::new(Vec::new());
         std::thread::scope(|s| {
@@ -961,6 +971,18 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 s.spawn(|| loop {
                     let Some(g) = lock(&queue).pop_front() else {
                         break;
+                    };
+                    let fits = || {
+                        let mut r = lock(&room);
+                        if g.memory_kib > *r {
+                            Err(format!(
+                                "no capacity on slot {to_slot}: needs {} KiB, {} KiB free",
+                                g.memory_kib, *r
+                            ))
+                        } else {
+                            *r -= g.memory_kib;
+                            Ok(())
+                        }
                     };
                     let result = match dest {
                         _ if !g.state.is_active() => GuestResult::Stopped { graceful: true },
@@ -970,7 +992,13 @@ impl<H: Hypervisor + 'static> Agent<H> {
                             reason: "migration: a warm standby waits on the partner; it keeps running here".into(),
                         },
                         _ if self.warm_standby_listed(&g.name) => self.stop_gracefully(&g.name),
-                        Some(uri) => match self.migrate_bounded(&g.name, uri) {
+                        Some(uri) => match fits().and_then(|()| {
+                            self.migrate_bounded(&g.name, uri).inspect_err(|_| {
+                                // Not moved: its room is free again.
+                                let mut r = lock(&room);
+                                *r = r.saturating_add(g.memory_kib);
+                            })
+                        }) {
                             Ok(r) => r,
                             Err(reason) if live_only => GuestResult::Failed {
                                 reason: format!("migration: {reason}; it keeps running here"),

@@ -916,3 +916,36 @@ fn test_no_standby_while_fenced_and_no_migration_of_a_standby_guest() {
     );
     assert!(hv.migrated().is_empty());
 }
+
+#[test]
+fn test_evacuate_without_room_on_the_partner_falls_back() {
+    let dir = TempDir::new("migrate-room");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 10);
+    hv.add("web", GuestState::Running, 10);
+    hv.set_destination_free(15);
+    let mut c = config(dir.path());
+    c.partner.libvirt_uri = Some("qemu+tls://b/system".into());
+    c.zero_downtime.migration_workers = 1;
+    let a = Agent::new(Arc::clone(&hv), c).unwrap();
+    let (_, _, out) = run(
+        &a,
+        &Order::Evacuate {
+            incident: 45,
+            to_slot: PARTNER,
+        },
+    );
+    // Priority: db first, it fits; web does not and is stopped for the restart after the fence.
+    assert!(matches!(
+        result_of(&out, "db"),
+        GuestResult::LiveMigrated { .. }
+    ));
+    match result_of(&out, "web") {
+        GuestResult::StoppedAfterMigration { reason, .. } => {
+            assert!(reason.contains("no capacity on slot 4"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(hv.migrated().len(), 1);
+    assert_eq!(hv.state_of("web"), Some(GuestState::Shutoff));
+}
