@@ -371,9 +371,10 @@ impl Hypervisor for FakeHypervisor {
         g.migrating += 1;
         g.max_migrating = g.max_migrating.max(g.migrating);
         self.cv.notify_all();
-        // Give concurrent migrations a moment to overlap (bounded parallelism is observable).
-        let overlap = Instant::now() + Duration::from_millis(50);
-        while Instant::now() < overlap {
+        // Give concurrent migrations time to overlap (bounded parallelism is observable):
+        // until two have run at once, or a generous deadline for a single worker.
+        let overlap = Instant::now() + Duration::from_millis(1000);
+        while g.max_migrating < 2 && Instant::now() < overlap {
             g = self
                 .cv
                 .wait_timeout(g, Duration::from_millis(10))
