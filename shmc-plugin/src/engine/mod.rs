@@ -254,6 +254,8 @@ struct Blade {
     last_heard: Option<u64>,
     next_probe: u64,
     next_confirm_poll: u64,
+    /// Guests of this blade the partner reported not started in the open failover.
+    not_restarted: u16,
 }
 
 /// A non-critical threshold assertion waiting for its hold time.
@@ -384,6 +386,7 @@ impl Shelf {
                 last_heard: None,
                 next_probe: 0,
                 next_confirm_poll: 0,
+                not_restarted: 0,
             });
         }
         Ok(Self {
@@ -712,6 +715,14 @@ impl Shelf {
                     "slot {slot}: guest {name} of slot {failed_slot} {}",
                     if started { "started" } else { "not started" }
                 );
+                if !started {
+                    if let Some(f) = self.index_of_slot(failed_slot) {
+                        let b = &mut self.blades[f];
+                        if matches!(b.incident.map(|i| i.phase), Some(Phase::FailingOver)) {
+                            b.not_restarted = b.not_restarted.saturating_add(1);
+                        }
+                    }
+                }
             }
             AgentInput::AllReported {
                 failed_slot,
@@ -1367,6 +1378,7 @@ impl Shelf {
             return;
         };
         self.counters.failovers += 1;
+        self.blades[idx].not_restarted = 0;
         info!(
             "slot {}: ordering partner slot {} to restart its guests (decision #{})",
             b.cfg.slot, b.cfg.partner, inc.id
@@ -1439,7 +1451,16 @@ impl Shelf {
         match self.blades[idx].incident.map(|i| i.phase) {
             Some(Phase::FailingOver) => {
                 self.set_phase(idx, Phase::Recovered);
-                info!("slot {failed_slot}: partner reported every guest; recovered");
+                let missing = core::mem::take(&mut self.blades[idx].not_restarted);
+                if missing == 0 {
+                    info!("slot {failed_slot}: partner reported every guest; recovered");
+                } else {
+                    self.alert(Alert::GuestsNotRestarted {
+                        slot: failed_slot,
+                        incident,
+                        count: missing,
+                    });
+                }
             }
             Some(Phase::Evacuating { .. })
                 if self.blades[idx]

@@ -290,6 +290,16 @@ pub enum Alert {
         /// The table.
         table: Table,
     },
+    /// The partner reported the failover done, but could not start some guests
+    /// of the failed blade (no memory, no definition, hypervisor error).
+    GuestsNotRestarted {
+        /// The failed blade.
+        slot: u8,
+        /// Its decision.
+        incident: u32,
+        /// Guests reported not started.
+        count: u16,
+    },
     /// A `blade_degraded` decision ended: the blade warns and should be
     /// serviced; it was not fenced.
     BladeDegraded {
@@ -347,6 +357,14 @@ impl fmt::Display for Alert {
                 "Platform Events from unconfigured IPMB address 0x{address:02x} are ignored"
             ),
             Self::TableFull { table } => write!(f, "table {table:?} full; see counters"),
+            Self::GuestsNotRestarted {
+                slot,
+                incident,
+                count,
+            } => write!(
+                f,
+                "slot {slot} (decision #{incident}): the partner could not start {count} of its guest(s); they are down"
+            ),
             Self::BladeDegraded {
                 slot,
                 incident,

@@ -1060,6 +1060,57 @@ fn test_registered_agent_self_fences_in_parallel_with_ipmb_fence() {
 }
 
 #[test]
+fn test_guests_not_restarted_raise_an_alert() {
+    let mut s = shelf();
+    s.on_agent(0, 1, AgentInput::Hello);
+    s.on_platform_event(10, 1, &critical_temp(A));
+    let d = decisions(&drain(&mut s)).remove(0);
+    s.on_agent(
+        20,
+        1,
+        AgentInput::FenceSelfConfirmed {
+            incident: d.incident,
+        },
+    );
+    assert!(is_failover(&orders(&drain(&mut s))[0].1));
+    for (n, started) in [("g1", true), ("g2", false)] {
+        s.on_agent(
+            30,
+            2,
+            AgentInput::GuestOutcome {
+                failed_slot: 1,
+                name: name(n),
+                started,
+            },
+        );
+    }
+    s.on_agent(
+        40,
+        2,
+        AgentInput::AllReported {
+            failed_slot: 1,
+            incident: d.incident,
+        },
+    );
+    let outs = drain(&mut s);
+    assert!(
+        outs.iter().any(|o| matches!(
+            o,
+            Output::Alert(Alert::GuestsNotRestarted {
+                slot: 1,
+                count: 1,
+                ..
+            })
+        )),
+        "{outs:?}"
+    );
+    assert_eq!(
+        s.blade(1).unwrap().incident.unwrap().phase,
+        Phase::Recovered
+    );
+}
+
+#[test]
 fn test_guest_restart_limit_then_failover() {
     let mut s = shelf();
     let vm = name("vm1");
