@@ -108,8 +108,9 @@ setup() {
     mkdir -p "$CACHE" "$OUT"
     local venv=$CACHE/venv have_zig have_zb
     [ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
-    have_zig=$("$venv/bin/python3" -m pip show ziglang 2>/dev/null | awk '/^Version:/ {print $2}')
-    have_zb=$("$venv/bin/python3" -m pip show cargo-zigbuild 2>/dev/null | awk '/^Version:/ {print $2}')
+    # `pip show` fails for a package not installed yet (a new venv): not an error here.
+    have_zig=$("$venv/bin/python3" -m pip show ziglang 2>/dev/null | awk '/^Version:/ {print $2}' || true)
+    have_zb=$("$venv/bin/python3" -m pip show cargo-zigbuild 2>/dev/null | awk '/^Version:/ {print $2}' || true)
     if [ "$have_zig" != "$ZIGLANG_VERSION" ] || [ "$have_zb" != "$CARGO_ZIGBUILD_VERSION" ]; then
         [ -z "${SHELFHA_CROSS_NO_INSTALL:-}" ] || die "zig/cargo-zigbuild not at the pinned versions in $venv"
         "$venv/bin/python3" -m pip install --disable-pip-version-check -q \
