@@ -6,9 +6,9 @@
 //! RestartGuest, and HypervisorDown/Up when libvirtd dies and comes back.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blade_agent::config::Config;
@@ -23,82 +23,8 @@ use shelfha_proto::{
     Endpoint, EndpointConfig, Event, Key, Message, NodeId, Outcome, ReasonCode, SeqSeed,
 };
 
-/// Two daemons and their QEMUs per test: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn harness() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/libvirt-blades.sh")
-}
-
-fn sh(args: &[&str]) -> Output {
-    Command::new("bash")
-        .arg(harness())
-        .args(args)
-        .output()
-        .expect("bash")
-}
-
-fn sh_ok(args: &[&str]) -> String {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "libvirt-blades.sh {args:?}: {}\n{}\n(packages missing? run `bash tests/ci.sh install`)",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Blades A and B; stopped and removed when dropped.
-struct Blades {
-    base: String,
-    a: String,
-    b: String,
-}
-
-impl Blades {
-    fn start(test: &str) -> Blades {
-        let base = format!("/var/tmp/agent-{test}-{}", std::process::id());
-        let out = sh_ok(&["start", &base]);
-        let uri = |k: &str| {
-            out.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .expect("URI line")
-                .to_owned()
-        };
-        Blades {
-            a: uri("A="),
-            b: uri("B="),
-            base,
-        }
-    }
-
-    fn run_dir(&self, blade: &str) -> PathBuf {
-        PathBuf::from(format!("{}/{blade}/run/libvirt/qemu", self.base))
-    }
-
-    fn guest_xml(&self, name: &str, disk: Option<&str>) -> String {
-        let mut args = vec!["guest-xml", name];
-        if let Some(d) = disk {
-            args.push(d);
-        }
-        sh_ok(&args)
-    }
-
-    fn qemu_pid(&self, blade: &str, name: &str) -> i32 {
-        sh_ok(&["qemu-pid", &self.base, blade, name])
-            .trim()
-            .parse()
-            .expect("qemu pid")
-    }
-}
-
-impl Drop for Blades {
-    fn drop(&mut self) {
-        let _ = sh(&["stop", &self.base]);
-        let _ = std::fs::remove_dir_all(&self.base);
-    }
-}
+mod support;
+use support::{sh_ok, Blades, SERIAL};
 
 fn config(slot: u8, partner: u8, uri: &str, run_dir: &Path, state: &Path) -> Config {
     let text = format!(
