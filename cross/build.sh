@@ -113,7 +113,11 @@ setup() {
     have_zb=$("$venv/bin/python3" -m pip show cargo-zigbuild 2>/dev/null | awk '/^Version:/ {print $2}' || true)
     if [ "$have_zig" != "$ZIGLANG_VERSION" ] || [ "$have_zb" != "$CARGO_ZIGBUILD_VERSION" ]; then
         [ -z "${SHELFHA_CROSS_NO_INSTALL:-}" ] || die "zig/cargo-zigbuild not at the pinned versions in $venv"
-        "$venv/bin/python3" -m pip install --disable-pip-version-check -q \
+        # pip's own CA bundle does not know a site's TLS-intercepting proxy; the system
+        # store (as apt and curl use it) does.
+        local cert=${PIP_CERT:-}
+        [ -n "$cert" ] || [ ! -r /etc/ssl/certs/ca-certificates.crt ] || cert=/etc/ssl/certs/ca-certificates.crt
+        PIP_CERT=$cert "$venv/bin/python3" -m pip install --disable-pip-version-check -q \
             "ziglang==$ZIGLANG_VERSION" "cargo-zigbuild==$CARGO_ZIGBUILD_VERSION"
     fi
     echo "$(/usr/bin/rustc --version); zig $("$venv/bin/python3" -m ziglang version); $("$venv/bin/cargo-zigbuild" --version)"
