@@ -21,11 +21,15 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 log() { echo "[bench $(date -u +%H:%M:%S)] $*" >&2; }
 
-command -v python3 >/dev/null || apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends python3
+command -v python3 >/dev/null || { apt-get -o DPkg::Lock::Timeout=900 update &&
+    apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends python3; }
 # Packages the full run needs beyond tests/ci.sh's (qemu-user for the emulated targets).
 if [ -z "$SMOKE" ] && ! command -v qemu-arm-static >/dev/null; then
     log "installing qemu-user-static"
-    apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends qemu-user-static
+    apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends qemu-user-static || {
+        apt-get -o DPkg::Lock::Timeout=900 update
+        apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends qemu-user-static
+    }
 fi
 
 PROFILE_ARGS=(--release)
