@@ -339,6 +339,22 @@ PEER_DOCUMENTED = {
 }
 
 
+def peer_measured(token_ms, trials):
+    """bench/peer/pacemaker.sh: Pacemaker + Corosync + VirtualDomain on the e2e blades' libvirtd,
+    one guest, node killed; STONITH disabled (lower bound). Returns seconds per trial."""
+    base = "/var/tmp/shelfha-bench-pcmk"
+    shutil.rmtree(base, ignore_errors=True)
+    out = subprocess.run(["bash", os.path.join(BENCH, "peer", "pacemaker.sh"), "run", base, str(token_ms),
+                          str(trials)], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    times = [int(x) / 1000.0 for x in re.findall(r"^trial \d+: (\d+) ms", out.stdout, re.M)]
+    if out.returncode != 0 or not times:
+        log("pacemaker peer (token %d) failed: %s" % (token_ms, (out.stdout + out.stderr)[-800:]))
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+    log("pacemaker peer token %d ms: %s s" % (token_ms, times))
+    return times
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -390,6 +406,10 @@ def table(res):
             add("%-58s %14s %14s %10s" % ("d. e2e %s %sg %s (ms)" % (e["class"], e["guests"], k[:-3]),
                                            fmt(s and s["median"]), fmt(s and s["p99"]),
                                            "n=%d" % (s["n"] if s else 0)))
+    for prof, xs in res.get("peer_measured", {}).get("seconds", {}).items():
+        if xs:
+            add("%-58s %14s %14s %10s" % ("e. Pacemaker measured, %s, no STONITH (s)" % prof,
+                                           fmt(statistics.median(xs)), fmt(max(xs)), "n=%d" % len(xs)))
     p = res["peer"]
     if p:
         add("%-58s %14s %14s %10s" % ("e. Pacemaker default, documented (s, not this run)",
@@ -449,6 +469,22 @@ def main():
     # e. the peer
     res["peer"] = PEER_DOCUMENTED
     ratios = []
+    measured = {}
+    if not smoke and shutil.which("pacemakerd") and os.geteuid() == 0 and os.environ.get("BENCH_PEER") != "0":
+        n = int(os.environ.get("BENCH_PEER_TRIALS", "3"))
+        measured = {"default (token 3000 ms)": peer_measured(3000, n),
+                    "aggressive (token 1000 ms)": peer_measured(1000, n)}
+    res["peer_measured"] = {"what": "Pacemaker + Corosync (knet) + VirtualDomain, same blades and guest, "
+                                    "node SIGKILLed with the guest's QEMU; STONITH disabled: a lower bound",
+                            "seconds": measured}
+    for prof, xs in measured.items():
+        if not xs:
+            continue
+        med = statistics.median(xs) * 1000
+        for e in res["e2e"]:
+            if e["all_guests_ms"]:
+                ratios.append({"what": "e. ratio e2e %s / Pacemaker measured %s, no STONITH" % (e["class"], prof),
+                               "ratio": e["all_guests_ms"]["median"] / med})
     pm_default = statistics.median(PEER_DOCUMENTED["default_s"]) * 1000
     pm_fast = statistics.median(PEER_DOCUMENTED["fastest_s"]) * 1000
     for e in res["e2e"]:
