@@ -66,9 +66,19 @@ def main():
             print("| %s (`%s`) | %s | %d/%d | %s (%s) | %s (%s) |" % (
                 e["class"], e["test"], e["guests"], e["reps"] - e["failed_runs"], e["reps"],
                 f(d and d["median"], 0), f(d and d["max"], 0), f(a2 and a2["median"], 0), f(a2 and a2["max"], 0)))
+    pm = r.get("peer_measured", {}).get("seconds", {})
+    if pm:
+        print("\n### e. The peer, measured in this run: Pacemaker + Corosync + VirtualDomain, STONITH disabled\n")
+        print("| profile | trials (s) | median s |")
+        print("|---|---|---|")
+        for prof, xs in pm.items():
+            print("| %s | %s | %s |" % (prof, ", ".join("%.2f" % x for x in xs) or "failed",
+                                       "%.2f" % sorted(xs)[len(xs) // 2] if xs else "-"))
     if r.get("ratios"):
-        print("\n### e. Ratio to the standard stack (its figures documented, NOT measured in this run)\n")
-        print("| ours (median, e2e) / Pacemaker | ratio |")
+        print("\n### e. Ratios: ours (e2e median, all guests running) / Pacemaker (median)\n")
+        print('Rows marked "measured" compare two numbers of this run; rows marked "documented" divide our')
+        print("measured time by Pacemaker figures from pacemaker-baseline.md (with fencing), not measured in this run.\n")
+        print("| comparison | ratio |")
         print("|---|---|")
         for x in r["ratios"]:
             print("| %s | %.3f |" % (x["what"].replace("e. ratio ", ""), x["ratio"]))
