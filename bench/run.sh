@@ -10,6 +10,8 @@
 #   BENCH_CROSS=0       do not build missing cross targets (use what target/cross/dist holds)
 #   BENCH_E2E=0         skip the real-libvirtd end-to-end failover runs
 #   BENCH_E2E_REPS=N    runs of each end-to-end scenario (default 3)
+#   BENCH_PEER=0        skip the Pacemaker peer (bench/peer/pacemaker.sh; installed here if missing)
+#   BENCH_PEER_TRIALS=N trials per Pacemaker profile (default 3)
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.."
@@ -30,6 +32,23 @@ if [ -z "$SMOKE" ] && ! command -v qemu-arm-static >/dev/null; then
         apt-get -o DPkg::Lock::Timeout=900 update
         apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends qemu-user-static
     }
+fi
+
+# The peer (full run only, BENCH_PEER=0 skips it): Pacemaker + Corosync + VirtualDomain.
+# Package scripts may not start the daemons: a temporary policy-rc.d denies every start.
+if [ -z "$SMOKE" ] && [ "${BENCH_PEER:-1}" != 0 ] && ! command -v pacemakerd >/dev/null; then
+    log "installing pacemaker corosync resource-agents"
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+    fi
+    rc=0
+    apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends pacemaker corosync \
+        resource-agents pacemaker-cli-utils || rc=$?
+    [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+    [ $rc = 0 ] || log "pacemaker not installed (exit $rc): the peer will be skipped"
 fi
 
 PROFILE_ARGS=(--release)
