@@ -3,7 +3,7 @@
 #
 # On a Debian 12 machine, as root, it installs every system package and cargo tool
 # the suite needs (only what is missing), then runs the whole suite, step by step:
-#   install  fmt  clippy  nostd  test  deb  cross  fuzz
+#   install  fmt  clippy  nostd  test  deb  cross  fuzz  bench
 # `bash tests/ci.sh STEP...` runs only the named steps (e.g. `bash tests/ci.sh install test`).
 # It stops at the first failing step and names it. Safe to run again: installed
 # packages and tools are detected and skipped.
@@ -11,7 +11,7 @@ set -euo pipefail
 
 cd "$(dirname "$(readlink -f "$0")")/.."
 ROOT=$PWD
-ALL_STEPS=(install fmt clippy nostd test deb cross fuzz)
+ALL_STEPS=(install fmt clippy nostd test deb cross fuzz bench)
 STEPS=("$@")
 [ ${#STEPS[@]} -gt 0 ] || STEPS=("${ALL_STEPS[@]}")
 
@@ -174,6 +174,12 @@ step_fuzz() {
     else
         section fuzz "skipped: no fuzz/run-smoke.sh"
     fi
+}
+
+# A short benchmark run (debug build, small capture, host only; BENCHMARKS.md has the full run).
+step_bench() {
+    section bench "bench/run.sh --smoke (benchmark smoke run)"
+    bash bench/run.sh --smoke
 }
 
 for s in "${STEPS[@]}"; do
