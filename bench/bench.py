@@ -330,7 +330,7 @@ def e2e(reps):
 # ---------------------------------------------------------------- e. the peer
 
 PEER_DOCUMENTED = {
-    "source": "/work/shared/notes/pacemaker-baseline.md style measurement on this kind of machine "
+    "source": "earlier measurement with fence_ipmilan on this kind of machine "
               "(Nov 2026), NOT measured in this run",
     "stack": "Pacemaker 2.1.5 + Corosync 3.1.7 + ocf:heartbeat:VirtualDomain + fence_ipmilan, one 64 MiB TCG guest",
     "default_s": [11.02, 12.56, 12.54],

@@ -77,7 +77,7 @@ def main():
     if r.get("ratios"):
         print("\n### e. Ratios: ours (e2e median, all guests running) / Pacemaker (median)\n")
         print('Rows marked "measured" compare two numbers of this run; rows marked "documented" divide our')
-        print("measured time by Pacemaker figures from pacemaker-baseline.md (with fencing), not measured in this run.\n")
+        print("measured time by Pacemaker figures measured earlier on the same kind of machine (with fencing), not measured in this run.\n")
         print("| comparison | ratio |")
         print("|---|---|")
         for x in r["ratios"]:
