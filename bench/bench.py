@@ -327,6 +327,37 @@ def e2e(reps):
     return res
 
 
+def zero_downtime(reps):
+    """Zero-downtime modes on two real libvirtd blades (agent/tests/zero_downtime.rs prints
+    them): live migration (libvirt's job time and guest downtime, per guest) and warm standby
+    (resume after the restart order) beside a cold start in the same order."""
+    mig_job, mig_down, resume, cold, fails = [], [], [], [], 0
+    for _ in range(reps):
+        for name in ("test_evacuate_migrates_three_and_falls_back_for_one",
+                     "test_warm_standby_resume_after_fence_and_refusals"):
+            out = subprocess.run(["cargo", "test", "--release", "-q", "-p", "blade-agent", "--test",
+                                  "zero_downtime", "--", "--exact", name, "--nocapture", "--test-threads=1"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=900)
+            if out.returncode != 0:
+                fails += 1
+                log("zero_downtime %s failed: %s" % (name, (out.stdout + out.stderr)[-600:]))
+                continue
+            for m in re.finditer(r"^\S+: migrated, libvirt job (\d+) ms, guest downtime (\d+) ms", out.stdout, re.M):
+                mig_job.append(float(m.group(1)))
+                mig_down.append(float(m.group(2)))
+            m = re.search(r"^failover: db resumed (\d+) ms after the order .* dq cold-started (\d+) ms after the order",
+                          out.stdout, re.M)
+            if m:
+                resume.append(float(m.group(1)))
+                cold.append(float(m.group(2)))
+    res = {"reps": reps, "failed_runs": fails}
+    for k, xs in (("migration_job_ms", mig_job), ("migration_guest_downtime_ms", mig_down),
+                  ("warm_standby_resume_ms", resume), ("cold_start_same_order_ms", cold)):
+        res[k] = stats(xs) if xs else None
+    log("zero downtime: %s" % res)
+    return res
+
+
 # ---------------------------------------------------------------- e. the peer
 
 PEER_DOCUMENTED = {
@@ -406,6 +437,15 @@ def table(res):
             add("%-58s %14s %14s %10s" % ("d. e2e %s %sg %s (ms)" % (e["class"], e["guests"], k[:-3]),
                                            fmt(s and s["median"]), fmt(s and s["p99"]),
                                            "n=%d" % (s["n"] if s else 0)))
+    z = res.get("zero_downtime")
+    if z:
+        for k, what in (("migration_job_ms", "live migration, libvirt job"),
+                        ("migration_guest_downtime_ms", "live migration, guest downtime"),
+                        ("warm_standby_resume_ms", "warm standby: resume after the order"),
+                        ("cold_start_same_order_ms", "cold start in the same order")):
+            st = z[k]
+            add("%-58s %14s %14s %10s" % ("d. %s (ms)" % what, fmt(st and st["median"]), fmt(st and st["p99"]),
+                                           "n=%d" % (st["n"] if st else 0)))
     for prof, xs in res.get("peer_measured", {}).get("seconds", {}).items():
         if xs:
             add("%-58s %14s %14s %10s" % ("e. Pacemaker measured, %s, no STONITH (s)" % prof,
@@ -465,6 +505,8 @@ def main():
     for g in ([1, 4] if smoke else [1, 4, 16]):
         res["demo"] += demo(g, 2 if smoke else 5)
     res["e2e"] = [] if smoke or os.environ.get("BENCH_E2E") == "0" else e2e(int(os.environ.get("BENCH_E2E_REPS", "3")))
+    res["zero_downtime"] = (None if smoke or os.environ.get("BENCH_E2E") == "0"
+                            else zero_downtime(int(os.environ.get("BENCH_E2E_REPS", "3"))))
 
     # e. the peer
     res["peer"] = PEER_DOCUMENTED
