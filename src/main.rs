@@ -15,6 +15,8 @@ USAGE:
             inject ADDR FAULT   FAULT: critical-temperature, noncritical-temperature,
                                 watchdog, os-stop, silent, handle, ipmb-a-lost,
                                 ignore-deactivation
+            clear ADDR FAULT    deassert a sensor fault (temperatures, watchdog,
+                                os-stop, ipmb-a-lost)
             recover ADDR        answer again and activate (back to M4)
             garbage N           put N corrupted bytes on the bus
             state               print every IPMC's hot-swap state

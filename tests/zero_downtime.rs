@@ -3,10 +3,8 @@
 //! `tests/support/e2e.rs`, reused as is). An upper non-critical temperature on A that
 //! stays asserted past `degraded_hold_ms` makes A's guests live-migrate to B while A is
 //! neither fenced nor deactivated; with predictive mode off (the default) the same event
-//! moves nothing. No guest ever runs on both blades (both daemons polled throughout).
-//!
-//! The cancel-by-deassertion rule is covered by the engine and replay tests (the
-//! simulator has no deassertion command). Needs root, as `tests/e2e.rs`.
+//! moves nothing, and so does one deasserted within the hold time. No guest ever runs on
+//! both blades (both daemons polled throughout). Needs root, as `tests/e2e.rs`.
 
 #[path = "support/blades.rs"]
 mod blades;
@@ -66,8 +64,20 @@ fn noncritical_temperature_held_migrates_a_without_fencing_it_only_when_enabled(
     assert!(rig.running('a').contains("g1") && rig.running('a').contains("g2"));
     assert!(!rig.running('b').contains("g1"));
 
-    // On: held past the hold time -> blade_degraded -> live migration, no fence.
+    // On, but deasserted within the hold time: the hold is cancelled, nothing moves.
     enable_predictive(&mut rig);
+    let (sim0, log0) = (rig.sim.mark(), rig.plugin().mark());
+    rig.sim(&format!("inject {A:#04x} noncritical-temperature"));
+    std::thread::sleep(Duration::from_millis(HOLD_MS / 3));
+    rig.sim(&format!("clear {A:#04x} noncritical-temperature"));
+    rig.sim
+        .wait_line(sim0, "deassertion", secs(10), |l| l.contains("\"cleared\""));
+    std::thread::sleep(Duration::from_millis(HOLD_MS + 1000));
+    assert!(rig.decisions(log0).is_empty(), "{:?}", rig.decisions(log0));
+    assert!(rig.running('a').contains("g1") && rig.running('a').contains("g2"));
+    assert!(!rig.running('b').contains("g1"));
+
+    // On: held past the hold time -> blade_degraded -> live migration, no fence.
     let (sim0, log0) = (rig.sim.mark(), rig.plugin().mark());
     let t0 = rig.sim(&format!("inject {A:#04x} noncritical-temperature"));
     let decided = rig.wait_decision(log0, "blade_degraded", 1, secs(10));

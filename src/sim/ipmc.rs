@@ -129,44 +129,49 @@ impl Ipmc {
         self.silent
     }
 
-    /// Injects `fault` at `now`.
-    pub fn inject(&mut self, now: u64, fault: Fault) {
-        match fault {
-            Fault::CriticalTemperature => self.raise(
-                now,
-                SensorType::Temperature,
-                sensor::CPU_TEMP,
-                READING_TYPE_THRESHOLD,
-                [0x59, 95, 90],
-            ),
-            Fault::NonCriticalTemperature => self.raise(
-                now,
-                SensorType::Temperature,
-                sensor::CPU_TEMP,
-                READING_TYPE_THRESHOLD,
-                [0x57, 80, 75],
-            ),
-            Fault::WatchdogExpiry => self.raise(
-                now,
+    /// The sensor event a fault asserts: (sensor type, number, reading type, ED1-3);
+    /// `None` for faults that are not a sensor event.
+    fn fault_event(fault: Fault) -> Option<(SensorType, u8, u8, [u8; 3])> {
+        let t = READING_TYPE_THRESHOLD;
+        let d = READING_TYPE_SENSOR_SPECIFIC;
+        Some(match fault {
+            // UC going high, with trigger reading and threshold in ED2/ED3.
+            Fault::CriticalTemperature => {
+                (SensorType::Temperature, sensor::CPU_TEMP, t, [0x59, 95, 90])
+            }
+            // UNC going high.
+            Fault::NonCriticalTemperature => {
+                (SensorType::Temperature, sensor::CPU_TEMP, t, [0x57, 80, 75])
+            }
+            Fault::WatchdogExpiry => (
                 SensorType::Watchdog2,
                 sensor::WATCHDOG,
-                READING_TYPE_SENSOR_SPECIFIC,
+                d,
                 [0x01, 0xFF, 0xFF],
             ),
-            Fault::OsCriticalStop => self.raise(
-                now,
+            Fault::OsCriticalStop => (
                 SensorType::OsCriticalStop,
                 sensor::OS_STOP,
-                READING_TYPE_SENSOR_SPECIFIC,
+                d,
                 [0x01, 0xFF, 0xFF],
             ),
-            Fault::IpmbALost => self.raise(
-                now,
+            Fault::IpmbALost => (
                 SensorType::IpmbLink,
                 sensor::IPMB_LINK,
-                READING_TYPE_SENSOR_SPECIFIC,
+                d,
                 [0x02, 0xFF, 0xFF],
             ),
+            Fault::Silent | Fault::HandleOpened | Fault::IgnoreDeactivation => return None,
+        })
+    }
+
+    /// Injects `fault` at `now`.
+    pub fn inject(&mut self, now: u64, fault: Fault) {
+        if let Some((ty, number, reading, data)) = Self::fault_event(fault) {
+            self.raise(now, ty, number, reading, data, true);
+            return;
+        }
+        match fault {
             Fault::Silent => {
                 self.silent = true;
                 self.pending.clear();
@@ -176,7 +181,19 @@ impl Ipmc {
                     self.transition(now, MState::M5, cause::HANDLE);
                 }
             }
-            Fault::IgnoreDeactivation => self.ignore_deactivation = true,
+            _ => self.ignore_deactivation = true,
+        }
+    }
+
+    /// Sends the deassertion of a sensor fault (e.g. the temperature is back under its
+    /// threshold); false for faults that are not a sensor event.
+    pub fn clear(&mut self, now: u64, fault: Fault) -> bool {
+        match Self::fault_event(fault) {
+            Some((ty, number, reading, data)) => {
+                self.raise(now, ty, number, reading, data, false);
+                true
+            }
+            None => false,
         }
     }
 
@@ -199,6 +216,7 @@ impl Ipmc {
         number: u8,
         reading_type: u8,
         data: [u8; 3],
+        assertion: bool,
     ) {
         let event = PlatformEvent {
             generator: self.address,
@@ -206,7 +224,7 @@ impl Ipmc {
             evm_rev: cmd::EVM_REV,
             sensor_type,
             sensor_number: number,
-            assertion: true,
+            assertion,
             event_type: reading_type,
             event_data: data,
         };
@@ -223,6 +241,7 @@ impl Ipmc {
             sensor::HOT_SWAP,
             READING_TYPE_SENSOR_SPECIFIC,
             data,
+            true,
         );
     }
 
@@ -496,6 +515,23 @@ mod test {
         i.inject(11, Fault::CriticalTemperature);
         i.poll(20_000);
         assert!(drain(&mut i).is_empty());
+    }
+
+    #[test]
+    fn test_clear_sends_the_deassertion() {
+        let mut i = Ipmc::new(BLADE, SHMC);
+        i.inject(0, Fault::NonCriticalTemperature);
+        let on = drain(&mut i);
+        ack(&mut i, 1, &on[0]);
+        assert!(i.clear(2, Fault::NonCriticalTemperature));
+        let off = drain(&mut i);
+        let (a, b) = (
+            cmd::platform_event(&on[0].repr()).unwrap().unwrap(),
+            cmd::platform_event(&off[0].repr()).unwrap().unwrap(),
+        );
+        assert!(a.assertion && !b.assertion);
+        assert_eq!((a.sensor_number, a.offset()), (b.sensor_number, b.offset()));
+        assert!(!i.clear(3, Fault::Silent));
     }
 
     #[test]

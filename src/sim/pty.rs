@@ -28,6 +28,8 @@ pub enum Command {
     Inject(u8, Fault),
     /// `recover ADDR`: the IPMC answers again and activates its blade (back to M4).
     Recover(u8),
+    /// `clear ADDR FAULT`: the deassertion of a sensor fault (e.g. the temperature back to normal).
+    Clear(u8, Fault),
     /// `garbage N`: put N corrupted bytes on the bus.
     Garbage(usize),
     /// `state`: print every IPMC's hot-swap state.
@@ -48,7 +50,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
         v.map_err(|_| format!("bad IPMB address {w:?}"))
     };
     match words.first().copied() {
-        Some("inject") => {
+        Some(verb @ ("inject" | "clear")) => {
             let a = addr(words.get(1))?;
             let fault = match words.get(2).copied() {
                 Some("critical-temperature") => Fault::CriticalTemperature,
@@ -61,7 +63,11 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 Some("ignore-deactivation") => Fault::IgnoreDeactivation,
                 other => return Err(format!("unknown fault {other:?}")),
             };
-            Ok(Command::Inject(a, fault))
+            Ok(if verb == "inject" {
+                Command::Inject(a, fault)
+            } else {
+                Command::Clear(a, fault)
+            })
         }
         Some("recover") => Ok(Command::Recover(addr(words.get(1))?)),
         Some("garbage") => {
@@ -276,6 +282,20 @@ pub fn run_with(
                         serde_json::json!({"t_ms": t, "error": format!("no IPMC at {a:#04x}")})
                     )?,
                 },
+                Ok(Command::Clear(a, f)) => {
+                    let line = match shelf.ipmc(a).map(|i| i.clear(t, f)) {
+                        Some(true) => {
+                            serde_json::json!({"t_ms": t, "cleared": format!("{f:?}"), "ipmc": a})
+                        }
+                        Some(false) => {
+                            serde_json::json!({"t_ms": t, "error": format!("{f:?} is not a sensor event: nothing to clear")})
+                        }
+                        None => {
+                            serde_json::json!({"t_ms": t, "error": format!("no IPMC at {a:#04x}")})
+                        }
+                    };
+                    writeln!(out, "{line}")?;
+                }
                 Ok(Command::Recover(a)) => match shelf.ipmc(a) {
                     Some(i) => {
                         i.recover(t);
@@ -381,6 +401,10 @@ mod test {
             Ok(Command::Inject(0x82, Fault::WatchdogExpiry))
         );
         assert_eq!(parse_command("recover 130"), Ok(Command::Recover(0x82)));
+        assert_eq!(
+            parse_command("clear 0x82 noncritical-temperature"),
+            Ok(Command::Clear(0x82, Fault::NonCriticalTemperature))
+        );
         assert_eq!(parse_command("garbage 7"), Ok(Command::Garbage(7)));
         assert!(parse_command("inject 0x82 meteor")
             .unwrap_err()
