@@ -24,7 +24,7 @@ use shelfha_proto::{
 };
 
 mod support;
-use support::{sh_ok, Blades, SERIAL};
+use support::{agent, sh_ok, Blades, SERIAL};
 
 fn config(slot: u8, partner: u8, uri: &str, run_dir: &Path, state: &Path) -> Config {
     let text = format!(
@@ -36,12 +36,6 @@ fn config(slot: u8, partner: u8, uri: &str, run_dir: &Path, state: &Path) -> Con
         run_dir.display()
     );
     Config::parse(&text, Path::new("real.toml")).unwrap()
-}
-
-fn agent(cfg: Config) -> (Arc<LibvirtHypervisor>, Agent<LibvirtHypervisor>) {
-    let hv = Arc::new(LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone()).unwrap());
-    let a = Agent::new(Arc::clone(&hv), cfg).unwrap();
-    (hv, a)
 }
 
 fn execute(a: &Agent<LibvirtHypervisor>, order: &Order) -> OrderResult {

@@ -20,7 +20,7 @@ use blade_agent::logic::{Acceptance, Agent};
 use blade_agent::order::{GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 
 mod support;
-use support::{sh_ok, Blades, SERIAL};
+use support::{agent, sh_ok, Blades, SERIAL};
 
 fn config(slot: u8, partner: u8, uri: &str, run_dir: &Path, state: &Path, extra: &str) -> Config {
     let text = format!(
@@ -32,12 +32,6 @@ fn config(slot: u8, partner: u8, uri: &str, run_dir: &Path, state: &Path, extra:
         run_dir.display()
     );
     Config::parse(&text, Path::new("zd.toml")).unwrap()
-}
-
-fn agent(cfg: Config) -> (Arc<LibvirtHypervisor>, Agent<LibvirtHypervisor>) {
-    let hv = Arc::new(LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone()).unwrap());
-    let a = Agent::new(Arc::clone(&hv), cfg).unwrap();
-    (hv, a)
 }
 
 fn execute(a: &Agent<LibvirtHypervisor>, order: &Order) -> OrderResult {

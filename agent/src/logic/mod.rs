@@ -813,6 +813,19 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 },
             }
         };
+        self.single_outcome(order, incident, name, result, started, emit)
+    }
+
+    /// Records, logs and returns the one outcome of a single-guest order.
+    fn single_outcome(
+        &self,
+        order: &Order,
+        incident: u32,
+        name: &str,
+        result: GuestResult,
+        started: Instant,
+        emit: &(dyn Fn(&GuestOutcome) + Sync),
+    ) -> Result<OrderResult, AgentError> {
         let o = GuestOutcome {
             incident,
             name: name.to_owned(),
@@ -867,14 +880,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             Ok(Err(e)) => self.kill_guest(name, Some(e.to_string())),
             Err(_) => self.kill_guest(name, None),
         };
-        let o = GuestOutcome {
-            incident,
-            name: name.to_owned(),
-            result,
-            elapsed_ms: ms(started),
-        };
-        log::info!("{}: {:?} after {} ms", order.key(), o.result, o.elapsed_ms);
-        Ok(OrderResult::Guests(vec![self.record(order, o, emit)?]))
+        self.single_outcome(order, incident, name, result, started, emit)
     }
 
     /// Kills a guest's QEMU directly; `libvirt_error` is what libvirt said, if it answered.

@@ -4,7 +4,18 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use blade_agent::config::Config;
+use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
+use blade_agent::logic::Agent;
+
+/// The libvirt hypervisor for `cfg` and an agent core over it.
+pub fn agent(cfg: Config) -> (Arc<LibvirtHypervisor>, Agent<LibvirtHypervisor>) {
+    let hv = Arc::new(LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone()).unwrap());
+    let a = Agent::new(Arc::clone(&hv), cfg).unwrap();
+    (hv, a)
+}
 
 /// Two daemons and their QEMUs per test: one test at a time.
 pub static SERIAL: Mutex<()> = Mutex::new(());
