@@ -10,6 +10,7 @@
 #   BENCH_CROSS=0       do not build missing cross targets (use what target/cross/dist holds)
 #   BENCH_E2E=0         skip the real-libvirtd end-to-end failover runs
 #   BENCH_E2E_REPS=N    runs of each end-to-end scenario (default 3)
+#   BENCH_E2E_GUESTS=L  guests on the failed blade, comma-separated (default 1,4,16)
 #   BENCH_PEER=0        skip the Pacemaker peer (bench/peer/pacemaker.sh; installed here if missing)
 #   BENCH_PEER_TRIALS=N trials per Pacemaker profile (default 3)
 set -euo pipefail
@@ -25,7 +26,9 @@ log() { echo "[bench $(date -u +%H:%M:%S)] $*" >&2; }
 
 command -v python3 >/dev/null || { apt-get -o DPkg::Lock::Timeout=900 update &&
     apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends python3; }
-# Packages the full run needs beyond tests/ci.sh's (qemu-user for the emulated targets).
+# The full run uses the system tests' packages (libvirtd, QEMU, ipmi_sim, ...) and tools:
+# tests/ci.sh installs what is missing. Beyond those: qemu-user for the emulated targets.
+[ -n "$SMOKE" ] || bash tests/ci.sh install
 if [ -z "$SMOKE" ] && ! command -v qemu-arm-static >/dev/null; then
     log "installing qemu-user-static"
     apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends qemu-user-static || {
@@ -34,10 +37,12 @@ if [ -z "$SMOKE" ] && ! command -v qemu-arm-static >/dev/null; then
     }
 fi
 
-# The peer (full run only, BENCH_PEER=0 skips it): Pacemaker + Corosync + VirtualDomain.
-# Package scripts may not start the daemons: a temporary policy-rc.d denies every start.
-if [ -z "$SMOKE" ] && [ "${BENCH_PEER:-1}" != 0 ] && ! command -v pacemakerd >/dev/null; then
-    log "installing pacemaker corosync resource-agents"
+# The peer (full run only, BENCH_PEER=0 skips it): Pacemaker + Corosync + VirtualDomain +
+# fence_ipmilan. Package scripts may not start the daemons: a temporary policy-rc.d denies
+# every start.
+if [ -z "$SMOKE" ] && [ "${BENCH_PEER:-1}" != 0 ] &&
+   { ! command -v pacemakerd >/dev/null || ! command -v fence_ipmilan >/dev/null; }; then
+    log "installing pacemaker corosync resource-agents fence-agents"
     own_policy=
     if [ ! -e /usr/sbin/policy-rc.d ]; then
         printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
@@ -46,7 +51,7 @@ if [ -z "$SMOKE" ] && [ "${BENCH_PEER:-1}" != 0 ] && ! command -v pacemakerd >/d
     fi
     rc=0
     apt-get -o DPkg::Lock::Timeout=900 install -y --no-install-recommends pacemaker corosync \
-        resource-agents pacemaker-cli-utils || rc=$?
+        resource-agents pacemaker-cli-utils fence-agents || rc=$?
     [ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
     [ $rc = 0 ] || log "pacemaker not installed (exit $rc): the peer will be skipped"
 fi

@@ -58,31 +58,37 @@ def main():
             cells.append("%s (%s)" % (f(s["median"], 2), f(s["p99"], 2)) if s else "-")
         print("| %s | %d | %s |" % (d["class"], d["guests"], " | ".join(cells)))
     if r["e2e"]:
-        print("\n### d. Failover end to end: real libvirtd + QEMU (TCG) blades, ms after the injection\n")
-        print("| failure (test in tests/e2e.rs) | guests failed over | runs ok | detection median (max) | all guests running median (max) |")
-        print("|---|---|---|---|---|")
+        print("\n### d. Failover end to end: real libvirtd + QEMU (TCG) blades, ms after the failure, median (p99) over %d runs\n"
+              % r["e2e"][0]["reps"])
+        print("| failure (test in tests/failover_bench.rs) | guests | runs ok | fence confirmed by | detection | fence confirmed | first guest running | all guests running |")
+        print("|---|---|---|---|---|---|---|---|")
         for e in r["e2e"]:
-            d, a2 = e["detection_ms"], e["all_guests_ms"]
-            print("| %s (`%s`) | %s | %d/%d | %s (%s) | %s (%s) |" % (
+            cells = []
+            for k in ("detection_ms", "fence_ms", "first_guest_ms", "all_guests_ms"):
+                s = e[k]
+                cells.append("%s (%s)" % (f(s["median"], 0), f(s["p99"], 0)) if s else "-")
+            print("| %s (`%s`) | %d | %d/%d | %s | %s |" % (
                 e["class"], e["test"], e["guests"], e["reps"] - e["failed_runs"], e["reps"],
-                f(d and d["median"], 0), f(d and d["max"], 0), f(a2 and a2["median"], 0), f(a2 and a2["max"], 0)))
-    pm = r.get("peer_measured", {}).get("seconds", {})
+                ", ".join(e["fence_confirmation"]) or "-", " | ".join(cells)))
+    pm = r.get("peer_measured", {}).get("trials", {})
     if pm:
-        print("\n### e. The peer, measured in this run: Pacemaker + Corosync + VirtualDomain, STONITH disabled\n")
-        print("| profile | trials (s) | median s |")
-        print("|---|---|---|")
-        for prof, xs in pm.items():
-            print("| %s | %s | %s |" % (prof, ", ".join("%.2f" % x for x in xs) or "failed",
-                                       "%.2f" % sorted(xs)[len(xs) // 2] if xs else "-"))
+        print("\n### e. The peer, measured in this run: Pacemaker + Corosync + VirtualDomain + fence_ipmilan\n")
+        print("| profile | trials: guest running on the survivor (s) | median s | trials: node fenced (s) |")
+        print("|---|---|---|---|")
+        for prof, trials in pm.items():
+            xs = [t["running_s"] for t in trials]
+            fs = ["-" if t["fenced_s"] is None else "%.2f" % t["fenced_s"] for t in trials]
+            print("| %s | %s | %s | %s |" % (prof, ", ".join("%.2f" % x for x in xs) or "failed",
+                                            "%.2f" % sorted(xs)[len(xs) // 2] if xs else "-", ", ".join(fs) or "-"))
     if r.get("ratios"):
-        print("\n### e. Ratios: ours (e2e median, all guests running) / Pacemaker (median)\n")
-        print('Rows marked "measured" compare two numbers of this run; rows marked "documented" divide our')
-        print("measured time by Pacemaker figures measured earlier on the same kind of machine (with fencing), not measured in this run.\n")
+        print("\n### e. Ratios: ours (end to end, 1 guest, all guests running, median) / Pacemaker (median)\n")
+        if r.get("peer_documented"):
+            print("The peer did not run in this run: these ratios use its DOCUMENTED figures (%s).\n"
+                  % r["peer_documented"]["source"])
         print("| comparison | ratio |")
         print("|---|---|")
         for x in r["ratios"]:
             print("| %s | %.3f |" % (x["what"].replace("e. ratio ", ""), x["ratio"]))
-
 
 if __name__ == "__main__":
     main()

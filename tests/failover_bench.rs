@@ -1,0 +1,210 @@
+//! Failover timings on real components, for `bench/bench.py` (issue 7, row d):
+//! the end-to-end rig of `tests/e2e.rs` (two libvirtd blades with QEMU TCG guests,
+//! two `blade-agent`s, `shmc-plugin run` on the IPMB of `shelfha simulate`) with
+//! `SHELFHA_BENCH_GUESTS` guests on blade A (1 to 16, default 4), one failure
+//! class per test.
+//!
+//! Each test asserts the failover itself (A's guests run on B, none on A, none ever
+//! on both) and prints one line `bench failover {json}` with the times measured
+//! from the failure, in ms: `detection` (the plugin's decision line), `fence`
+//! (the plugin's RestartPartnerGuests order to B, which it sends only once the
+//! fence is confirmed), `first_guest` and `all_guests` (B's agent reporting each
+//! guest started: libvirt's start call returned, the guest runs), and
+//! `all_guests_polled` (the never-twice poller seeing the last one running, ~50 ms
+//! resolution). Times are printed, never asserted.
+//!
+//! Ignored in the test suite (each run boots up to 33 TCG guests); run one with
+//! `SHELFHA_BENCH_GUESTS=16 cargo test --release --test failover_bench -- --ignored
+//! --exact <test> --nocapture`. Needs root and the packages of `tests/ci.sh install`.
+
+#[path = "support/blades.rs"]
+mod blades;
+#[path = "support/e2e.rs"]
+mod e2e;
+
+use std::time::{Duration, Instant};
+
+use e2e::{one_shelf, Options, Rig};
+
+const A: u8 = 0x82;
+/// Guest names on blade A, as many as `SHELFHA_BENCH_GUESTS` asks for.
+const GUESTS: [&str; 16] = [
+    "g1", "g2", "g3", "g4", "g5", "g6", "g7", "g8", "g9", "g10", "g11", "g12", "g13", "g14", "g15",
+    "g16",
+];
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The guests of blade A for this run.
+fn guests() -> &'static [&'static str] {
+    let n = match std::env::var("SHELFHA_BENCH_GUESTS") {
+        Ok(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=GUESTS.len()).contains(n))
+            .unwrap_or_else(|| panic!("SHELFHA_BENCH_GUESTS={v:?}: expected 1 to 16")),
+        Err(_) => 4,
+    };
+    &GUESTS[..n]
+}
+
+/// A rig with `guests()` on A and one guest of its own on B.
+fn rig(test: &str) -> Rig {
+    Rig::start(
+        test,
+        Options {
+            guests_a: guests().to_vec(),
+            ..Options::default()
+        },
+    )
+}
+
+/// Where the logs were before the failure.
+struct Marks {
+    plugin: usize,
+    agent_b: usize,
+    sim: usize,
+}
+
+fn marks(rig: &Rig) -> Marks {
+    Marks {
+        plugin: rig.plugin().mark(),
+        agent_b: rig.agent('b').mark(),
+        sim: rig.sim.mark(),
+    }
+}
+
+fn ms(from: Instant, to: Instant) -> f64 {
+    to.saturating_duration_since(from).as_secs_f64() * 1000.0
+}
+
+/// Asserts the failover of every guest of A to B, then prints the timings.
+fn failed_over_and_report(rig: &Rig, class: &str, how: &str, t0: Instant, m: &Marks) {
+    let guests = guests();
+    let detected = rig.wait_decision(m.plugin, class, 1, secs(10));
+    rig.wait_running('b', guests, secs(180));
+    rig.assert_not_running('a', guests);
+    rig.poller().sync();
+    rig.poller().assert_never_twice();
+    assert!(rig.running('b').contains("h1"), "B's own guest was lost");
+
+    // The restart order to B: sent only after the fence of A was confirmed.
+    let (fenced, order) = rig
+        .plugin()
+        .lines_from(m.plugin)
+        .into_iter()
+        .find(|(_, l)| l.contains("to slot 2: RestartPartnerGuests"))
+        .unwrap_or_else(|| panic!("no restart order to slot 2\n{}", rig.logs()));
+    let confirmation = order
+        .split("fence: ")
+        .nth(1)
+        .and_then(|s| s.split([',', ' ', '}']).next())
+        .unwrap_or("?")
+        .to_string();
+    // B's agent reports each guest as it starts.
+    let started: Vec<(Instant, String)> = rig
+        .agent('b')
+        .lines_from(m.agent_b)
+        .into_iter()
+        .filter(|(_, l)| l.contains("partner guest `") && l.contains("`: Started after"))
+        .collect();
+    for g in guests {
+        let tag = format!("partner guest `{g}`: Started");
+        assert_eq!(
+            started.iter().filter(|(_, l)| l.contains(&tag)).count(),
+            1,
+            "B's agent did not report {g} started exactly once\n{}",
+            rig.logs()
+        );
+    }
+    assert_eq!(started.len(), guests.len(), "{started:?}");
+    let first = started.iter().map(|(t, _)| *t).min().expect("a guest");
+    let all = started.iter().map(|(t, _)| *t).max().expect("a guest");
+    let polled = guests
+        .iter()
+        .map(|g| rig.poller().started_after('b', g, t0))
+        .collect::<Option<Vec<_>>>()
+        .and_then(|v| v.into_iter().max());
+    let sim_m1 = rig
+        .sim
+        .find(m.sim, |l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["ipmc"] == A && v["state"] == "M1" && v.get("previous").is_some())
+        })
+        .map(|(_, t, _)| t);
+    let line = serde_json::json!({
+        "class": class,
+        "how": how,
+        "guests": guests.len(),
+        "fence_confirmation": confirmation,
+        "detection": ms(t0, detected),
+        "fence": ms(t0, fenced),
+        "first_guest": ms(t0, first),
+        "all_guests": ms(t0, all),
+        "all_guests_polled": polled.map(|p| ms(t0, p)),
+        "a_reached_m1": sim_m1.map(|t| ms(t0, t)),
+    });
+    println!("bench failover {line}");
+}
+
+#[test]
+#[ignore = "benchmark: run by bench/bench.py"]
+fn bench_blade_hardware_critical_temperature() {
+    let _shelf = one_shelf();
+    let rig = rig("b-crit");
+    let m = marks(&rig);
+    let t0 = rig.sim(&format!("inject {A:#04x} critical-temperature"));
+    failed_over_and_report(&rig, "blade_hardware", "critical temperature", t0, &m);
+    assert!(rig.powered_off('a'), "A's power was not cut");
+}
+
+#[test]
+#[ignore = "benchmark: run by bench/bench.py"]
+fn bench_blade_lost_silent_ipmc() {
+    let _shelf = one_shelf();
+    let rig = rig("b-silent");
+    let m = marks(&rig);
+    let t0 = rig.sim(&format!("inject {A:#04x} silent"));
+    failed_over_and_report(&rig, "blade_lost", "silent IPMC", t0, &m);
+    assert!(!rig.powered_off('a'), "a silent IPMC never reported M1");
+}
+
+#[test]
+#[ignore = "benchmark: run by bench/bench.py"]
+fn bench_host_os_watchdog() {
+    let _shelf = one_shelf();
+    let rig = rig("b-wdog");
+    let m = marks(&rig);
+    let t0 = rig.sim(&format!("inject {A:#04x} watchdog"));
+    failed_over_and_report(&rig, "host_os", "watchdog", t0, &m);
+    assert!(rig.powered_off('a'), "A's power was not cut");
+}
+
+#[test]
+#[ignore = "benchmark: run by bench/bench.py"]
+fn bench_host_os_heartbeat_loss() {
+    let _shelf = one_shelf();
+    let mut rig = rig("b-hbeat");
+    let m = marks(&rig);
+    let t0 = Instant::now();
+    rig.kill_agent('a');
+    failed_over_and_report(&rig, "host_os", "heartbeat loss", t0, &m);
+    assert!(rig.powered_off('a'), "A's power was not cut");
+}
+
+#[test]
+#[ignore = "benchmark: run by bench/bench.py"]
+fn bench_hypervisor_libvirtd_killed() {
+    let _shelf = one_shelf();
+    let rig = rig("b-hyperv");
+    let m = marks(&rig);
+    let t0 = Instant::now();
+    rig.blades.harness("kill-libvirtd", &["a"]);
+    failed_over_and_report(&rig, "hypervisor", "libvirtd killed", t0, &m);
+    assert!(
+        !rig.powered_off('a'),
+        "the hypervisor class does not cut power"
+    );
+}
