@@ -5,8 +5,8 @@
 //! shmc-plugin replay --config FILE CAPTURE [--log LEVEL]
 //! shmc-plugin --help | --version
 //! ```
-//! Exit codes: 0 done, 1 runtime failure (device, I/O), 2 bad usage, bad
-//! configuration or bad capture line.
+//! Exit codes: 0 done (`run`: stopped by SIGTERM or SIGINT), 1 runtime
+//! failure (device, I/O), 2 bad usage, bad configuration or bad capture line.
 
 use std::io::{self, BufReader, BufWriter};
 use std::path::PathBuf;
@@ -22,6 +22,7 @@ use shmc_plugin::host::{
     self,
     agent::{AgentLink, NoAgents},
     replay, run,
+    stop::StopSignals,
     udp::UdpAgents,
 };
 
@@ -35,6 +36,8 @@ Usage:
       fence blades and order their partners to restart guests.
       --decisions-json: with the rmcp and system sources, also write one JSON
       line per SEL event, decision, alert and session change to PATH (- = stdout).
+      SIGTERM or SIGINT stops it: the stop, any incident left open and the
+      totals are logged, outputs flushed, exit code 0.
   shmc-plugin replay --config FILE CAPTURE [--log LEVEL]
       Run a capture (`<t_ms> <hex message>` per line) through the same core;
       JSON lines on stdout.
@@ -129,6 +132,15 @@ fn main() -> ExitCode {
             config,
             decisions_json,
         } => {
+            // First, while this is the only thread: SIGTERM and SIGINT from
+            // here on wait for the run loop instead of killing the process.
+            let stop = match StopSignals::install() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("shmc-plugin: cannot set up SIGTERM/SIGINT handling: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             host::init_logging(level.unwrap_or(log::LevelFilter::Info));
             let cfg = match file::load(&config) {
                 Ok(c) => c,
@@ -158,20 +170,20 @@ fn main() -> ExitCode {
             #[cfg_attr(not(feature = "rmcp"), allow(unused_mut))]
             let mut run_with = |agents: &mut dyn AgentLink| -> Result<(), String> {
                 match &cfg.source {
-                    EventSource::Ipmb => run::run(&cfg, agents).map_err(|e| e.to_string()),
+                    EventSource::Ipmb => run::run(&cfg, agents, &stop).map_err(|e| e.to_string()),
                     #[cfg(feature = "rmcp")]
                     EventSource::Rmcp(src) => {
                         let mut json = JsonLines::new(
                             json_out.as_mut().map(|b| &mut **b as &mut dyn io::Write),
                         );
-                        rmcp::run(&cfg, src, agents, &mut json).map_err(|e| e.to_string())
+                        rmcp::run(&cfg, src, agents, &mut json, &stop).map_err(|e| e.to_string())
                     }
                     #[cfg(feature = "system")]
                     EventSource::System(src) => {
                         let mut json = JsonLines::new(
                             json_out.as_mut().map(|b| &mut **b as &mut dyn io::Write),
                         );
-                        system::run(&cfg, src, agents, &mut json).map_err(|e| e.to_string())
+                        system::run(&cfg, src, agents, &mut json, &stop).map_err(|e| e.to_string())
                     }
                     #[cfg(not(all(feature = "rmcp", feature = "system")))]
                     other => Err(format!(
@@ -202,9 +214,16 @@ fn main() -> ExitCode {
                     run_with(&mut NoAgents::default())
                 }
             };
-            match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
+            // The decision stream is flushed per line; flush once more so a
+            // failure to do so is seen (and stdout, if that is where it goes).
+            let flushed = json_out.as_mut().map_or(Ok(()), |out| out.flush());
+            match (result, flushed) {
+                (Ok(()), Ok(())) => ExitCode::SUCCESS,
+                (Ok(()), Err(e)) => {
+                    log::error!("decision stream: {e}");
+                    ExitCode::from(1)
+                }
+                (Err(e), _) => {
                     log::error!("{e}");
                     ExitCode::from(1)
                 }

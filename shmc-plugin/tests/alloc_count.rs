@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use shmc_plugin::host::agent::NoAgents;
+use shmc_plugin::host::stop::StopSignals;
 use shmc_plugin::wire::cmd;
 use shmc_plugin::wire::framer::{Feed, StreamFramer};
 use shmc_plugin::wire::ipmb::{Message, Repr};
@@ -237,7 +238,7 @@ fn steady_state_event_path_allocates_nothing() {
         COUNTED.with(|c| c.set(true));
         // One allocation of our own proves the counter sees this thread.
         drop(std::hint::black_box(Vec::<u8>::with_capacity(16)));
-        shmc_plugin::host::run::run(&cfg, &mut NoAgents::default())
+        shmc_plugin::host::run::run(&cfg, &mut NoAgents::default(), &StopSignals::none())
     });
     let _slave = pty.slave;
     std::thread::sleep(Duration::from_millis(200));

@@ -1,12 +1,18 @@
-//! `shmc-plugin run` on a pseudo-terminal standing in for the IPMB: this test
-//! plays two IPMCs on the master side, byte stream framing and all.
+//! `shmc-plugin run` on a pseudo-terminal standing in for the IPMB: these
+//! tests play two IPMCs on the master side, byte stream framing and all, and
+//! stop the real binary with SIGTERM and SIGINT (also on the SEL sources,
+//! whose peer here never answers).
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use shmc_plugin::wire::cmd;
 use shmc_plugin::wire::framer::StreamFramer;
 use shmc_plugin::wire::ipmb::{Message, Repr};
@@ -139,5 +145,325 @@ fn test_run_answers_events_fences_and_confirms_over_a_pty() {
     assert!(
         !log.contains("decision #2"),
         "the answering blades are not lost: {log}"
+    );
+}
+
+/// A running `shmc-plugin run` whose log (stderr) is read line by line.
+struct Plugin {
+    child: Child,
+    lines: Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Plugin {
+    fn start(config: &Path, extra: &[&str]) -> Plugin {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shmc-plugin"))
+            .args(["run", "--config", config.to_str().unwrap(), "--log", "info"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Plugin {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Reads the log until a line contains `needle`; panics after 10 s.
+    fn wait_for(&mut self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    self.log.push(line);
+                    if found {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no log line with {needle:?} ({e:?}):\n{}",
+                        self.log.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Waits (at most 10 s) for the process to exit; returns its status and whole log.
+    fn finish(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "still running 10 s after the signal:\n{}",
+                    self.log.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader ends at the end of the pipe.
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(5)) {
+                Ok(line) => self.log.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => panic!("log pipe still open after exit"),
+            }
+        }
+        let log = self.log.join("\n");
+        let _ = std::io::stderr().write_all(format!("{log}\n").as_bytes());
+        (status, log)
+    }
+}
+
+/// A scratch directory and a two-blade configuration on a new pty.
+struct PtyShelf {
+    dir: PathBuf,
+    config: PathBuf,
+    master: OwnedFd,
+    _slave: OwnedFd,
+}
+
+impl PtyShelf {
+    fn new(name: &str) -> PtyShelf {
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let slave_path = nix::unistd::ttyname(pty.slave.as_fd()).unwrap();
+        let dir = scratch(name);
+        let config = dir.join("shelf.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[shelf]\nown_address = 0x20\nipmb_device = {:?}\n\
+                 [[blade]]\nslot = 1\nipmb_address = 0x82\npartner = 2\nhot_swap_sensor = 3\n\
+                 [[blade]]\nslot = 2\nipmb_address = 0x84\npartner = 1\n",
+                slave_path.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        PtyShelf {
+            dir,
+            config,
+            master: pty.master,
+            _slave: pty.slave,
+        }
+    }
+}
+
+impl Drop for PtyShelf {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shmc-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Index of the first log line containing `needle`, if any.
+fn line_of(log: &str, needle: &str) -> Option<usize> {
+    log.lines().position(|l| l.contains(needle))
+}
+
+#[test]
+fn test_run_sigterm_stops_cleanly_and_names_the_unconfirmed_fence() {
+    let shelf = PtyShelf::new("sigterm");
+    let mut plugin = Plugin::start(&shelf.config, &[]);
+    plugin.wait_for("shmc-plugin running");
+
+    // Slot 1: critical temperature. The fence request is read and never
+    // answered, so incident #1 is still fencing when the signal comes.
+    send(
+        &shelf.master,
+        &Repr {
+            rs_sa: 0x20,
+            net_fn: cmd::NETFN_SENSOR_EVENT,
+            rs_lun: 0,
+            rq_sa: 0x82,
+            rq_seq: 9,
+            rq_lun: 0,
+            cmd: cmd::CMD_PLATFORM_EVENT,
+            data: &[0x04, 0x01, 0x10, 0x01, 0x59, 95, 90],
+        },
+    );
+    let mut framer = StreamFramer::new();
+    let mut buf = [0u8; 256];
+    let mut fence_requested = false;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !fence_requested && Instant::now() < deadline {
+        let mut fds = [PollFd::new(shelf.master.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(100u16)).unwrap() == 0 {
+            continue;
+        }
+        let n = nix::unistd::read(shelf.master.as_fd(), &mut buf).unwrap();
+        fence_requested = framer.push(&buf[..n]).filter_map(Result::ok).any(|m| {
+            let r = m.repr();
+            !r.is_response()
+                && (r.net_fn, r.cmd) == (cmd::NETFN_GROUP_EXT, cmd::CMD_SET_FRU_ACTIVATION)
+        });
+    }
+    assert!(fence_requested, "Set FRU Activation (deactivate) was sent");
+    plugin.wait_for("decision #1 blade_hardware for slot 1");
+
+    plugin.signal(Signal::SIGTERM);
+    let (status, log) = plugin.finish();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let stop_line = format!("stopping on SIGTERM from pid {}", std::process::id());
+    let stop = line_of(&log, &stop_line).unwrap_or_else(|| panic!("no {stop_line:?}: {log}"));
+    let warning = line_of(
+        &log,
+        "#1 blade_hardware slot 1: fence NOT confirmed (step deactivate, round 1); partner slot 2 not ordered to take over",
+    )
+    .unwrap_or_else(|| panic!("the open incident is not named: {log}"));
+    assert!(log.lines().nth(warning).unwrap().contains("WARN"), "{log}");
+    let totals = line_of(&log, "totals: ").unwrap_or_else(|| panic!("no totals: {log}"));
+    assert!(stop < warning && warning < totals, "{log}");
+    let totals = log.lines().nth(totals).unwrap();
+    assert!(totals.contains("decisions: 1,"), "{totals}");
+    assert!(totals.contains("fences_confirmed: 0,"), "{totals}");
+}
+
+#[test]
+fn test_run_sigint_stops_cleanly_and_a_second_signal_loses_nothing() {
+    let shelf = PtyShelf::new("sigint");
+    let mut plugin = Plugin::start(&shelf.config, &[]);
+    plugin.wait_for("shmc-plugin running");
+    // One benign event (slot 2: an upper non-critical temperature
+    // deasserted, recorded only) so the totals have something to count.
+    send(
+        &shelf.master,
+        &Repr {
+            rs_sa: 0x20,
+            net_fn: cmd::NETFN_SENSOR_EVENT,
+            rs_lun: 0,
+            rq_sa: 0x84,
+            rq_seq: 1,
+            rq_lun: 0,
+            cmd: cmd::CMD_PLATFORM_EVENT,
+            data: &[0x04, 0x01, 0x10, 0x81, 0x57, 40, 80],
+        },
+    );
+    let mut answered = false;
+    let mut framer = StreamFramer::new();
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !answered && Instant::now() < deadline {
+        let mut fds = [PollFd::new(shelf.master.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::from(100u16)).unwrap() == 0 {
+            continue;
+        }
+        let n = nix::unistd::read(shelf.master.as_fd(), &mut buf).unwrap();
+        answered = framer
+            .push(&buf[..n])
+            .filter_map(Result::ok)
+            .any(|m| m.repr().is_response());
+    }
+    assert!(answered, "the Platform Event was answered");
+
+    // Ctrl-C, and a SIGTERM right behind it: whichever the loop sees first
+    // (SIGINT: lower signal numbers are taken first), the second must not
+    // cut the shutdown short.
+    plugin.signal(Signal::SIGINT);
+    plugin.signal(Signal::SIGTERM);
+    let (status, log) = plugin.finish();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let stop = line_of(&log, "stopping on SIGINT from pid ")
+        .unwrap_or_else(|| panic!("no stop line: {log}"));
+    assert_eq!(log.matches("stopping on").count(), 1, "{log}");
+    assert!(!log.contains("work in progress"), "nothing was open: {log}");
+    let totals = line_of(&log, "totals: ").unwrap_or_else(|| panic!("no totals: {log}"));
+    assert!(stop < totals, "{log}");
+    let totals = log.lines().nth(totals).unwrap();
+    assert!(totals.contains("1 frames, 0 bad"), "{totals}");
+    assert!(totals.contains("events: 1,"), "{totals}");
+    assert!(totals.contains("decisions: 0,"), "{totals}");
+}
+
+/// A SEL source whose peer never answers: the loop is in its reconnect
+/// back-off when SIGTERM comes; the decision stream file ends with the stop.
+#[cfg(feature = "rmcp")]
+fn sel_source_stops_on_sigterm(name: &str, source: &str, waiting: &str) {
+    let dir = scratch(name);
+    let config = dir.join("shelf.toml");
+    let stream = dir.join("decisions.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "[shelf]\nown_address = 0x20\n[event_source]\n{source}\n\
+             [[blade]]\nslot = 1\nipmb_address = 0x82\npartner = 2\n\
+             [[blade]]\nslot = 2\nipmb_address = 0x84\npartner = 1\n"
+        ),
+    )
+    .unwrap();
+    let mut plugin = Plugin::start(&config, &["--decisions-json", stream.to_str().unwrap()]);
+    plugin.wait_for("shmc-plugin running: event source");
+    plugin.wait_for(waiting);
+    plugin.signal(Signal::SIGTERM);
+    let (status, log) = plugin.finish();
+    let lines = std::fs::read_to_string(&stream).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status.code(), Some(0), "{log}");
+    let stop = line_of(&log, "stopping on SIGTERM from pid ")
+        .unwrap_or_else(|| panic!("no stop line: {log}"));
+    let totals = line_of(&log, "totals: 0 SEL records").unwrap_or_else(|| panic!("{log}"));
+    assert!(stop < totals, "{log}");
+    assert!(!log.contains("work in progress"), "{log}");
+    let last: serde_json::Value =
+        serde_json::from_str(lines.lines().last().expect("a stop line in the stream")).unwrap();
+    assert_eq!(last["stop"]["signal"], "SIGTERM", "{lines}");
+    assert_eq!(
+        last["stop"]["open_decisions"],
+        serde_json::json!([]),
+        "{lines}"
+    );
+}
+
+#[cfg(feature = "rmcp")]
+#[test]
+fn test_rmcp_source_sigterm_stops_cleanly_and_ends_the_decision_stream() {
+    // A UDP port that is bound (no ICMP refusal) and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    sel_source_stops_on_sigterm(
+        "rmcp-sigterm",
+        &format!(
+            "kind = \"rmcp\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"admin\"\npassword = \"secret\"\ntimeout_ms = 100"
+        ),
+        "cannot open a session",
+    );
+}
+
+#[cfg(feature = "system")]
+#[test]
+fn test_system_source_sigterm_stops_cleanly_and_ends_the_decision_stream() {
+    sel_source_stops_on_sigterm(
+        "system-sigterm",
+        "kind = \"system\"\ndevice = \"/nonexistent/ipmi0\"",
+        "cannot open a session",
     );
 }

@@ -809,6 +809,15 @@ impl Shelf {
         self.holds.len()
     }
 
+    /// Guest failovers waiting for the blade's agent to confirm the guest
+    /// destroyed, as (slot, guest, decision number): the partner has not been
+    /// ordered to start them yet.
+    pub fn pending_guest_failovers(&self) -> impl Iterator<Item = (u8, &GuestName, u32)> + '_ {
+        self.pending_guests
+            .iter()
+            .map(|g| (self.blades[g.blade].cfg.slot, &g.name, g.incident))
+    }
+
     /// Decides `blade_degraded` for every hold past its time (all when `all`),
     /// oldest assertion first.
     fn poll_holds(&mut self, now: u64, all: bool) {

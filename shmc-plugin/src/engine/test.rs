@@ -1154,6 +1154,8 @@ fn test_guest_restart_limit_then_failover() {
             }
         )]
     );
+    let pending: std::vec::Vec<_> = s.pending_guest_failovers().collect();
+    assert_eq!(pending, [(1, &vm, d[0].incident)]);
     // Another guest's destruction does not release this one.
     s.on_agent(
         3100,
@@ -1184,6 +1186,7 @@ fn test_guest_restart_limit_then_failover() {
             }
         )]
     );
+    assert_eq!(s.pending_guest_failovers().count(), 0);
     // The blade itself stays healthy.
     assert!(s.blade(1).unwrap().incident.is_none());
 }

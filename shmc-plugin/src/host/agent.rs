@@ -21,6 +21,10 @@ pub trait AgentLink {
     fn receive(&mut self, now_ms: u64, sink: &mut dyn FnMut(u8, AgentInput));
     /// Runs the link's timers (retries, acknowledgements).
     fn tick(&mut self, now_ms: u64);
+    /// Orders sent and not acknowledged yet (still being retried).
+    fn unacknowledged(&self) -> usize {
+        0
+    }
 }
 
 /// No agent link: orders are logged and counted, nothing arrives. Used when

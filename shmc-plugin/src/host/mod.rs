@@ -1,6 +1,7 @@
 //! The `std` edges of the plugin: capture replay, the run loop over the IPMB
 //! device, the SEL-polling event sources (RMCP+ and the system interface,
-//! cargo features `rmcp` and `system`), the agent-link seam and logging. The decisions themselves are in
+//! cargo features `rmcp` and `system`), the agent-link seam, stopping on
+//! SIGTERM/SIGINT and logging. The decisions themselves are in
 //! [`crate::engine`]; this module only feeds it bytes and a clock.
 
 pub mod agent;
@@ -8,6 +9,7 @@ pub mod replay;
 #[cfg(feature = "rmcp")]
 pub mod rmcp;
 pub mod run;
+pub mod stop;
 #[cfg(feature = "system")]
 pub mod system;
 pub mod udp;

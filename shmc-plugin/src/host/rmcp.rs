@@ -32,6 +32,12 @@
 //! logged as an alert, and the session is reopened with back-off (100 ms
 //! doubling to 5 s). Authentication failures are not retried: they end the
 //! run with an error.
+//!
+//! SIGTERM or SIGINT ([`StopSignals`]) is seen at the top of each turn of the
+//! loop, whose sleep it interrupts; a request already on the wire finishes
+//! first (at most its `timeout_ms`). The stop is logged with the work left
+//! open and the totals, the decision stream gets a last `stop` line, and the
+//! run returns `Ok`.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
@@ -40,6 +46,7 @@ use std::time::{Duration, Instant};
 use log::{debug, error, info, warn};
 
 use super::agent::AgentLink;
+use super::stop::{OpenWork, Stop, StopSignals};
 use crate::config::file::HostConfig;
 use crate::config::source::{Polling, RmcpSource};
 use crate::engine::{EventOutcome, Output, Shelf};
@@ -773,9 +780,62 @@ fn outcome_str(o: &EventOutcome) -> String {
     }
 }
 
+/// Counters of a SEL-source run, for its totals line.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    outages: u64,
+    not_sent: u64,
+    bridge_failures: u64,
+}
+
+/// What a totals line reports besides the core's counters.
+struct Totals<'a> {
+    cursor: &'a SelCursor,
+    tally: Tally,
+    /// Stray answers in the last session.
+    stray: u64,
+}
+
+fn log_totals(t: &Totals<'_>, shelf: &Shelf) {
+    let (cursor, tally, stray) = (t.cursor, &t.tally, t.stray);
+    info!(
+        "totals: {} SEL records ({} skipped, {} clears, {} wraps), {} outages, {} requests not sent while down, {} bridge failures, {} stray answers in the last session; {:?}; {:?}",
+        cursor.records,
+        cursor.skipped,
+        cursor.clears,
+        cursor.discontinuities,
+        tally.outages,
+        tally.not_sent,
+        tally.bridge_failures,
+        stray,
+        shelf.counters(),
+        shelf.request_stats()
+    );
+}
+
+/// The end of a run stopped by a signal: the stop, the work left open, the
+/// totals and the decision stream's last line.
+fn stopped(
+    stop: Stop,
+    shelf: &Shelf,
+    agents: &dyn AgentLink,
+    totals: &Totals<'_>,
+    t_ms: u64,
+    json: &mut JsonLines<'_>,
+) -> Result<(), SourceError> {
+    info!("stopping on {stop}");
+    let open = OpenWork::of(shelf, agents);
+    open.log();
+    log_totals(totals, shelf);
+    json.line(serde_json::json!({
+        "t_ms": t_ms,
+        "stop": {"signal": stop.signal.as_str(), "open_decisions": open.decisions()},
+    }))
+}
+
 /// Runs the shelf on a SEL-polling source until the peer refuses the session
-/// or the decision stream fails. `open` opens one session; `label` names the
-/// source in logs.
+/// or the decision stream fails (errors), or `stop` reports a signal (`Ok`).
+/// `open` opens one session; `label` names the source in logs.
 pub fn run_source<S: IpmiSession>(
     cfg: &HostConfig,
     label: &str,
@@ -783,6 +843,7 @@ pub fn run_source<S: IpmiSession>(
     open: &mut dyn FnMut() -> Result<S, SessionError>,
     agents: &mut dyn AgentLink,
     json: &mut JsonLines<'_>,
+    stop: &StopSignals,
 ) -> Result<(), SourceError> {
     let mut shelf =
         Shelf::new(cfg.shelf.clone()).map_err(|e| SourceError::Config(e.to_string()))?;
@@ -798,7 +859,7 @@ pub fn run_source<S: IpmiSession>(
     let mut next_attempt = 0u64;
     let mut next_poll = 0u64;
     let mut more = false;
-    let (mut outages, mut not_sent, mut bridge_failures) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     info!(
         "shmc-plugin running: event source {label}, SEL poll every {} ms, own address 0x{:02x}, {} blade(s)",
         polling.poll_interval_ms,
@@ -806,6 +867,17 @@ pub fn run_source<S: IpmiSession>(
         cfg.shelf.blades.len()
     );
     loop {
+        if let Some(s) = stop.take() {
+            let totals = Totals {
+                cursor: &cursor,
+                tally,
+                stray: session.as_ref().map_or(0, |s| s.stray()),
+            };
+            let t_ms = clock.shelf(clock.real());
+            let r = stopped(s, &shelf, agents, &totals, t_ms, json);
+            stop.note_late();
+            return r;
+        }
         let real = clock.real();
         if session.is_none() && real >= next_attempt {
             match open() {
@@ -903,7 +975,7 @@ pub fn run_source<S: IpmiSession>(
                 } => {
                     let Some(s) = session.as_mut().filter(|_| lost.is_none()) else {
                         // Never sent while the session is down; the core retries later.
-                        not_sent += 1;
+                        tally.not_sent += 1;
                         continue;
                     };
                     let target = Target::Ipmb {
@@ -919,7 +991,7 @@ pub fn run_source<S: IpmiSession>(
                             debug!("bridged request to 0x{dest:02x} cmd 0x{cmd:02x}: no answer")
                         }
                         Err(SessionError::Bridge(cc)) => {
-                            bridge_failures += 1;
+                            tally.bridge_failures += 1;
                             debug!("bridged request to 0x{dest:02x} cmd 0x{cmd:02x}: Send Message completion code 0x{cc:02x}")
                         }
                         Err(e) => lost = Some(e),
@@ -956,9 +1028,10 @@ pub fn run_source<S: IpmiSession>(
                     reason: reason.clone(),
                 });
             }
-            outages += 1;
+            tally.outages += 1;
             error!(
-                "ALERT: event source {label} lost ({e}); the shelf clock stops and no request is sent until the session is back (outage #{outages})"
+                "ALERT: event source {label} lost ({e}); the shelf clock stops and no request is sent until the session is back (outage #{})",
+                tally.outages
             );
             json.line(serde_json::json!({
                 "t_ms": clock.shelf(real),
@@ -970,18 +1043,12 @@ pub fn run_source<S: IpmiSession>(
             more = false;
             next_attempt = real + backoff;
             backoff = (backoff * 2).min(BACKOFF_MS.1);
-            info!(
-                "totals: {} SEL records ({} skipped, {} clears, {} wraps), {} requests not sent while down, {} bridge failures, {} stray answers in the lost session; {:?}; {:?}",
-                cursor.records,
-                cursor.skipped,
-                cursor.clears,
-                cursor.discontinuities,
-                not_sent,
-                bridge_failures,
+            let totals = Totals {
+                cursor: &cursor,
+                tally,
                 stray,
-                shelf.counters(),
-                shelf.request_stats()
-            );
+            };
+            log_totals(&totals, &shelf);
         }
 
         // Sleep until the next poll, waking for agent traffic.
@@ -997,8 +1064,8 @@ pub fn run_source<S: IpmiSession>(
         };
         let wait = due.saturating_sub(real).min(u64::from(super::run::TICK_MS));
         if wait > 0 {
-            let mut fds: heapless::Vec<nix::poll::PollFd<'_>, 1> = heapless::Vec::new();
-            if let Some(fd) = agents.poll_fd() {
+            let mut fds: heapless::Vec<nix::poll::PollFd<'_>, 2> = heapless::Vec::new();
+            for fd in [agents.poll_fd(), stop.poll_fd()].into_iter().flatten() {
                 let _ = fds.push(nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN));
             }
             let t = nix::poll::PollTimeout::from(u16::try_from(wait).unwrap_or(u16::MAX));
@@ -1007,12 +1074,13 @@ pub fn run_source<S: IpmiSession>(
     }
 }
 
-/// Runs the shelf with the RMCP+ source `src`.
+/// Runs the shelf with the RMCP+ source `src` (see [`run_source`]).
 pub fn run(
     cfg: &HostConfig,
     src: &RmcpSource,
     agents: &mut dyn AgentLink,
     json: &mut JsonLines<'_>,
+    stop: &StopSignals,
 ) -> Result<(), SourceError> {
     let label = format!("rmcp {}:{}", src.host, src.port);
     let own = cfg.shelf.own_address;
@@ -1023,6 +1091,7 @@ pub fn run(
         &mut || RmcpSession::open(src, own),
         agents,
         json,
+        stop,
     )
 }
 

@@ -1,7 +1,7 @@
 //! `shmc-plugin run`: the single-threaded poll loop of the daemon.
 //!
-//! Each wake-up (IPMB readable, agent socket readable, or the tick of
-//! [`TICK_MS`]) reads what is there, feeds the [`Shelf`] with the monotonic
+//! Each wake-up (IPMB readable, agent socket readable, a stop signal, or the
+//! tick of [`TICK_MS`]) reads what is there, feeds the [`Shelf`] with the monotonic
 //! time since start, runs [`Shelf::poll`], and carries out every queued
 //! output: IPMB requests are framed (rqSA = own address, LUNs 0) and written,
 //! orders go to the [`AgentLink`], decisions and alerts are logged by the core.
@@ -14,6 +14,10 @@
 //! 0xC1 (invalid command). Buffers are fixed and reused: after start-up the
 //! event path allocates nothing (log lines aside, and per-event logs are at
 //! debug level).
+//!
+//! SIGTERM or SIGINT ([`StopSignals`]) ends the loop after the wake-up's
+//! work is done: the stop is logged with what was left open and the totals,
+//! and [`run`] returns `Ok`.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -27,6 +31,7 @@ use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::agent::AgentLink;
+use super::stop::{OpenWork, StopSignals};
 use crate::config::file::HostConfig;
 use crate::engine::{Output, Shelf};
 use crate::wire::cmd;
@@ -194,8 +199,13 @@ fn open_device(cfg: &HostConfig) -> Result<File, RunError> {
     Ok(file)
 }
 
-/// Runs the daemon until the IPMB device fails.
-pub fn run(cfg: &HostConfig, agents: &mut dyn AgentLink) -> Result<(), RunError> {
+/// Runs the daemon until the IPMB device fails (an error) or `stop` reports
+/// a signal (`Ok`, after logging the stop, the work left open and the totals).
+pub fn run(
+    cfg: &HostConfig,
+    agents: &mut dyn AgentLink,
+    stop: &StopSignals,
+) -> Result<(), RunError> {
     let mut shelf = Shelf::new(cfg.shelf.clone()).map_err(|e| RunError::Config(e.to_string()))?;
     let file = open_device(cfg)?;
     let mut bus = Bus {
@@ -216,18 +226,22 @@ pub fn run(cfg: &HostConfig, agents: &mut dyn AgentLink) -> Result<(), RunError>
     let start = Instant::now();
     let mut buf = [0u8; 512];
     loop {
-        let ipmb_ready = {
-            let mut fds: heapless::Vec<PollFd<'_>, 2> = heapless::Vec::new();
+        let (ipmb_ready, stop_ready) = {
+            let mut fds: heapless::Vec<PollFd<'_>, 3> = heapless::Vec::new();
             let _ = fds.push(PollFd::new(bus.file.as_fd(), PollFlags::POLLIN));
-            let agent_fd = agents.poll_fd();
-            if let Some(fd) = agent_fd {
+            let stop_at = stop.poll_fd().map(|fd| {
+                let _ = fds.push(PollFd::new(fd, PollFlags::POLLIN));
+                fds.len() - 1
+            });
+            if let Some(fd) = agents.poll_fd() {
                 let _ = fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
             match poll(&mut fds, PollTimeout::from(TICK_MS)) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(RunError::Device(cfg.ipmb_device.clone(), e.to_string())),
             }
-            fds[0].revents().is_some_and(|r| !r.is_empty())
+            let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+            (ready(0), stop_at.is_some_and(ready))
         };
         let now = milliseconds(start);
         if ipmb_ready {
@@ -280,5 +294,12 @@ pub fn run(cfg: &HostConfig, agents: &mut dyn AgentLink) -> Result<(), RunError>
         agents.tick(now);
         shelf.poll(now);
         carry_out(&mut shelf, &mut bus, agents, now);
+        if let Some(s) = stop_ready.then(|| stop.take()).flatten() {
+            info!("stopping on {s}");
+            OpenWork::of(&shelf, agents).log();
+            log_totals(&shelf, &bus);
+            stop.note_late();
+            return Ok(());
+        }
     }
 }

@@ -11,6 +11,7 @@ use super::agent::AgentLink;
 use super::rmcp::{
     no_answer, run_source, IpmiSession, JsonLines, SessionError, SourceError, Target,
 };
+use super::stop::StopSignals;
 use crate::config::file::HostConfig;
 use crate::config::source::SystemSource;
 
@@ -112,12 +113,13 @@ impl IpmiSession for SystemSession {
     }
 }
 
-/// Runs the shelf with the system interface source `src`.
+/// Runs the shelf with the system interface source `src` (see [`run_source`]).
 pub fn run(
     cfg: &HostConfig,
     src: &SystemSource,
     agents: &mut dyn AgentLink,
     json: &mut JsonLines<'_>,
+    stop: &StopSignals,
 ) -> Result<(), SourceError> {
     let label = format!("system {}", src.device.display());
     run_source(
@@ -127,5 +129,6 @@ pub fn run(
         &mut || SystemSession::open(src),
         agents,
         json,
+        stop,
     )
 }

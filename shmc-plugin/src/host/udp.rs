@@ -236,6 +236,10 @@ impl AgentLink for UdpAgents {
         Some(self.endpoint.as_fd())
     }
 
+    fn unacknowledged(&self) -> usize {
+        self.endpoint.pending()
+    }
+
     fn receive(&mut self, now_ms: u64, sink: &mut dyn FnMut(u8, AgentInput)) {
         while let Some(event) = self.endpoint.poll(now_ms) {
             match event {
