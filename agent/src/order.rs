@@ -178,9 +178,10 @@ pub struct GuestOutcome {
 /// FenceSelf result counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FenceReport {
-    /// Guests destroyed through libvirt.
+    /// Guests destroyed through libvirt alone (no QEMU pid known, e.g. the test driver).
     pub destroyed: u16,
-    /// Guests whose QEMU was killed directly (libvirt did not answer in time).
+    /// Guests whose QEMU the agent SIGKILLed and saw gone: the first step whenever its pid
+    /// is known, and the way out when libvirt does not answer in time.
     pub killed: u16,
     /// Guests that were already stopped.
     pub already_stopped: u16,

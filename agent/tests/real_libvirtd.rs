@@ -102,12 +102,13 @@ fn test_partner_restart_from_stored_definitions_and_fence() {
     }
     assert!(!hv_b.state("g1").unwrap().is_active());
 
-    // FenceSelf on A with libvirt answering: both destroyed through libvirt.
+    // FenceSelf on A with libvirt answering: both QEMUs SIGKILLed first (their pids are
+    // known), then destroyed through libvirt, which shows them shut off.
     let pids = [blades.qemu_pid("a", "g1"), blades.qemu_pid("a", "g2")];
     let OrderResult::Fenced(r) = execute(&agent_a, &Order::FenceSelf { incident: 2 }) else {
         panic!()
     };
-    assert_eq!((r.destroyed, r.killed, r.failed), (2, 0, 0), "{r:?}");
+    assert_eq!((r.destroyed, r.killed, r.failed), (0, 2, 0), "{r:?}");
     assert!(
         pids.iter().all(|&p| !is_running(p)),
         "QEMU still runs after FenceSelf"
@@ -476,8 +477,8 @@ fn test_two_agents_fence_and_takeover_over_udp() {
             seen.last(),
             Some(Message::FenceSelfConfirmed {
                 incident: 5,
-                destroyed: 2,
-                killed: 0,
+                destroyed: 0,
+                killed: 2,
                 remaining: 0
             })
         ),

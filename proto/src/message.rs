@@ -312,9 +312,9 @@ pub enum Message {
     FenceSelfConfirmed {
         /// Incident quoted from FenceSelf.
         incident: IncidentId,
-        /// Guests destroyed through libvirt.
+        /// Guests destroyed through libvirt alone (no QEMU pid known).
         destroyed: u16,
-        /// Guests whose QEMU process was killed directly.
+        /// Guests whose QEMU process the agent SIGKILLed and saw gone.
         killed: u16,
         /// Protected guests still running after all attempts (0 for a complete fence).
         remaining: u16,
@@ -416,7 +416,8 @@ pub enum Message {
         incident: IncidentId,
         /// The guest.
         name: GuestName,
-        /// Its QEMU process had to be killed directly (libvirt did not answer).
+        /// Its QEMU process was SIGKILLed by the agent (the first step when its pid is
+        /// known, and the way out when libvirt does not answer).
         killed: bool,
     },
     /// ShMC -> agent of a degraded blade (predictive): live-migrate all protected guests to

@@ -1,10 +1,14 @@
-//! Killing a QEMU process directly, for FenceSelf when libvirt does not answer in time.
+//! Killing a QEMU process directly: the first step of every fence of a guest whose QEMU pid
+//! is known (libvirt's own destroy sends SIGTERM and looks again only 200 ms later, which
+//! would be most of a failover's fence time), and the way out when libvirt does not answer.
 
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use crate::hypervisor::Hypervisor;
 
 /// How often [`kill_and_wait`] looks whether the process is gone.
 const POLL: Duration = Duration::from_millis(10);
@@ -20,6 +24,14 @@ pub fn is_running(pid: i32) -> bool {
             .is_some_and(|state| state != 'Z' && state != 'X'),
         Err(_) => false,
     }
+}
+
+/// SIGKILLs the QEMU of guest `name` when the hypervisor's pid file names a live one, and
+/// waits up to `timeout` until it no longer runs. Returns the pid when the process is
+/// confirmed gone; `None` when no QEMU pid is known (libvirt's test driver, a guest already
+/// stopped) or it survived (the caller then goes through libvirt).
+pub fn kill_qemu<H: Hypervisor + ?Sized>(hv: &H, name: &str, timeout: Duration) -> Option<i32> {
+    hv.qemu_pid(name).filter(|&pid| kill_and_wait(pid, timeout))
 }
 
 /// Sends SIGKILL to `pid` and waits up to `timeout` until it no longer runs.

@@ -720,11 +720,24 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     }
                     asked += 1;
                     pending.push(g.name.clone());
+                    // Its death must not be reported as a crash.
+                    lock(&self.stopping).insert(g.name.clone());
                     let (hv, tx) = (Arc::clone(&self.hv), tx.clone());
                     let _ = std::thread::Builder::new()
                         .name("fence-destroy".into())
                         .spawn(move || {
-                            let r = hv.destroy(&g.name);
+                            // SIGKILL first; libvirt's destroy is then its bookkeeping.
+                            if let Some(pid) = fence::kill_qemu(&*hv, &g.name, KILL_WAIT) {
+                                let _ = tx.send((g.name.clone(), Ok(Some(pid))));
+                                if let Err(e) = hv.destroy(&g.name) {
+                                    log::debug!(
+                                        "fence: libvirt destroy of killed `{}`: {e}",
+                                        g.name
+                                    );
+                                }
+                                return;
+                            }
+                            let r = hv.destroy(&g.name).map(|()| None);
                             let _ = tx.send((g.name, r));
                         });
                 }
@@ -735,14 +748,23 @@ impl<H: Hypervisor + 'static> Agent<H> {
                         break;
                     };
                     match r {
-                        Ok(()) => report.destroyed += 1,
-                        Err(HypervisorError::NoSuchGuest(_)) => report.already_stopped += 1,
+                        Ok(Some(pid)) => {
+                            report.killed += 1;
+                            log::info!("fence: `{name}` QEMU pid {pid} killed");
+                        }
+                        Ok(None) => {
+                            report.destroyed += 1;
+                            log::info!("fence: `{name}` destroyed through libvirt");
+                        }
+                        Err(HypervisorError::NoSuchGuest(_)) => {
+                            report.already_stopped += 1;
+                            log::info!("fence: `{name}` no longer exists");
+                        }
                         Err(e) => {
                             log::warn!("fence: libvirt destroy `{name}` failed: {e}");
                             continue;
                         }
                     }
-                    log::info!("fence: `{name}` destroyed through libvirt");
                     pending.retain(|n| n != &name);
                 }
             }
@@ -869,11 +891,23 @@ impl<H: Hypervisor + 'static> Agent<H> {
         let _ = std::thread::Builder::new()
             .name("destroy".into())
             .spawn(move || {
-                let _ = tx.send(hv.destroy(&n));
+                // SIGKILL first, as in FenceSelf; libvirt's destroy is then its bookkeeping.
+                if let Some(pid) = fence::kill_qemu(&*hv, &n, KILL_WAIT) {
+                    let _ = tx.send(Ok(Some(pid)));
+                    if let Err(e) = hv.destroy(&n) {
+                        log::debug!("libvirt destroy of killed `{n}`: {e}");
+                    }
+                    return;
+                }
+                let _ = tx.send(hv.destroy(&n).map(|()| None));
             });
         let answer = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         let result = match answer {
-            Ok(Ok(())) | Ok(Err(HypervisorError::NoSuchGuest(_))) => {
+            Ok(Ok(Some(pid))) => {
+                log::info!("`{name}`: QEMU pid {pid} killed");
+                GuestResult::Destroyed { killed: true }
+            }
+            Ok(Ok(None)) | Ok(Err(HypervisorError::NoSuchGuest(_))) => {
                 GuestResult::Destroyed { killed: false }
             }
             // "not running" and the like: the pid file decides below.
