@@ -340,6 +340,8 @@ cmd_stop() {
         done
     done
     wait_gone "${pids[@]}" || die "processes of $B survived SIGKILL"
+    # the namespaces are gone; their numbers may be reused by unrelated processes later
+    for x in "${BLADES[@]}"; do rm -f "$B/$x/mntns"; done
     detach_loops "$B"
     # the bind mounts live in the blades' private namespaces, which are gone with their
     # processes; unmount anything left under BASEDIR in this namespace (none expected)
