@@ -484,10 +484,7 @@ for f in "$B/$x"/run/libvirt/qemu/*.pid; do
 done
 tini=$(cat "$B/$x/tini.pid" 2>/dev/null)
 if [[ "$tini" =~ ^[0-9]+$ ]]; then
-    for s in /proc/[0-9]*/stat; do
-        p=${s#/proc/}; p=${p%/stat}
-        [ "$(awk '{print $4}' "$s" 2>/dev/null)" = "$tini" ] && add "$p" qemu-system
-    done
+    for p in $(pgrep -P "$tini"); do add "$p" qemu-system; done
 fi
 qemus=$(echo $pids | tr ' ' '\n' | sort -u | tr '\n' ' ')
 pids=$qemus
