@@ -45,6 +45,12 @@ def main():
     a = fp.get("agent")
     if a:
         print("| blade-agent RSS, %s | %d KB (peak %d KB) |" % (a["libvirt"], a["rss_kb"], a["peak_rss_kb"]))
+    al = fp.get("agent_libvirtd")
+    if al:
+        print("| blade-agent RSS, real libvirtd, %d protected guests (VmRSS before the failure, median of the %s runs) | %d KB |"
+              % (al["guests"], al["run"], al["protecting_rss_kb"]))
+        print("| blade-agent peak RSS, real libvirtd, after starting %d partner guests (VmHWM, max of the %s runs) | %d KB |"
+              % (al["guests"], al["run"], al["after_takeover_hwm_kb"]))
     print("| heap allocations in the steady-state event path (`shmc-plugin/tests/alloc_count.rs`) | %s |"
           % fp["alloc_test"])
     print("\n### d. Failover, `shelfha demo` (libvirt test driver, in-process shelf), ms after the failure, median (p99) over %d runs\n"

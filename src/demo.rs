@@ -53,6 +53,8 @@ pub enum Scenario {
     AgentSilent,
     /// libvirtd on the blade stops answering (`hypervisor`: the agent self-fences).
     Hypervisor,
+    /// The blade's IPMC stops answering on IPMB (`blade_lost`: the agent self-fences).
+    IpmcSilent,
     /// The operator opens the ejector handle (`blade_extraction`).
     Extraction,
 }
@@ -66,6 +68,7 @@ impl Scenario {
             "os-stop" => Self::OsStop,
             "agent-silent" => Self::AgentSilent,
             "hypervisor" => Self::Hypervisor,
+            "ipmc-silent" => Self::IpmcSilent,
             "extraction" => Self::Extraction,
             _ => return None,
         })
@@ -73,7 +76,7 @@ impl Scenario {
 
     /// The names [`Scenario::parse`] accepts.
     pub const NAMES: &'static str =
-        "hardware, watchdog, os-stop, agent-silent, hypervisor, extraction";
+        "hardware, watchdog, os-stop, agent-silent, hypervisor, ipmc-silent, extraction";
 
     fn describe(self) -> &'static str {
         match self {
@@ -82,6 +85,7 @@ impl Scenario {
             Self::OsStop => "the blade's OS stops (kernel panic)",
             Self::AgentSilent => "the blade's agent stops sending heartbeats (IPMC still in M4)",
             Self::Hypervisor => "libvirtd on the blade stops answering",
+            Self::IpmcSilent => "the blade's IPMC stops answering on IPMB (its host still runs)",
             Self::Extraction => "an operator opens the blade's ejector handle",
         }
     }
@@ -403,6 +407,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
             Scenario::Watchdog => inject(&mut backplane, IPMC[victim], now, Fault::WatchdogExpiry),
             Scenario::OsStop => inject(&mut backplane, IPMC[victim], now, Fault::OsCriticalStop),
             Scenario::Extraction => inject(&mut backplane, IPMC[victim], now, Fault::HandleOpened),
+            Scenario::IpmcSilent => inject(&mut backplane, IPMC[victim], now, Fault::Silent),
             Scenario::AgentSilent => blades[victim].agent_silent = true,
             Scenario::Hypervisor => {
                 blades[victim].hypervisor_down = true;
@@ -425,8 +430,9 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
             opts.timeout,
             |blades, shelf| {
                 // Done when every guest runs on the partner and, where the failure
-                // fences over IPMB, the ShMC has seen the blade reach M1/M0.
-                let fenced = scenario == Scenario::Hypervisor
+                // fences over IPMB, the ShMC has seen the blade reach M1/M0 (a silent
+                // IPMC reports nothing: its agent's self-fence is the fence).
+                let fenced = matches!(scenario, Scenario::Hypervisor | Scenario::IpmcSilent)
                     || matches!(
                         shelf.blade(v_slot).and_then(|b| b.m_state),
                         Some(MState::M1 | MState::M0)
@@ -462,7 +468,12 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
         // Repair: the blade comes back (activated, agent registered) and the pair is healthy again.
         let now = clock.now();
         if let Some(i) = backplane.ipmc(IPMC[victim]) {
-            i.recover(now);
+            if scenario == Scenario::IpmcSilent {
+                // Its IPMC never left M4 for the ShMC: the repair cycles the blade's FRU.
+                i.cycle(now);
+            } else {
+                i.recover(now);
+            }
         }
         let b = &mut blades[victim];
         b.powered = true;

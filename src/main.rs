@@ -33,7 +33,8 @@ USAGE:
         the ShMC core hears emulated IPMCs over IPMB frames, each blade's agent
         drives libvirt's in-process test driver. Injects failures one after the
         other (alternating blades) and prints each failover's timeline.
-        NAME: hardware, watchdog, os-stop, agent-silent, hypervisor, extraction.
+        NAME: hardware, watchdog, os-stop, agent-silent, hypervisor, ipmc-silent,
+        extraction.
         Defaults: --scenario hardware,watchdog --guests 3.
 
     shelfha --help | --version

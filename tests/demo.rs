@@ -46,22 +46,31 @@ fn demo_default_fails_over_twice() {
 fn demo_every_scenario() {
     let out = demo(&[
         "--scenario",
-        "hypervisor,agent-silent,extraction,os-stop",
+        "hypervisor,agent-silent,extraction,os-stop,ipmc-silent,hardware",
         "--guests",
         "2",
     ]);
-    for class in [
+    for (n, class) in [
         "hypervisor on slot 1",
         "host_os on slot 2",
         "blade_extraction on slot 1",
         "host_os on slot 2",
-    ] {
-        assert!(out.contains(class), "{class} missing:\n{out}");
+        "blade_lost on slot 1",
+        "blade_hardware on slot 2",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let line = format!("decision #{}: {class}", n + 1);
+        assert!(out.contains(&line), "{line} missing:\n{out}");
     }
+    // After a silent IPMC, the blade's FRU cycle closes its incident: the next failure
+    // finds its partner healthy.
+    assert!(!out.contains("ALERT"), "{out}");
     // The hardware-fenced failures wait for the IPMB fence: the partner starts nothing before M1.
     assert!(out.contains("fence: HotSwapM1"), "{out}");
     assert!(out.contains("fence: SelfFenced"), "{out}");
-    assert_eq!(out.matches("total downtime").count(), 4, "{out}");
+    assert_eq!(out.matches("total downtime").count(), 6, "{out}");
 }
 
 #[test]

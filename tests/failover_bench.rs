@@ -12,7 +12,9 @@
 //! guest started: libvirt's start call returned, the guest runs), and
 //! `all_guests_polled` (the never-twice poller seeing the last one running, ~50 ms
 //! resolution), and `a_reached_m1` (A's IPMC in M1, for the classes whose IPMB fence
-//! cuts A's power). Times are printed, never asserted. `SHELFHA_BENCH_LOGS=1` also
+//! cuts A's power); beside them the agents' memory in KiB: `agent_a_rss_kb` (A's
+//! agent protecting its guests, before the failure), `agent_b_rss_kb` and
+//! `agent_b_hwm_kb` (B's agent after it started them all). Times are printed, never asserted. `SHELFHA_BENCH_LOGS=1` also
 //! prints every program's log: the whole timeline of the failover.
 //!
 //! Ignored in the test suite (each run boots up to 33 TCG guests); run one with
@@ -68,6 +70,8 @@ struct Marks {
     plugin: usize,
     agent_b: usize,
     sim: usize,
+    /// VmRSS of A's agent, protecting its guests, in KiB.
+    agent_a_rss_kb: Option<u64>,
 }
 
 fn marks(rig: &Rig) -> Marks {
@@ -75,7 +79,22 @@ fn marks(rig: &Rig) -> Marks {
         plugin: rig.plugin().mark(),
         agent_b: rig.agent('b').mark(),
         sim: rig.sim.mark(),
+        agent_a_rss_kb: status_kb(rig.agent('a').pid(), "VmRSS"),
     }
+}
+
+/// A `/proc/PID/status` field in KiB (e.g. "VmRSS", "VmHWM").
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')?
+            .trim()
+            .strip_suffix("kB")?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 fn ms(from: Instant, to: Instant) -> f64 {
@@ -150,6 +169,9 @@ fn failed_over_and_report(
         "all_guests": ms(t0, all),
         "all_guests_polled": polled.map(|p| ms(t0, p)),
         "a_reached_m1": sim_m1.map(|t| ms(t0, t)),
+        "agent_a_rss_kb": m.agent_a_rss_kb,
+        "agent_b_rss_kb": status_kb(rig.agent('b').pid(), "VmRSS"),
+        "agent_b_hwm_kb": status_kb(rig.agent('b').pid(), "VmHWM"),
     });
     println!("bench failover {line}");
     if std::env::var_os("SHELFHA_BENCH_LOGS").is_some() {

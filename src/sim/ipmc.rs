@@ -209,6 +209,17 @@ impl Ipmc {
         }
     }
 
+    /// The operator cycles the FRU through the shelf manager (deactivate, then activate), as
+    /// after repairing a blade whose IPMC was lost: the IPMC answers again and walks
+    /// M4 -> M6 -> M1 -> M2 -> M3 -> M4.
+    pub fn cycle(&mut self, now: u64) {
+        self.recover(now);
+        for next in [MState::M6, MState::M1] {
+            self.transition(now, next, cause::SHELF_MANAGER);
+        }
+        self.recover(now);
+    }
+
     fn raise(
         &mut self,
         now: u64,
