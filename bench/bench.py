@@ -291,6 +291,26 @@ def demo(guests, reps):
     return res
 
 
+def run_bounded(cmd, timeout, env=None):
+    """Runs a system-test command in its own session; when it exceeds `timeout` seconds the
+    whole session (the test, its daemons and guests) is killed and the run counts as failed
+    (returncode None, the output so far kept). The tests' blades are stopped by the next
+    test's `libvirt-blades.sh reap`."""
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, 9)
+        except ProcessLookupError:
+            pass
+        out, err = p.communicate()
+        log("%s: no result within %d s, killed" % (" ".join(cmd[-6:]), timeout))
+        return subprocess.CompletedProcess(cmd, None, out, (err or "") + "\nTIMEOUT after %d s" % timeout)
+
+
 E2E_TESTS = [
     ("bench_blade_hardware_critical_temperature", "blade_hardware (critical temperature)"),
     ("bench_blade_lost_silent_ipmc", "blade_lost (silent IPMC)"),
@@ -308,20 +328,19 @@ def e2e(guest_counts, reps):
     res = []
     for n in guest_counts:
         for name, cls in E2E_TESTS:
-            runs, fails = [], 0
+            runs, fails, why = [], 0, []
             for _ in range(reps):
-                out = subprocess.run(["cargo", "test", "--release", "-q", "-p", "shelfha", "--test",
-                                      "failover_bench", "--", "--ignored", "--exact", name, "--nocapture",
-                                      "--test-threads=1"],
-                                     cwd=ROOT, capture_output=True, text=True, timeout=900,
-                                     env=dict(os.environ, SHELFHA_BENCH_GUESTS=str(n)))
+                out = run_bounded(["cargo", "test", "--release", "-q", "-p", "shelfha", "--test",
+                                   "failover_bench", "--", "--ignored", "--exact", name, "--nocapture",
+                                   "--test-threads=1"], 300, env=dict(os.environ, SHELFHA_BENCH_GUESTS=str(n)))
                 m = re.search(r"^bench failover (\{.*\})$", out.stdout, re.M)
                 if out.returncode != 0 or not m:
                     fails += 1
+                    why.append("timeout (killed)" if out.returncode is None else (out.stdout + out.stderr)[-300:])
                     log("e2e %s (%d guests) failed: %s" % (name, n, (out.stdout + out.stderr)[-800:]))
                     continue
                 runs.append(json.loads(m.group(1)))
-            r = {"test": name, "class": cls, "guests": n, "reps": reps, "failed_runs": fails,
+            r = {"test": name, "class": cls, "guests": n, "reps": reps, "failed_runs": fails, "failures": why,
                  "fence_confirmation": sorted({x["fence_confirmation"] for x in runs})}
             for k in E2E_MEASURES:
                 xs = [x[k] for x in runs if x.get(k) is not None]
@@ -342,9 +361,8 @@ def zero_downtime(reps):
     for _ in range(reps):
         for name in ("test_evacuate_migrates_three_and_falls_back_for_one",
                      "test_warm_standby_resume_after_fence_and_refusals"):
-            out = subprocess.run(["cargo", "test", "--release", "-q", "-p", "blade-agent", "--test",
-                                  "zero_downtime", "--", "--exact", name, "--nocapture", "--test-threads=1"],
-                                 cwd=ROOT, capture_output=True, text=True, timeout=900)
+            out = run_bounded(["cargo", "test", "--release", "-q", "-p", "blade-agent", "--test",
+                               "zero_downtime", "--", "--exact", name, "--nocapture", "--test-threads=1"], 600)
             if out.returncode != 0:
                 fails += 1
                 log("zero_downtime %s failed: %s" % (name, (out.stdout + out.stderr)[-600:]))
@@ -390,8 +408,8 @@ def peer_measured(profile, trials):
     node. Returns per trial the seconds to the guest running on the survivor and to the fence."""
     base = "/var/tmp/shelfha-bench-pcmk"
     shutil.rmtree(base, ignore_errors=True)
-    out = subprocess.run(["bash", os.path.join(BENCH, "peer", "pacemaker.sh"), "run", base, profile,
-                          str(trials)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    out = run_bounded(["bash", os.path.join(BENCH, "peer", "pacemaker.sh"), "run", base, profile, str(trials)],
+                      1800)
     trials_out = []
     for m in re.finditer(r"^trial \d+: (\d+) ms; fenced (\S+) ms", out.stdout, re.M):
         trials_out.append({"running_s": int(m.group(1)) / 1000.0,
