@@ -76,6 +76,18 @@ def main():
             print("| %s (`%s`) | %d | %d/%d | %s | %s |" % (
                 e["class"], e["test"], e["guests"], e["reps"] - e["failed_runs"], e["reps"],
                 ", ".join(e["fence_confirmation"]) or "-", " | ".join(cells)))
+    z = r.get("zero_downtime")
+    if z:
+        print("\n### d. Zero-downtime modes beside a cold restart: real libvirtd + QEMU (TCG) blades, ms (`agent/tests/zero_downtime.rs`, %d runs)\n"
+              % z["reps"])
+        print("| measure | n | median | p99 (max) |")
+        print("|---|---|---|---|")
+        for k, what in (("migration_job_ms", "live migration on Evacuate, libvirt job time per guest"),
+                        ("migration_guest_downtime_ms", "live migration, guest downtime (libvirt's completed-job statistics)"),
+                        ("warm_standby_resume_ms", "warm standby: paused guest resumed, from the restart order"),
+                        ("cold_start_same_order_ms", "cold start of a guest in the same restart order")):
+            st = z[k]
+            print("| %s | %s | %s | %s |" % (what, st["n"] if st else 0, f(st and st["median"], 0), f(st and st["p99"], 0)))
     pm = r.get("peer_measured", {}).get("trials", {})
     if pm:
         print("\n### e. The peer, measured in this run: Pacemaker + Corosync + VirtualDomain + fence_ipmilan\n")
