@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::hypervisor::Hypervisor;
+use crate::hypervisor::{Hypervisor, HypervisorError};
 
 /// How often [`kill_and_wait`] looks whether the process is gone.
 const POLL: Duration = Duration::from_millis(10);
@@ -26,12 +26,26 @@ pub fn is_running(pid: i32) -> bool {
     }
 }
 
-/// SIGKILLs the QEMU of guest `name` when the hypervisor's pid file names a live one, and
-/// waits up to `timeout` until it no longer runs. Returns the pid when the process is
-/// confirmed gone; `None` when no QEMU pid is known (libvirt's test driver, a guest already
-/// stopped) or it survived (the caller then goes through libvirt).
-pub fn kill_qemu<H: Hypervisor + ?Sized>(hv: &H, name: &str, timeout: Duration) -> Option<i32> {
-    hv.qemu_pid(name).filter(|&pid| kill_and_wait(pid, timeout))
+/// Stops guest `name` at once, as a fence must, and hands the outcome to `done` as soon as it
+/// is known: `Ok(Some(pid))` when the hypervisor's pid file named a live QEMU of the guest and
+/// it was SIGKILLed and seen gone within `timeout` (libvirt's destroy then follows as its
+/// bookkeeping, after `done`, so a hung libvirt cannot delay the answer); otherwise libvirt's
+/// destroy decides (`Ok(None)` or its error): no QEMU pid known (libvirt's test driver, a
+/// guest already stopped) or the process survived.
+pub fn stop_now<H: Hypervisor + ?Sized>(
+    hv: &H,
+    name: &str,
+    timeout: Duration,
+    done: impl FnOnce(Result<Option<i32>, HypervisorError>),
+) {
+    if let Some(pid) = hv.qemu_pid(name).filter(|&pid| kill_and_wait(pid, timeout)) {
+        done(Ok(Some(pid)));
+        if let Err(e) = hv.destroy(name) {
+            log::debug!("libvirt destroy of killed `{name}`: {e}");
+        }
+        return;
+    }
+    done(hv.destroy(name).map(|()| None));
 }
 
 /// Sends SIGKILL to `pid` and waits up to `timeout` until it no longer runs.

@@ -726,19 +726,9 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     let _ = std::thread::Builder::new()
                         .name("fence-destroy".into())
                         .spawn(move || {
-                            // SIGKILL first; libvirt's destroy is then its bookkeeping.
-                            if let Some(pid) = fence::kill_qemu(&*hv, &g.name, KILL_WAIT) {
-                                let _ = tx.send((g.name.clone(), Ok(Some(pid))));
-                                if let Err(e) = hv.destroy(&g.name) {
-                                    log::debug!(
-                                        "fence: libvirt destroy of killed `{}`: {e}",
-                                        g.name
-                                    );
-                                }
-                                return;
-                            }
-                            let r = hv.destroy(&g.name).map(|()| None);
-                            let _ = tx.send((g.name, r));
+                            fence::stop_now(&*hv, &g.name, KILL_WAIT, |r| {
+                                let _ = tx.send((g.name.clone(), r));
+                            });
                         });
                 }
                 for _ in 0..asked {
@@ -891,15 +881,9 @@ impl<H: Hypervisor + 'static> Agent<H> {
         let _ = std::thread::Builder::new()
             .name("destroy".into())
             .spawn(move || {
-                // SIGKILL first, as in FenceSelf; libvirt's destroy is then its bookkeeping.
-                if let Some(pid) = fence::kill_qemu(&*hv, &n, KILL_WAIT) {
-                    let _ = tx.send(Ok(Some(pid)));
-                    if let Err(e) = hv.destroy(&n) {
-                        log::debug!("libvirt destroy of killed `{n}`: {e}");
-                    }
-                    return;
-                }
-                let _ = tx.send(hv.destroy(&n).map(|()| None));
+                fence::stop_now(&*hv, &n, KILL_WAIT, |r| {
+                    let _ = tx.send(r);
+                });
             });
         let answer = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         let result = match answer {
