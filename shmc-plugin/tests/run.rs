@@ -22,6 +22,23 @@ fn send(master: &OwnedFd, repr: &Repr<'_>) {
     nix::unistd::write(master.as_fd(), m.as_bytes()).unwrap();
 }
 
+/// A Platform Event from the IPMC at `rq_sa` to the ShMC (0x20), event data `data`.
+fn send_event(master: &OwnedFd, rq_sa: u8, rq_seq: u8, data: &[u8]) {
+    send(
+        master,
+        &Repr {
+            rs_sa: 0x20,
+            net_fn: cmd::NETFN_SENSOR_EVENT,
+            rs_lun: 0,
+            rq_sa,
+            rq_seq,
+            rq_lun: 0,
+            cmd: cmd::CMD_PLATFORM_EVENT,
+            data,
+        },
+    );
+}
+
 #[test]
 fn test_run_answers_events_fences_and_confirms_over_a_pty() {
     let pty = nix::pty::openpty(None, None).unwrap();
@@ -53,19 +70,7 @@ fn test_run_answers_events_fences_and_confirms_over_a_pty() {
     // Slot 1 reports a critical temperature (UC going high), rqSeq 5; garbage first.
     nix::unistd::write(master.as_fd(), &[0xFF, 0x00, 0x13]).unwrap();
     let event = [0x04, 0x01, 0x10, 0x01, 0x59, 95, 90];
-    send(
-        &master,
-        &Repr {
-            rs_sa: 0x20,
-            net_fn: cmd::NETFN_SENSOR_EVENT,
-            rs_lun: 0,
-            rq_sa: 0x82,
-            rq_seq: 5,
-            rq_lun: 0,
-            cmd: cmd::CMD_PLATFORM_EVENT,
-            data: &event,
-        },
-    );
+    send_event(&master, 0x82, 5, &event);
 
     let mut framer = StreamFramer::new();
     let mut buf = [0u8; 256];
@@ -298,18 +303,11 @@ fn test_run_sigterm_stops_cleanly_and_names_the_unconfirmed_fence() {
 
     // Slot 1: critical temperature. The fence request is read and never
     // answered, so incident #1 is still fencing when the signal comes.
-    send(
+    send_event(
         &shelf.master,
-        &Repr {
-            rs_sa: 0x20,
-            net_fn: cmd::NETFN_SENSOR_EVENT,
-            rs_lun: 0,
-            rq_sa: 0x82,
-            rq_seq: 9,
-            rq_lun: 0,
-            cmd: cmd::CMD_PLATFORM_EVENT,
-            data: &[0x04, 0x01, 0x10, 0x01, 0x59, 95, 90],
-        },
+        0x82,
+        9,
+        &[0x04, 0x01, 0x10, 0x01, 0x59, 95, 90],
     );
     let mut framer = StreamFramer::new();
     let mut buf = [0u8; 256];
@@ -355,18 +353,11 @@ fn test_run_sigint_stops_cleanly_and_a_second_signal_loses_nothing() {
     plugin.wait_for("shmc-plugin running");
     // One benign event (slot 2: an upper non-critical temperature
     // deasserted, recorded only) so the totals have something to count.
-    send(
+    send_event(
         &shelf.master,
-        &Repr {
-            rs_sa: 0x20,
-            net_fn: cmd::NETFN_SENSOR_EVENT,
-            rs_lun: 0,
-            rq_sa: 0x84,
-            rq_seq: 1,
-            rq_lun: 0,
-            cmd: cmd::CMD_PLATFORM_EVENT,
-            data: &[0x04, 0x01, 0x10, 0x81, 0x57, 40, 80],
-        },
+        0x84,
+        1,
+        &[0x04, 0x01, 0x10, 0x81, 0x57, 40, 80],
     );
     let mut answered = false;
     let mut framer = StreamFramer::new();
