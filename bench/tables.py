@@ -15,6 +15,11 @@ def f(x, nd=1):
     return str(x)
 
 
+def cell(s, nd):
+    """`median (p99)` of a stats dict, or `-`."""
+    return "%s (%s)" % (f(s["median"], nd), f(s["p99"], nd)) if s else "-"
+
+
 def main():
     r = json.load(open(sys.argv[1]))
     m = r["machine"]
@@ -58,10 +63,7 @@ def main():
     print("| failure | guests | detection | fence confirmed | first guest running | all guests running |")
     print("|---|---|---|---|---|---|")
     for d in r["demo"]:
-        cells = []
-        for k in ("detection_ms", "fence_confirmed_ms", "first_guest_ms", "all_guests_ms"):
-            s = d[k]
-            cells.append("%s (%s)" % (f(s["median"], 2), f(s["p99"], 2)) if s else "-")
+        cells = [cell(d[k], 2) for k in ("detection_ms", "fence_confirmed_ms", "first_guest_ms", "all_guests_ms")]
         print("| %s | %d | %s |" % (d["class"], d["guests"], " | ".join(cells)))
     if r["e2e"]:
         print("\n### d. Failover end to end: real libvirtd + QEMU (TCG) blades, ms after the failure, median (p99) over %d runs\n"
@@ -69,10 +71,7 @@ def main():
         print("| failure (test in tests/failover_bench.rs) | guests | runs ok | fence confirmed by | detection | fence confirmed | first guest running | all guests running |")
         print("|---|---|---|---|---|---|---|---|")
         for e in r["e2e"]:
-            cells = []
-            for k in ("detection_ms", "fence_ms", "first_guest_ms", "all_guests_ms"):
-                s = e[k]
-                cells.append("%s (%s)" % (f(s["median"], 0), f(s["p99"], 0)) if s else "-")
+            cells = [cell(e[k], 0) for k in ("detection_ms", "fence_ms", "first_guest_ms", "all_guests_ms")]
             print("| %s (`%s`) | %d | %d/%d | %s | %s |" % (
                 e["class"], e["test"], e["guests"], e["reps"] - e["failed_runs"], e["reps"],
                 ", ".join(e["fence_confirmation"]) or "-", " | ".join(cells)))

@@ -179,34 +179,38 @@ fn failed_over_and_report(
     }
 }
 
+/// A failure the simulator injects into A's IPMC (`fault`, its `inject` word), on a rig
+/// for `test`; then [`failed_over_and_report`].
+fn injected(test: &str, fault: &str, class: &str, how: &str, power_cut: bool) {
+    let _shelf = one_shelf();
+    let rig = rig(test);
+    let m = marks(&rig);
+    let t0 = rig.sim(&format!("inject {A:#04x} {fault}"));
+    failed_over_and_report(&rig, class, how, t0, &m, power_cut);
+}
+
 #[test]
 #[ignore = "benchmark: run by bench/bench.py"]
 fn bench_blade_hardware_critical_temperature() {
-    let _shelf = one_shelf();
-    let rig = rig("b-crit");
-    let m = marks(&rig);
-    let t0 = rig.sim(&format!("inject {A:#04x} critical-temperature"));
-    failed_over_and_report(&rig, "blade_hardware", "critical temperature", t0, &m, true);
+    injected(
+        "b-crit",
+        "critical-temperature",
+        "blade_hardware",
+        "critical temperature",
+        true,
+    );
 }
 
 #[test]
 #[ignore = "benchmark: run by bench/bench.py"]
 fn bench_blade_lost_silent_ipmc() {
-    let _shelf = one_shelf();
-    let rig = rig("b-silent");
-    let m = marks(&rig);
-    let t0 = rig.sim(&format!("inject {A:#04x} silent"));
-    failed_over_and_report(&rig, "blade_lost", "silent IPMC", t0, &m, false);
+    injected("b-silent", "silent", "blade_lost", "silent IPMC", false);
 }
 
 #[test]
 #[ignore = "benchmark: run by bench/bench.py"]
 fn bench_host_os_watchdog() {
-    let _shelf = one_shelf();
-    let rig = rig("b-wdog");
-    let m = marks(&rig);
-    let t0 = rig.sim(&format!("inject {A:#04x} watchdog"));
-    failed_over_and_report(&rig, "host_os", "watchdog", t0, &m, true);
+    injected("b-wdog", "watchdog", "host_os", "watchdog", true);
 }
 
 #[test]
