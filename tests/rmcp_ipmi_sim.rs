@@ -21,6 +21,8 @@
 //! The latency measurement behind docs/rmcp.md is the ignored test
 //! `latency_rmcp_vs_ipmb` (`-- --ignored --nocapture`).
 
+#[path = "support/bins.rs"]
+mod bins;
 #[path = "support/ipmi_sim.rs"]
 mod ipmi_sim;
 
@@ -76,39 +78,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// The `shmc-plugin` binary of this workspace, built once per test run.
 fn plugin_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // The test executable is <target>/<profile>/deps/<name>; the binary
-        // goes to <target>/<profile>/ when built with the same profile.
-        let exe = std::env::current_exe().expect("test executable");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target directory");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") => "dev",
-            Some(other) => other,
-            None => "dev",
-        };
-        // The root package cannot name another package's binary: build it.
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "shmc-plugin",
-                "--bin",
-                "shmc-plugin",
-            ])
-            .args(["--profile", profile])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building shmc-plugin failed");
-        let bin = profile_dir.join("shmc-plugin");
-        assert!(bin.exists(), "{} not built", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| bins::build(&["shmc-plugin"]).pop().expect("shmc-plugin"))
 }
 
 /// A running `shmc-plugin run`; its stderr lines and JSON lines arrive on channels.

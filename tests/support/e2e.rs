@@ -34,6 +34,9 @@ use serde_json::Value;
 
 use crate::blades::{alive, Blades};
 
+#[path = "bins.rs"]
+mod bins;
+
 /// One shelf at a time: each test runs two daemons, QEMU guests and four programs.
 static SHELF: Mutex<()> = Mutex::new(());
 
@@ -56,53 +59,9 @@ pub const FAILOVER_CLASSES: [&str; 6] = [
 pub fn binaries() -> &'static (PathBuf, PathBuf) {
     static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
     BINS.get_or_init(|| {
-        // The test executable is target/<profile>/deps/<name>.
-        let exe = std::env::current_exe().expect("test executable");
-        let dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target directory")
-            .to_path_buf();
-        // The root package cannot name other packages' binaries: build them, with the
-        // profile of this test (a release test must not run stale release binaries).
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "shmc-plugin",
-            "--bin",
-            "shmc-plugin",
-            "-p",
-            "blade-agent",
-            "--bin",
-            "blade-agent",
-        ]);
-        match dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => {}
-            Some("release") => {
-                cmd.arg("--release");
-            }
-            Some(profile) => {
-                cmd.args(["--profile", profile]);
-            }
-        }
-        let status = cmd
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(
-            status.success(),
-            "building shmc-plugin and blade-agent failed"
-        );
-        let bins = (dir.join("shmc-plugin"), dir.join("blade-agent"));
-        assert!(
-            bins.0.exists() && bins.1.exists(),
-            "binaries not built in {}",
-            dir.display()
-        );
-        bins
+        let mut bins = bins::build(&["shmc-plugin", "blade-agent"]).into_iter();
+        let plugin = bins.next().expect("shmc-plugin");
+        (plugin, bins.next().expect("blade-agent"))
     })
 }
 
