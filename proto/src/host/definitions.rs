@@ -61,17 +61,41 @@ pub fn split(name: &str, xml: &[u8]) -> Result<Vec<Message>, ChunkError> {
         .collect())
 }
 
+/// One definition being assembled: each chunk kept as it arrived, joined only when all are
+/// there. Nothing is written at an offset computed from the wire, so no chunk (a duplicate, a
+/// resent last chunk of another length) can reach past what was allocated.
 #[derive(Debug)]
 struct Partial {
     name: GuestName,
     digest: Digest,
     total: u16,
-    have: u64,
-    xml: Vec<u8>,
+    /// `chunks.len() == total`; `None` until chunk `i` arrived.
+    chunks: Vec<Option<HVec<u8, DEFINITION_CHUNK>>>,
     age: u64,
 }
 
+impl Partial {
+    fn complete(&self) -> bool {
+        self.chunks.iter().all(Option::is_some)
+    }
+
+    /// The chunks joined in order (call when [`Partial::complete`]).
+    fn join(&self) -> Vec<u8> {
+        let len = self.chunks.iter().flatten().map(|c| c.len()).sum();
+        let mut xml = Vec::with_capacity(len);
+        for c in self.chunks.iter().flatten() {
+            xml.extend_from_slice(c);
+        }
+        xml
+    }
+}
+
 /// Reassembles pushed definitions from one partner.
+///
+/// Hostile input never panics it: a chunk is stored in its own slot (replacing an earlier copy
+/// of the same chunk), chunk numbering and lengths are checked against the message rules
+/// ([`Message::is_valid`]) before anything is kept, and memory is bounded by
+/// [`Assembler::MAX_PARTIAL`] definitions of at most [`MAX_DEFINITION_CHUNKS`] chunks.
 #[derive(Debug, Default)]
 pub struct Assembler {
     partial: Vec<Partial>,
@@ -87,9 +111,15 @@ impl Assembler {
         Assembler::default()
     }
 
-    /// Takes one `DefinitionPush` (already validated by the verifier). Returns the guest name
-    /// and the whole XML when this chunk completes a definition whose digest matches.
-    /// A chunk with a new digest for a guest replaces that guest's partial definition.
+    /// Definitions currently being assembled (at most [`Assembler::MAX_PARTIAL`]).
+    pub fn in_progress(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Takes one `DefinitionPush` (already validated by the verifier, checked again here).
+    /// Returns the guest name and the whole XML when this chunk completes a definition whose
+    /// digest matches. A chunk with a new digest for a guest replaces that guest's partial
+    /// definition; a chunk that arrives again replaces its earlier copy.
     pub fn add(&mut self, msg: &Message) -> Result<Option<(GuestName, Vec<u8>)>, ChunkError> {
         let Message::DefinitionPush {
             name,
@@ -104,66 +134,69 @@ impl Assembler {
         if !msg.is_valid() {
             return Err(ChunkError::Inconsistent);
         }
-        self.clock += 1;
-        let pos = match self.partial.iter().position(|p| p.name == *name) {
-            Some(i) if self.partial[i].digest == *digest => {
-                if self.partial[i].total != *total {
+        self.clock = self.clock.wrapping_add(1);
+        let found = self.partial.iter().position(|p| p.name == *name);
+        let pos = match found.and_then(|i| self.partial.get(i).map(|p| (i, p))) {
+            Some((i, p)) if p.digest == *digest => {
+                if p.total != *total {
                     self.partial.swap_remove(i);
                     return Err(ChunkError::Inconsistent);
                 }
                 i
             }
-            found => {
-                if let Some(i) = found {
+            other => {
+                if let Some((i, _)) = other {
                     self.partial.swap_remove(i);
                 }
                 if self.partial.len() >= Self::MAX_PARTIAL {
-                    if let Some(oldest) =
-                        (0..self.partial.len()).min_by_key(|i| self.partial[*i].age)
+                    if let Some(oldest) = self
+                        .partial
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, p)| p.age)
+                        .map(|(i, _)| i)
                     {
+                        let p = self.partial.swap_remove(oldest);
                         log::warn!(
                             "dropping incomplete definition of {} (too many in progress)",
-                            self.partial[oldest].name
+                            p.name
                         );
-                        self.partial.swap_remove(oldest);
                     }
                 }
                 self.partial.push(Partial {
                     name: name.clone(),
                     digest: *digest,
                     total: *total,
-                    have: 0,
-                    xml: vec![0; usize::from(*total) * DEFINITION_CHUNK],
+                    chunks: vec![None; usize::from(*total)],
                     age: 0,
                 });
-                self.partial.len() - 1
+                self.partial.len().saturating_sub(1)
             }
         };
-        let p = &mut self.partial[pos];
-        p.age = self.clock;
-        let start = usize::from(*index) * DEFINITION_CHUNK;
-        p.xml[start..start + bytes.len()].copy_from_slice(bytes);
-        if *index + 1 == p.total {
-            p.xml.truncate(start + bytes.len());
-        }
-        p.have |= 1 << index;
-        let all = if p.total == 64 {
-            u64::MAX
-        } else {
-            (1u64 << p.total) - 1
+        let Some(p) = self.partial.get_mut(pos) else {
+            return Err(ChunkError::Inconsistent);
         };
-        if p.have != all {
+        p.age = self.clock;
+        // `index < total == chunks.len()` by `is_valid` and the check above; `get_mut` keeps
+        // it safe regardless.
+        let Some(slot) = p.chunks.get_mut(usize::from(*index)) else {
+            self.partial.swap_remove(pos);
+            return Err(ChunkError::Inconsistent);
+        };
+        *slot = Some(bytes.clone());
+        if !p.complete() {
             return Ok(None);
         }
         let p = self.partial.swap_remove(pos);
-        if definition_digest(&p.xml) != p.digest {
+        let xml = p.join();
+        if definition_digest(&xml) != p.digest {
             return Err(ChunkError::DigestMismatch);
         }
-        Ok(Some((p.name, p.xml)))
+        Ok(Some((p.name, xml)))
     }
 }
 
-// `have` is a u64 bitmap of chunks.
+// Partials are allocated from `total`; keep that bounded.
 const _: () = assert!(MAX_DEFINITION_CHUNKS <= 64);
 
 #[cfg(test)]
