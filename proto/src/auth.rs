@@ -11,6 +11,7 @@
 //! A receiver that restarts forgets its windows; [`Verifier::set_floor`] restores a floor
 //! (e.g. persisted highest sequences) so that frames from before the restart stay rejected.
 
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -39,12 +40,14 @@ impl Key {
         if hex.len() != 64 {
             return None;
         }
-        let digit = |c: u8| (c as char).to_digit(16);
+        let digit = |c: u8| (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
         let mut bytes = [0u8; 32];
-        for (i, pair) in hex.chunks_exact(2).enumerate() {
-            let hi = digit(pair[0])?;
-            let lo = digit(pair[1])?;
-            bytes[i] = (hi * 16 + lo) as u8;
+        for (b, pair) in bytes.iter_mut().zip(hex.chunks_exact(2)) {
+            let &[hi, lo] = pair else {
+                return None;
+            };
+            // Two hex digits: at most 0xff.
+            *b = digit(hi)?.wrapping_mul(16).wrapping_add(digit(lo)?);
         }
         Some(Key { bytes })
     }
@@ -55,11 +58,14 @@ impl Key {
     }
 
     fn mac(&self) -> HmacSha256 {
-        // HMAC accepts keys of any length; a 32-byte key cannot fail.
-        match HmacSha256::new_from_slice(&self.bytes) {
-            Ok(m) => m,
-            Err(_) => unreachable!("HMAC takes any key length"),
+        // RFC 2104 pads a key shorter than the hash's 64-byte block with zeros. Padding it
+        // here lets the infallible block-sized constructor be used (same tags: the golden
+        // vectors check them).
+        let mut block = hmac::digest::Key::<HmacSha256>::default();
+        for (b, k) in block.iter_mut().zip(self.bytes.iter()) {
+            *b = *k;
         }
+        <HmacSha256 as KeyInit>::new(&block)
     }
 
     /// HMAC-SHA256 of `data` under this key.
@@ -193,13 +199,15 @@ pub struct DropCounters {
 impl DropCounters {
     /// Adds one drop for `reason`.
     pub fn count(&mut self, reason: DropReason) {
-        let c = &mut self.counts[reason.index()];
-        *c = c.saturating_add(1);
+        // `index() < COUNT` for every reason (see `ALL`); `get_mut` keeps this panic-free.
+        if let Some(c) = self.counts.get_mut(reason.index()) {
+            *c = c.saturating_add(1);
+        }
     }
 
     /// Drops counted for `reason`.
     pub fn get(&self, reason: DropReason) -> u64 {
-        self.counts[reason.index()]
+        self.counts.get(reason.index()).copied().unwrap_or(0)
     }
 
     /// All drops.
@@ -235,10 +243,10 @@ impl ReplayWindow {
 
     /// Would `seq` be accepted? Does not change the state.
     pub fn check(&self, seq: u64) -> Result<(), DropReason> {
-        if seq > self.highest {
+        let Some(age) = self.highest.checked_sub(seq) else {
+            // Newer than anything accepted.
             return Ok(());
-        }
-        let age = self.highest - seq;
+        };
         if age >= Self::WIDTH {
             Err(DropReason::Stale)
         } else if self.seen & (1 << age) != 0 {
@@ -250,19 +258,21 @@ impl ReplayWindow {
 
     /// Records `seq` as accepted (call only after `check` succeeded).
     pub fn accept(&mut self, seq: u64) {
-        if seq > self.highest {
-            let shift = seq - self.highest;
-            self.seen = if shift >= Self::WIDTH {
-                0
-            } else {
-                self.seen << shift
-            };
-            self.seen |= 1;
-            self.highest = seq;
-        } else {
-            let age = self.highest - seq;
-            if age < Self::WIDTH {
-                self.seen |= 1 << age;
+        match seq.checked_sub(self.highest) {
+            Some(shift) if shift > 0 => {
+                self.seen = if shift >= Self::WIDTH {
+                    0
+                } else {
+                    self.seen << shift
+                };
+                self.seen |= 1;
+                self.highest = seq;
+            }
+            _ => {
+                let age = self.highest.saturating_sub(seq);
+                if age < Self::WIDTH {
+                    self.seen |= 1 << age;
+                }
             }
         }
     }
@@ -418,8 +428,11 @@ impl Verifier {
             .peers
             .get_mut(header.sender)
             .ok_or(DropReason::UnknownSender)?;
-        let signed = datagram.len() - TAG_LEN;
-        if !self.key.verify(&datagram[..signed], &datagram[signed..]) {
+        // `peek` checked `len >= MIN_FRAME > TAG_LEN`; the checked split keeps it panic-free.
+        let (signed, tag) = datagram
+            .split_at_checked(datagram.len().saturating_sub(TAG_LEN))
+            .ok_or(DropReason::Truncated)?;
+        if !self.key.verify(signed, tag) {
             return Err(DropReason::BadMac);
         }
         window.check(header.seq)?;
@@ -429,8 +442,8 @@ impl Verifier {
         }
         debug_assert_eq!(field::BODY, HEADER_LEN);
         // Bytes after the known fields are ignored: a newer sender may append fields.
-        let message: Message = postcard::from_bytes(&datagram[HEADER_LEN..signed])
-            .map_err(|_| DropReason::Malformed)?;
+        let body = signed.get(HEADER_LEN..).ok_or(DropReason::Truncated)?;
+        let message: Message = postcard::from_bytes(body).map_err(|_| DropReason::Malformed)?;
         if !message.is_valid() {
             return Err(DropReason::Invalid);
         }

@@ -85,20 +85,33 @@ pub fn seal(key: &Key, header: &Header, msg: &Message, out: &mut [u8]) -> Result
     if out.len() < MIN_FRAME {
         return Err(SealError::BufferTooSmall);
     }
-    out[field::VERSION] = PROTOCOL_VERSION;
-    out[field::SENDER] = header.sender.0;
-    out[field::DEST] = header.dest.0;
-    out[field::SEQ].copy_from_slice(&header.seq.to_le_bytes());
-    let body_room = out.len() - HEADER_LEN - TAG_LEN;
-    let body = &mut out[HEADER_LEN..HEADER_LEN + body_room];
+    let (head, rest) = out
+        .split_first_chunk_mut::<HEADER_LEN>()
+        .ok_or(SealError::BufferTooSmall)?;
+    let [version, sender, dest, seq @ ..] = head;
+    debug_assert_eq!(
+        (field::VERSION, field::SENDER, field::DEST, field::SEQ),
+        (0, 1, 2, 3..HEADER_LEN)
+    );
+    *version = PROTOCOL_VERSION;
+    *sender = header.sender.0;
+    *dest = header.dest.0;
+    *seq = header.seq.to_le_bytes();
+    let body_room = rest.len().saturating_sub(TAG_LEN);
+    let body = rest.get_mut(..body_room).ok_or(SealError::BufferTooSmall)?;
     // Every field is bounded (heapless), so the only possible error is a short buffer.
     let body_len = postcard::to_slice(msg, body)
         .map_err(|_| SealError::BufferTooSmall)?
         .len();
-    let signed = HEADER_LEN + body_len;
-    let tag = key.tag(&out[..signed]);
-    out[signed..signed + TAG_LEN].copy_from_slice(&tag);
-    Ok(signed + TAG_LEN)
+    let signed = HEADER_LEN.saturating_add(body_len);
+    let (signed_part, tail) = out
+        .split_at_mut_checked(signed)
+        .ok_or(SealError::BufferTooSmall)?;
+    let tag = key.tag(signed_part);
+    tail.get_mut(..TAG_LEN)
+        .ok_or(SealError::BufferTooSmall)?
+        .copy_from_slice(&tag);
+    Ok(signed.saturating_add(TAG_LEN))
 }
 
 /// Unauthenticated look at a frame: `(version, header, kind byte)`; `None` if shorter than
@@ -107,16 +120,17 @@ pub fn peek(datagram: &[u8]) -> Option<(u8, Header, u8)> {
     if datagram.len() < MIN_FRAME {
         return None;
     }
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&datagram[field::SEQ]);
+    let (head, rest) = datagram.split_first_chunk::<HEADER_LEN>()?;
+    let &[version, sender, dest, ref seq @ ..] = head;
+    let kind = *rest.first()?;
     Some((
-        datagram[field::VERSION],
+        version,
         Header {
-            sender: NodeId(datagram[field::SENDER]),
-            dest: NodeId(datagram[field::DEST]),
-            seq: u64::from_le_bytes(seq),
+            sender: NodeId(sender),
+            dest: NodeId(dest),
+            seq: u64::from_le_bytes(*seq),
         },
-        datagram[field::BODY],
+        kind,
     ))
 }
 

@@ -30,6 +30,20 @@
 //! definition chunk reassembly and the UDP [`Endpoint`] (module [`host`]).
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(unsafe_code)]
+// Receiving handles hostile bytes: outside tests nothing in this crate may index or slice
+// unchecked, unwrap, expect or panic (use `get`, `split_at_checked`, `?`, checked arithmetic).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
 
 pub mod auth;
 pub mod digest;

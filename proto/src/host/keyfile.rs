@@ -107,7 +107,10 @@ pub fn load_key(path: &Path) -> Result<Key, KeyFileError> {
             Ok(Key::new(raw))
         }
         64 => Key::from_hex(&buf).ok_or(format_err),
-        65 if buf[64] == b'\n' => Key::from_hex(&buf[..64]).ok_or(format_err),
+        65 => buf
+            .strip_suffix(b"\n")
+            .and_then(Key::from_hex)
+            .ok_or(format_err),
         _ => Err(format_err),
     }
 }
