@@ -111,6 +111,9 @@ pub enum DropReason {
     Stale,
     /// Authentic, but its sequence was already accepted (a replay or a retry).
     Replayed,
+    /// Authentic, but the sender has not proven since our start that the frame is not a
+    /// replay (it has not answered a [`Message::Challenge`] yet; see [`Verifier::require_sync`]).
+    Unsynced,
     /// Authentic, but a message kind this version does not know.
     UnknownKind,
     /// Authentic, but the body does not decode.
@@ -126,7 +129,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 
     /// Every reason, in check order.
     pub const ALL: [DropReason; DropReason::COUNT] = [
@@ -138,6 +141,7 @@ impl DropReason {
         DropReason::BadMac,
         DropReason::Stale,
         DropReason::Replayed,
+        DropReason::Unsynced,
         DropReason::UnknownKind,
         DropReason::Malformed,
         DropReason::Invalid,
@@ -156,11 +160,12 @@ impl DropReason {
             DropReason::BadMac => 5,
             DropReason::Stale => 6,
             DropReason::Replayed => 7,
-            DropReason::UnknownKind => 8,
-            DropReason::Malformed => 9,
-            DropReason::Invalid => 10,
-            DropReason::WrongRole => 11,
-            DropReason::UnmatchedAck => 12,
+            DropReason::Unsynced => 8,
+            DropReason::UnknownKind => 9,
+            DropReason::Malformed => 10,
+            DropReason::Invalid => 11,
+            DropReason::WrongRole => 12,
+            DropReason::UnmatchedAck => 13,
         }
     }
 
@@ -181,6 +186,7 @@ impl core::fmt::Display for DropReason {
             DropReason::BadMac => "bad authentication tag",
             DropReason::Stale => "sequence older than the replay window",
             DropReason::Replayed => "sequence already seen (replay or retry)",
+            DropReason::Unsynced => "sender not yet challenged since our start (possible replay)",
             DropReason::UnknownKind => "unknown message kind",
             DropReason::Malformed => "body does not decode",
             DropReason::Invalid => "invalid field values",
@@ -253,6 +259,15 @@ impl ReplayWindow {
             Err(DropReason::Replayed)
         } else {
             Ok(())
+        }
+    }
+
+    /// Clears the "seen" mark of `seq` if it lies inside the window (see [`Verifier::forget`]).
+    pub fn forget(&mut self, seq: u64) {
+        if let Some(age) = self.highest.checked_sub(seq) {
+            if age < Self::WIDTH {
+                self.seen &= !(1u64 << age);
+            }
         }
     }
 
@@ -346,6 +361,8 @@ pub struct Verifier {
     me: NodeId,
     peers: Peers,
     drops: DropCounters,
+    /// Bit `n` set: node `n` must answer a challenge before its frames are accepted.
+    unsynced: u32,
 }
 
 impl Verifier {
@@ -356,6 +373,46 @@ impl Verifier {
             me,
             peers: Peers::new(),
             drops: DropCounters::default(),
+            unsynced: 0,
+        }
+    }
+
+    /// From now on, frames from `id` are dropped as [`DropReason::Unsynced`] until
+    /// [`Verifier::mark_synced`]: only the session kinds ([`Kind::is_session`]) pass, without
+    /// touching the replay window. An endpoint calls this for every peer at start, because a
+    /// receiver that restarted cannot tell a fresh frame from one captured before.
+    pub fn require_sync(&mut self, id: NodeId) {
+        if let Some(bit) = node_bit(id) {
+            self.unsynced |= bit;
+        }
+    }
+
+    /// `id` proved its freshness with a frame of sequence `seq` (its
+    /// [`Message::ChallengeReply`]): frames up to `seq` are refused from now on, later ones
+    /// accepted. Never lowers the window. Returns false if `id` is unknown.
+    pub fn mark_synced(&mut self, id: NodeId, seq: u64) -> bool {
+        let Some(w) = self.peers.get_mut(id) else {
+            return false;
+        };
+        if seq > w.highest() {
+            *w = ReplayWindow::new(seq);
+        }
+        if let Some(bit) = node_bit(id) {
+            self.unsynced &= !bit;
+        }
+        true
+    }
+
+    /// False while frames from `id` are refused as [`DropReason::Unsynced`].
+    pub fn is_synced(&self, id: NodeId) -> bool {
+        node_bit(id).is_none_or(|bit| self.unsynced & bit == 0)
+    }
+
+    /// Forgets that `seq` from `id` was accepted, so that a retry of it is delivered again
+    /// (a command the application could not make durable). Only inside the window.
+    pub fn forget(&mut self, id: NodeId, seq: u64) {
+        if let Some(w) = self.peers.get_mut(id) {
+            w.forget(seq);
         }
     }
 
@@ -435,8 +492,16 @@ impl Verifier {
         if !self.key.verify(signed, tag) {
             return Err(DropReason::BadMac);
         }
-        window.check(header.seq)?;
-        window.accept(header.seq);
+        // Session kinds (challenge and reply) bypass the window: a challenge must be answered
+        // even from a peer whose counter went back, and a reply is bound by its nonce.
+        let session = Kind::from_u8(kind).is_some_and(Kind::is_session);
+        if !session {
+            if node_bit(header.sender).is_some_and(|bit| self.unsynced & bit != 0) {
+                return Err(DropReason::Unsynced);
+            }
+            window.check(header.seq)?;
+            window.accept(header.seq);
+        }
         if Kind::from_u8(kind).is_none() {
             return Err(DropReason::UnknownKind);
         }
@@ -456,6 +521,12 @@ impl Verifier {
             message,
         })
     }
+}
+
+/// The bit of `id` in [`Verifier`]'s unsynced set (`None` past bit 31: never used by the
+/// protocol's ids 0..=16).
+fn node_bit(id: NodeId) -> Option<u32> {
+    1u32.checked_shl(u32::from(id.0))
 }
 
 // MIN_FRAME is what `peek` requires; keep the two in step.

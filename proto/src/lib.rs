@@ -62,7 +62,8 @@ pub use frame::{
 pub use message::{
     guest_name, short_text, valid_guest_name, AckStatus, Capabilities, FenceProof, GuestName,
     Health, IncidentId, Kind, Message, Move, NodeId, Outcome, ReasonCode, SoftwareVersion,
-    DEFINITION_CHUNK, MAX_DEFINITION_CHUNKS, MAX_NAME, MAX_SLOT, MAX_SUBSET, MAX_TEXT,
+    UnprotectedReason, DEFINITION_CHUNK, MAX_DEFINITION_CHUNKS, MAX_NAME, MAX_SLOT, MAX_SUBSET,
+    MAX_TEXT,
 };
 
 #[cfg(feature = "std")]

@@ -187,6 +187,30 @@ code_enum! {
         MigrationFailed = 9,
         /// The guest is not protected by this agent.
         NotProtected = 10,
+        /// This blade fenced itself: it starts nothing more (queued starts are cancelled).
+        Fenced = 11,
+    }
+}
+
+code_enum! {
+    /// Why a guest is not protected by its partner ([`Message::GuestUnprotected`]).
+    pub enum UnprotectedReason {
+        /// Its name is longer than [`MAX_NAME`] bytes or not a valid guest name.
+        BadName = 0,
+        /// Its domain XML is larger than `MAX_DEFINITION_CHUNKS * DEFINITION_CHUNK` bytes.
+        TooLarge = 1,
+        /// The XML's `<name>` differs from the name it was pushed under.
+        NameMismatch = 2,
+        /// The definition passes a host device through (`<hostdev>`, host USB/PCI).
+        HostDevice = 3,
+        /// The definition carries `qemu:commandline` arguments.
+        QemuCommandline = 4,
+        /// A disk or other file of the definition lies outside the allowed storage paths.
+        DiskPath = 5,
+        /// The XML does not parse or is not UTF-8.
+        BadXml = 6,
+        /// The partner could not store the definition (its state directory).
+        StoreFailed = 7,
     }
 }
 
@@ -445,6 +469,36 @@ pub enum Message {
         /// Guest downtime of a live migration (libvirt's completed-job statistics), when known.
         downtime_ms: Option<u32>,
     },
+    /// Any -> any, not acknowledged: "prove you are live". Sent by a receiver that cannot
+    /// tell a peer's frame from a replay: after its own start (it forgot its windows), or on
+    /// an authentic frame below its window (the peer's counter went back). The peer raises
+    /// its sequence counter above `floor`, answers [`Message::ChallengeReply`] with `nonce`,
+    /// and sends its unacknowledged commands again under new sequence numbers.
+    Challenge {
+        /// Random, single use; the reply must quote it.
+        nonce: u64,
+        /// Highest sequence the challenger accepted from the peer (0 if none).
+        floor: u64,
+    },
+    /// Any -> any, not acknowledged: answer to [`Message::Challenge`]. Its sequence number
+    /// becomes the challenger's replay floor for this sender: everything sent before it is
+    /// refused from then on.
+    ChallengeReply {
+        /// The challenge's nonce.
+        nonce: u64,
+    },
+    /// Agent -> ShMC: a guest is not protected by its partner, and why (an owner that cannot
+    /// push its definition, or a partner that refused it). Command.
+    GuestUnprotected {
+        /// The blade the guest runs on (its owner).
+        slot: u8,
+        /// Why it is not protected.
+        reason: UnprotectedReason,
+        /// The guest's name, cut to [`MAX_TEXT`] bytes (it may not be a valid [`GuestName`]).
+        name: String<MAX_TEXT>,
+        /// Short detail (e.g. the offending disk path), may be empty.
+        text: String<MAX_TEXT>,
+    },
 }
 
 /// Wire kind of a message: the postcard variant index of [`Message`], byte 11 of a frame.
@@ -491,11 +545,17 @@ pub enum Kind {
     Migrate = 18,
     /// [`Message::GuestMoved`].
     GuestMoved = 19,
+    /// [`Message::Challenge`].
+    Challenge = 20,
+    /// [`Message::ChallengeReply`].
+    ChallengeReply = 21,
+    /// [`Message::GuestUnprotected`].
+    GuestUnprotected = 22,
 }
 
 impl Kind {
     /// Number of kinds this version knows; a body byte `>= COUNT` is an unknown kind.
-    pub const COUNT: u8 = 20;
+    pub const COUNT: u8 = 23;
 
     /// Every kind, in wire order.
     pub const ALL: [Kind; Kind::COUNT as usize] = [
@@ -519,6 +579,9 @@ impl Kind {
         Kind::GuestDestroyed,
         Kind::Migrate,
         Kind::GuestMoved,
+        Kind::Challenge,
+        Kind::ChallengeReply,
+        Kind::GuestUnprotected,
     ];
 
     /// The kind with wire value `v`, if known.
@@ -530,7 +593,7 @@ impl Kind {
     /// `None` anyone (Ack). The verifier drops other senders as `WrongRole`.
     pub fn from_shmc(self) -> Option<bool> {
         match self {
-            Kind::Ack => None,
+            Kind::Ack | Kind::Challenge | Kind::ChallengeReply => None,
             Kind::FenceSelf
             | Kind::RestartPartnerGuests
             | Kind::Evacuate
@@ -549,13 +612,24 @@ impl Kind {
             | Kind::DefinitionRemove
             | Kind::DefinitionRequest
             | Kind::GuestDestroyed
-            | Kind::GuestMoved => Some(false),
+            | Kind::GuestMoved
+            | Kind::GuestUnprotected => Some(false),
         }
     }
 
-    /// True for commands (acknowledged and retried): all but `Ack` and `Heartbeat`.
+    /// True for commands (acknowledged and retried): all but `Ack`, `Heartbeat`, `Challenge`
+    /// and `ChallengeReply`.
     pub fn needs_ack(self) -> bool {
-        !matches!(self, Kind::Ack | Kind::Heartbeat)
+        !matches!(
+            self,
+            Kind::Ack | Kind::Heartbeat | Kind::Challenge | Kind::ChallengeReply
+        )
+    }
+
+    /// True for the session kinds an endpoint handles itself (`Challenge`, `ChallengeReply`):
+    /// accepted from a sender whose freshness is not proven yet, never given to the application.
+    pub fn is_session(self) -> bool {
+        matches!(self, Kind::Challenge | Kind::ChallengeReply)
     }
 }
 
@@ -586,6 +660,9 @@ impl Message {
             Message::GuestDestroyed { .. } => Kind::GuestDestroyed,
             Message::Migrate { .. } => Kind::Migrate,
             Message::GuestMoved { .. } => Kind::GuestMoved,
+            Message::Challenge { .. } => Kind::Challenge,
+            Message::ChallengeReply { .. } => Kind::ChallengeReply,
+            Message::GuestUnprotected { .. } => Kind::GuestUnprotected,
         }
     }
 
@@ -639,6 +716,14 @@ impl Message {
                 slot, name, text, ..
             } => slot_ok(slot) && valid_guest_name(name) && !text.chars().any(char::is_control),
             Message::IncidentDone { slot, .. } => slot_ok(slot),
+            Message::GuestUnprotected {
+                slot, name, text, ..
+            } => {
+                slot_ok(slot)
+                    && !name.is_empty()
+                    && !name.chars().any(char::is_control)
+                    && !text.chars().any(char::is_control)
+            }
             Message::DefinitionPush {
                 name,
                 index,
@@ -660,7 +745,9 @@ impl Message {
             | Message::HypervisorDown
             | Message::HypervisorUp
             | Message::FenceSelf { .. }
-            | Message::FenceSelfConfirmed { .. } => true,
+            | Message::FenceSelfConfirmed { .. }
+            | Message::Challenge { .. }
+            | Message::ChallengeReply { .. } => true,
         }
     }
 }

@@ -26,7 +26,7 @@ fn endpoint(me: NodeId) -> Endpoint {
     Endpoint::bind(LOCAL.parse().unwrap(), me, golden_key(), config()).unwrap()
 }
 
-/// A ShMC and an agent endpoint that know each other's addresses.
+/// A ShMC and an agent endpoint that know each other's addresses, synchronised.
 fn pair() -> (Endpoint, Endpoint) {
     let mut shmc = endpoint(NodeId::SHMC);
     let mut agent = endpoint(AGENT);
@@ -35,7 +35,54 @@ fn pair() -> (Endpoint, Endpoint) {
     agent
         .add_peer(NodeId::SHMC, Some(shmc.local_addr().unwrap()))
         .unwrap();
+    sync(&mut shmc, &mut agent);
     (shmc, agent)
+}
+
+/// Runs the challenge exchange between two fresh endpoints at time 0 (each challenges the
+/// other); no application event may come out of it.
+fn sync(a: &mut Endpoint, b: &mut Endpoint) {
+    let (ida, idb) = (a.me(), b.me());
+    assert!(
+        !a.is_synced(idb) && !b.is_synced(ida),
+        "fresh peers start unsynced"
+    );
+    for _ in 0..500 {
+        for ep in [&mut *a, &mut *b] {
+            let ev = ep.poll(0);
+            assert_eq!(ev, None, "handshake produced an event");
+        }
+        if a.is_synced(idb) && b.is_synced(ida) {
+            return;
+        }
+        a.wait(Some(5)).unwrap();
+        b.wait(Some(5)).unwrap();
+    }
+    panic!("endpoints did not synchronise");
+}
+
+/// Polls both endpoints at `now` until `done` holds for the events collected so far.
+fn pump(
+    a: &mut Endpoint,
+    b: &mut Endpoint,
+    now: u64,
+    done: impl Fn(&[Event], &[Event]) -> bool,
+) -> (Vec<Event>, Vec<Event>) {
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    for _ in 0..1000 {
+        while let Some(ev) = a.poll(now) {
+            ea.push(ev);
+        }
+        while let Some(ev) = b.poll(now) {
+            eb.push(ev);
+        }
+        if done(&ea, &eb) {
+            return (ea, eb);
+        }
+        a.wait(Some(5)).unwrap();
+        b.wait(Some(5)).unwrap();
+    }
+    panic!("condition not reached; events {ea:?} / {eb:?}");
 }
 
 /// The next event at `now`, waiting for datagrams if needed; `None` after `PATIENCE_MS`.
@@ -167,6 +214,35 @@ impl LossyLink {
         self.socket.local_addr().unwrap()
     }
 
+    /// Runs the challenge exchange of two fresh endpoints through the link, losing nothing.
+    fn sync(&mut self, a: &mut Endpoint, b: &mut Endpoint) {
+        let saved = self.drop_first;
+        self.drop_first = 0;
+        self.socket
+            .set_read_timeout(Some(Duration::from_millis(10)))
+            .unwrap();
+        let mut buf = [0u8; 2048];
+        for _ in 0..500 {
+            assert_eq!(a.poll(0), None);
+            assert_eq!(b.poll(0), None);
+            if a.is_synced(b.me()) && b.is_synced(a.me()) {
+                break;
+            }
+            while let Ok((n, src)) = self.socket.recv_from(&mut buf) {
+                let to = if src == self.a { self.b } else { self.a };
+                self.socket.send_to(&buf[..n], to).unwrap();
+            }
+        }
+        assert!(
+            a.is_synced(b.me()) && b.is_synced(a.me()),
+            "not synchronised"
+        );
+        self.socket
+            .set_read_timeout(Some(Duration::from_millis(PATIENCE_MS)))
+            .unwrap();
+        self.drop_first = saved;
+    }
+
     /// Handles exactly one datagram (blocking until it arrives).
     fn relay_one(&mut self) {
         let mut buf = [0u8; 2048];
@@ -191,6 +267,7 @@ fn test_lost_command_is_retried_and_acked_once() {
     let mut link = LossyLink::new(shmc.local_addr().unwrap(), agent.local_addr().unwrap(), 3);
     shmc.add_peer(AGENT, Some(link.addr())).unwrap();
     agent.add_peer(NodeId::SHMC, Some(link.addr())).unwrap();
+    link.sync(&mut shmc, &mut agent);
 
     let seq = shmc.send(AGENT, &fence(3), 0).unwrap();
     link.relay_one(); // first transmission: lost
@@ -256,19 +333,27 @@ fn test_give_up_after_max_tries() {
             }
         )]
     );
-    // Exactly ten identical transmissions reached the silent peer.
+    // Exactly ten identical transmissions reached the silent peer (besides the challenges
+    // an endpoint sends a peer that has not proven itself yet).
     let mut buf = [0u8; 2048];
-    let (n, _) = silent.recv_from(&mut buf).unwrap();
-    let first = buf[..n].to_vec();
-    for _ in 1..10 {
+    let mut next = |silent: &UdpSocket| loop {
         let (n, _) = silent.recv_from(&mut buf).unwrap();
-        assert_eq!(&buf[..n], &first[..]);
+        if buf[HEADER_LEN] != Kind::Challenge as u8 {
+            return buf[..n].to_vec();
+        }
+    };
+    let first = next(&silent);
+    for _ in 1..10 {
+        assert_eq!(next(&silent), first);
     }
     silent.set_nonblocking(true).unwrap();
-    assert!(
-        silent.recv_from(&mut buf).is_err(),
-        "an eleventh transmission"
-    );
+    while let Ok((_, _)) = silent.recv_from(&mut buf) {
+        assert_eq!(
+            buf[HEADER_LEN],
+            Kind::Challenge as u8,
+            "an eleventh transmission"
+        );
+    }
     assert_eq!(shmc.pending(), 0);
 }
 
@@ -280,6 +365,7 @@ fn test_configurable_retries_and_queue_limit() {
         max_tries: 3,
         max_pending: 2,
         seq: SeqSeed::Fixed(500),
+        manual_ack: false,
     };
     let mut ep = Endpoint::bind(LOCAL.parse().unwrap(), NodeId::SHMC, golden_key(), cfg).unwrap();
     ep.add_peer(AGENT, Some(silent.local_addr().unwrap()))
@@ -337,7 +423,7 @@ fn test_heartbeat_is_neither_acked_nor_retried() {
 }
 
 #[test]
-fn test_address_learnt_from_authenticated_datagram() {
+fn test_address_learnt_from_the_answer_to_a_challenge() {
     let mut shmc = endpoint(NodeId::SHMC);
     let mut agent = endpoint(AGENT);
     shmc.add_peer(AGENT, None).unwrap();
@@ -350,15 +436,18 @@ fn test_address_learnt_from_authenticated_datagram() {
     ));
     let hello = common::samples().remove(Kind::Hello as usize);
     let seq = agent.send(NodeId::SHMC, &hello, 0).unwrap();
-    assert!(matches!(
-        next_event(&mut shmc, 0),
-        Some(Event::Message { .. })
-    ));
+    // The ShMC cannot tell the Hello from a replay: it challenges its source; the agent
+    // answers and re-sends the Hello under a new sequence, which is then delivered.
+    let (to_shmc, to_agent) = pump(&mut shmc, &mut agent, 0, |s, a| {
+        !s.is_empty() && !a.is_empty()
+    });
+    assert!(matches!(&to_shmc[..], [Event::Message { message, .. }] if *message == hello));
     assert_eq!(shmc.peer_addr(AGENT), Some(agent.local_addr().unwrap()));
-    assert!(matches!(
-        next_event(&mut agent, 0),
-        Some(Event::Acked { seq: s, .. }) if s == seq
-    ));
+    assert!(
+        matches!(&to_agent[..], [Event::Acked { seq: s, status: AckStatus::Accepted, .. }] if *s == seq),
+        "the ack quotes the handle `send` returned: {to_agent:?}"
+    );
+    assert_eq!(shmc.drops().get(DropReason::Unsynced), 1);
     shmc.send(AGENT, &fence(1), 0).unwrap();
     assert!(matches!(
         next_event(&mut agent, 0),
@@ -372,6 +461,7 @@ fn test_largest_definition_chunk_crosses_udp() {
     a.add_peer(NodeId(4), Some(b.local_addr().unwrap()))
         .unwrap();
     b.add_peer(AGENT, Some(a.local_addr().unwrap())).unwrap();
+    sync(&mut a, &mut b);
     let push = largest().remove(Kind::DefinitionPush as usize);
     a.send(NodeId(4), &push, 0).unwrap();
     match next_event(&mut b, 0) {
@@ -404,6 +494,23 @@ impl Outsider {
         self.verifier.open(&buf[..n]).unwrap().message
     }
 
+    /// Reads the agent's challenge: (nonce, floor).
+    fn challenge(&mut self) -> (u64, u64) {
+        match self.ack() {
+            Message::Challenge { nonce, floor } => (nonce, floor),
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    /// Reads the agent's challenge and answers it (as the genuine ShMC would) with sequence
+    /// `seq`; returns the challenge's floor.
+    fn answer_challenge(&mut self, to: SocketAddr, seq: u64) -> u64 {
+        let (nonce, floor) = self.challenge();
+        let reply = sealed(&golden_key(), seq, &Message::ChallengeReply { nonce });
+        self.socket.send_to(&reply, to).unwrap();
+        floor
+    }
+
     fn nothing_received(&self) -> bool {
         self.socket.set_nonblocking(true).unwrap();
         let r = self.socket.recv_from(&mut [0u8; 16]).is_err();
@@ -431,6 +538,10 @@ fn test_bad_datagrams_have_no_effect_and_endpoint_keeps_working() {
         .add_peer(NodeId::SHMC, Some(out.socket.local_addr().unwrap()))
         .unwrap();
     let to = agent.local_addr().unwrap();
+    // A started endpoint challenges its configured peers at once.
+    assert_eq!(agent.poll(0), None);
+    let (nonce, floor) = out.challenge();
+    assert_eq!(floor, 0, "nothing seen from the ShMC yet");
     let forged = sealed(&Key::new([9; 32]), 10, &fence(66));
     let mut tampered = sealed(&golden_key(), 11, &fence(66));
     tampered[HEADER_LEN + 1] ^= 0x40;
@@ -458,6 +569,25 @@ fn test_bad_datagrams_have_no_effect_and_endpoint_keeps_working() {
         "no answer to unauthenticated datagrams"
     );
 
+    // The agent has not synchronised with the ShMC yet: a genuine command is dropped; the
+    // ShMC's reply to the challenge (sequence 19) opens the session.
+    let early = sealed(&golden_key(), 18, &fence(7));
+    out.socket.send_to(&early, to).unwrap();
+    assert!(poll_until(&mut agent, 0, |a| a.drops().get(DropReason::Unsynced) == 1).is_empty());
+    let reply = sealed(&golden_key(), 19, &Message::ChallengeReply { nonce });
+    out.socket.send_to(&reply, to).unwrap();
+    poll_until(&mut agent, 0, |a| a.is_synced(NodeId::SHMC));
+    // Sent before the reply: refused for good (inside the window: re-acked, not delivered).
+    out.socket.send_to(&early, to).unwrap();
+    assert!(poll_until(&mut agent, 0, |a| a.drops().get(DropReason::Replayed) == 1).is_empty());
+    assert!(matches!(
+        out.ack(),
+        Message::Ack {
+            acked: 18,
+            status: AckStatus::Duplicate
+        }
+    ));
+
     // A genuine command is delivered and acked.
     let genuine = sealed(&golden_key(), 20, &fence(7));
     out.socket.send_to(&genuine, to).unwrap();
@@ -478,7 +608,7 @@ fn test_bad_datagrams_have_no_effect_and_endpoint_keeps_working() {
     ));
     // Its replay is re-acked as a duplicate and not delivered.
     out.socket.send_to(&genuine, to).unwrap();
-    assert!(poll_until(&mut agent, 0, |a| a.drops().get(DropReason::Replayed) == 1).is_empty());
+    assert!(poll_until(&mut agent, 0, |a| a.drops().get(DropReason::Replayed) == 2).is_empty());
     assert!(matches!(
         out.ack(),
         Message::Ack {
@@ -530,10 +660,181 @@ fn test_bad_datagrams_have_no_effect_and_endpoint_keeps_working() {
             }
         ));
     }
-    // ... so its replay is now stale: dropped without an answer.
+    // ... so its replay is now stale: dropped, and answered with a challenge carrying the
+    // floor (a sender whose counter went back learns where to resume).
     out.socket.send_to(&genuine, to).unwrap();
-    assert!(poll_until(&mut agent, 0, |a| a.drops().get(DropReason::Stale) == 1).is_empty());
+    assert!(poll_until(&mut agent, 1_000, |a| a.drops().get(DropReason::Stale) == 1).is_empty());
+    assert_eq!(out.answer_challenge(to, 170), 169);
     assert!(out.nothing_received());
+}
+
+/// A frame as agent AGENT would send it to the ShMC.
+fn from_agent(seq: u64, msg: &Message) -> Vec<u8> {
+    let mut buf = [0u8; MAX_FRAME];
+    let h = Header {
+        sender: AGENT,
+        dest: NodeId::SHMC,
+        seq,
+    };
+    let n = seal(&golden_key(), &h, msg, &mut buf).unwrap();
+    buf[..n].to_vec()
+}
+
+fn crashed() -> Message {
+    Message::GuestCrashed {
+        name: guest_name("vm1").unwrap(),
+    }
+}
+
+#[test]
+fn test_restarted_receiver_never_accepts_frames_sent_before_its_start() {
+    // The genuine agent's socket, configured at the ShMC; a replayer elsewhere.
+    let genuine = UdpSocket::bind(LOCAL).unwrap();
+    genuine
+        .set_read_timeout(Some(Duration::from_millis(PATIENCE_MS)))
+        .unwrap();
+    let replayer = UdpSocket::bind(LOCAL).unwrap();
+    let mut agent_side = Verifier::new(golden_key(), AGENT);
+    agent_side.add_peer(NodeId::SHMC).unwrap();
+    // Frames the agent sent to the ShMC's previous run, captured on the wire.
+    let captured: Vec<Vec<u8>> = (1000..1004).map(|s| from_agent(s, &crashed())).collect();
+
+    // The ShMC restarts: a new endpoint, every window forgotten.
+    let mut shmc = endpoint(NodeId::SHMC);
+    shmc.add_peer(AGENT, Some(genuine.local_addr().unwrap()))
+        .unwrap();
+    let to = shmc.local_addr().unwrap();
+    for c in &captured {
+        replayer.send_to(c, to).unwrap();
+    }
+    let events = poll_until(&mut shmc, 0, |s| s.drops().get(DropReason::Unsynced) == 4);
+    assert!(events.is_empty(), "a replay was delivered: {events:?}");
+    assert_eq!(shmc.peer_addr(AGENT), Some(genuine.local_addr().unwrap()));
+    // The challenge went to the configured address, not to the replayer.
+    let mut buf = [0u8; 2048];
+    let (n, _) = genuine.recv_from(&mut buf).unwrap();
+    let nonce = match agent_side.open(&buf[..n]).unwrap().message {
+        Message::Challenge { nonce, floor: 0 } => nonce,
+        other => panic!("{other:?}"),
+    };
+    replayer.set_nonblocking(true).unwrap();
+    assert!(
+        replayer.recv_from(&mut buf).is_err(),
+        "replayer got an answer"
+    );
+    // The genuine agent answers with its current sequence.
+    genuine
+        .send_to(&from_agent(5000, &Message::ChallengeReply { nonce }), to)
+        .unwrap();
+    poll_until(&mut shmc, 0, |s| s.is_synced(AGENT));
+    // The captured frames stay refused; the agent's next frame is accepted.
+    for c in &captured {
+        replayer.send_to(c, to).unwrap();
+    }
+    let events = poll_until(&mut shmc, 0, |s| s.drops().get(DropReason::Stale) == 4);
+    assert!(events.is_empty(), "a replay was delivered: {events:?}");
+    assert_eq!(shmc.peer_addr(AGENT), Some(genuine.local_addr().unwrap()));
+    // A replayed reply (its nonce is spent) does not reopen anything.
+    genuine
+        .send_to(&from_agent(4000, &Message::ChallengeReply { nonce }), to)
+        .unwrap();
+    genuine.send_to(&from_agent(5001, &crashed()), to).unwrap();
+    assert!(matches!(
+        next_event(&mut shmc, 0),
+        Some(Event::Message { seq: 5001, .. })
+    ));
+}
+
+#[test]
+fn test_sender_whose_counter_went_back_resynchronises_instead_of_being_ignored() {
+    let (shmc, mut agent) = pair();
+    let shmc_addr = shmc.local_addr().unwrap();
+    // The ShMC restarts with its clock far behind (no reservation file): its new counter
+    // lies below what the agent has already seen from it.
+    let seen = shmc.next_seq() + 1_000_000;
+    agent.set_floor(NodeId::SHMC, seen);
+    drop(shmc);
+    let cfg = EndpointConfig {
+        seq: SeqSeed::Fixed(10),
+        ..EndpointConfig::default()
+    };
+    let mut shmc = Endpoint::bind(shmc_addr, NodeId::SHMC, golden_key(), cfg).unwrap();
+    shmc.add_peer(AGENT, Some(agent.local_addr().unwrap()))
+        .unwrap();
+    let handle = shmc.send(AGENT, &fence(9), 0).unwrap();
+    assert!(handle < seen);
+    let (to_shmc, to_agent) = pump(&mut shmc, &mut agent, 0, |s, a| {
+        s.iter().any(|e| matches!(e, Event::Acked { .. })) && !a.is_empty()
+    });
+    assert!(
+        matches!(&to_agent[..], [Event::Message { message, seq, .. }] if *message == fence(9) && *seq > seen),
+        "{to_agent:?}"
+    );
+    assert!(
+        to_shmc.contains(&Event::Acked {
+            to: AGENT,
+            seq: handle,
+            kind: Kind::FenceSelf,
+            status: AckStatus::Accepted
+        }),
+        "{to_shmc:?}"
+    );
+    assert!(
+        shmc.next_seq() > seen,
+        "the counter stays above the agent's floor"
+    );
+    assert!(agent.drops().get(DropReason::Stale) >= 1);
+}
+
+#[test]
+fn test_manual_ack_journal_then_acknowledge() {
+    let mut shmc = endpoint(NodeId::SHMC);
+    let cfg = EndpointConfig {
+        manual_ack: true,
+        ..config()
+    };
+    let mut agent = Endpoint::bind(LOCAL.parse().unwrap(), AGENT, golden_key(), cfg).unwrap();
+    shmc.add_peer(AGENT, Some(agent.local_addr().unwrap()))
+        .unwrap();
+    agent
+        .add_peer(NodeId::SHMC, Some(shmc.local_addr().unwrap()))
+        .unwrap();
+    sync(&mut shmc, &mut agent);
+    let handle = shmc.send(AGENT, &fence(4), 0).unwrap();
+    let seq = match next_event(&mut agent, 0) {
+        Some(Event::Message { seq, message, .. }) if message == fence(4) => seq,
+        other => panic!("{other:?}"),
+    };
+    // Not durable yet: no ack, and a retry is not acked as a duplicate either.
+    assert_eq!(shmc.poll(100), None);
+    assert!(
+        poll_until(&mut agent, 100, |a| a.drops().get(DropReason::Replayed)
+            == 1)
+        .is_empty()
+    );
+    assert!(
+        !shmc.wait(Some(100)).unwrap(),
+        "acked before it was durable"
+    );
+    // The journal write failed: handed back, so the next retry is delivered again.
+    assert!(agent.refuse(NodeId::SHMC, seq));
+    assert_eq!(shmc.poll(200), None);
+    assert!(matches!(
+        next_event(&mut agent, 200),
+        Some(Event::Message { seq: s, .. }) if s == seq
+    ));
+    // Durable now: acknowledged.
+    assert!(agent.ack(NodeId::SHMC, seq));
+    assert!(!agent.ack(NodeId::SHMC, seq), "acked once");
+    assert_eq!(
+        next_event(&mut shmc, 200),
+        Some(Event::Acked {
+            to: AGENT,
+            seq: handle,
+            kind: Kind::FenceSelf,
+            status: AckStatus::Accepted
+        })
+    );
 }
 
 #[test]

@@ -134,6 +134,24 @@ const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
         "130c0302646200d804010f",
         "c85e2c518c3ab88ea66efa326306352110dc8ba9a6ff453cdc7f005807c4c9d2",
     ),
+    // kind 20, nonce 0x0123456789abcdef, floor 300 (ac 02)
+    (
+        "0103001400ab8967452301",
+        "14ef9bafcdf8acd19101ac02",
+        "1c7dc93d7d652a9e6cf9fe37155e3bf7d8a1a65eba42773813eeee0bb39eec26",
+    ),
+    // kind 21, nonce 0x0123456789abcdef
+    (
+        "0103001500ab8967452301",
+        "15ef9bafcdf8acd19101",
+        "47d23270c1218433c0379b8eb8b3a9e8514cfd2799c61a0ddff7c51f9786ead6",
+    ),
+    // kind 22, slot 3, DiskPath (5), name "vm1", text "/srv/x.img"
+    (
+        "0103001600ab8967452301",
+        "16030503766d310a2f7372762f782e696d67",
+        "5fddb8c317e6d8177775614488e107af9a3ee55acfe8d6099b00f81c60436769",
+    ),
 ];
 
 fn unhex(s: &str) -> Vec<u8> {

@@ -13,9 +13,25 @@
 //!
 //! Commands ([`Message::needs_ack`]) are kept until acknowledged and re-sent with the same
 //! sequence every `retry_interval_ms`, `max_tries` times in all; then [`Event::GaveUp`]. A received
-//! command is acked at once; a retry of a command already delivered is re-acked as `Duplicate`
-//! and not delivered again (the replay window recognises its sequence). Drops are counted
-//! ([`Endpoint::drops`]) and logged at most once per reason per second, with counts.
+//! command is acked at once (or, with [`EndpointConfig::manual_ack`], when the application
+//! calls [`Endpoint::ack`] after making it durable); a retry of a command already delivered
+//! is re-acked as `Duplicate` and not delivered again (the replay window recognises its
+//! sequence). Drops are counted ([`Endpoint::drops`]) and logged at most once per reason per
+//! second, with counts.
+//!
+//! **Sessions.** A receiver that starts has forgotten every replay window, so it cannot tell a
+//! peer's fresh frame from one captured before its start. Every peer therefore starts
+//! *unsynced*: its frames are dropped ([`DropReason::Unsynced`]) and answered with a
+//! [`Message::Challenge`] carrying a random single-use nonce and the highest sequence seen from
+//! that peer. The peer raises its counter above that floor, answers [`Message::ChallengeReply`]
+//! quoting the nonce, and re-sends its unacknowledged commands under new sequence numbers; the
+//! reply's sequence becomes the floor, so nothing sent before it is ever accepted. The same
+//! challenge answers an authentic frame below the window (a sender whose counter went back):
+//! the sender resynchronises instead of being dropped in silence. Challenges are sent to a
+//! peer's configured address (never to a datagram's source when one is configured), at most
+//! once per retry interval per peer, and every `CHALLENGE_IDLE_MS` to an unsynced peer whose
+//! address is known. A configured address never moves; a learnt one moves only to the source
+//! of a reply to a challenge sent there, so a replayed or spoofed datagram moves nothing.
 //!
 //! ```
 //! # fn main() -> std::io::Result<()> {
@@ -28,15 +44,23 @@
 //! agent.add_peer(NodeId::SHMC, None).unwrap(); // address learnt from the first frame
 //!
 //! let seq = shmc.send(NodeId(3), &Message::FenceSelf { incident: 1 }, 0).unwrap();
-//! agent.wait(Some(1000))?;
-//! match agent.poll(0) {
-//!     Some(Event::Message { from, message: Message::FenceSelf { incident }, .. }) => {
-//!         assert_eq!((from, incident), (NodeId::SHMC, 1)); // already acked by `poll`
+//! // Both just started: each challenges the other before accepting its frames; the ShMC
+//! // then re-sends the order under a new sequence. `send`'s sequence stays the handle.
+//! let (mut order, mut acked) = (None, false);
+//! for _ in 0..200 {
+//!     while let Some(ev) = agent.poll(0) {
+//!         if let Event::Message { from, message: Message::FenceSelf { incident }, .. } = ev {
+//!             order = Some((from, incident)); // already acked by `poll`
+//!         }
 //!     }
-//!     other => panic!("{other:?}"),
+//!     while let Some(ev) = shmc.poll(0) {
+//!         acked |= matches!(ev, Event::Acked { seq: s, .. } if s == seq);
+//!     }
+//!     if acked { break; }
+//!     agent.wait(Some(10))?;
 //! }
-//! shmc.wait(Some(1000))?;
-//! assert!(matches!(shmc.poll(0), Some(Event::Acked { seq: s, .. }) if s == seq));
+//! assert_eq!(order, Some((NodeId::SHMC, 1)));
+//! assert!(acked);
 //! # Ok(())
 //! # }
 //! ```
@@ -47,8 +71,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-use crate::auth::{DropCounters, DropReason, Key, Verifier};
-use crate::frame::{peek, seal, Header, SealError, MAX_FRAME};
+use crate::auth::{DropCounters, DropReason, Key, ReplayWindow, Verifier};
+use crate::frame::{field, peek, seal, Header, SealError, MAX_FRAME, TAG_LEN};
 use crate::host::seq::{SeqCounter, SeqSeed};
 use crate::message::{AckStatus, Kind, Message, NodeId};
 
@@ -65,6 +89,10 @@ pub struct EndpointConfig {
     pub max_pending: usize,
     /// Source of the first sequence number (default: the wall clock).
     pub seq: SeqSeed,
+    /// Commands are delivered unacknowledged; the application acks each with
+    /// [`Endpoint::ack`] once it is durable (journal, then acknowledge), or hands it back with
+    /// [`Endpoint::refuse`] so that the sender's retry is delivered again. Default false.
+    pub manual_ack: bool,
 }
 
 impl Default for EndpointConfig {
@@ -74,6 +102,7 @@ impl Default for EndpointConfig {
             max_tries: 10,
             max_pending: 32,
             seq: SeqSeed::Clock,
+            manual_ack: false,
         }
     }
 }
@@ -147,11 +176,23 @@ impl std::error::Error for SendError {}
 struct Peer {
     id: NodeId,
     addr: Option<SocketAddr>,
+    /// Configured by the operator: never moved by received datagrams.
+    fixed: bool,
+    /// Nonce of our outstanding challenge to this peer.
+    challenge: Option<u64>,
+    /// When we last sent this peer a challenge.
+    challenged_ms: Option<u64>,
+    /// Nonce of the last challenge of this peer we answered (its pending commands were
+    /// re-sequenced for it).
+    answered: Option<u64>,
 }
 
 struct Pending {
     to: NodeId,
+    /// Sequence `send` returned: the handle [`Event::Acked`] and [`Event::GaveUp`] quote.
     seq: u64,
+    /// Sequence on the wire (differs from `seq` once re-sequenced after a challenge).
+    wire_seq: u64,
     kind: Kind,
     tries: u32,
     next_at_ms: u64,
@@ -182,6 +223,11 @@ pub struct Endpoint {
     tx: Box<[u8; MAX_FRAME]>,
     log: [LogState; DropReason::COUNT],
     wakeups: u64,
+    /// Commands delivered under `manual_ack` and not yet acked or refused: (from, seq, source).
+    awaiting: Vec<(NodeId, u64, SocketAddr)>,
+    /// Base of the challenge nonces of this run (random) and a counter.
+    nonce_base: u64,
+    nonces: u64,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -198,6 +244,9 @@ impl std::fmt::Debug for Endpoint {
 impl Endpoint {
     /// Most datagrams one call of [`Endpoint::poll`] reads without producing an event.
     pub const RECV_BUDGET: usize = 256;
+
+    /// An unsynced peer with a known address is challenged this often while it is silent.
+    pub const CHALLENGE_IDLE_MS: u64 = 1000;
 
     /// Binds a non-blocking UDP socket on `addr` for node `me`. All memory is allocated here.
     pub fn bind(
@@ -235,6 +284,9 @@ impl Endpoint {
             tx: Box::new([0; MAX_FRAME]),
             log: [LogState::default(); DropReason::COUNT],
             wakeups: 0,
+            awaiting: Vec::with_capacity(crate::auth::Peers::CAPACITY),
+            nonce_base: random_u64(),
+            nonces: 0,
         })
     }
 
@@ -248,15 +300,74 @@ impl Endpoint {
         self.socket.local_addr()
     }
 
-    /// Adds (or updates) a peer. With `addr = None` its address is learnt from its first
-    /// authenticated datagram. `Err` when 17 peers are already known.
+    /// Adds (or updates) a peer. A given address is fixed (received datagrams never move
+    /// it); with `addr = None` the address is learnt from the peer's answer to a challenge.
+    /// A new peer is unsynced until it answers one (module documentation). `Err` when 17
+    /// peers are already known.
     pub fn add_peer(&mut self, id: NodeId, addr: Option<SocketAddr>) -> Result<(), NodeId> {
+        let known = self.peers.iter().any(|p| p.id == id);
         self.verifier.add_peer(id)?;
+        if !known {
+            self.verifier.require_sync(id);
+        }
         match self.peers.iter_mut().find(|p| p.id == id) {
-            Some(p) => p.addr = addr.or(p.addr),
-            None => self.peers.push(Peer { id, addr }),
+            Some(p) => {
+                if addr.is_some() {
+                    p.addr = addr;
+                    p.fixed = true;
+                }
+            }
+            None => self.peers.push(Peer {
+                id,
+                addr,
+                fixed: addr.is_some(),
+                challenge: None,
+                challenged_ms: None,
+                answered: None,
+            }),
         }
         Ok(())
+    }
+
+    /// True once `id` answered our challenge since this endpoint started (its frames are
+    /// accepted from then on).
+    pub fn is_synced(&self, id: NodeId) -> bool {
+        self.peers.iter().any(|p| p.id == id) && self.verifier.is_synced(id)
+    }
+
+    /// Acknowledges a command delivered under [`EndpointConfig::manual_ack`], now durable.
+    /// Returns false if it was not awaiting an ack.
+    pub fn ack(&mut self, from: NodeId, seq: u64) -> bool {
+        match self
+            .awaiting
+            .iter()
+            .position(|(f, s, _)| *f == from && *s == seq)
+        {
+            Some(i) => {
+                let (_, _, src) = self.awaiting.swap_remove(i);
+                self.send_ack(from, seq, AckStatus::Accepted, src);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands back a command delivered under [`EndpointConfig::manual_ack`] that could not be
+    /// made durable: no ack is sent and its sequence is forgotten, so the sender's next retry
+    /// is delivered again. Returns false if it was not awaiting an ack.
+    pub fn refuse(&mut self, from: NodeId, seq: u64) -> bool {
+        match self
+            .awaiting
+            .iter()
+            .position(|(f, s, _)| *f == from && *s == seq)
+        {
+            Some(i) => {
+                self.awaiting.swap_remove(i);
+                self.verifier.forget(from, seq);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Current address of a peer, if known.
@@ -264,7 +375,9 @@ impl Endpoint {
         self.peers.iter().find(|p| p.id == id).and_then(|p| p.addr)
     }
 
-    /// Rejects sequences `<= floor` from `id` (see [`Verifier::set_floor`]).
+    /// Rejects sequences `<= floor` from `id` (see [`Verifier::set_floor`]); a restored floor
+    /// is also what this endpoint's challenges carry, so a peer whose counter went back
+    /// raises it above the floor before its reply.
     pub fn set_floor(&mut self, id: NodeId, floor: u64) -> bool {
         self.verifier.set_floor(id, floor)
     }
@@ -285,9 +398,8 @@ impl Endpoint {
         if !msg.needs_ack() {
             let len = seal(&self.key, &header, msg, &mut self.tx[..]).map_err(SendError::Seal)?;
             let seq = self.seq.next_seq();
-            self.socket
-                .send_to(&self.tx[..len], addr)
-                .map_err(SendError::Io)?;
+            let frame = self.tx.get(..len).unwrap_or_default();
+            self.socket.send_to(frame, addr).map_err(SendError::Io)?;
             return Ok(seq);
         }
         // Frames come from the pool allocated in `bind`: no allocation here.
@@ -302,7 +414,9 @@ impl Endpoint {
             }
         };
         let seq = self.seq.next_seq();
-        let sent = self.socket.send_to(&frame[..len], addr);
+        let sent = self
+            .socket
+            .send_to(frame.get(..len).unwrap_or_default(), addr);
         if let Err(e) = sent {
             log::warn!(
                 "sending {:?} #{} to {} ({}): {}; will retry",
@@ -316,6 +430,7 @@ impl Endpoint {
         self.pending.push(Pending {
             to,
             seq,
+            wire_seq: seq,
             kind: msg.kind(),
             tries: 1,
             next_at_ms: now_ms.saturating_add(self.config.retry_interval_ms),
@@ -429,9 +544,9 @@ impl Endpoint {
     }
 
     fn retransmit(&mut self, now_ms: u64) {
+        self.challenge_idle(now_ms);
         let mut i = 0;
-        while i < self.pending.len() {
-            let p = &mut self.pending[i];
+        while let Some(p) = self.pending.get_mut(i) {
             if p.next_at_ms > now_ms {
                 i += 1;
                 continue;
@@ -457,10 +572,11 @@ impl Endpoint {
             p.next_at_ms = now_ms.saturating_add(self.config.retry_interval_ms);
             let to = p.to;
             let addr = self.peers.iter().find(|q| q.id == to).and_then(|q| q.addr);
-            let p = &self.pending[i];
+            let Some(p) = self.pending.get(i) else { break };
             match addr {
                 Some(addr) => {
-                    if let Err(e) = self.socket.send_to(&p.frame[..p.len], addr) {
+                    let frame = p.frame.get(..p.len).unwrap_or_default();
+                    if let Err(e) = self.socket.send_to(frame, addr) {
                         log::debug!("retry {:?} #{} to {}: {}", p.kind, p.seq, p.to, e);
                     }
                 }
@@ -471,15 +587,31 @@ impl Endpoint {
     }
 
     fn receive(&mut self, n: usize, src: SocketAddr, now_ms: u64) -> Option<Event> {
-        let datagram = &self.rx[..n];
+        let datagram = self.rx.get(..n).unwrap_or_default();
         match self.verifier.open(datagram) {
             Ok(rx) => {
-                self.learn_addr(rx.sender, src);
-                if let Message::Ack { acked, status } = rx.message {
-                    return self.on_ack(rx.sender, acked, status, now_ms, src);
+                match rx.message {
+                    Message::Challenge { nonce, floor } => {
+                        self.on_challenge(rx.sender, nonce, floor, src, now_ms);
+                        return None;
+                    }
+                    Message::ChallengeReply { nonce } => {
+                        self.on_reply(rx.sender, rx.seq, nonce, src);
+                        return None;
+                    }
+                    Message::Ack { acked, status } => {
+                        self.check_source(rx.sender, src, now_ms);
+                        return self.on_ack(rx.sender, acked, status, now_ms, src);
+                    }
+                    _ => {}
                 }
+                self.check_source(rx.sender, src, now_ms);
                 if rx.message.needs_ack() {
-                    self.send_ack(rx.sender, rx.seq, AckStatus::Accepted, src);
+                    if self.config.manual_ack {
+                        self.awaiting.push((rx.sender, rx.seq, src));
+                    } else {
+                        self.send_ack(rx.sender, rx.seq, AckStatus::Accepted, src);
+                    }
                 }
                 Some(Event::Message {
                     from: rx.sender,
@@ -488,11 +620,21 @@ impl Endpoint {
                 })
             }
             Err(reason) => {
-                if reason.is_authentic() && reason != DropReason::Stale {
+                if matches!(reason, DropReason::Stale | DropReason::Unsynced) {
+                    // Authentic but not provably fresh: ask the sender to prove it.
+                    if let Some((_, h, _)) = peek(datagram) {
+                        self.challenge(h.sender, src, now_ms);
+                    }
+                } else if reason.is_authentic() {
                     if let Some((_, h, kind)) = peek(datagram) {
                         // An unknown kind may be a newer command: say we cannot use it.
                         let needs_ack = Kind::from_u8(kind).is_none_or(Kind::needs_ack);
-                        if needs_ack {
+                        // Not acked while the application has not made it durable.
+                        let awaiting = self
+                            .awaiting
+                            .iter()
+                            .any(|(f, s, _)| *f == h.sender && *s == h.seq);
+                        if needs_ack && !awaiting {
                             let status = if reason == DropReason::Replayed {
                                 AckStatus::Duplicate
                             } else {
@@ -519,7 +661,7 @@ impl Endpoint {
         match self
             .pending
             .iter()
-            .position(|p| p.to == from && p.seq == acked)
+            .position(|p| p.to == from && p.wire_seq == acked)
         {
             Some(i) => {
                 let p = self.pending.swap_remove(i);
@@ -529,7 +671,7 @@ impl Endpoint {
                 }
                 Some(Event::Acked {
                     to: from,
-                    seq: acked,
+                    seq: p.seq,
                     kind: p.kind,
                     status,
                 })
@@ -542,15 +684,170 @@ impl Endpoint {
         }
     }
 
-    fn learn_addr(&mut self, id: NodeId, src: SocketAddr) {
-        if let Some(p) = self.peers.iter_mut().find(|p| p.id == id) {
-            if p.addr != Some(src) {
-                match p.addr {
-                    None => log::info!("{} is at {}", id, src),
-                    Some(old) => log::info!("{} moved from {} to {}", id, old, src),
-                }
-                p.addr = Some(src);
+    /// A fresh frame of a peer whose learnt address differs from its source: the source is
+    /// challenged, and only its reply moves the address. Configured addresses never move.
+    fn check_source(&mut self, id: NodeId, src: SocketAddr, now_ms: u64) {
+        let differs = self
+            .peers
+            .iter()
+            .any(|p| p.id == id && !p.fixed && p.addr != Some(src));
+        if differs {
+            self.challenge(id, src, now_ms);
+        }
+    }
+
+    /// Sends `id` a challenge (at most once per retry interval): to its configured address,
+    /// else to `src`. The outstanding nonce is reused until answered.
+    fn challenge(&mut self, id: NodeId, src: SocketAddr, now_ms: u64) {
+        let interval = self.config.retry_interval_ms;
+        let floor = self
+            .verifier
+            .peers()
+            .get(id)
+            .map(ReplayWindow::highest)
+            .unwrap_or(0);
+        let fresh_nonce = self.nonce_base ^ self.nonces.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let Some(p) = self.peers.iter_mut().find(|p| p.id == id) else {
+            return;
+        };
+        if p.challenged_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < interval)
+        {
+            return;
+        }
+        let dest = if p.fixed { p.addr } else { Some(src) };
+        let Some(dest) = dest else { return };
+        let nonce = match p.challenge {
+            Some(n) => n,
+            None => {
+                self.nonces = self.nonces.wrapping_add(1);
+                p.challenge = Some(fresh_nonce);
+                fresh_nonce
             }
+        };
+        p.challenged_ms = Some(now_ms);
+        log::debug!("challenging {} at {} (floor {})", id, dest, floor);
+        self.send_session(id, &Message::Challenge { nonce, floor }, dest);
+    }
+
+    /// Challenges every unsynced peer with a known address that has not been challenged for
+    /// [`Endpoint::CHALLENGE_IDLE_MS`], so a restarted node resynchronises without waiting
+    /// for the peer's next frame.
+    fn challenge_idle(&mut self, now_ms: u64) {
+        for i in 0..self.peers.len() {
+            let Some(p) = self.peers.get(i) else { break };
+            let (id, addr) = (p.id, p.addr);
+            let idle = p
+                .challenged_ms
+                .is_none_or(|t| now_ms.saturating_sub(t) >= Self::CHALLENGE_IDLE_MS);
+            if let Some(addr) = addr {
+                if idle && !self.verifier.is_synced(id) {
+                    self.challenge(id, addr, now_ms);
+                }
+            }
+        }
+    }
+
+    /// A peer challenges us: raise our counter above its floor, answer with its nonce, and
+    /// re-send what it has not acknowledged under new sequences (once per challenge).
+    fn on_challenge(&mut self, from: NodeId, nonce: u64, floor: u64, src: SocketAddr, now_ms: u64) {
+        if self.seq.advance_past(floor) {
+            log::warn!(
+                "{} has seen sequence {} from us, above our counter: counter raised (clock stepped back?)",
+                from,
+                floor
+            );
+        }
+        let Some(p) = self.peers.iter_mut().find(|p| p.id == from) else {
+            return;
+        };
+        let dest = if p.fixed { p.addr } else { Some(src) };
+        let Some(dest) = dest else { return };
+        let first = p.answered != Some(nonce);
+        p.answered = Some(nonce);
+        self.send_session(from, &Message::ChallengeReply { nonce }, dest);
+        if first {
+            self.resequence(from, now_ms);
+        }
+        if !self.verifier.is_synced(from) {
+            self.challenge(from, src, now_ms);
+        }
+    }
+
+    /// Our challenge answered: the reply's sequence becomes `from`'s floor.
+    fn on_reply(&mut self, from: NodeId, seq: u64, nonce: u64, src: SocketAddr) {
+        let Some(p) = self.peers.iter_mut().find(|p| p.id == from) else {
+            return;
+        };
+        if p.challenge != Some(nonce) {
+            log::debug!(
+                "{} answered a challenge we did not send (nonce {:#x})",
+                from,
+                nonce
+            );
+            return;
+        }
+        p.challenge = None;
+        p.challenged_ms = None;
+        if !p.fixed && p.addr != Some(src) {
+            match p.addr {
+                None => log::info!("{} is at {}", from, src),
+                Some(old) => log::info!("{} moved from {} to {}", from, old, src),
+            }
+            p.addr = Some(src);
+        }
+        let was = self.verifier.is_synced(from);
+        self.verifier.mark_synced(from, seq);
+        if !was {
+            log::info!(
+                "{} answered our challenge: frames after sequence {} accepted",
+                from,
+                seq
+            );
+        }
+    }
+
+    /// Gives every command pending for `to` a new sequence and sends it now (the peer's floor
+    /// is about to rise above the old ones). Handles (`Pending::seq`) do not change.
+    fn resequence(&mut self, to: NodeId, now_ms: u64) {
+        let addr = self.peer_addr(to);
+        for i in 0..self.pending.len() {
+            if self.pending.get(i).is_none_or(|p| p.to != to) {
+                continue;
+            }
+            let seq = self.seq.next_seq();
+            let Some(p) = self.pending.get_mut(i) else {
+                break;
+            };
+            if !reseal(&self.key, &mut p.frame[..], p.len, seq) {
+                log::error!("cannot re-sequence {:?} #{}", p.kind, p.seq);
+                continue;
+            }
+            p.wire_seq = seq;
+            p.next_at_ms = now_ms.saturating_add(self.config.retry_interval_ms);
+            if let (Some(addr), Some(frame)) = (addr, p.frame.get(..p.len)) {
+                if let Err(e) = self.socket.send_to(frame, addr) {
+                    log::debug!("re-sequenced {:?} #{} to {}: {}", p.kind, p.seq, to, e);
+                }
+            }
+        }
+    }
+
+    fn send_session(&mut self, to: NodeId, msg: &Message, addr: SocketAddr) {
+        let header = Header {
+            sender: self.me,
+            dest: to,
+            seq: self.seq.next_seq(),
+        };
+        match seal(&self.key, &header, msg, &mut self.tx[..]) {
+            Ok(len) => {
+                if let Some(frame) = self.tx.get(..len) {
+                    if let Err(e) = self.socket.send_to(frame, addr) {
+                        log::debug!("{:?} to {} ({}): {}", msg.kind(), to, addr, e);
+                    }
+                }
+            }
+            Err(e) => log::error!("cannot seal {:?}: {}", msg.kind(), e),
         }
     }
 
@@ -563,7 +860,8 @@ impl Endpoint {
         let ack = Message::Ack { acked, status };
         match seal(&self.key, &header, &ack, &mut self.tx[..]) {
             Ok(len) => {
-                if let Err(e) = self.socket.send_to(&self.tx[..len], addr) {
+                let frame = self.tx.get(..len).unwrap_or_default();
+                if let Err(e) = self.socket.send_to(frame, addr) {
                     log::debug!("ack #{} to {} ({}): {}", acked, to, addr, e);
                 }
             }
@@ -572,7 +870,9 @@ impl Endpoint {
     }
 
     fn log_drop(&mut self, reason: DropReason, src: SocketAddr, now_ms: u64) {
-        let st = &mut self.log[reason.index()];
+        let Some(st) = self.log.get_mut(reason.index()) else {
+            return;
+        };
         let due = st.last_ms.is_none_or(|t| now_ms.saturating_sub(t) >= 1000);
         if !due {
             st.suppressed += 1;
@@ -592,7 +892,9 @@ impl Endpoint {
 
     fn flush_drop_logs(&mut self, now_ms: u64) {
         for reason in DropReason::ALL {
-            let st = &mut self.log[reason.index()];
+            let Some(st) = self.log.get_mut(reason.index()) else {
+                continue;
+            };
             if st.suppressed > 0 && st.last_ms.is_some_and(|t| now_ms.saturating_sub(t) >= 1000) {
                 log::log!(
                     drop_log_level(reason),
@@ -608,10 +910,49 @@ impl Endpoint {
     }
 }
 
+/// Writes sequence `seq` into a sealed frame of `len` bytes and recomputes its tag.
+fn reseal(key: &Key, frame: &mut [u8], len: usize, seq: u64) -> bool {
+    let Some(signed) = len.checked_sub(TAG_LEN) else {
+        return false;
+    };
+    let Some(seq_bytes) = frame.get_mut(field::SEQ) else {
+        return false;
+    };
+    seq_bytes.copy_from_slice(&seq.to_le_bytes());
+    let Some(tag) = frame.get(..signed).map(|b| key.tag(b)) else {
+        return false;
+    };
+    match frame.get_mut(signed..len) {
+        Some(t) => {
+            t.copy_from_slice(&tag);
+            true
+        }
+        None => false,
+    }
+}
+
+/// 64 random bits from the kernel; the clock and pid when /dev/urandom cannot be read (nonces
+/// must be unique per run, and a forged reply needs the key anyway).
+fn random_u64() -> u64 {
+    use std::io::Read;
+    let mut b = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)) {
+        Ok(()) => u64::from_le_bytes(b),
+        Err(e) => {
+            log::warn!("/dev/urandom: {e}; challenge nonces derived from the clock");
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            t ^ (u64::from(std::process::id()) << 32)
+        }
+    }
+}
+
 fn drop_log_level(reason: DropReason) -> log::Level {
     match reason {
-        // Normal after retries and lost acks.
-        DropReason::Replayed | DropReason::UnmatchedAck => log::Level::Debug,
+        // Normal after retries and lost acks, and while a restarted peer resynchronises.
+        DropReason::Replayed | DropReason::UnmatchedAck | DropReason::Unsynced => log::Level::Debug,
         _ => log::Level::Warn,
     }
 }

@@ -91,22 +91,40 @@ impl SeqCounter {
         self.next
     }
 
+    /// Makes every later sequence larger than `floor` (a receiver's [`crate::Message::Challenge`]
+    /// says it has seen `floor` from us: our counter went back, e.g. a clock stepped back with
+    /// no reservation file). Returns true if the counter moved.
+    pub fn advance_past(&mut self, floor: u64) -> bool {
+        if self.next > floor {
+            return false;
+        }
+        self.next = floor.saturating_add(1);
+        if self.next >= self.limit {
+            self.extend_reservation();
+        }
+        true
+    }
+
+    fn extend_reservation(&mut self) {
+        if let Some(path) = &self.path {
+            let limit = self.next.max(self.limit).saturating_add(Self::RESERVE);
+            match write_reservation(path, limit) {
+                Ok(()) => self.limit = limit,
+                Err(e) => log::error!(
+                    "cannot advance sequence reservation {}: {} (restart safety relies on the clock)",
+                    path.display(),
+                    e
+                ),
+            }
+        }
+    }
+
     /// The next sequence number; advances the reservation file when needed.
     pub fn next_seq(&mut self) -> u64 {
         let seq = self.next;
         self.next = self.next.saturating_add(1);
         if self.next >= self.limit {
-            if let Some(path) = &self.path {
-                let limit = self.limit.saturating_add(Self::RESERVE);
-                match write_reservation(path, limit) {
-                    Ok(()) => self.limit = limit,
-                    Err(e) => log::error!(
-                        "cannot advance sequence reservation {}: {} (restart safety relies on the clock)",
-                        path.display(),
-                        e
-                    ),
-                }
-            }
+            self.extend_reservation();
         }
         seq
     }
@@ -214,6 +232,27 @@ mod test {
         fs::write(&path, "garbage").unwrap();
         let mut b = SeqCounter::new_at(&seed, 7).unwrap();
         assert_eq!(b.next_seq(), 7, "corrupt file falls back to the clock");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn test_advance_past_a_challenge_floor_is_persisted() {
+        let d = tmpdir("advance");
+        let path = d.join("seq");
+        let seed = SeqSeed::File(path.clone());
+        let mut a = SeqCounter::new_at(&seed, 100).unwrap();
+        assert!(!a.advance_past(50), "already above");
+        let far = 100 + 3 * SeqCounter::RESERVE;
+        assert!(a.advance_past(far));
+        assert_eq!(a.next_seq(), far + 1);
+        let stored: u64 = fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+        assert!(
+            stored > far + 1,
+            "reservation {stored} not above the new counter"
+        );
+        // A restart with the clock back starts above what was sent after the jump.
+        let mut b = SeqCounter::new_at(&seed, 1).unwrap();
+        assert!(b.next_seq() > far + 1);
         fs::remove_dir_all(&d).unwrap();
     }
 
