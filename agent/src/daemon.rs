@@ -179,11 +179,25 @@ pub fn run<H: Hypervisor + 'static>(
     while !stop.load(Ordering::SeqCst) {
         while let Some(ev) = ep.poll(now_ms()) {
             match ev {
-                Event::Message { from, message, .. } => {
+                Event::Message { from, seq, message } => {
                     // Orders are saved at once, heartbeats and pushes at most once per second.
                     floors_dirty = true;
                     floors_now |= message.kind().from_shmc() == Some(true);
-                    on_message(&shared, &mut keeper, &mut assembler, from, message);
+                    let command = message.needs_ack();
+                    let kind = message.kind();
+                    let durable = on_message(&shared, &mut keeper, &mut assembler, from, message);
+                    // Journal, then acknowledge: what could not be made durable is not acked,
+                    // so the sender retries it (and alerts when it gives up).
+                    if command {
+                        if durable {
+                            ep.ack(from, seq);
+                        } else {
+                            log::error!(
+                                "{kind:?} from {from} (seq {seq}) not acknowledged: not durable; the sender will retry"
+                            );
+                            ep.refuse(from, seq);
+                        }
+                    }
                 }
                 Event::Acked {
                     to,
@@ -278,20 +292,21 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
         .map(|_| ())
 }
 
+/// Handles one received message; false when a command could not be made durable (its
+/// journal or store write failed), so it must not be acknowledged.
 fn on_message<H: Hypervisor + 'static>(
     s: &Arc<Shared<H>>,
     keeper: &mut Keeper,
     assembler: &mut Assembler,
     from: NodeId,
     message: Message,
-) {
+) -> bool {
     if let Some(order) = net::order_from(from, &message) {
-        handle_order(s, order);
-        return;
+        return handle_order(s, order);
     }
     if from != s.partner {
         log::debug!("ignoring {:?} from {from}", message.kind());
-        return;
+        return true;
     }
     match message {
         Message::Heartbeat { health, .. } if health != Health::Ok => {
@@ -337,7 +352,10 @@ fn on_message<H: Hypervisor + 'static>(
                                 s.refresh.store(true, Ordering::SeqCst);
                             }
                         }
-                        Err(e) => log::error!("partner definition of `{name}`: {e}"),
+                        Err(e) => {
+                            log::error!("partner definition of `{name}`: {e}");
+                            return false;
+                        }
                     }
                 }
                 Err(_) => log::warn!("partner definition of `{name}` is not UTF-8; dropped"),
@@ -354,6 +372,7 @@ fn on_message<H: Hypervisor + 'static>(
                 .collect();
             if let Err(e) = s.agent.retain_partner_definitions(&keep) {
                 log::error!("partner definitions: {e}");
+                return false;
             }
         }
         Message::DefinitionRequest { name } => {
@@ -363,6 +382,7 @@ fn on_message<H: Hypervisor + 'static>(
         }
         other => log::debug!("ignoring {:?} from the partner", other.kind()),
     }
+    true
 }
 
 fn push_definitions<H: Hypervisor>(s: &Shared<H>, defs: &[GuestDef]) {
@@ -396,7 +416,9 @@ fn guests_of<H: Hypervisor + 'static>(s: &Shared<H>, order: &Order) -> Vec<Strin
     }
 }
 
-fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) {
+/// Accepts (journals) and carries out an order; false when it could not be journaled (it is
+/// then neither executed nor acknowledged).
+fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) -> bool {
     let acceptance = match s.agent.accept(&order) {
         Ok(a) => a,
         Err(e) => {
@@ -404,7 +426,7 @@ fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) {
                 "{}: cannot journal the order, not executed: {e}",
                 order.key()
             );
-            return;
+            return false;
         }
     };
     match acceptance {
@@ -468,6 +490,7 @@ fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) {
             }
         }
     }
+    true
 }
 
 fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<HypervisorEvent>) {

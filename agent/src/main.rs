@@ -78,6 +78,8 @@ fn run(path: &std::path::Path) -> Result<(), String> {
         .ok_or_else(|| format!("slot {} has no protocol id", cfg.partner.slot))?;
     let ep_cfg = EndpointConfig {
         seq: SeqSeed::File(cfg.state_dir.join("sequence")),
+        // Journal, then acknowledge: the daemon acks each command once it is durable.
+        manual_ack: true,
         ..EndpointConfig::default()
     };
     let mut ep =

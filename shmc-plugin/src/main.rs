@@ -194,7 +194,12 @@ fn main() -> ExitCode {
             };
             let result = match (cfg.listen, &cfg.key_file) {
                 (Some(listen), Some(key_file)) => {
-                    match UdpAgents::bind(listen, key_file, &cfg.agents) {
+                    match UdpAgents::bind(
+                        listen,
+                        key_file,
+                        cfg.sequence_file.as_deref(),
+                        &cfg.agents,
+                    ) {
                         Ok(mut agents) => run_with(&mut agents),
                         Err(e) => {
                             eprintln!("shmc-plugin: agent link: {e}");

@@ -7,6 +7,7 @@
 //! ipmb_mode = "auto"              # optional: "auto" | "message" | "stream"
 //! listen = "0.0.0.0:7140"         # optional: UDP address for agent traffic
 //! key_file = "/etc/shelfha/key"   # optional: shelf key for the agent link
+//! sequence_file = "/var/lib/shelfha/sequence"  # optional: agent-link sequence reservation
 //!
 //! [timing]                        # optional, every key optional (see `config`)
 //! probe_interval_ms = 500
@@ -70,6 +71,9 @@ pub struct HostConfig {
     pub listen: Option<SocketAddr>,
     /// Shelf key file for the agent link.
     pub key_file: Option<PathBuf>,
+    /// Reservation file of the agent link's sequence numbers (`None`: the wall clock alone;
+    /// agents then resynchronise a counter that went back through their challenges).
+    pub sequence_file: Option<PathBuf>,
     /// Agent address per slot, in blade order.
     pub agents: Vec<(u8, Option<SocketAddr>)>,
     /// Where events come from (`[event_source]`; `ipmb` when absent). With
@@ -143,6 +147,8 @@ struct RawShelf {
     listen: Option<Spanned<String>>,
     #[serde(default)]
     key_file: Option<PathBuf>,
+    #[serde(default)]
+    sequence_file: Option<PathBuf>,
 }
 
 fn default_mode() -> IpmbMode {
@@ -373,6 +379,7 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
         ipmb_mode: raw.shelf.ipmb_mode,
         listen,
         key_file: raw.shelf.key_file,
+        sequence_file: raw.shelf.sequence_file,
         agents,
         source,
     })

@@ -12,8 +12,10 @@
 //! - An order that cannot be queued (no address yet, queue full) is logged
 //!   as an error and counted: the core does not resend orders.
 //! - Incidents on the wire are the core's decision numbers plus a base taken
-//!   from the wall clock at start (milliseconds since 1970, modulo 2^32; see
-//!   [`incident_base`]),
+//!   from the link's first sequence number at start (the sequence counts
+//!   microseconds since 1970 and survives a clock stepping back when
+//!   `sequence_file` is configured; the base is its milliseconds modulo 2^32,
+//!   see [`incident_base`]),
 //!   and the base is taken off what agents send back. Agents key their journal
 //!   by incident: without the base, a restarted plugin's decision #1 would be
 //!   a "duplicate" of the previous run's #1, answered from the journal without
@@ -27,6 +29,7 @@ use std::path::Path;
 use log::{error, info, warn};
 use shelfha_proto::{
     load_key, Endpoint, EndpointConfig, Event, FenceProof, Health, Message, NodeId, Outcome,
+    SeqSeed,
 };
 
 use super::agent::AgentLink;
@@ -51,14 +54,28 @@ impl std::fmt::Debug for UdpAgents {
 
 impl UdpAgents {
     /// Binds `listen` with the shelf key from `key_file`; `agents` gives each
-    /// slot's agent address (`None`: learnt from its first authentic datagram).
+    /// slot's agent address (`None`: learnt from its answer to a challenge).
+    /// With `sequence_file`, sequence numbers (and so wire incidents) keep
+    /// increasing across restarts even when the clock steps back.
     pub fn bind(
         listen: SocketAddr,
         key_file: &Path,
+        sequence_file: Option<&Path>,
         agents: &[(u8, Option<SocketAddr>)],
     ) -> Result<Self, String> {
         let key = load_key(key_file).map_err(|e| e.to_string())?;
-        let mut endpoint = Endpoint::bind(listen, NodeId::SHMC, key, EndpointConfig::default())
+        let seq = match sequence_file {
+            Some(path) => SeqSeed::File(path.to_path_buf()),
+            None => {
+                warn!("no `sequence_file`: agent-link sequence numbers follow the wall clock (agents resynchronise a counter that goes back)");
+                SeqSeed::Clock
+            }
+        };
+        let config = EndpointConfig {
+            seq,
+            ..EndpointConfig::default()
+        };
+        let mut endpoint = Endpoint::bind(listen, NodeId::SHMC, key, config)
             .map_err(|e| format!("cannot bind {listen}: {e}"))?;
         for &(slot, addr) in agents {
             let id = NodeId::blade(slot).ok_or_else(|| format!("slot {slot} has no node id"))?;
@@ -66,7 +83,7 @@ impl UdpAgents {
                 .add_peer(id, addr)
                 .map_err(|_| format!("too many peers at slot {slot}"))?;
         }
-        let incident_base = incident_base(std::time::SystemTime::now());
+        let incident_base = incident_base(endpoint.next_seq());
         info!("decision #N is incident {incident_base} + N on the agent link");
         Ok(Self {
             endpoint,
@@ -90,15 +107,14 @@ fn proof(c: Confirmation) -> FenceProof {
     }
 }
 
-/// The wire incident base of a run started at `now`: milliseconds since 1970,
-/// modulo 2^32 (it wraps every 49.7 days). A later run's base lies beyond every
-/// incident of an earlier one unless that run took more than one decision per
-/// millisecond of its life; 1 if the clock is before 1970.
-pub fn incident_base(now: std::time::SystemTime) -> u32 {
-    now.duration_since(std::time::UNIX_EPOCH)
-        // Truncation intended: the low 32 bits of the millisecond clock.
-        .map(|d| (d.as_millis() % (1u128 << 32)) as u32)
-        .unwrap_or(1)
+/// The wire incident base of a run whose first sequence number is `first_seq`
+/// (microseconds since 1970, or above everything an earlier run used): its
+/// milliseconds modulo 2^32 (it wraps every 49.7 days). A later run's base lies
+/// beyond every incident of an earlier one unless that run took more than one
+/// decision per millisecond of its life; never 0.
+pub fn incident_base(first_seq: u64) -> u32 {
+    // Truncation intended: the low 32 bits of the millisecond count.
+    ((first_seq / 1000) % (1u64 << 32)).max(1) as u32
 }
 
 /// The protocol message for an order; `base` is added to its incident.
@@ -311,14 +327,13 @@ mod test {
 
     #[test]
     fn test_incidents_on_the_wire_differ_between_runs() {
-        use std::time::{Duration, UNIX_EPOCH};
         let start = 1_764_000_000_123u64;
-        let first = incident_base(UNIX_EPOCH + Duration::from_millis(start));
+        let first = incident_base(start * 1000);
         // A restart 250 ms later (a run killed right after its first decision).
-        let later = incident_base(UNIX_EPOCH + Duration::from_millis(start + 250));
+        let later = incident_base((start + 250) * 1000);
         assert_eq!(u64::from(first), start % (1 << 32));
         assert_eq!(later.wrapping_sub(first), 250);
-        assert_eq!(incident_base(UNIX_EPOCH - Duration::from_secs(5)), 1);
+        assert_eq!(incident_base(5), 1);
         let fence = Order::FenceSelf { incident: 1 };
         let (a, b) = (order_message(&fence, first), order_message(&fence, later));
         // Decision #1 of two runs: two orders for the agent's journal.
