@@ -6,6 +6,12 @@
 //!
 //! The file must not be accessible to group or others (`mode & 0o077 == 0`, e.g. 0600 or 0400);
 //! the mode of the file a symlink points to is what counts.
+//!
+//! The key must look random ([`key_weakness`]): all bytes zero or all equal, fewer than
+//! [`MIN_DISTINCT_BYTES`] distinct byte values, a short pattern repeated, or text (a
+//! passphrase such as 31 characters and a newline, in either format) are refused. A random key
+//! fails these checks with a probability below 2^-35 (about one key in 50 billion, nearly
+//! all of it the chance of being valid UTF-8 text). Make one with [`KEY_HOWTO`].
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
@@ -14,6 +20,16 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::auth::Key;
+
+/// How to make a key file (quoted by the errors of [`load_key`]).
+pub const KEY_HOWTO: &str =
+    "head -c 32 /dev/urandom | xxd -p -c 64 > shelf.key; chmod 600 shelf.key";
+
+/// Fewest distinct byte values a key must have (32 random bytes have about 30).
+pub const MIN_DISTINCT_BYTES: usize = 8;
+
+/// Longest repeated pattern refused, in bytes (16 repeated twice fills the key).
+const MAX_PATTERN: usize = 16;
 
 /// Why a key file was refused.
 #[derive(Debug)]
@@ -40,6 +56,13 @@ pub enum KeyFileError {
         /// Its length in bytes.
         len: usize,
     },
+    /// The key is obviously not random ([`key_weakness`]).
+    Weak {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl fmt::Display for KeyFileError {
@@ -59,9 +82,14 @@ impl fmt::Display for KeyFileError {
             KeyFileError::Format { path, len } => write!(
                 f,
                 "key file {} ({} bytes) is neither 32 raw bytes nor 64 hex digits with an \
-                 optional newline",
+                 optional newline; make one with `{KEY_HOWTO}`",
                 path.display(),
                 len
+            ),
+            KeyFileError::Weak { path, reason } => write!(
+                f,
+                "key file {} does not hold a random key: {reason}; make one with `{KEY_HOWTO}`",
+                path.display()
             ),
         }
     }
@@ -100,19 +128,67 @@ pub fn load_key(path: &Path) -> Result<Key, KeyFileError> {
         path: path.to_path_buf(),
         len: buf.len(),
     };
-    match buf.len() {
-        32 => {
-            let mut raw = [0u8; 32];
-            raw.copy_from_slice(&buf);
-            Ok(Key::new(raw))
-        }
-        64 => Key::from_hex(&buf).ok_or(format_err),
+    let key = match buf.len() {
+        32 => <[u8; 32]>::try_from(buf.as_slice())
+            .map(Key::new)
+            .map_err(|_| format_err)?,
+        64 => Key::from_hex(&buf).ok_or(format_err)?,
         65 => buf
             .strip_suffix(b"\n")
             .and_then(Key::from_hex)
-            .ok_or(format_err),
-        _ => Err(format_err),
+            .ok_or(format_err)?,
+        _ => return Err(format_err),
+    };
+    match key_weakness(key.as_bytes()) {
+        Some(reason) => Err(KeyFileError::Weak {
+            path: path.to_path_buf(),
+            reason,
+        }),
+        None => Ok(key),
     }
+}
+
+/// Why `key` is obviously not random, if it is: all zero, all bytes equal, text (printable
+/// characters, e.g. a passphrase and its newline), a pattern of up to 16 bytes repeated, or
+/// fewer than [`MIN_DISTINCT_BYTES`] distinct byte values. None of these happens to 32 bytes
+/// from `/dev/urandom` except with probability below 2^-35.
+pub fn key_weakness(key: &[u8; 32]) -> Option<String> {
+    if key.iter().all(|b| *b == 0) {
+        return Some("all 32 bytes are zero".into());
+    }
+    if let Some(first) = key.first() {
+        if key.iter().all(|b| b == first) {
+            return Some(format!("all 32 bytes are {first:#04x}"));
+        }
+    }
+    let text = std::str::from_utf8(key).is_ok_and(|s| {
+        s.chars()
+            .all(|c| !c.is_control() || matches!(c, '\n' | '\r' | '\t'))
+    });
+    if text {
+        return Some(
+            "it is text (a passphrase?), the key must be 32 random bytes or their 64 hex digits"
+                .into(),
+        );
+    }
+    if let Some(period) =
+        (1..=MAX_PATTERN).find(|p| key.iter().zip(key.iter().skip(*p)).all(|(a, b)| a == b))
+    {
+        return Some(format!("it repeats a {period}-byte pattern"));
+    }
+    let mut seen = [false; 256];
+    for b in key {
+        if let Some(s) = seen.get_mut(usize::from(*b)) {
+            *s = true;
+        }
+    }
+    let distinct = seen.iter().filter(|s| **s).count();
+    if distinct < MIN_DISTINCT_BYTES {
+        return Some(format!(
+            "only {distinct} distinct byte values (32 random bytes have about 30)"
+        ));
+    }
+    None
 }
 
 /// A new random key from the kernel's random source (`/dev/urandom`).
