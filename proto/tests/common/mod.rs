@@ -129,6 +129,19 @@ pub fn samples() -> std::vec::Vec<Message> {
             elapsed_ms: 600,
             downtime_ms: Some(15),
         },
+        Message::Challenge {
+            nonce: 0x0123_4567_89ab_cdef,
+            floor: 300,
+        },
+        Message::ChallengeReply {
+            nonce: 0x0123_4567_89ab_cdef,
+        },
+        Message::GuestUnprotected {
+            slot: 3,
+            reason: UnprotectedReason::DiskPath,
+            name: String::try_from("vm1").unwrap(),
+            text: String::try_from("/srv/x.img").unwrap(),
+        },
     ]
 }
 
@@ -190,7 +203,7 @@ pub fn largest() -> std::vec::Vec<Message> {
             name: long('o'),
             outcome: Outcome::Unknown(255),
             reason: ReasonCode::Unknown(255),
-            text,
+            text: text.clone(),
             elapsed_ms: u32::MAX,
         },
         Message::IncidentDone {
@@ -231,6 +244,17 @@ pub fn largest() -> std::vec::Vec<Message> {
             how: Move::Unknown(255),
             elapsed_ms: u32::MAX,
             downtime_ms: Some(u32::MAX),
+        },
+        Message::Challenge {
+            nonce: u64::MAX,
+            floor: u64::MAX,
+        },
+        Message::ChallengeReply { nonce: u64::MAX },
+        Message::GuestUnprotected {
+            slot: MAX_SLOT,
+            reason: UnprotectedReason::Unknown(255),
+            name: text.clone(),
+            text: text.clone(),
         },
     ]
 }
