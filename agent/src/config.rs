@@ -25,6 +25,11 @@ pub const DEFAULT_FENCE_TIMEOUT_MS: u64 = 500;
 pub const DEFAULT_EVACUATE_TIMEOUT_MS: u64 = 30_000;
 /// Default number of guests started at once during a takeover.
 pub const DEFAULT_START_WORKERS: usize = 4;
+/// Default deadline of one guest's start on a failover path (its libvirt define, start or
+/// resume); past it the guest is reported failed (timeout) and the next one starts.
+pub const DEFAULT_START_TIMEOUT_MS: u64 = 30_000;
+/// Accepted range of `start_timeout_ms`.
+pub const START_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 500..=600_000;
 /// Default memory (KiB) kept free on the host when deciding whether a partner guest fits.
 pub const DEFAULT_MEMORY_RESERVE_KIB: u64 = 0;
 /// Default number of live migrations run at once on Evacuate / Migrate.
@@ -172,6 +177,9 @@ pub struct Config {
     pub evacuate_timeout: Duration,
     /// Guests started at once during a takeover (at least 1).
     pub start_workers: usize,
+    /// Deadline of one guest's start (libvirt define, start, resume; a crashed guest's
+    /// destroy before its restart): past it the guest is reported failed with a timeout.
+    pub start_timeout: Duration,
     /// Memory (KiB) kept free when deciding whether a guest fits.
     pub memory_reserve_kib: u64,
     /// Protected-guest selection.
@@ -257,6 +265,27 @@ impl Config {
                 "start_workers",
                 span,
                 format!("{start_workers} is not in 1..=64"),
+            ));
+        }
+        let start_timeout_ms = raw
+            .start_timeout_ms
+            .as_ref()
+            .map(|v| *v.get_ref())
+            .unwrap_or(DEFAULT_START_TIMEOUT_MS);
+        if !START_TIMEOUT_RANGE_MS.contains(&start_timeout_ms) {
+            let span = raw
+                .start_timeout_ms
+                .as_ref()
+                .map(|v| v.span())
+                .unwrap_or(0..0);
+            return Err(invalid(
+                "start_timeout_ms",
+                span,
+                format!(
+                    "{start_timeout_ms} is not in {}..={} (milliseconds)",
+                    START_TIMEOUT_RANGE_MS.start(),
+                    START_TIMEOUT_RANGE_MS.end()
+                ),
             ));
         }
         let migration_workers = raw
@@ -371,6 +400,7 @@ impl Config {
                     .unwrap_or(DEFAULT_EVACUATE_TIMEOUT_MS),
             ),
             start_workers,
+            start_timeout: Duration::from_millis(start_timeout_ms),
             memory_reserve_kib: raw.memory_reserve_kib.unwrap_or(DEFAULT_MEMORY_RESERVE_KIB),
             protection,
             default_priority: guests.default_priority.unwrap_or(0),
@@ -422,6 +452,7 @@ struct RawConfig {
     fence_timeout_ms: Option<u64>,
     evacuate_timeout_ms: Option<u64>,
     start_workers: Option<toml::Spanned<usize>>,
+    start_timeout_ms: Option<toml::Spanned<u64>>,
     memory_reserve_kib: Option<u64>,
     migration_workers: Option<toml::Spanned<usize>>,
     migration_timeout_ms: Option<toml::Spanned<u64>>,
@@ -476,6 +507,41 @@ mod test {
         assert_eq!(c.protection, Protection::AllPersistent);
         assert_eq!(c.priority_of("x"), 0);
         assert_eq!(c.partner.libvirt_uri, None);
+    }
+
+    #[test]
+    fn test_start_timeout() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.start_timeout,
+            Duration::from_millis(DEFAULT_START_TIMEOUT_MS)
+        );
+        let c = parse(&format!("start_timeout_ms = 5000\n{MINIMAL}")).unwrap();
+        assert_eq!(c.start_timeout, Duration::from_secs(5));
+        for bad in ["0", "499", "600001"] {
+            let text = MINIMAL.replacen(
+                "[partner]",
+                &format!("start_timeout_ms = {bad}\n[partner]"),
+                1,
+            );
+            let e = parse(&text).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ConfigError::Invalid {
+                        key: "start_timeout_ms",
+                        line: 4,
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with("agent.toml:4: key `start_timeout_ms`"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,18 @@
 //!
 //! Only the ShMC gives orders: an order-kind message from any other node is ignored
 //! ([`order_from`] takes the sender).
+//!
+//! Part of the receive path: outside tests nothing here may index or slice unchecked, unwrap,
+//! expect or panic (the lints below; `fuzz/fuzz_targets/agent_datagram.rs` drives it).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic
+    )
+)]
 
 use shelfha_proto::message::{guest_name, short_text};
 use shelfha_proto::{GuestName, Message, Move, NodeId, Outcome, ReasonCode};
@@ -128,6 +140,12 @@ pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
             ReasonCode::None,
             "resumed warm standby".to_owned(),
         ),
+        GuestResult::Fenced => (
+            Outcome::Refused,
+            ReasonCode::Fenced,
+            "not started: this blade fenced itself".to_owned(),
+        ),
+        GuestResult::TimedOut { reason } => (Outcome::Failed, ReasonCode::Timeout, reason.clone()),
         // The order's goal (guest no longer runs here) is met; the reason says it did not migrate.
         GuestResult::StoppedAfterMigration { reason, graceful } => (
             Outcome::Started,
@@ -158,8 +176,12 @@ pub fn moved_message(order: &Order, own_slot: u8, o: &GuestOutcome) -> Option<Me
         GuestResult::Stopped { .. } | GuestResult::StoppedAfterMigration { .. } => {
             (Move::Stopped, o.elapsed_ms, None)
         }
-        GuestResult::Failed { .. } if live_only => (Move::KeptRunning, o.elapsed_ms, None),
-        GuestResult::Failed { .. } => (Move::Failed, o.elapsed_ms, None),
+        GuestResult::Failed { .. } | GuestResult::TimedOut { .. } if live_only => {
+            (Move::KeptRunning, o.elapsed_ms, None)
+        }
+        GuestResult::Failed { .. } | GuestResult::TimedOut { .. } => {
+            (Move::Failed, o.elapsed_ms, None)
+        }
         _ => return None,
     };
     Some(Message::GuestMoved {
@@ -216,7 +238,8 @@ pub fn refusal_messages(
         Refusal::FenceNotConfirmed(_) => ReasonCode::FenceNotConfirmed,
         Refusal::NotProtected(_) => ReasonCode::NotProtected,
         Refusal::Hypervisor(_) => ReasonCode::Timeout,
-        Refusal::NotPartner(_) | Refusal::Fenced => ReasonCode::None,
+        Refusal::Fenced => ReasonCode::Fenced,
+        Refusal::NotPartner(_) => ReasonCode::None,
     };
     let text = short_text(&refusal.to_string());
     let mut out: Vec<Message> = guests
@@ -399,6 +422,57 @@ mod test {
         assert_eq!(text.len(), shelfha_proto::MAX_TEXT);
         assert!(long.starts_with(text.as_str()));
         assert!(outcome_message(&local, 3, &o).is_valid());
+    }
+
+    #[test]
+    fn test_fenced_and_timed_out_codes() {
+        assert_eq!(
+            outcome_codes(&GuestResult::Fenced).0,
+            Outcome::Refused,
+            "a start cancelled by the fence is refused"
+        );
+        assert_eq!(outcome_codes(&GuestResult::Fenced).1, ReasonCode::Fenced);
+        let t = GuestResult::TimedOut {
+            reason: "start `db`: no answer from libvirt within 30000 ms".into(),
+        };
+        let (outcome, reason, text) = outcome_codes(&t);
+        assert_eq!((outcome, reason), (Outcome::Failed, ReasonCode::Timeout));
+        assert!(text.contains("30000 ms"));
+        let order = Order::RestartPartnerGuests {
+            incident: 8,
+            failed_slot: 2,
+            fence_confirmed: true,
+            subset: None,
+        };
+        let o = |result| GuestOutcome {
+            incident: 8,
+            name: "db".into(),
+            result,
+            elapsed_ms: 1,
+        };
+        assert_eq!(
+            final_messages(
+                &order,
+                1,
+                &OrderResult::Guests(vec![o(t.clone()), o(GuestResult::Fenced)])
+            ),
+            vec![Message::IncidentDone {
+                incident: 8,
+                slot: 2,
+                started: 0,
+                refused: 1,
+                failed: 1
+            }]
+        );
+        let msgs = refusal_messages(&order, 1, &Refusal::Fenced, &["db".into()]);
+        assert!(matches!(
+            msgs[0],
+            Message::GuestOutcome {
+                outcome: Outcome::Refused,
+                reason: ReasonCode::Fenced,
+                ..
+            }
+        ));
     }
 
     #[test]

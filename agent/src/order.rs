@@ -35,7 +35,9 @@ pub enum Order {
         name: String,
     },
     /// Destroy one local guest now (before a per-guest failover): through libvirt, or by
-    /// killing its QEMU when libvirt does not answer within `fence_timeout`.
+    /// killing its QEMU when libvirt does not answer within `fence_timeout`. Answered
+    /// destroyed only on a positive reading (libvirt's, the process seen gone after SIGKILL,
+    /// or a complete process-table scan without a QEMU of that name); otherwise failed.
     /// Precondition: the guest is protected here.
     DestroyGuest {
         /// Incident id.
@@ -136,6 +138,16 @@ pub enum GuestResult {
     },
     /// Partner restart: the guest's paused warm standby was resumed (not started cold).
     Resumed,
+    /// Not started: this blade fenced itself before the guest's start was asked of libvirt
+    /// (a queued start is cancelled; nothing is started after a fence).
+    Fenced,
+    /// The hypervisor did not answer within the deadline (`start_timeout_ms` for a start):
+    /// reported failed. The blocked call is left to itself; a start that completes later is
+    /// logged and not recorded as a takeover.
+    TimedOut {
+        /// What did not answer, and after how long.
+        reason: String,
+    },
     /// Evacuate: the migration failed or timed out (its job aborted), so the guest was stopped
     /// here; the partner starts it once this blade is confirmed fenced.
     StoppedAfterMigration {
@@ -185,8 +197,9 @@ pub struct FenceReport {
     pub killed: u16,
     /// Guests that were already stopped.
     pub already_stopped: u16,
-    /// Guests that could not be confirmed stopped (no pid, kill failed): the fence is NOT
-    /// complete while this is non-zero.
+    /// Guests that could not be confirmed stopped (kill failed, no positive reading while
+    /// libvirt does not answer, a start still in flight, guests that cannot be known): the
+    /// fence is NOT complete while this is non-zero. Sent as FenceSelfConfirmed `remaining`.
     pub failed: u16,
     /// Time from the order to the confirmation, in milliseconds.
     pub elapsed_ms: u32,

@@ -6,7 +6,10 @@ use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{GuestInfo, GuestState, Hypervisor, HypervisorError, HypervisorEvent, MigrationStats};
+use super::{
+    GuestInfo, GuestState, Hypervisor, HypervisorError, HypervisorEvent, MigrationStats,
+    QemuProcess,
+};
 
 /// A fake domain.
 #[derive(Debug, Clone)]
@@ -47,6 +50,12 @@ struct Inner {
     migrating: usize,
     max_migrating: usize,
     dest_free_kib: Option<u64>,
+    processes: Vec<(String, i32)>,
+    scan_fails: bool,
+    scans: usize,
+    hung_calls: HashSet<(&'static str, String)>,
+    blocked: Vec<(&'static str, String)>,
+    fail_define: HashSet<String>,
 }
 
 /// The fake hypervisor.
@@ -179,6 +188,64 @@ impl FakeHypervisor {
         self.lock().migrated.clone()
     }
 
+    /// Lists `pid` (a real process, e.g. a `sleep` standing in for QEMU) as the QEMU of `name`
+    /// in the process table: [`Hypervisor::qemu_processes`] reports it while it runs.
+    pub fn add_process(&self, name: &str, pid: i32) {
+        self.lock().processes.push((name.into(), pid));
+    }
+
+    /// While set, reading the process table fails.
+    pub fn fail_scan(&self, fail: bool) {
+        self.lock().scan_fails = fail;
+    }
+
+    /// How many times the process table was read.
+    pub fn scans(&self) -> usize {
+        self.lock().scans
+    }
+
+    /// Makes `op` ("define", "start", "resume", "destroy", "state") of `name` block until
+    /// [`FakeHypervisor::release`]; the call then completes normally.
+    pub fn hang_call(&self, op: &'static str, name: &str) {
+        self.lock().hung_calls.insert((op, name.into()));
+    }
+
+    /// Lets hung calls of `op` on `name` complete.
+    pub fn release(&self, op: &'static str, name: &str) {
+        self.lock().hung_calls.remove(&(op, name.to_owned()));
+        self.cv.notify_all();
+    }
+
+    /// Calls blocked by [`FakeHypervisor::hang_call`] right now.
+    pub fn blocked(&self) -> Vec<(&'static str, String)> {
+        self.lock().blocked.clone()
+    }
+
+    /// Makes `define` of `name` fail.
+    pub fn fail_define(&self, name: &str) {
+        self.lock().fail_define.insert(name.into());
+    }
+
+    /// Blocks while `op` of `name` is hung (see [`FakeHypervisor::hang_call`]).
+    fn gate<'a>(
+        &'a self,
+        mut g: std::sync::MutexGuard<'a, Inner>,
+        op: &'static str,
+        name: &str,
+    ) -> std::sync::MutexGuard<'a, Inner> {
+        let key = (op, name.to_owned());
+        if g.hung_calls.contains(&key) {
+            g.blocked.push(key.clone());
+            while g.hung_calls.contains(&key) {
+                g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+            if let Some(i) = g.blocked.iter().position(|k| *k == key) {
+                g.blocked.remove(i);
+            }
+        }
+        g
+    }
+
     /// Sends an event to the subscriber, if any.
     pub fn emit(&self, ev: HypervisorEvent) {
         if let Some(tx) = &self.lock().events {
@@ -223,17 +290,25 @@ impl Hypervisor for FakeHypervisor {
     }
 
     fn state(&self, name: &str) -> Result<GuestState, HypervisorError> {
-        let mut g = self.call();
+        let mut g = self.gate(self.call(), "state", name);
         Ok(Self::get(&mut g, name)?.state)
     }
 
     fn define(&self, xml: &str) -> Result<String, HypervisorError> {
-        let mut g = self.call();
+        let g = self.call();
         let name = tag(xml, "name").ok_or(HypervisorError::Failed {
             op: "define",
             name: "<xml>".into(),
             message: "no <name>".into(),
         })?;
+        let mut g = self.gate(g, "define", name);
+        if g.fail_define.contains(name) {
+            return Err(HypervisorError::Failed {
+                op: "define",
+                name: name.into(),
+                message: "injected failure".into(),
+            });
+        }
         let memory_kib = tag(xml, "memory")
             .and_then(|m| m.trim().parse().ok())
             .unwrap_or(0);
@@ -260,7 +335,7 @@ impl Hypervisor for FakeHypervisor {
     }
 
     fn start(&self, name: &str) -> Result<(), HypervisorError> {
-        let mut g = self.call();
+        let mut g = self.gate(self.call(), "start", name);
         if Self::get(&mut g, name)?.state.is_active() {
             return Err(HypervisorError::Failed {
                 op: "start",
@@ -312,7 +387,7 @@ impl Hypervisor for FakeHypervisor {
     }
 
     fn resume(&self, name: &str) -> Result<(), HypervisorError> {
-        let mut g = self.call();
+        let mut g = self.gate(self.call(), "resume", name);
         let d = Self::get(&mut g, name)?;
         if d.state != GuestState::Paused {
             return Err(HypervisorError::Failed {
@@ -335,7 +410,7 @@ impl Hypervisor for FakeHypervisor {
     }
 
     fn destroy(&self, name: &str) -> Result<(), HypervisorError> {
-        let mut g = self.call();
+        let mut g = self.gate(self.call(), "destroy", name);
         let d = Self::get(&mut g, name)?;
         if !d.state.is_active() && d.state != GuestState::Crashed {
             return Err(HypervisorError::Failed {
@@ -440,6 +515,23 @@ impl Hypervisor for FakeHypervisor {
     fn qemu_pid(&self, name: &str) -> Option<i32> {
         // Never blocks: the pid file is read without the daemon.
         self.lock().pids.get(name).copied()
+    }
+
+    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, String> {
+        // Never blocks: the process table is read without the daemon.
+        let mut g = self.lock();
+        g.scans += 1;
+        if g.scan_fails {
+            return Err("injected: process table unreadable".into());
+        }
+        Ok(g.processes
+            .iter()
+            .filter(|(_, pid)| crate::logic::fence::is_running(*pid))
+            .map(|(guest, pid)| QemuProcess {
+                pid: *pid,
+                guest: guest.clone(),
+            })
+            .collect())
     }
 
     fn ping(&self) -> Result<(), HypervisorError> {

@@ -17,9 +17,10 @@ use virt::error::ErrorNumber;
 use virt::sys;
 
 use super::events::{self, Registration};
+use super::procscan;
 use super::{
     GuestInfo, GuestState, Hypervisor, HypervisorError, HypervisorEvent, MigrationStats,
-    METADATA_URI,
+    QemuProcess, METADATA_URI,
 };
 
 /// libvirt keepalive: probe every `KEEPALIVE_INTERVAL_S` seconds, give up after
@@ -191,7 +192,7 @@ impl LibvirtHypervisor {
 }
 
 /// PID of `name`'s QEMU from `<run_dir>/<name>.pid`, only if that process's command line
-/// names the guest (`-name guest=<name>,...`): a stale pid file whose number was reused by
+/// names the guest (`-name guest=<name>,...`, see [`procscan::guest_of`]): a stale pid file whose number was reused by
 /// another process is never believed.
 pub fn qemu_pid_from(run_dir: &Path, name: &str) -> Option<i32> {
     if name.is_empty() || name.contains('/') {
@@ -205,11 +206,7 @@ pub fn qemu_pid_from(run_dir: &Path, name: &str) -> Option<i32> {
         .ok()
         .filter(|&p| p > 1)?;
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let want = format!("guest={name}");
-    let names_guest = cmdline
-        .split(|&b| b == 0)
-        .flat_map(|arg| arg.split(|&b| b == b','))
-        .any(|part| part == want.as_bytes());
+    let names_guest = procscan::guest_of(&cmdline).is_some_and(|g| g == name);
     if !names_guest {
         log::warn!(
             "{}: pid {pid} is not the QEMU of `{name}`; ignoring the stale pid file",
@@ -339,6 +336,10 @@ impl Hypervisor for LibvirtHypervisor {
 
     fn qemu_pid(&self, name: &str) -> Option<i32> {
         qemu_pid_from(&self.qemu_run_dir, name)
+    }
+
+    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, String> {
+        procscan::scan(Path::new("/proc"), &self.qemu_run_dir)
     }
 
     fn ping(&self) -> Result<(), HypervisorError> {

@@ -3,9 +3,13 @@
 //! for unit tests (`fake`, test builds only).
 
 pub mod events;
-#[cfg(test)]
+// Feature `fuzzing` exposes the fake to the fuzz targets (`fuzz/`); never in a release build.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fake;
 pub mod libvirt;
+pub mod procscan;
+
+pub use procscan::QemuProcess;
 
 use std::sync::mpsc::Sender;
 
@@ -162,7 +166,12 @@ pub trait Hypervisor: Send + Sync {
     /// Free memory of the host behind another libvirt URI (a migration's destination), in KiB.
     fn free_memory_kib_at(&self, uri: &str) -> Result<u64, HypervisorError>;
     /// PID of the domain's QEMU process, read without asking the hypervisor daemon (pid file).
+    /// `None` proves nothing: the file may be gone while the process runs.
     fn qemu_pid(&self, name: &str) -> Option<i32>;
+    /// Every live QEMU process of this blade, read from the process table without asking the
+    /// hypervisor daemon (see [`procscan`]). Err (with why) when the table could not be read
+    /// completely; an Ok reading is a positive statement that no other QEMU of this blade runs.
+    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, String>;
     /// Checks that the hypervisor answers.
     fn ping(&self) -> Result<(), HypervisorError>;
     /// Delivers lifecycle events (and connection loss) to `sink` from now on.

@@ -1,12 +1,14 @@
 //! Everything the agent keeps on disk, under its state directory: the journal of orders and
-//! takeovers (`journal`), the partner's guest definitions (`definitions`), and the protocol
-//! replay floors (`floors`). Every file is
+//! takeovers (`journal`), the partner's guest definitions (`definitions`), the protocol
+//! replay floors (`floors`), and the names of this blade's protected guests (`protected`).
+//! Every file is
 //! replaced atomically ([`write_atomic`]): a crash leaves the old or the new version, never a
 //! torn one.
 
 pub mod definitions;
 pub mod floors;
 pub mod journal;
+pub mod protected;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
