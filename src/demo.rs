@@ -156,6 +156,10 @@ fn agent_config(slot: u8, partner: u8, state_dir: PathBuf, guests: &[String]) ->
         default_priority: 0,
         priorities: BTreeMap::new(),
         zero_downtime: Default::default(),
+        allowed_storage_paths: blade_agent::config::DEFAULT_ALLOWED_STORAGE_PATHS
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
     }
 }
 

@@ -36,6 +36,9 @@ pub const DEFAULT_MEMORY_RESERVE_KIB: u64 = 0;
 pub const DEFAULT_MIGRATION_WORKERS: usize = 2;
 /// Default time one live migration may take before its job is aborted.
 pub const DEFAULT_MIGRATION_TIMEOUT_MS: u64 = 60_000;
+/// Default `[guests] allowed_storage_paths`: the directory prefixes a partner guest's disks and
+/// other host files (kernel, loader, NVRAM...) may lie under (libvirt's default image pool).
+pub const DEFAULT_ALLOWED_STORAGE_PATHS: &[&str] = &["/var/lib/libvirt/images"];
 /// Largest accepted slot number (ATCA shelves have at most 16 logical slots).
 pub const MAX_SLOT: u8 = 16;
 
@@ -190,6 +193,9 @@ pub struct Config {
     pub priorities: BTreeMap<String, u32>,
     /// Live migration and warm standby.
     pub zero_downtime: ZeroDowntime,
+    /// Directory prefixes (absolute, no `..`) a partner definition's disks and other host
+    /// files must lie under (`[guests] allowed_storage_paths`); see [`crate::policy`].
+    pub allowed_storage_paths: Vec<PathBuf>,
 }
 
 impl Config {
@@ -340,6 +346,28 @@ impl Config {
                 list.into_inner()
             }
         };
+        let allowed_storage_paths = match guests.allowed_storage_paths {
+            None => DEFAULT_ALLOWED_STORAGE_PATHS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            Some(list) => {
+                if let Some(bad) = list
+                    .get_ref()
+                    .iter()
+                    .find(|p| !crate::policy::valid_prefix(p))
+                {
+                    return Err(invalid(
+                        "guests.allowed_storage_paths",
+                        list.span(),
+                        format!(
+                            "`{bad}` is not an absolute directory path without `.` or `..` components"
+                        ),
+                    ));
+                }
+                list.into_inner().into_iter().map(PathBuf::from).collect()
+            }
+        };
         let protection = match guests.protected {
             None => Protection::AllPersistent,
             Some(spec) => {
@@ -410,6 +438,7 @@ impl Config {
                 migration_timeout: Duration::from_millis(migration_timeout_ms),
                 warm_standby,
             },
+            allowed_storage_paths,
         })
     }
 }
@@ -476,6 +505,7 @@ struct RawGuests {
     #[serde(default)]
     priority: BTreeMap<String, u32>,
     warm_standby: Option<toml::Spanned<Vec<String>>>,
+    allowed_storage_paths: Option<toml::Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -611,6 +641,42 @@ mod test {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn test_allowed_storage_paths() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.allowed_storage_paths,
+            vec![PathBuf::from("/var/lib/libvirt/images")]
+        );
+        let c = parse(&format!(
+            "{MINIMAL}[guests]\nallowed_storage_paths = [\"/srv/vm\", \"/dev/disk/by-id/\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.allowed_storage_paths,
+            vec![PathBuf::from("/srv/vm"), PathBuf::from("/dev/disk/by-id/")]
+        );
+        let c = parse(&format!("{MINIMAL}[guests]\nallowed_storage_paths = []\n")).unwrap();
+        assert!(c.allowed_storage_paths.is_empty());
+        for bad in ["srv/vm", "", "/srv/../etc", "/srv/./vm", "/srv/vm/.."] {
+            let e = parse(&format!(
+                "{MINIMAL}[guests]\nallowed_storage_paths = [\"{bad}\"]\n"
+            ))
+            .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ConfigError::Invalid {
+                        key: "guests.allowed_storage_paths",
+                        line: 8,
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

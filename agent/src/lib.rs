@@ -13,6 +13,7 @@ pub mod hypervisor;
 pub mod logic;
 pub mod net;
 pub mod order;
+pub mod policy;
 pub mod store;
 
 #[cfg(test)]

@@ -6,6 +6,12 @@
 //! we store differs from the one the owner announces, the stored copy has drifted and is
 //! requested again.
 //!
+//! A pushed definition the [`crate::policy`] refuses is not stored (a stored older copy of
+//! that guest is removed): only its name, digest and refusal are remembered, in memory, and
+//! count in the digest of what is held for the partner, so that the owner's digest (which
+//! covers every guest it pushed) still matches and the refused guest is not requested again
+//! and again. After an agent restart one request fetches it again and refuses it again.
+//!
 //! On disk: `<state>/partner/<name>.xml`, the domain XML itself (an operator can
 //! `virsh define` it), one file per guest, each replaced atomically.
 
@@ -13,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::{ensure_dir, write_atomic};
+use crate::policy::Refusal;
 
 /// Longest accepted guest name (libvirt's own limit is larger; names travel in datagrams).
 pub const MAX_NAME_LEN: usize = shelfha_proto::MAX_NAME;
@@ -124,21 +131,61 @@ impl GuestDef {
     }
 }
 
+/// One guest definition as the set digest sees it: its name and the SHA-256 of its XML.
+pub trait Held {
+    /// Guest name.
+    fn held_name(&self) -> &str;
+    /// Definition digest (SHA-256 of the XML bytes).
+    fn held_digest(&self) -> [u8; 32];
+}
+
+impl Held for GuestDef {
+    fn held_name(&self) -> &str {
+        &self.name
+    }
+    fn held_digest(&self) -> [u8; 32] {
+        self.digest()
+    }
+}
+
+/// A guest held for the partner: a stored definition, or one the policy refused (only its
+/// digest and the refusal are kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldDefinition {
+    /// Guest name, as pushed.
+    pub name: String,
+    /// Digest of the pushed XML.
+    pub digest: [u8; 32],
+    /// Why it was refused; `None` for a stored definition.
+    pub refused: Option<Refusal>,
+}
+
+impl Held for HeldDefinition {
+    fn held_name(&self) -> &str {
+        &self.name
+    }
+    fn held_digest(&self) -> [u8; 32] {
+        self.digest
+    }
+}
+
 /// Digest of a set of definitions, independent of their order: the protocol's
 /// [`shelfha_proto::guest_set_digest`] over `(name, definition_digest(xml))`.
-pub fn digest<'a>(defs: impl IntoIterator<Item = &'a GuestDef>) -> [u8; 32] {
+pub fn digest<'a, T: Held + 'a>(defs: impl IntoIterator<Item = &'a T>) -> [u8; 32] {
     let mut entries: Vec<(&str, [u8; 32])> = defs
         .into_iter()
-        .map(|d| (d.name.as_str(), d.digest()))
+        .map(|d| (d.held_name(), d.held_digest()))
         .collect();
     shelfha_proto::guest_set_digest(&mut entries)
 }
 
-/// The partner's definitions, in memory and under `<state>/partner/`.
+/// The partner's definitions, in memory and under `<state>/partner/`, and the pushes the
+/// policy refused (in memory only).
 #[derive(Debug)]
 pub struct PartnerStore {
     dir: PathBuf,
     defs: BTreeMap<String, GuestDef>,
+    refused: BTreeMap<String, ([u8; 32], Refusal)>,
 }
 
 impl PartnerStore {
@@ -176,7 +223,11 @@ impl PartnerStore {
                 Err(e) => log::warn!("{}: ignoring unreadable definition: {e}", path.display()),
             }
         }
-        Ok(PartnerStore { dir, defs })
+        Ok(PartnerStore {
+            dir,
+            defs,
+            refused: BTreeMap::new(),
+        })
     }
 
     fn path_of(&self, name: &str) -> PathBuf {
@@ -195,12 +246,73 @@ impl PartnerStore {
         let path = self.path_of(&def.name);
         write_atomic(&path, def.xml.as_bytes())
             .map_err(|source| DefinitionError::Io { path, source })?;
+        self.refused.remove(&def.name);
         self.defs.insert(def.name.clone(), def);
         Ok(true)
     }
 
-    /// Removes every definition whose name is not in `keep`; returns the removed names.
+    /// Records that the policy refused the definition of `name` whose XML has `digest`: a
+    /// stored copy of that guest is removed (it is no longer the owner's definition) and the
+    /// refusal is held instead. Nothing is recorded for an invalid name, nor for a new name
+    /// once [`MAX_PARTNER_GUESTS`] guests are held. Returns whether anything changed.
+    pub fn refuse(
+        &mut self,
+        name: &str,
+        digest: [u8; 32],
+        refusal: Refusal,
+    ) -> Result<bool, DefinitionError> {
+        if !valid_name(name) {
+            return Ok(false);
+        }
+        let known = self.defs.contains_key(name) || self.refused.contains_key(name);
+        if !known && self.defs.len() + self.refused.len() >= MAX_PARTNER_GUESTS {
+            return Err(DefinitionError::Full(name.to_owned()));
+        }
+        let removed = self.defs.contains_key(name);
+        if removed {
+            let path = self.path_of(name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(DefinitionError::Io { path, source }),
+            }
+            self.defs.remove(name);
+        }
+        let entry = (digest, refusal);
+        let changed = self.refused.get(name) != Some(&entry);
+        self.refused.insert(name.to_owned(), entry);
+        Ok(removed || changed)
+    }
+
+    /// The refused pushes held, by name.
+    pub fn refusals(&self) -> impl Iterator<Item = (&str, &Refusal)> {
+        self.refused.iter().map(|(n, (_, r))| (n.as_str(), r))
+    }
+
+    /// Everything held for the partner: stored definitions and refused pushes, by name.
+    pub fn held(&self) -> Vec<HeldDefinition> {
+        let mut all: Vec<HeldDefinition> = self
+            .defs
+            .values()
+            .map(|d| HeldDefinition {
+                name: d.name.clone(),
+                digest: d.digest(),
+                refused: None,
+            })
+            .chain(self.refused.iter().map(|(n, (digest, r))| HeldDefinition {
+                name: n.clone(),
+                digest: *digest,
+                refused: Some(r.clone()),
+            }))
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Removes every definition and refusal whose name is not in `keep`; returns the removed
+    /// definitions' names.
     pub fn retain(&mut self, keep: &[&str]) -> Result<Vec<String>, DefinitionError> {
+        self.refused.retain(|n, _| keep.contains(&n.as_str()));
         let gone: Vec<String> = self
             .defs
             .keys()
@@ -219,9 +331,10 @@ impl PartnerStore {
         Ok(gone)
     }
 
-    /// Digest of the stored set, comparable with the owner's [`digest`].
+    /// Digest of what is held (stored definitions and refused pushes), comparable with the
+    /// owner's [`digest`] of the guests it pushes.
     pub fn digest(&self) -> [u8; 32] {
-        digest(self.defs.values())
+        digest(&self.held())
     }
 
     /// One stored definition.
@@ -354,6 +467,55 @@ mod test {
         assert_eq!(s.retain(&["b"]).unwrap(), vec!["a".to_string()]);
         assert!(!dir.path().join("partner/a.xml").exists());
         assert_eq!(PartnerStore::open(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn test_refused_push_held_by_digest_not_stored() {
+        use shelfha_proto::UnprotectedReason;
+        let dir = TempDir::new("refused");
+        let mut s = PartnerStore::open(dir.path()).unwrap();
+        let (web, db) = (def("web", 1), def("db", 1));
+        s.put(web.clone()).unwrap();
+        s.put(db.clone()).unwrap();
+        // The owner's db changes into something the policy refuses.
+        let bad = GuestDef {
+            name: "db".into(),
+            xml: "<domain><name>db</name><devices><hostdev/></devices></domain>".into(),
+        };
+        let why = Refusal {
+            reason: UnprotectedReason::HostDevice,
+            detail: "<hostdev>".into(),
+        };
+        assert!(s.refuse("db", bad.digest(), why.clone()).unwrap());
+        assert!(
+            !s.refuse("db", bad.digest(), why.clone()).unwrap(),
+            "same refusal again: no change"
+        );
+        assert!(s.get("db").is_none(), "the older copy is not kept");
+        assert!(!dir.path().join("partner/db.xml").exists());
+        assert_eq!(s.len(), 1);
+        // What is held matches the owner's digest over both guests.
+        assert_eq!(s.digest(), digest([&web, &bad]));
+        let held = s.held();
+        assert_eq!(held.len(), 2);
+        assert_eq!(held[0].refused, Some(why.clone()));
+        assert_eq!(s.refusals().count(), 1);
+        // Not persisted: a restart forgets the refusal (one request fetches it again).
+        assert_eq!(
+            PartnerStore::open(dir.path()).unwrap().digest(),
+            digest([&web])
+        );
+        // An acceptable push replaces the refusal.
+        s.put(db.clone()).unwrap();
+        assert_eq!(s.refusals().count(), 0);
+        assert_eq!(s.digest(), digest([&web, &db]));
+        // Retain forgets refusals of guests the owner no longer has.
+        s.refuse("x", bad.digest(), why.clone()).unwrap();
+        s.retain(&["web", "db"]).unwrap();
+        assert_eq!(s.refusals().count(), 0);
+        // Invalid names are not recorded.
+        assert!(!s.refuse("../x", bad.digest(), why).unwrap());
+        assert_eq!(s.held().len(), 2);
     }
 
     #[test]

@@ -1,0 +1,650 @@
+//! Definition policy: what a guest definition pushed by the partner may contain before this
+//! blade stores it, defines it, starts it, or keeps a warm standby of it.
+//!
+//! A partner agent is trusted to push *its own guests*, not to run arbitrary QEMU processes
+//! here. A pushed definition is refused ([`Refusal`], with the protocol's
+//! [`UnprotectedReason`]) when:
+//!
+//! - the pushed name is not a valid guest name ([`UnprotectedReason::BadName`]), the XML is
+//!   empty or larger than the protocol carries ([`UnprotectedReason::TooLarge`]);
+//! - it is not UTF-8, does not parse, has a DTD, or its root is not a `<domain>` with exactly
+//!   one plain-text `<name>` ([`UnprotectedReason::BadXml`]);
+//! - its `<name>` differs from the name it was pushed under: a partner could otherwise
+//!   redefine one of this blade's own guests ([`UnprotectedReason::NameMismatch`]);
+//! - it passes a host device through: `<hostdev>`, `<redirdev>`, `<interface type='hostdev'>`,
+//!   an NVMe disk (`<disk type='nvme'>`), a host smartcard, an evdev/passthrough `<input>`, a
+//!   passthrough TPM, or an RNG reading another device than `/dev/random`/`/dev/urandom`
+//!   ([`UnprotectedReason::HostDevice`]);
+//! - it carries any element of a libvirt driver namespace (`qemu:commandline`,
+//!   `qemu:override`... under whatever prefix: the namespace URI decides)
+//!   ([`UnprotectedReason::QemuCommandline`]);
+//! - a disk or other host file lies outside `[guests] allowed_storage_paths`: every `file`
+//!   attribute, `<source dir=...>`, `<source dev=...>` (not of an `<interface>`, where it names a NIC), the
+//!   `path` of file/dev/pipe character devices and file audio, `<kernel>`, `<initrd>`,
+//!   `<loader>`, `<nvram>` (and its `template`), `<dtb>`, ACPI `<table>`, and a memory device's
+//!   `<source><path>` ([`UnprotectedReason::DiskPath`]).
+//!
+//! Paths must be absolute and free of `.` and `..` components; they are matched against the
+//! allowed prefixes component by component (`/var/lib/libvirt/images2` is not under
+//! `/var/lib/libvirt/images`). Symbolic links are not resolved: the allowed directories must
+//! be writable by the operator only.
+//!
+//! The XML is parsed with a real parser (`roxmltree`); element and attribute names are
+//! matched on their local name whatever their namespace, so a prefixed `x:hostdev` or
+//! `x:file` cannot slip past a check that libvirt's own parser would not make. Only the
+//! content of `<metadata>` (opaque to libvirt) is exempt from the device and path checks, not
+//! from the driver-namespace check.
+
+use std::path::{Component, Path, PathBuf};
+
+use roxmltree::{Document, Node, ParsingOptions};
+use shelfha_proto::UnprotectedReason;
+
+use crate::config::Config;
+use crate::store::definitions::{valid_name, MAX_XML_LEN};
+
+/// The namespace of libvirt's QEMU pass-through elements (`qemu:commandline`, ...).
+pub const QEMU_NAMESPACE: &str = "http://libvirt.org/schemas/domain/qemu/1.0";
+/// Every libvirt driver pass-through namespace starts with this (qemu, lxc, xen, bhyve...).
+pub const DRIVER_NAMESPACE_PREFIX: &str = "http://libvirt.org/schemas/domain/";
+/// Most XML nodes parsed in one definition (the XML is at most 64 KiB anyway).
+const NODES_LIMIT: u32 = 100_000;
+
+/// A refused definition: the protocol's reason and a short detail (the offending element,
+/// path, or name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {detail}", reason_text(*reason))]
+pub struct Refusal {
+    /// Why, as reported to the ShMC in `GuestUnprotected`.
+    pub reason: UnprotectedReason,
+    /// Detail for the log and the message's text.
+    pub detail: String,
+}
+
+impl Refusal {
+    fn new(reason: UnprotectedReason, detail: impl Into<String>) -> Refusal {
+        Refusal {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Short words for a reason, for logs.
+pub fn reason_text(reason: UnprotectedReason) -> &'static str {
+    match reason {
+        UnprotectedReason::BadName => "invalid guest name",
+        UnprotectedReason::TooLarge => "definition too large",
+        UnprotectedReason::NameMismatch => "name differs from the pushed name",
+        UnprotectedReason::HostDevice => "host device passthrough",
+        UnprotectedReason::QemuCommandline => "driver pass-through (qemu:commandline)",
+        UnprotectedReason::DiskPath => "host path outside allowed_storage_paths",
+        UnprotectedReason::BadXml => "unusable domain XML",
+        UnprotectedReason::StoreFailed => "cannot be stored",
+        UnprotectedReason::Unknown(_) => "unknown reason",
+    }
+}
+
+/// Owner side: whether a local guest can be pushed to the partner at all (its name is a
+/// valid protocol guest name, its XML fits the definition chunks). Such a guest is not
+/// protected and must not be counted as if pushed.
+pub fn check_pushable(name: &str, xml: &str) -> Result<(), Refusal> {
+    if !valid_name(name) {
+        return Err(Refusal::new(
+            UnprotectedReason::BadName,
+            format!(
+                "name of {} bytes: at most {} bytes, no `/`, no leading `.`, no control characters",
+                name.len(),
+                shelfha_proto::MAX_NAME
+            ),
+        ));
+    }
+    if xml.len() > MAX_XML_LEN {
+        return Err(Refusal::new(
+            UnprotectedReason::TooLarge,
+            format!("{} bytes, at most {MAX_XML_LEN}", xml.len()),
+        ));
+    }
+    if xml.is_empty() {
+        return Err(Refusal::new(UnprotectedReason::BadXml, "empty definition"));
+    }
+    Ok(())
+}
+
+/// [`check_definition`] on raw pushed bytes: non-UTF-8 is refused as
+/// [`UnprotectedReason::BadXml`]. Returns the XML text when accepted.
+pub fn check_bytes<'a>(cfg: &Config, pushed_name: &str, xml: &'a [u8]) -> Result<&'a str, Refusal> {
+    let text = std::str::from_utf8(xml).map_err(|e| {
+        Refusal::new(
+            UnprotectedReason::BadXml,
+            format!("not UTF-8 (byte {})", e.valid_up_to()),
+        )
+    })?;
+    check_definition(cfg, pushed_name, text)?;
+    Ok(text)
+}
+
+/// Checks a definition pushed (or stored) under `pushed_name` against the policy of `cfg`
+/// (see the module documentation). Ok when it may be stored, defined and started here.
+pub fn check_definition(cfg: &Config, pushed_name: &str, xml: &str) -> Result<(), Refusal> {
+    check_xml(&cfg.allowed_storage_paths, pushed_name, xml)
+}
+
+/// [`check_definition`] with the allowed prefixes given directly.
+pub fn check_xml(allowed: &[PathBuf], pushed_name: &str, xml: &str) -> Result<(), Refusal> {
+    check_pushable(pushed_name, xml)?;
+    let opts = ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: NODES_LIMIT,
+        ..ParsingOptions::default()
+    };
+    let doc = Document::parse_with_options(xml, opts)
+        .map_err(|e| Refusal::new(UnprotectedReason::BadXml, format!("does not parse: {e}")))?;
+    let root = doc.root_element();
+    if root.tag_name().name() != "domain" || root.tag_name().namespace().is_some() {
+        return Err(Refusal::new(
+            UnprotectedReason::BadXml,
+            format!("root element is <{}>, not <domain>", root.tag_name().name()),
+        ));
+    }
+    check_name(root, pushed_name)?;
+    for node in root.descendants().filter(Node::is_element) {
+        if let Some(ns) = node.tag_name().namespace() {
+            if ns.starts_with(DRIVER_NAMESPACE_PREFIX) {
+                return Err(Refusal::new(
+                    UnprotectedReason::QemuCommandline,
+                    format!("<{}> of namespace {ns}", node.tag_name().name()),
+                ));
+            }
+        }
+    }
+    for node in root.descendants().filter(Node::is_element) {
+        if in_metadata(node, root) {
+            continue;
+        }
+        check_device(node)?;
+        check_paths(node, allowed)?;
+    }
+    Ok(())
+}
+
+/// Exactly one `<name>` child of `<domain>`, plain text equal to the pushed name.
+fn check_name(root: Node, pushed_name: &str) -> Result<(), Refusal> {
+    let names: Vec<Node> = root
+        .children()
+        .filter(|n| n.is_element() && n.tag_name().name() == "name")
+        .collect();
+    let [name] = names.as_slice() else {
+        return Err(Refusal::new(
+            UnprotectedReason::BadXml,
+            format!("{} <name> elements, expected one", names.len()),
+        ));
+    };
+    if name.tag_name().namespace().is_some() || name.children().any(|c| c.is_element()) {
+        return Err(Refusal::new(
+            UnprotectedReason::BadXml,
+            "<name> is not plain text",
+        ));
+    }
+    let text: String = name
+        .children()
+        .filter(Node::is_text)
+        .filter_map(|t| t.text())
+        .collect();
+    if text != pushed_name {
+        return Err(Refusal::new(
+            UnprotectedReason::NameMismatch,
+            format!("pushed as `{pushed_name}`, defines `{text}`"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `node` lies inside the domain's `<metadata>` (opaque to libvirt).
+fn in_metadata(node: Node, root: Node) -> bool {
+    node.ancestors().any(|a| {
+        a.is_element() && a.tag_name().name() == "metadata" && a.parent_element() == Some(root)
+    })
+}
+
+/// Local name of an element (its namespace aside).
+fn local<'i>(node: Node<'_, 'i>) -> &'i str {
+    node.tag_name().name()
+}
+
+/// Every value of attributes named `key` (any namespace: libvirt's attribute lookup ignores it).
+fn attrs<'a>(node: Node<'a, '_>, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    node.attributes()
+        .filter(move |a| a.name() == key)
+        .map(|a| a.value())
+}
+
+/// Whether any attribute `key` of `node` has one of `values`.
+fn attr_is(node: Node, key: &str, values: &[&str]) -> bool {
+    attrs(node, key).any(|v| values.contains(&v))
+}
+
+/// Whether `node` has an ancestor element (or is one) of local name `name`.
+fn within(node: Node, name: &str) -> bool {
+    node.ancestors()
+        .any(|a| a.is_element() && a.tag_name().name() == name)
+}
+
+/// The text content of an element (all its text children, trimmed).
+fn text_of(node: Node) -> String {
+    node.children()
+        .filter(Node::is_text)
+        .filter_map(|t| t.text())
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+fn check_device(node: Node) -> Result<(), Refusal> {
+    let host = |what: String| Err(Refusal::new(UnprotectedReason::HostDevice, what));
+    let parent = node.parent_element().map(local).unwrap_or("");
+    match local(node) {
+        "hostdev" | "redirdev" => host(format!("<{}>", node.tag_name().name())),
+        "interface" if attr_is(node, "type", &["hostdev"]) => {
+            host("<interface type='hostdev'>".into())
+        }
+        "disk" if attr_is(node, "type", &["nvme"]) => host("<disk type='nvme'>".into()),
+        "smartcard" if attrs(node, "mode").any(|m| m.starts_with("host")) => {
+            host("<smartcard> of the host".into())
+        }
+        "input" if attr_is(node, "type", &["passthrough", "evdev"]) => {
+            host("<input> passed through from the host".into())
+        }
+        "backend" if parent == "tpm" && attr_is(node, "type", &["passthrough"]) => {
+            host("<tpm> passthrough backend".into())
+        }
+        "backend" if parent == "rng" && attr_is(node, "model", &["random"]) => {
+            let dev = text_of(node);
+            if dev.is_empty() || dev == "/dev/random" || dev == "/dev/urandom" {
+                Ok(())
+            } else {
+                host(format!("<rng> reads host device {dev}"))
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_paths(node: Node, allowed: &[PathBuf]) -> Result<(), Refusal> {
+    let name = local(node);
+    let parent = node.parent_element();
+    let parent_name = parent.map(local).unwrap_or("");
+    let mut paths: Vec<&str> = Vec::new();
+    // `file` attributes always name host files (disk sources, chardev logs, sysinfo fw_cfg
+    // entries); a source's `dir` is a host directory (a filesystem share, a directory disk),
+    // a target's is the guest's mount tag.
+    paths.extend(attrs(node, "file"));
+    if name == "source" {
+        paths.extend(attrs(node, "dir"));
+        if !within(node, "interface") {
+            paths.extend(attrs(node, "dev"));
+        }
+    }
+    let host_file_types = ["file", "dev", "pipe"];
+    let typed = attr_is(node, "type", &host_file_types)
+        || (name == "source" && parent.is_some_and(|p| attr_is(p, "type", &host_file_types)));
+    if typed && (name == "source" || name == "audio") {
+        paths.extend(attrs(node, "path"));
+    }
+    if name == "nvram" {
+        paths.extend(attrs(node, "template"));
+    }
+    let text_path = match (name, parent_name) {
+        ("kernel" | "initrd" | "loader" | "nvram" | "dtb", "os") => true,
+        ("table", "acpi") => true,
+        ("path", "source") => true,
+        _ => false,
+    };
+    let text = if text_path {
+        text_of(node)
+    } else {
+        String::new()
+    };
+    if !text.is_empty() {
+        paths.push(&text);
+    }
+    for p in paths {
+        if let Err(why) = path_allowed(allowed, p) {
+            return Err(Refusal::new(
+                UnprotectedReason::DiskPath,
+                format!("<{}> {why}", node.tag_name().name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `p` is an absolute path without `.` or `..` components (what an allowed prefix
+/// must be, and what a host path of a definition must be).
+pub fn valid_prefix(p: &str) -> bool {
+    p.starts_with('/') && !p.split('/').any(|c| c == ".." || c == ".")
+}
+
+/// Whether the host path `p` lies under one of the `allowed` directory prefixes, matched
+/// component by component. Err says why not.
+pub fn path_allowed(allowed: &[PathBuf], p: &str) -> Result<(), String> {
+    if !valid_prefix(p) {
+        return Err(format!(
+            "`{p}` is not an absolute path without `.` or `..` components"
+        ));
+    }
+    let path = Path::new(p);
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(format!("`{p}` has a `..` component"));
+    }
+    if allowed.iter().any(|prefix| path.starts_with(prefix)) {
+        Ok(())
+    } else {
+        Err(format!("`{p}` is outside allowed_storage_paths"))
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn allowed() -> Vec<PathBuf> {
+        vec![
+            PathBuf::from("/var/lib/libvirt/images"),
+            PathBuf::from("/dev/shared/"),
+        ]
+    }
+
+    fn domain(name: &str, devices: &str) -> String {
+        format!(
+            "<domain type='kvm'><name>{name}</name><uuid>4dea22b3-1d52-d8f3-2516-782e98ab3fa0</uuid>\
+             <memory unit='KiB'>1024</memory><os><type arch='x86_64'>hvm</type></os>\
+             <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>{devices}</devices></domain>"
+        )
+    }
+
+    fn disk(path: &str) -> String {
+        format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='{path}'/><target dev='vda' bus='virtio'/></disk>"
+        )
+    }
+
+    fn check(name: &str, xml: &str) -> Result<(), Refusal> {
+        check_xml(&allowed(), name, xml)
+    }
+
+    fn reason(name: &str, xml: &str) -> UnprotectedReason {
+        check(name, xml).unwrap_err().reason
+    }
+
+    #[test]
+    fn test_ordinary_definitions_accepted() {
+        let d = disk("/var/lib/libvirt/images/db.qcow2");
+        let lun = "<disk type='block' device='disk'><driver name='qemu' type='raw' cache='none'/>\
+                   <source dev='/dev/shared/db'/><target dev='vdb'/></disk>";
+        let rest = "<interface type='direct'><source dev='eth0' mode='bridge'/></interface>\
+                    <interface type='network'><source network='default'/></interface>\
+                    <serial type='pty'><target port='0'/></serial>\
+                    <channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/c.sock'/>\
+                    <target type='virtio' name='org.qemu.guest_agent.0'/></channel>\
+                    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>\
+                    <disk type='file' device='cdrom'><target dev='hdc'/><readonly/></disk>\
+                    <disk type='network' device='disk'><source protocol='rbd' name='pool/db'/>\
+                    <target dev='vdc'/></disk>\
+                    <filesystem type='mount'><driver type='virtiofs'/>\
+                    <source dir='/var/lib/libvirt/images/share'/><target dir='share'/></filesystem>";
+        assert_eq!(
+            check("db", &domain("db", &format!("{d}{lun}{rest}"))),
+            Ok(())
+        );
+        // The demo's and the tests' disk-less test-driver guests.
+        assert_eq!(
+            check(
+                "g1",
+                "<domain type='test'><name>g1</name><memory unit='KiB'>1024</memory></domain>"
+            ),
+            Ok(())
+        );
+        // Metadata is opaque to libvirt: names there are not devices.
+        let meta = "<domain type='kvm'><name>m</name><metadata><x:hostdev xmlns:x='urn:x' \
+                    file='/etc/shadow'/></metadata></domain>";
+        assert_eq!(check("m", meta), Ok(()));
+        // Entities are decoded before the comparison.
+        assert_eq!(
+            check("a&b", "<domain><name>a&amp;b</name></domain>"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn test_name_mismatch_refused() {
+        let xml = domain("web", "");
+        let r = check("db", &xml).unwrap_err();
+        assert_eq!(r.reason, UnprotectedReason::NameMismatch);
+        assert!(
+            r.detail.contains("`db`") && r.detail.contains("`web`"),
+            "{r}"
+        );
+        // Split by a comment, libvirt reads "web" as well.
+        assert_eq!(
+            reason("we", "<domain><name>we<!-- x -->b</name></domain>"),
+            UnprotectedReason::NameMismatch
+        );
+        // Whitespace is part of the name for libvirt.
+        assert_eq!(
+            reason("db", "<domain><name> db</name></domain>"),
+            UnprotectedReason::NameMismatch
+        );
+        assert_eq!(
+            reason("db", "<domain><name>db</name><name>web</name></domain>"),
+            UnprotectedReason::BadXml
+        );
+        assert_eq!(
+            reason("db", "<domain><name>d<b/>b</name></domain>"),
+            UnprotectedReason::BadXml
+        );
+        assert_eq!(
+            reason("db", "<domain><uuid>x</uuid></domain>"),
+            UnprotectedReason::BadXml
+        );
+    }
+
+    #[test]
+    fn test_host_devices_refused() {
+        for dev in [
+            "<hostdev mode='subsystem' type='pci' managed='yes'><source><address domain='0x0000' \
+             bus='0x06' slot='0x02' function='0x0'/></source></hostdev>",
+            "<redirdev bus='usb' type='spicevmc'/>",
+            "<interface type='hostdev'><source><address type='pci' bus='0x02'/></source></interface>",
+            "<disk type='nvme' device='disk'><source type='pci' managed='yes' namespace='1'>\
+             <address domain='0x0000' bus='0x01' slot='0x00' function='0x0'/></source>\
+             <target dev='vde'/></disk>",
+            "<smartcard mode='host'/>",
+            "<input type='evdev'><source dev='/dev/input/event1'/></input>",
+            "<input type='passthrough' bus='virtio'><source evdev='/dev/input/event1'/></input>",
+            "<tpm model='tpm-tis'><backend type='passthrough'><device path='/dev/tpm0'/></backend></tpm>",
+            "<rng model='virtio'><backend model='random'>/dev/hwrng</backend></rng>",
+            // A prefixed element is still a host device for libvirt's name matching.
+            "<h:hostdev xmlns:h='urn:h' mode='subsystem' type='usb'/>",
+        ] {
+            let r = check("db", &domain("db", dev)).unwrap_err();
+            assert_eq!(r.reason, UnprotectedReason::HostDevice, "{dev}: {r}");
+        }
+    }
+
+    #[test]
+    fn test_qemu_commandline_any_prefix_refused() {
+        for (prefix, el) in [
+            ("qemu", "commandline"),
+            ("q", "commandline"),
+            ("shelfha", "commandline"),
+            ("qemu", "override"),
+        ] {
+            let xml = format!(
+                "<domain type='kvm' xmlns:{prefix}='{QEMU_NAMESPACE}'><name>db</name>\
+                 <{prefix}:{el}><{prefix}:arg value='-device'/></{prefix}:{el}></domain>"
+            );
+            let r = check("db", &xml).unwrap_err();
+            assert_eq!(r.reason, UnprotectedReason::QemuCommandline, "{xml}: {r}");
+        }
+        // As a default namespace, without a prefix.
+        let xml = format!(
+            "<domain type='kvm'><name>db</name><commandline xmlns='{QEMU_NAMESPACE}'>\
+             <arg value='-S'/></commandline></domain>"
+        );
+        assert_eq!(reason("db", &xml), UnprotectedReason::QemuCommandline);
+        // Even hidden in the metadata.
+        let xml = format!(
+            "<domain><name>db</name><metadata><c:commandline xmlns:c='{QEMU_NAMESPACE}'/>\
+             </metadata></domain>"
+        );
+        assert_eq!(reason("db", &xml), UnprotectedReason::QemuCommandline);
+        // Without the namespace, `commandline` is an unknown element libvirt ignores.
+        assert_eq!(
+            check("db", "<domain><name>db</name><commandline/></domain>"),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn test_paths_outside_allowed_refused() {
+        let bad = [
+            disk("/etc/shadow"),
+            disk("/var/lib/libvirt/images2/db.qcow2"),
+            disk("/var/lib/libvirt"),
+            disk("relative/db.qcow2"),
+            disk(""),
+            "<disk type='block' device='disk'><source dev='/dev/sda'/><target dev='vda'/></disk>"
+                .into(),
+            "<filesystem type='mount'><source dir='/'/><target dir='host'/></filesystem>".into(),
+            "<filesystem type='mount'><source dir='/var/lib/libvirt/images/../../..'/>\
+             <target dir='host'/></filesystem>"
+                .into(),
+            "<serial type='file'><source path='/etc/cron.d/x'/></serial>".into(),
+            "<serial type='dev'><source path='/dev/ttyS0'/></serial>".into(),
+            "<console type='pty'><log file='/root/.bashrc'/></console>".into(),
+            "<memory model='nvdimm'><source><path>/dev/pmem0</path></source></memory>".into(),
+            // A backing file of an allowed image.
+            "<disk type='file' device='disk'><source file='/var/lib/libvirt/images/a.qcow2'/>\
+             <backingStore type='file'><source file='/srv/base.qcow2'/></backingStore>\
+             <target dev='vda'/></disk>"
+                .into(),
+            // A prefixed attribute: libvirt's attribute lookup ignores the namespace.
+            "<disk type='file' device='disk' xmlns:x='urn:x'><source x:file='/etc/passwd'/>\
+             <target dev='vda'/></disk>"
+                .into(),
+        ];
+        for dev in &bad {
+            let r = check("db", &domain("db", dev)).unwrap_err();
+            assert_eq!(r.reason, UnprotectedReason::DiskPath, "{dev}: {r}");
+        }
+        for os in [
+            "<kernel>/boot/vmlinuz</kernel>",
+            "<initrd>/tmp/initrd</initrd>",
+            "<loader readonly='yes' type='pflash'>/root/OVMF.fd</loader>",
+            "<nvram>/etc/nvram.fd</nvram>",
+            "<nvram template='/etc/OVMF_VARS.fd'>/var/lib/libvirt/images/v.fd</nvram>",
+            "<acpi><table type='slic'>/etc/slic.dat</table></acpi>",
+        ] {
+            let xml = format!("<domain><name>db</name><os><type>hvm</type>{os}</os></domain>");
+            assert_eq!(reason("db", &xml), UnprotectedReason::DiskPath, "{os}");
+        }
+        let ok = "<domain><name>db</name><os><type>hvm</type>\
+                  <kernel>/var/lib/libvirt/images/vmlinuz</kernel></os></domain>";
+        assert_eq!(check("db", ok), Ok(()));
+        // The detail names the path.
+        let r = check("db", &domain("db", &disk("/etc/shadow"))).unwrap_err();
+        assert!(r.detail.contains("/etc/shadow"), "{r}");
+    }
+
+    #[test]
+    fn test_dot_dot_tricks_refused() {
+        for p in [
+            "/var/lib/libvirt/images/../../../../etc/shadow",
+            "/var/lib/libvirt/images/..",
+            "/var/lib/libvirt/images/./../x",
+            "/var/lib/libvirt/images/sub/../../../../etc/shadow",
+        ] {
+            let r = check("db", &domain("db", &disk(p))).unwrap_err();
+            assert_eq!(r.reason, UnprotectedReason::DiskPath, "{p}: {r}");
+        }
+        // Component matching, not string prefixes; repeated slashes are one separator.
+        assert!(path_allowed(&allowed(), "/var/lib/libvirt/images/a/b.img").is_ok());
+        assert!(path_allowed(&allowed(), "/var/lib/libvirt/images//a.img").is_ok());
+        assert!(path_allowed(&allowed(), "/var/lib/libvirt/imagesX/a.img").is_err());
+        assert!(path_allowed(&allowed(), "/dev/shared/db").is_ok());
+        assert!(path_allowed(&allowed(), "/dev/sharedX").is_err());
+        assert!(path_allowed(&[], "/var/lib/libvirt/images/a.img").is_err());
+        assert!(path_allowed(&[PathBuf::from("/")], "/anything/at/all").is_ok());
+    }
+
+    #[test]
+    fn test_bad_xml_refused() {
+        for xml in [
+            "<domain><name>db</name>",
+            "<domain><name>db</name></domian>",
+            "not xml at all",
+            "<vm><name>db</name></vm>",
+            "<domain xmlns='urn:other'><name>db</name></domain>",
+            "<!DOCTYPE domain [<!ENTITY n \"db\">]><domain><name>&n;</name></domain>",
+            "<domain><name>db</name><x a='1' a='2'/></domain>",
+        ] {
+            assert_eq!(reason("db", xml), UnprotectedReason::BadXml, "{xml}");
+        }
+        let cfg_allowed = allowed();
+        let r = check_xml(&cfg_allowed, "db", "").unwrap_err();
+        assert_eq!(r.reason, UnprotectedReason::BadXml);
+        let big = format!(
+            "<domain><name>db</name><!--{}--></domain>",
+            "x".repeat(MAX_XML_LEN)
+        );
+        assert_eq!(reason("db", &big), UnprotectedReason::TooLarge);
+        assert_eq!(
+            reason(&"n".repeat(65), &domain(&"n".repeat(65), "")),
+            UnprotectedReason::BadName
+        );
+    }
+
+    #[test]
+    fn test_non_utf8_refused() {
+        let text = Config::parse(
+            "slot = 1\nshmc = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:0\"\n\
+             [partner]\nslot = 2\naddress = \"127.0.0.1:2\"\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let mut xml = b"<domain><name>db</name><description>".to_vec();
+        xml.extend_from_slice(&[0xff, 0xfe]);
+        xml.extend_from_slice(b"</description></domain>");
+        let r = check_bytes(&text, "db", &xml).unwrap_err();
+        assert_eq!(r.reason, UnprotectedReason::BadXml);
+        assert!(r.detail.contains("UTF-8"), "{r}");
+        assert_eq!(
+            check_bytes(&text, "db", b"<domain><name>db</name></domain>"),
+            Ok("<domain><name>db</name></domain>")
+        );
+    }
+
+    #[test]
+    fn test_pushable() {
+        assert_eq!(check_pushable("db", "<domain/>"), Ok(()));
+        assert_eq!(
+            check_pushable(&"n".repeat(65), "<domain/>")
+                .unwrap_err()
+                .reason,
+            UnprotectedReason::BadName
+        );
+        assert_eq!(
+            check_pushable("a/b", "<domain/>").unwrap_err().reason,
+            UnprotectedReason::BadName
+        );
+        assert_eq!(
+            check_pushable("db", &"x".repeat(MAX_XML_LEN + 1))
+                .unwrap_err()
+                .reason,
+            UnprotectedReason::TooLarge
+        );
+        assert!(check_pushable("db", &"x".repeat(MAX_XML_LEN)).is_ok());
+    }
+}
