@@ -637,7 +637,7 @@ fn rmcp_partner_order_over_udp_only_after_m1() {
     let mut sim = IpmiSim::start("rmcp-agents", SHELF_EMU);
     sim.console("sensor_set_bit_clr_rest 0x82 0 0 4 1 1");
     sim.console("sensor_set_bit_clr_rest 0x84 0 0 4 1 1");
-    let key = Key::new([0x3C; 32]);
+    let key = shelfha_proto::generate_key().expect("key");
     let key_path = sim.dir().join("shelf.key");
     write_key_file(&key_path, &key).expect("key file");
     let shmc_addr = std::net::UdpSocket::bind("127.0.0.1:0")

@@ -20,7 +20,10 @@ use shelfha_proto::{
     Outcome, ReasonCode, SeqSeed, Verifier, MAX_FRAME,
 };
 
-const KEY: [u8; 32] = [0x5a; 32];
+const KEY: [u8; 32] = [
+    0x8f, 0x13, 0xa2, 0x5c, 0x70, 0x01, 0xde, 0x44, 0x9b, 0x36, 0xe7, 0x28, 0xc5, 0x0a, 0x91, 0x6f,
+    0xb4, 0x52, 0x1d, 0xee, 0x83, 0x47, 0x2a, 0xf9, 0x60, 0x3b, 0xcc, 0x15, 0x7e, 0xd8, 0x09, 0xa6,
+];
 const AGENT: NodeId = NodeId(1);
 const PARTNER: NodeId = NodeId(2);
 
@@ -34,6 +37,17 @@ impl Drop for TempDir {
 fn endpoint(me: NodeId, seq: u64) -> Endpoint {
     let cfg = EndpointConfig {
         seq: SeqSeed::Fixed(seq),
+        ..EndpointConfig::default()
+    };
+    Endpoint::bind("127.0.0.1:0".parse().unwrap(), me, Key::new(KEY), cfg).unwrap()
+}
+
+/// The agent's own endpoint, as `blade-agent run` makes it: commands acknowledged by the
+/// daemon once they are durable.
+fn agent_endpoint(me: NodeId, seq: u64) -> Endpoint {
+    let cfg = EndpointConfig {
+        seq: SeqSeed::Fixed(seq),
+        manual_ack: true,
         ..EndpointConfig::default()
     };
     Endpoint::bind("127.0.0.1:0".parse().unwrap(), me, Key::new(KEY), cfg).unwrap()
@@ -94,7 +108,7 @@ fn test_agent_over_udp() {
     let t0 = Instant::now();
     let mut shmc = endpoint(NodeId::SHMC, 1_000_000);
     let mut partner = endpoint(PARTNER, 1_000_000);
-    let agent_ep = endpoint(AGENT, 1_000_000);
+    let agent_ep = agent_endpoint(AGENT, 1_000_000);
     let agent_addr = agent_ep.local_addr().unwrap();
     shmc.add_peer(AGENT, Some(agent_addr)).unwrap();
     partner.add_peer(AGENT, Some(agent_addr)).unwrap();
@@ -261,9 +275,11 @@ fn test_agent_over_udp() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(hv.state("test").unwrap(), GuestState::Running);
 
-    // From here a raw socket plays the ShMC (frames sealed by hand, answers checked with a
-    // Verifier): the agent follows the ShMC to the address of its latest authentic frame.
-    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // From here a raw socket plays the ShMC at its configured address (frames sealed by hand,
+    // answers checked with a Verifier).
+    let shmc_addr = shmc.local_addr().unwrap();
+    drop(shmc);
+    let raw = UdpSocket::bind(shmc_addr).unwrap();
     raw.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
     let mut verifier = Verifier::new(Key::new(KEY), NodeId::SHMC);
@@ -362,12 +378,11 @@ fn test_agent_over_udp() {
     stop.store(true, Ordering::SeqCst);
     daemon.join().unwrap().unwrap();
 
-    // An agent restarted on the same state directory still rejects the old frame (replay
-    // floors are persisted) but answers a fresh one.
-    let mut ep2 = endpoint(AGENT, 2_000_000);
+    // An agent restarted on the same state directory never acts on the old frame: it
+    // challenges the ShMC instead, and answers a fresh frame once the ShMC has replied.
+    let mut ep2 = agent_endpoint(AGENT, 2_000_000);
     let addr2 = ep2.local_addr().unwrap();
-    ep2.add_peer(NodeId::SHMC, Some(shmc.local_addr().unwrap()))
-        .unwrap();
+    ep2.add_peer(NodeId::SHMC, Some(shmc_addr)).unwrap();
     ep2.add_peer(PARTNER, Some(partner.local_addr().unwrap()))
         .unwrap();
     let cfg2 = Config::parse(&text, Path::new("udp.toml")).unwrap();
@@ -389,6 +404,27 @@ fn test_agent_over_udp() {
         !seen.iter().any(about_98),
         "old frame accepted after restart: {seen:?}"
     );
+    let (nonce, floor) = seen
+        .iter()
+        .find_map(|m| match m {
+            Message::Challenge { nonce, floor } => Some((*nonce, *floor)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the restarted agent challenges the ShMC: {seen:?}"));
+    assert!(
+        floor >= 5_000_010,
+        "the persisted floor travels with the challenge: {floor}"
+    );
+    raw.send_to(
+        &sealed(
+            KEY,
+            NodeId::SHMC,
+            5_000_015,
+            &Message::ChallengeReply { nonce },
+        ),
+        addr2,
+    )
+    .unwrap();
     let probe2 = Message::RestartGuest {
         incident: 97,
         name: guest_name("nosuch").unwrap(),
@@ -412,7 +448,7 @@ fn test_partner_definitions_sync_and_drift_repair() {
         TempDir(std::env::temp_dir().join(format!("blade-agent-sync-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     let shmc = endpoint(NodeId::SHMC, 1);
-    let mut eps = [endpoint(AGENT, 1), endpoint(PARTNER, 1)];
+    let mut eps = [agent_endpoint(AGENT, 1), agent_endpoint(PARTNER, 1)];
     let addrs = [eps[0].local_addr().unwrap(), eps[1].local_addr().unwrap()];
     let stale_dir = dir.0.join("b/partner");
     std::fs::create_dir_all(&stale_dir).unwrap();
@@ -515,7 +551,7 @@ fn test_unhealthy_partner_heartbeat_keeps_definitions() {
     let t0 = Instant::now();
     let shmc = endpoint(NodeId::SHMC, 1);
     let mut partner = endpoint(PARTNER, 1);
-    let mut agent_ep = endpoint(AGENT, 1);
+    let mut agent_ep = agent_endpoint(AGENT, 1);
     partner
         .add_peer(AGENT, Some(agent_ep.local_addr().unwrap()))
         .unwrap();

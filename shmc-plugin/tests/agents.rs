@@ -41,6 +41,15 @@ fn answer_ipmcs(master: &OwnedFd, framer: &mut StreamFramer) {
     }
 }
 
+/// A fixed key that passes the key file's randomness checks.
+fn test_key() -> Key {
+    Key::new([
+        0x8f, 0x13, 0xa2, 0x5c, 0x70, 0x01, 0xde, 0x44, 0x9b, 0x36, 0xe7, 0x28, 0xc5, 0x0a, 0x91,
+        0x6f, 0xb4, 0x52, 0x1d, 0xee, 0x83, 0x47, 0x2a, 0xf9, 0x60, 0x3b, 0xcc, 0x15, 0x7e, 0xd8,
+        0x09, 0xa6,
+    ])
+}
+
 fn free_port() -> SocketAddr {
     UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -74,7 +83,7 @@ fn test_hypervisor_down_self_fence_then_partner_restart_over_udp() {
     let dir = std::env::temp_dir().join(format!("shmc-agents-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let key = Key::new([0x5A; 32]);
+    let key = test_key();
     let key_path = dir.join("shelf.key");
     write_key_file(&key_path, &key).unwrap();
 
@@ -209,5 +218,208 @@ fn test_hypervisor_down_self_fence_then_partner_restart_over_udp() {
     assert!(
         !log.contains("host_os"),
         "heartbeats kept the agents alive: {log}"
+    );
+}
+
+/// A blade agent played by hand on a raw socket: frames sealed with the shelf key and
+/// chosen sequence numbers, as captured on the wire.
+struct RawAgent {
+    socket: UdpSocket,
+    key: Key,
+    slot: u8,
+    verifier: shelfha_proto::Verifier,
+}
+
+impl RawAgent {
+    fn new(key: &Key, slot: u8) -> RawAgent {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut verifier = shelfha_proto::Verifier::new(key.clone(), NodeId(slot));
+        verifier.add_peer(NodeId::SHMC).unwrap();
+        RawAgent {
+            socket,
+            key: key.clone(),
+            slot,
+            verifier,
+        }
+    }
+
+    fn frame(&self, seq: u64, msg: &Message) -> Vec<u8> {
+        let mut buf = [0u8; shelfha_proto::MAX_FRAME];
+        let h = shelfha_proto::Header {
+            sender: NodeId(self.slot),
+            dest: NodeId::SHMC,
+            seq,
+        };
+        let n = shelfha_proto::seal(&self.key, &h, msg, &mut buf).unwrap();
+        buf[..n].to_vec()
+    }
+
+    /// Every message from the ShMC that arrives within `ms` (IPMCs answered meanwhile).
+    fn receive(&mut self, ms: u64, ipmc: &mut dyn FnMut()) -> Vec<Message> {
+        let end = Instant::now() + Duration::from_millis(ms);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        while Instant::now() < end {
+            ipmc();
+            if let Ok((n, _)) = self.socket.recv_from(&mut buf) {
+                if let Ok(rx) = self.verifier.open(&buf[..n]) {
+                    got.push(rx.message);
+                }
+            }
+        }
+        got
+    }
+}
+
+fn guest_crashed() -> Message {
+    Message::GuestCrashed {
+        name: shelfha_proto::guest_name("vm1").unwrap(),
+    }
+}
+
+fn is_order(m: &Message) -> bool {
+    m.kind().from_shmc() == Some(true)
+}
+
+#[test]
+fn test_frames_captured_before_a_plugin_restart_are_never_acted_on() {
+    let dir = std::env::temp_dir().join(format!("shmc-replay-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = test_key();
+    let key_path = dir.join("shelf.key");
+    write_key_file(&key_path, &key).unwrap();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    nix::fcntl::fcntl(
+        pty.master.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let slave_path = nix::unistd::ttyname(pty.slave.as_fd()).unwrap();
+    let shmc_addr = free_port();
+    let mut genuine = RawAgent::new(&key, 1);
+    let mut replayer = RawAgent::new(&key, 1);
+    let config = dir.join("shelf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[shelf]\nown_address = 0x20\nipmb_device = {:?}\nlisten = \"{shmc_addr}\"\nkey_file = {:?}\n\
+             [[blade]]\nslot = 1\nipmb_address = 0x82\npartner = 2\nagent = \"{}\"\n\
+             [[blade]]\nslot = 2\nipmb_address = 0x84\npartner = 1\n",
+            slave_path.to_str().unwrap(),
+            key_path.to_str().unwrap(),
+            genuine.socket.local_addr().unwrap(),
+        ),
+    )
+    .unwrap();
+    let _slave = pty.slave;
+    let master = pty.master;
+    let mut framer = StreamFramer::new();
+    let mut ipmc = || answer_ipmcs(&master, &mut framer);
+    let start = |log: &str| {
+        Command::new(env!("CARGO_BIN_EXE_shmc-plugin"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let challenge = |msgs: &[Message]| {
+        msgs.iter().find_map(|m| match m {
+            Message::Challenge { nonce, .. } => Some(*nonce),
+            _ => None,
+        })
+    };
+
+    // Run 1: the genuine agent answers the challenge and reports four crashes, which run 1
+    // acknowledges (and acts on). An attacker records those four datagrams.
+    let mut run1 = start("run1.log");
+    let nonce = challenge(&genuine.receive(1500, &mut ipmc)).expect("run 1 challenges slot 1");
+    genuine
+        .socket
+        .send_to(
+            &genuine.frame(999, &Message::ChallengeReply { nonce }),
+            shmc_addr,
+        )
+        .unwrap();
+    let captured: Vec<Vec<u8>> = (1000..1004)
+        .map(|seq| genuine.frame(seq, &guest_crashed()))
+        .collect();
+    for c in &captured {
+        genuine.socket.send_to(c, shmc_addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run1_answers = genuine.receive(800, &mut ipmc);
+    let acks = run1_answers
+        .iter()
+        .filter(|m| matches!(m, Message::Ack { acked, .. } if (1000..1004).contains(acked)))
+        .count();
+    assert_eq!(acks, 4, "run 1 took the genuine reports: {run1_answers:?}");
+    run1.kill().unwrap();
+    run1.wait().unwrap();
+
+    // Run 2: the recorded datagrams are replayed, from the attacker's own address and from
+    // the genuine one.
+    let mut run2 = start("run2.log");
+    genuine.receive(300, &mut ipmc);
+    for c in &captured {
+        replayer.socket.send_to(c, shmc_addr).unwrap();
+        genuine.socket.send_to(c, shmc_addr).unwrap();
+    }
+    let to_replayer = replayer.receive(800, &mut ipmc);
+    let to_genuine = genuine.receive(400, &mut ipmc);
+    assert!(
+        to_replayer.is_empty(),
+        "nothing goes to the replayer's address: {to_replayer:?}"
+    );
+    assert!(
+        !to_genuine.iter().any(is_order),
+        "a replayed report was acted on: {to_genuine:?}"
+    );
+    let nonce = challenge(&to_genuine).expect("run 2 challenges the configured address");
+
+    // Positive control: the genuine agent answers the challenge; its next report is taken.
+    genuine
+        .socket
+        .send_to(
+            &genuine.frame(5000, &Message::ChallengeReply { nonce }),
+            shmc_addr,
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    genuine
+        .socket
+        .send_to(&genuine.frame(5001, &guest_crashed()), shmc_addr)
+        .unwrap();
+    let after = genuine.receive(1000, &mut ipmc);
+    // The captured frames stay refused after the session opened.
+    for c in &captured {
+        replayer.socket.send_to(c, shmc_addr).unwrap();
+    }
+    let late = replayer.receive(500, &mut ipmc);
+    run2.kill().unwrap();
+    run2.wait().unwrap();
+    let log2 = std::fs::read_to_string(dir.join("run2.log")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        after
+            .iter()
+            .any(|m| matches!(m, Message::Ack { acked: 5001, .. })),
+        "a fresh report is acknowledged: {after:?}\n{log2}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|m| matches!(m, Message::RestartGuest { .. })),
+        "a fresh crash report is acted on (local restart): {after:?}\n{log2}"
+    );
+    assert!(late.is_empty(), "{late:?}");
+    let restarts = log2.matches("RestartGuest").count();
+    assert!(
+        !log2.contains("DestroyGuest") && restarts >= 1,
+        "run 2 ordered only the fresh report's restart:\n{log2}"
     );
 }
