@@ -67,6 +67,15 @@ pub enum AgentError {
     /// A hypervisor call failed.
     #[error(transparent)]
     Hypervisor(#[from] HypervisorError),
+    /// The definition policy refused a partner definition (see [`crate::policy`]); it was
+    /// not stored. Report it (`GuestUnprotected`, slot = the partner's).
+    #[error("partner definition of `{name}` refused: {refusal}")]
+    Refused {
+        /// Name the definition was pushed under.
+        name: String,
+        /// Why.
+        refusal: crate::policy::Refusal,
+    },
 }
 
 /// The agent core. Shared between threads (`Arc<Agent<H>>`).
@@ -334,13 +343,17 @@ impl<H: Hypervisor + 'static> Agent<H> {
             && lock(&self.partner).get(name).is_some()
     }
 
-    /// Checks a definition for warm standby; a refusal is logged (once per guest and reason)
-    /// and remembered. Ok when the guest is not listed.
+    /// Checks a definition for warm standby (the definition policy, then the disks); a
+    /// refusal is logged (once per guest and reason) and remembered. False when the guest is
+    /// not listed.
     fn standby_allowed(&self, def: &GuestDef) -> bool {
         if !self.warm_standby_listed(&def.name) {
             return false;
         }
-        match standby::check_disks(&def.name, &def.xml) {
+        let checked = crate::policy::check_definition(&self.cfg, &def.name, &def.xml)
+            .map_err(|r| format!("warm standby refused for guest `{}`: {r}", def.name))
+            .and_then(|()| standby::check_disks(&def.name, &def.xml));
+        match checked {
             Ok(()) => {
                 lock(&self.standby_refused).remove(&def.name);
                 true
@@ -457,8 +470,14 @@ impl<H: Hypervisor + 'static> Agent<H> {
         Ok(defs)
     }
 
-    /// Stores one definition pushed by the partner; returns whether it changed.
+    /// Stores one definition pushed by the partner; returns whether it changed. A definition
+    /// the policy refuses ([`crate::policy::check_definition`]) is not stored, a stored older
+    /// copy of that guest is removed, the refusal is held by its digest (see
+    /// [`Agent::partner_held`]) and returned as [`AgentError::Refused`].
     pub fn store_partner_definition(&self, def: GuestDef) -> Result<bool, AgentError> {
+        if let Err(refusal) = crate::policy::check_definition(&self.cfg, &def.name, &def.xml) {
+            return Err(self.refuse_partner_definition(&def.name, def.digest(), refusal));
+        }
         let name = def.name.clone();
         // A guest listed for warm standby is checked as its definition arrives.
         self.standby_allowed(&def);
@@ -467,6 +486,80 @@ impl<H: Hypervisor + 'static> Agent<H> {
             log::info!("stored partner definition of `{name}`");
         }
         Ok(changed)
+    }
+
+    /// [`Agent::store_partner_definition`] for the raw bytes of a reassembled push: XML that
+    /// is not UTF-8 is refused ([`shelfha_proto::UnprotectedReason::BadXml`]) and held by the
+    /// digest of its bytes like any other refusal.
+    pub fn store_pushed_definition(&self, name: &str, xml: Vec<u8>) -> Result<bool, AgentError> {
+        match String::from_utf8(xml) {
+            Ok(xml) => self.store_partner_definition(GuestDef {
+                name: name.to_owned(),
+                xml,
+            }),
+            Err(e) => {
+                let digest = shelfha_proto::definition_digest(e.as_bytes());
+                let refusal = crate::policy::check_bytes(&self.cfg, name, e.as_bytes())
+                    .err()
+                    .unwrap_or_else(|| crate::policy::Refusal {
+                        reason: shelfha_proto::UnprotectedReason::BadXml,
+                        detail: "not UTF-8".into(),
+                    });
+                Err(self.refuse_partner_definition(name, digest, refusal))
+            }
+        }
+    }
+
+    /// Holds a refusal in the partner store (removing a stored copy), logs it, and returns the
+    /// error to report.
+    fn refuse_partner_definition(
+        &self,
+        name: &str,
+        digest: [u8; 32],
+        refusal: crate::policy::Refusal,
+    ) -> AgentError {
+        log::error!(
+            "partner definition of `{name}` refused: {refusal}; the guest is not protected here"
+        );
+        match lock(&self.partner).refuse(name, digest, refusal.clone()) {
+            Ok(true) => log::info!("partner guest `{name}`: refusal recorded"),
+            Ok(false) => {}
+            Err(e) => log::error!("partner definitions: {e}"),
+        }
+        AgentError::Refused {
+            name: name.to_owned(),
+            refusal,
+        }
+    }
+
+    /// Everything held for the partner, by name: its stored definitions and the pushes the
+    /// policy refused, each with its digest. This is what the partner's heartbeat digest is
+    /// compared with ([`sync::Keeper::on_heartbeat`]).
+    pub fn partner_held(&self) -> Vec<crate::store::definitions::HeldDefinition> {
+        lock(&self.partner).held()
+    }
+
+    /// The partner pushes refused by the policy and held here, with the refusal.
+    pub fn partner_refusals(&self) -> Vec<(String, crate::policy::Refusal)> {
+        lock(&self.partner)
+            .refusals()
+            .map(|(n, r)| (n.to_owned(), r.clone()))
+            .collect()
+    }
+
+    /// Checks the stored partner definitions against the current policy (the configuration
+    /// may have changed since they were stored): each one refused is removed and held as a
+    /// refusal. Returns the refusals, to report. Call at start-up.
+    pub fn recheck_partner_definitions(&self) -> Vec<(String, crate::policy::Refusal)> {
+        let defs: Vec<GuestDef> = lock(&self.partner).all().cloned().collect();
+        let mut refused = Vec::new();
+        for def in defs {
+            if let Err(refusal) = crate::policy::check_definition(&self.cfg, &def.name, &def.xml) {
+                self.refuse_partner_definition(&def.name, def.digest(), refusal.clone());
+                refused.push((def.name, refusal));
+            }
+        }
+        refused
     }
 
     /// Drops stored partner definitions not in `names` (the partner's complete list).
@@ -653,6 +746,16 @@ impl<H: Hypervisor + 'static> Agent<H> {
     /// standby instead when it has one (virtlockd refuses the resume while the original
     /// still holds the disk lease).
     fn define_and_start(&self, def: &GuestDef) -> GuestResult {
+        // The stored copy passed the policy when it was pushed; the configuration may be newer.
+        if let Err(r) = crate::policy::check_definition(&self.cfg, &def.name, &def.xml) {
+            log::error!(
+                "partner guest `{}` not started: definition refused: {r}",
+                def.name
+            );
+            return GuestResult::Failed {
+                reason: format!("definition refused: {r}"),
+            };
+        }
         lock(&self.stopping).remove(&def.name);
         match self.hv.state(&def.name) {
             Ok(GuestState::Paused) if self.warm_standby_listed(&def.name) => {

@@ -824,6 +824,7 @@ const LUN: &str = "<disk type='block' device='disk'><driver name='qemu' type='ra
 fn standby_agent(dir: &TempDir, hv: &Arc<FakeHypervisor>) -> Agent<FakeHypervisor> {
     let mut c = config(dir.path());
     c.zero_downtime.warm_standby = vec!["db".into(), "dq".into()];
+    c.allowed_storage_paths = vec!["/dev/shared".into(), "/img".into()];
     Agent::new(Arc::clone(hv), c).unwrap()
 }
 
