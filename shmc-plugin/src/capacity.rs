@@ -28,3 +28,11 @@ pub const MAX_GUEST_FAILOVERS: usize = 16;
 /// Non-critical threshold assertions held (predictive mode) while their
 /// `degraded_hold_ms` runs, shelf-wide.
 pub const MAX_DEGRADED_HOLDS: usize = 32;
+/// Guests named by one alert (the rest are counted in it).
+pub const MAX_ALERT_GUESTS: usize = 8;
+/// Failover orders (whole blade or one guest) whose partner report is awaited.
+pub const MAX_FAILOVER_REPORTS: usize = MAX_BLADES + MAX_GUEST_FAILOVERS;
+/// Unprotected guests (owner, name, reason) remembered so each is alerted once.
+pub const MAX_UNPROTECTED: usize = 32;
+/// Longest free text an agent report carries through the core (the protocol's `MAX_TEXT`).
+pub const MAX_REPORT_TEXT: usize = 64;

@@ -22,6 +22,7 @@
 //! | `self_fence_deadline_ms` | 2000 | agent's FenceSelf confirmation awaited this long before the IPMB fence joins in |
 //! | `evacuation_timeout_ms` | 120000 | extraction: partner's report awaited this long before deactivation proceeds anyway |
 //! | `guest_fence_timeout_ms` | 10000 | guest failover: local destroy confirmation awaited this long (then alert, no failover) |
+//! | `failover_report_timeout_ms` | 120000 | failover: the partner's final report awaited this long, then an alert names the guests not reported started |
 //!
 //! # Predictive migration (`[predictive]`, default off)
 //!
@@ -68,6 +69,8 @@ pub struct Timing {
     pub evacuation_timeout_ms: u64,
     /// How long a guest's local destroy confirmation is awaited.
     pub guest_fence_timeout_ms: u64,
+    /// How long the partner's final report of a failover order is awaited.
+    pub failover_report_timeout_ms: u64,
 }
 
 impl Timing {
@@ -87,6 +90,7 @@ impl Timing {
         self_fence_deadline_ms: 2000,
         evacuation_timeout_ms: 120_000,
         guest_fence_timeout_ms: 10_000,
+        failover_report_timeout_ms: 120_000,
     };
 }
 
@@ -237,6 +241,7 @@ impl ShelfConfig {
             ("self_fence_deadline_ms", t.self_fence_deadline_ms),
             ("evacuation_timeout_ms", t.evacuation_timeout_ms),
             ("guest_fence_timeout_ms", t.guest_fence_timeout_ms),
+            ("failover_report_timeout_ms", t.failover_report_timeout_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::BadTiming(key));

@@ -100,6 +100,12 @@ fn test_blade_lost() {
         serde_json::json!({"class":"blade_lost","slot":1,"ipmb_address":130,"partner_slot":2,
             "actions":["fence_ipmb","failover_to_partner"]})
     );
+    // One failover: slot 1's M1 came after its fence began. Slot 4's M4 -> M1
+    // opened its incident and proves nothing; no IPMC answers the Get Sensor
+    // Reading (sent at once) in a replay, so slot 4 is not failed over.
+    let sum = summary(&out);
+    assert_eq!(sum["orders"], 1, "{sum}");
+    assert_eq!(sum["requests_sent"], 12, "{sum}");
 }
 
 #[test]

@@ -172,6 +172,7 @@ struct RawTiming {
     self_fence_deadline_ms: Option<Spanned<u64>>,
     evacuation_timeout_ms: Option<Spanned<u64>>,
     guest_fence_timeout_ms: Option<Spanned<u64>>,
+    failover_report_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -241,7 +242,8 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
         request_retries,
         self_fence_deadline_ms,
         evacuation_timeout_ms,
-        guest_fence_timeout_ms
+        guest_fence_timeout_ms,
+        failover_report_timeout_ms
     );
 
     if raw.blade.len() > MAX_BLADES {
@@ -437,6 +439,25 @@ agent = \"10.0.0.12:7140\"
         assert_eq!(c.shelf.timing.probe_timeout_ms, 1500);
         assert!(c.stream_mode());
         assert_eq!(c.listen, Some("0.0.0.0:7140".parse().unwrap()));
+    }
+
+    #[test]
+    fn test_failover_report_timeout() {
+        assert_eq!(Timing::DEFAULT.failover_report_timeout_ms, 120_000);
+        let with = |v: &str| {
+            MINIMAL.replace(
+                "[[blade]]\nslot = 1",
+                &format!("[timing]\nfailover_report_timeout_ms = {v}\n[[blade]]\nslot = 1"),
+            )
+        };
+        let c = parse(&with("30000"), Path::new("s.toml")).unwrap();
+        assert_eq!(c.shelf.timing.failover_report_timeout_ms, 30_000);
+        let e = bad(&with("0"));
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.to_string().starts_with("shelf.toml:5: "), "{e}");
+        assert!(e.message.contains("failover_report_timeout_ms"), "{e}");
+        let e = bad(&with("-1"));
+        assert_eq!(e.line, Some(5), "{e}");
     }
 
     #[test]

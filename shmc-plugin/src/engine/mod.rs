@@ -18,9 +18,11 @@
 //!          or its partner | timeout--> Fencing (deactivation, commanded)
 //! Fencing --deadline--> next step: Set FRU Activation(deactivate) -> FRU Control(cold reset)
 //!          -> Set Power Level 0 -> alert FenceUnconfirmed, next round from the first step (forever)
-//! Fencing/SelfFencing/Evacuating --hot-swap M1/M0 (event or Get Sensor Reading),
-//!          or FenceSelfConfirmed when FenceSelf was ordered--> confirmed
+//! Fencing/SelfFencing/Evacuating --hot-swap M1/M0 observed after the incident's first fence
+//!          request (event, or Get Sensor Reading sent after it), or FenceSelfConfirmed when
+//!          FenceSelf was ordered--> confirmed
 //! confirmed --> FailingOver (RestartPartnerGuests to the partner) --partner reports--> Recovered
+//!          (no report within failover_report_timeout_ms: alert naming what was reported)
 //! confirmed after an evacuation --> FailingOver as well: the partner starts
 //!          the guests the evacuation stopped (it skips those that migrated)
 //! any phase --hot-swap transition to M4--> closed (Healthy)
@@ -37,6 +39,15 @@
 //! `order_failover`, which refuses unless that blade's fence is confirmed. A
 //! guest failover (subset) is only queued after the blade's agent confirmed
 //! the guest destroyed ([`AgentInput::GuestDestroyed`]).
+//!
+//! A hot-swap state is a fence proof only when it was observed after the
+//! incident's first fence request (FenceSelf, Evacuate or the first IPMB fence
+//! step, all queued when the incident opens): a hot-swap event received in a
+//! later input, or the answer to a Get Sensor Reading sent after that moment.
+//! The state the shelf last saw (a cached M1/M0, possibly stale after missed
+//! events or a wrapped SEL) and the event that opened the incident prove
+//! nothing; a fence that starts on a blade last seen in M1/M0 polls its
+//! hot-swap sensor at once instead.
 //!
 //! Choices where the spec is silent:
 //! - A hot-swap transition to M4 closes an incident, whatever its phase (an
@@ -78,12 +89,15 @@
 mod dedupe;
 mod guest;
 pub mod output;
+mod report;
 pub mod request;
+mod unprotected;
 
 use heapless::Vec;
 use log::{debug, info, warn};
+use shelfha_proto::UnprotectedReason;
 
-use crate::capacity::{MAX_BLADES, MAX_DEGRADED_HOLDS, MAX_GUEST_FAILOVERS};
+use crate::capacity::{MAX_BLADES, MAX_DEGRADED_HOLDS, MAX_FAILOVER_REPORTS, MAX_GUEST_FAILOVERS};
 use crate::classify::{classify, predictive, BladeView, Class, Record, Verdict, Warning};
 use crate::config::{BladeConfig, ConfigError, ShelfConfig};
 use crate::event::{MState, PlatformEvent};
@@ -92,10 +106,13 @@ use crate::wire::cmd;
 use dedupe::Dedupe;
 use guest::GuestWindows;
 pub use output::{
-    Action, Alert, Cause, Confirmation, Decision, GuestName, IpmbData, Order, Outbox, Output, Table,
+    unprotected_reason_str, Action, Alert, Cause, Confirmation, Decision, GuestList, GuestName,
+    IpmbData, Order, OrderKind, Outbox, Output, ReportText, Table, Undelivered,
 };
+use report::Report;
 pub use request::RequestStats;
 use request::{Purpose, RequestTracker};
+use unprotected::Unprotected;
 
 /// Unknown IPMB addresses remembered for one alert each.
 const UNKNOWN_ALERTS: usize = 8;
@@ -147,6 +164,30 @@ pub enum AgentInput {
         failed_slot: u8,
         /// Decision quoted from the order.
         incident: u32,
+    },
+    /// An order to this blade's agent did not get through: the link gave up
+    /// retrying it, could not send it, or the agent refused it. Fed by the
+    /// runtime, not by the agent; raises [`Alert::OrderUndelivered`].
+    OrderUndelivered {
+        /// The order's kind.
+        kind: OrderKind,
+        /// The decision it served, when the link knows it.
+        incident: Option<u32>,
+        /// What happened to it.
+        reason: Undelivered,
+    },
+    /// A guest of `owner_slot` is not protected by its partner (reported by
+    /// the owner or by the partner that refused its definition); raises
+    /// [`Alert::GuestUnprotected`] once per owner, guest and reason.
+    GuestUnprotected {
+        /// The blade the guest runs on.
+        owner_slot: u8,
+        /// Why it is not protected.
+        reason: UnprotectedReason,
+        /// The guest's name as reported (cut, possibly not a valid name).
+        name: ReportText,
+        /// Detail, may be empty.
+        text: ReportText,
     },
 }
 
@@ -254,8 +295,19 @@ struct Blade {
     last_heard: Option<u64>,
     next_probe: u64,
     next_confirm_poll: u64,
-    /// Guests of this blade the partner reported not started in the open failover.
-    not_restarted: u16,
+    /// When the open incident's first fence request was queued: only hot-swap
+    /// states observed after it confirm the fence.
+    fence_began: Option<Began>,
+}
+
+/// The moment an incident's fence began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Began {
+    /// Time.
+    ms: u64,
+    /// Number of the input that began it ([`Shelf::input`]); an event of the
+    /// same input (the one that opened the incident) is not after it.
+    input: u64,
 }
 
 /// A non-critical threshold assertion waiting for its hold time.
@@ -330,6 +382,19 @@ pub struct Counters {
     pub degraded_cancelled: u64,
     /// Predictive mode: holds not opened because their table was full.
     pub degraded_holds_dropped: u64,
+    /// Hot-swap M1/M0 seen during a fence but not counted as its proof,
+    /// because it was not observed after the fence began.
+    pub stale_proofs: u64,
+    /// Failover orders whose partner report came late or never (alerted).
+    pub failover_reports_overdue: u64,
+    /// Failover orders not tracked for their report because the table was full.
+    pub failover_reports_dropped: u64,
+    /// Orders the runtime reported undelivered or refused.
+    pub orders_undelivered: u64,
+    /// Unprotected-guest reports (repeats included).
+    pub unprotected_reports: u64,
+    /// Unprotected guests forgotten for room (a repeat is alerted again).
+    pub unprotected_evictions: u64,
 }
 
 /// Result of [`Shelf::on_platform_event`].
@@ -360,10 +425,15 @@ pub struct Shelf {
     pending_guests: Vec<PendingGuest, MAX_GUEST_FAILOVERS>,
     holds: Vec<Hold, MAX_DEGRADED_HOLDS>,
     unknown_alerted: Vec<u8, UNKNOWN_ALERTS>,
-    tables_alerted: [bool; 5],
+    tables_alerted: [bool; Table::COUNT],
+    reports: Vec<Report, MAX_FAILOVER_REPORTS>,
+    unprotected: Unprotected,
     out: Outbox,
     counters: Counters,
     next_incident: u32,
+    /// Inputs taken so far (events, responses, agent inputs, polls): orders
+    /// observations within one millisecond.
+    input: u64,
 }
 
 impl Shelf {
@@ -386,7 +456,7 @@ impl Shelf {
                 last_heard: None,
                 next_probe: 0,
                 next_confirm_poll: 0,
-                not_restarted: 0,
+                fence_began: None,
             });
         }
         Ok(Self {
@@ -398,10 +468,13 @@ impl Shelf {
             pending_guests: Vec::new(),
             holds: Vec::new(),
             unknown_alerted: Vec::new(),
-            tables_alerted: [false; 5],
+            tables_alerted: [false; Table::COUNT],
+            reports: Vec::new(),
+            unprotected: Unprotected::new(),
             out: Outbox::new(),
             counters: Counters::default(),
             next_incident: 1,
+            input: 0,
         })
     }
 
@@ -416,6 +489,7 @@ impl Shelf {
         c.dedupe_evictions = self.dedupe.evictions();
         c.guest_evictions = self.guests.evictions();
         c.outputs_dropped = self.out.dropped();
+        c.unprotected_evictions = self.unprotected.evictions();
         c
     }
 
@@ -458,7 +532,7 @@ impl Shelf {
     }
 
     fn alert(&mut self, alert: Alert) {
-        warn!("ALERT: {alert}");
+        warn!("ALERT {}: {alert}", alert.kind());
         self.counters.alerts += 1;
         self.out.push(Output::Alert(alert));
     }
@@ -500,6 +574,7 @@ impl Shelf {
     /// source). Each SEL record is one event (the log keeps no retransmits), so
     /// there is no duplicate suppression: the source reads each record once.
     pub fn on_logged_event(&mut self, now: u64, ev: &PlatformEvent) -> EventOutcome {
+        self.input += 1;
         self.counters.events += 1;
         let Some(idx) = self.index_of_address(ev.generator) else {
             self.counters.unknown_generator += 1;
@@ -564,7 +639,15 @@ impl Shelf {
         };
         if let Some(h) = hs {
             match h.current {
-                MState::M1 | MState::M0 => self.on_inactive(now, idx, "hot-swap event"),
+                MState::M1 | MState::M0 => {
+                    // Received now: after the fence began unless this very
+                    // event opened the incident (its fence began in this input).
+                    let input = self.input;
+                    let fresh = self.blades[idx]
+                        .fence_began
+                        .is_some_and(|b| b.input < input && b.ms <= now);
+                    self.on_inactive(now, idx, h.current, fresh, "hot-swap event");
+                }
                 MState::M4 => self.close_on_m4(idx),
                 _ => {}
             }
@@ -583,6 +666,7 @@ impl Shelf {
         cmd_code: u8,
         data: &[u8],
     ) {
+        self.input += 1;
         self.counters.responses += 1;
         match self.index_of_address(from) {
             Some(idx) => self.blades[idx].last_heard = Some(now),
@@ -598,7 +682,11 @@ impl Shelf {
                 if let Some(m) = cmd::hot_swap_state(data) {
                     self.blades[p.blade].m_state = Some(m);
                     if matches!(m, MState::M1 | MState::M0) {
-                        self.on_inactive(now, p.blade, "Get Sensor Reading");
+                        // The reading was taken after the request was sent.
+                        let fresh = self.blades[p.blade]
+                            .fence_began
+                            .is_some_and(|b| p.sent_ms >= b.ms);
+                        self.on_inactive(now, p.blade, m, fresh, "Get Sensor Reading");
                     }
                 }
             }
@@ -641,6 +729,7 @@ impl Shelf {
 
     /// An input from the agent of `slot`.
     pub fn on_agent(&mut self, now: u64, slot: u8, input: AgentInput) {
+        self.input += 1;
         let Some(idx) = self.index_of_slot(slot) else {
             self.counters.agent_unknown_slot += 1;
             warn!("agent input for unconfigured slot {slot} ignored");
@@ -653,6 +742,7 @@ impl Shelf {
                 b.last_heartbeat = now;
                 b.hypervisor_down_since = None;
                 info!("slot {slot}: agent registered");
+                self.unprotected.forget_owner(slot);
                 self.maybe_close_hypervisor(idx);
             }
             AgentInput::Heartbeat { hypervisor_ok } => {
@@ -703,7 +793,7 @@ impl Shelf {
             },
             AgentInput::GuestCrashed { name } => self.guest_crashed(now, idx, name),
             AgentInput::GuestDestroyed { name, incident } => {
-                self.guest_destroyed(idx, name, incident)
+                self.guest_destroyed(now, idx, name, incident)
             }
             AgentInput::GuestOutcome {
                 failed_slot,
@@ -715,24 +805,37 @@ impl Shelf {
                     "slot {slot}: guest {name} of slot {failed_slot} {}",
                     if started { "started" } else { "not started" }
                 );
-                if !started {
-                    if let Some(f) = self.index_of_slot(failed_slot) {
-                        let b = &mut self.blades[f];
-                        if matches!(b.incident.map(|i| i.phase), Some(Phase::FailingOver)) {
-                            b.not_restarted = b.not_restarted.saturating_add(1);
-                        }
-                    }
-                }
+                self.guest_outcome(idx, failed_slot, &name, started);
             }
             AgentInput::AllReported {
                 failed_slot,
                 incident,
             } => self.all_reported(now, idx, failed_slot, incident),
+            AgentInput::OrderUndelivered {
+                kind,
+                incident,
+                reason,
+            } => {
+                self.counters.orders_undelivered += 1;
+                self.alert(Alert::OrderUndelivered {
+                    slot,
+                    incident,
+                    kind,
+                    reason,
+                });
+            }
+            AgentInput::GuestUnprotected {
+                owner_slot,
+                reason,
+                name,
+                text,
+            } => self.guest_unprotected(idx, owner_slot, reason, name, text),
         }
     }
 
     /// Runs the timers.
     pub fn poll(&mut self, now: u64) {
+        self.input += 1;
         self.poll_holds(now, false);
         let t = self.cfg.timing;
         for idx in 0..self.blades.len() {
@@ -796,6 +899,7 @@ impl Shelf {
                 i += 1;
             }
         }
+        self.poll_reports(now);
     }
 
     /// End of input (replay: the end of the capture): every hold still
@@ -1174,6 +1278,15 @@ impl Shelf {
             proof: None,
             self_fence: false,
         };
+        // Every class below queues its first fence request (FenceSelf,
+        // Evacuate, Migrate or the first IPMB step) in this input: only what
+        // is observed from now on proves the fence. No poll of an earlier
+        // incident may answer for this one.
+        self.blades[idx].fence_began = Some(Began {
+            ms: now,
+            input: self.input,
+        });
+        self.requests.cancel(idx, Purpose::ConfirmPoll);
         match class {
             Class::Hypervisor => {
                 incident.phase = Phase::SelfFencing {
@@ -1235,12 +1348,13 @@ impl Shelf {
     }
 
     /// Starts (or restarts) the IPMB fence with its first step.
+    ///
+    /// A blade last seen in M1/M0 is not taken as fenced: that state may be
+    /// stale (missed events, a wrapped SEL, the event that opened the
+    /// incident). Its hot-swap sensor is read at once instead, and only that
+    /// reading (or a later event) confirms.
     fn start_ipmb_fence(&mut self, now: u64, idx: usize) {
-        if let Some(proof) = inactive_proof(self.blades[idx].m_state) {
-            info!("slot {}: blade already inactive", self.blades[idx].cfg.slot);
-            self.fence_confirmed(now, idx, proof);
-            return;
-        }
+        let cached_inactive = inactive_proof(self.blades[idx].m_state).is_some();
         let deadline = now.saturating_add(self.cfg.timing.fence_step_deadline_ms);
         if let Some(inc) = &mut self.blades[idx].incident {
             inc.phase = Phase::Fencing {
@@ -1251,6 +1365,14 @@ impl Shelf {
         }
         self.blades[idx].next_confirm_poll = now.saturating_add(self.cfg.timing.confirm_poll_ms);
         self.send_fence_step(now, idx, FenceStep::Deactivate);
+        if cached_inactive {
+            info!(
+                "slot {}: last seen inactive; reading its hot-swap sensor now to confirm",
+                self.blades[idx].cfg.slot
+            );
+            self.blades[idx].next_confirm_poll = now;
+            self.confirm_poll(now, idx);
+        }
     }
 
     fn send_fence_step(&mut self, now: u64, idx: usize, step: FenceStep) {
@@ -1334,28 +1456,42 @@ impl Shelf {
         );
     }
 
-    /// The blade reported M1 or M0: confirms its fence if one is in progress.
-    fn on_inactive(&mut self, now: u64, idx: usize, how: &str) {
-        let Some(proof) = inactive_proof(self.blades[idx].m_state) else {
+    /// The blade was observed in `m` (M1 or M0): confirms its fence if one is
+    /// in progress and the observation is `fresh` (made after the fence began).
+    fn on_inactive(&mut self, now: u64, idx: usize, m: MState, fresh: bool, how: &str) {
+        let Some(proof) = inactive_proof(Some(m)) else {
             return;
         };
-        if let Some(inc) = self.blades[idx].incident {
-            if !inc.confirmed
-                && matches!(
-                    inc.phase,
-                    Phase::Fencing { .. } | Phase::SelfFencing { .. } | Phase::Evacuating { .. }
-                )
-            {
-                debug!(
-                    "slot {}: inactive state seen by {how}",
-                    self.blades[idx].cfg.slot
-                );
-                self.fence_confirmed(now, idx, proof);
-            }
+        let Some(inc) = self.blades[idx].incident else {
+            return;
+        };
+        if inc.confirmed
+            || !matches!(
+                inc.phase,
+                Phase::Fencing { .. } | Phase::SelfFencing { .. } | Phase::Evacuating { .. }
+            )
+        {
+            return;
         }
+        let slot = self.blades[idx].cfg.slot;
+        if !fresh {
+            self.counters.stale_proofs += 1;
+            info!(
+                "slot {slot}: M{} seen by {how} is not a proof of the fence of decision #{} (not observed after the fence began); waiting for a fresh reading",
+                m as u8, inc.id
+            );
+            if matches!(inc.phase, Phase::Fencing { .. }) {
+                // Read the sensor now rather than at the next interval.
+                self.blades[idx].next_confirm_poll = now;
+                self.confirm_poll(now, idx);
+            }
+            return;
+        }
+        debug!("slot {slot}: inactive state seen by {how}");
+        self.fence_confirmed(now, idx, proof);
     }
 
-    fn fence_confirmed(&mut self, _now: u64, idx: usize, proof: Confirmation) {
+    fn fence_confirmed(&mut self, now: u64, idx: usize, proof: Confirmation) {
         let b = &mut self.blades[idx];
         let Some(inc) = &mut b.incident else { return };
         inc.confirmed = true;
@@ -1374,11 +1510,11 @@ impl Shelf {
             // partner now; the partner skips those already running there.
             info!("slot {slot}: evacuated and inactive; partner starts what did not migrate");
         }
-        self.order_failover(idx);
+        self.order_failover(now, idx);
     }
 
     /// The only place a whole-blade failover is ordered.
-    fn order_failover(&mut self, idx: usize) {
+    fn order_failover(&mut self, now: u64, idx: usize) {
         let b = self.blades[idx];
         let Some(inc) = b.incident else { return };
         let (true, Some(fence)) = (inc.confirmed, inc.proof) else {
@@ -1387,7 +1523,6 @@ impl Shelf {
             return;
         };
         self.counters.failovers += 1;
-        self.blades[idx].not_restarted = 0;
         info!(
             "slot {}: ordering partner slot {} to restart its guests (decision #{})",
             b.cfg.slot, b.cfg.partner, inc.id
@@ -1401,6 +1536,7 @@ impl Shelf {
                 subset: None,
             },
         });
+        self.open_report(now, idx, inc.id, None);
         self.set_phase(idx, Phase::FailingOver);
     }
 
@@ -1413,6 +1549,7 @@ impl Shelf {
     fn close_on_m4(&mut self, idx: usize) {
         let b = &mut self.blades[idx];
         b.commanded = false;
+        b.fence_began = None;
         let Some(inc) = b.incident.take() else { return };
         if inc.confirmed || inc.class == Class::BladeExtraction {
             info!(
@@ -1450,26 +1587,22 @@ impl Shelf {
             );
             return;
         }
+        // The failover order's report (whole blade or one guest), even if the
+        // incident closed meanwhile (the blade came back first).
+        let settled = from_partner && self.settle_report(idx, incident);
         if self.blades[idx].incident.map(|i| i.id) != Some(incident) {
-            self.counters.agent_ignored += 1;
-            warn!(
-                "slot {failed_slot}: report for decision #{incident}, which is not open: ignored"
-            );
+            if !settled {
+                self.counters.agent_ignored += 1;
+                warn!(
+                    "slot {failed_slot}: report for decision #{incident}, which is not open: ignored"
+                );
+            }
             return;
         }
         match self.blades[idx].incident.map(|i| i.phase) {
             Some(Phase::FailingOver) => {
                 self.set_phase(idx, Phase::Recovered);
-                let missing = core::mem::take(&mut self.blades[idx].not_restarted);
-                if missing == 0 {
-                    info!("slot {failed_slot}: partner reported every guest; recovered");
-                } else {
-                    self.alert(Alert::GuestsNotRestarted {
-                        slot: failed_slot,
-                        incident,
-                        count: missing,
-                    });
-                }
+                info!("slot {failed_slot}: partner reported the failover done; recovered");
             }
             Some(Phase::Evacuating { .. })
                 if self.blades[idx]
@@ -1523,7 +1656,7 @@ impl Shelf {
         );
     }
 
-    fn guest_destroyed(&mut self, idx: usize, name: GuestName, incident: u32) {
+    fn guest_destroyed(&mut self, now: u64, idx: usize, name: GuestName, incident: u32) {
         let Some(i) = self
             .pending_guests
             .iter()
@@ -1535,6 +1668,7 @@ impl Shelf {
         let g = self.pending_guests.swap_remove(i);
         let b = self.blades[idx];
         self.counters.failovers += 1;
+        self.open_report(now, idx, g.incident, Some(g.name.clone()));
         info!(
             "slot {}: guest {} destroyed; ordering partner slot {} to start it (decision #{})",
             b.cfg.slot, g.name, b.cfg.partner, g.incident

@@ -5,13 +5,82 @@ use core::fmt;
 
 use heapless::{Deque, String, Vec};
 
-use crate::capacity::{MAX_ACTIONS, MAX_GUEST_NAME, MAX_OUTPUTS};
+use shelfha_proto::UnprotectedReason;
+
+use crate::capacity::{
+    MAX_ACTIONS, MAX_ALERT_GUESTS, MAX_GUEST_NAME, MAX_OUTPUTS, MAX_REPORT_TEXT,
+};
 use crate::classify::Class;
 use crate::event::MState;
 use crate::wire::ipmb::MAX_DATA_LEN;
 
 /// A guest (libvirt domain) name as carried through the core.
 pub type GuestName = String<MAX_GUEST_NAME>;
+
+/// Free text of an agent report (a guest name that may be invalid, a detail).
+pub type ReportText = String<MAX_REPORT_TEXT>;
+
+/// Guests named by an alert: the first [`MAX_ALERT_GUESTS`] names, and how
+/// many more there were (policy when full: the name is counted, not kept).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestList {
+    /// Names, in the order they were reported, each once.
+    pub names: Vec<GuestName, MAX_ALERT_GUESTS>,
+    /// Guests that did not fit in `names`.
+    pub more: u16,
+}
+
+impl GuestList {
+    /// An empty list.
+    pub const fn new() -> Self {
+        Self {
+            names: Vec::new(),
+            more: 0,
+        }
+    }
+
+    /// Adds `name` unless it is listed already; counts it in `more` when full.
+    pub fn add(&mut self, name: &GuestName) {
+        if self.names.contains(name) {
+            return;
+        }
+        if self.names.push(name.clone()).is_err() {
+            self.more = self.more.saturating_add(1);
+        }
+    }
+
+    /// Removes `name` if it is listed (a guest counted in `more` stays counted).
+    pub fn remove(&mut self, name: &GuestName) {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            self.names.remove(i);
+        }
+    }
+
+    /// Guests in the list, named or not.
+    pub fn len(&self) -> usize {
+        self.names.len() + usize::from(self.more)
+    }
+
+    /// True when no guest is in the list.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl fmt::Display for GuestList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, n) in self.names.iter().enumerate() {
+            f.write_str(if i == 0 { "" } else { ", " })?;
+            f.write_str(n)?;
+        }
+        match (self.names.is_empty(), self.more) {
+            (true, 0) => f.write_str("none"),
+            (_, 0) => Ok(()),
+            (true, m) => write!(f, "{m} unnamed"),
+            (false, m) => write!(f, " and {m} more"),
+        }
+    }
+}
 
 /// One step of a recovery, as data (the `actions` of a decision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -226,6 +295,114 @@ pub enum Order {
     },
 }
 
+/// What kind of order an [`Order`] is (named in [`Alert::OrderUndelivered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderKind {
+    /// [`Order::FenceSelf`].
+    FenceSelf,
+    /// [`Order::RestartPartnerGuests`].
+    RestartPartnerGuests,
+    /// [`Order::Evacuate`].
+    Evacuate,
+    /// [`Order::RestartGuest`].
+    RestartGuest,
+    /// [`Order::DestroyGuest`].
+    DestroyGuest,
+    /// [`Order::Migrate`].
+    Migrate,
+}
+
+impl OrderKind {
+    /// The order's name in logs and JSON output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::FenceSelf => "fence_self",
+            Self::RestartPartnerGuests => "restart_partner_guests",
+            Self::Evacuate => "evacuate",
+            Self::RestartGuest => "restart_guest",
+            Self::DestroyGuest => "destroy_guest",
+            Self::Migrate => "migrate",
+        }
+    }
+
+    /// The order kind of a protocol message kind, if it is one of the orders.
+    pub const fn of_wire(kind: shelfha_proto::Kind) -> Option<Self> {
+        use shelfha_proto::Kind;
+        Some(match kind {
+            Kind::FenceSelf => Self::FenceSelf,
+            Kind::RestartPartnerGuests => Self::RestartPartnerGuests,
+            Kind::Evacuate => Self::Evacuate,
+            Kind::RestartGuest => Self::RestartGuest,
+            Kind::DestroyGuest => Self::DestroyGuest,
+            Kind::Migrate => Self::Migrate,
+            _ => return None,
+        })
+    }
+}
+
+impl Order {
+    /// Its kind.
+    pub const fn kind(&self) -> OrderKind {
+        match self {
+            Self::FenceSelf { .. } => OrderKind::FenceSelf,
+            Self::RestartPartnerGuests { .. } => OrderKind::RestartPartnerGuests,
+            Self::Evacuate { .. } => OrderKind::Evacuate,
+            Self::RestartGuest { .. } => OrderKind::RestartGuest,
+            Self::DestroyGuest { .. } => OrderKind::DestroyGuest,
+            Self::Migrate { .. } => OrderKind::Migrate,
+        }
+    }
+
+    /// The decision it serves.
+    pub const fn incident(&self) -> u32 {
+        match self {
+            Self::FenceSelf { incident }
+            | Self::RestartPartnerGuests { incident, .. }
+            | Self::Evacuate { incident, .. }
+            | Self::RestartGuest { incident, .. }
+            | Self::DestroyGuest { incident, .. }
+            | Self::Migrate { incident, .. } => *incident,
+        }
+    }
+}
+
+/// Why an order did not reach its agent (the runtime's link tells the core).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Undelivered {
+    /// It could not be sent at all (agent address unknown, queue full).
+    NotSent,
+    /// Sent and retried, never acknowledged.
+    Unacknowledged,
+    /// Acknowledged with a refusal: the agent will not carry it out.
+    Rejected,
+}
+
+impl Undelivered {
+    /// Its name in logs and JSON output.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::NotSent => "not_sent",
+            Self::Unacknowledged => "unacknowledged",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// The name of an [`UnprotectedReason`] in logs and JSON output.
+pub const fn unprotected_reason_str(r: UnprotectedReason) -> &'static str {
+    match r {
+        UnprotectedReason::BadName => "bad_name",
+        UnprotectedReason::TooLarge => "too_large",
+        UnprotectedReason::NameMismatch => "name_mismatch",
+        UnprotectedReason::HostDevice => "host_device",
+        UnprotectedReason::QemuCommandline => "qemu_commandline",
+        UnprotectedReason::DiskPath => "disk_path",
+        UnprotectedReason::BadXml => "bad_xml",
+        UnprotectedReason::StoreFailed => "store_failed",
+        UnprotectedReason::Unknown(_) => "unknown",
+    }
+}
+
 /// How a fence was confirmed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Confirmation {
@@ -240,6 +417,9 @@ pub enum Confirmation {
 }
 
 /// Something an operator must hear about.
+// The core has no allocator: an alert naming guests carries them inline
+// (bounded by MAX_ALERT_GUESTS), so its variants differ in size.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Alert {
     /// Every fence step was tried and the blade never reached M1/M0; the core
@@ -290,15 +470,22 @@ pub enum Alert {
         /// The table.
         table: Table,
     },
-    /// The partner reported the failover done, but could not start some guests
-    /// of the failed blade (no memory, no definition, hypervisor error).
+    /// A failover order (whole blade, or one guest) ended with guests of the
+    /// failed blade not started: the partner reported them not started (no
+    /// memory, no definition, a start that hit its deadline), or it did not
+    /// report the failover done within `failover_report_timeout_ms`.
     GuestsNotRestarted {
         /// The failed blade.
         slot: u8,
-        /// Its decision.
+        /// Its decision (of the guest failover for one guest).
         incident: u32,
         /// Guests reported not started.
-        count: u16,
+        not_started: GuestList,
+        /// Guests reported started so far.
+        started: u16,
+        /// The partner reported every guest (false: its report is overdue, and
+        /// every guest of the blade not reported started may be down).
+        reported: bool,
     },
     /// A `blade_degraded` decision ended: the blade warns and should be
     /// serviced; it was not fenced.
@@ -311,6 +498,79 @@ pub enum Alert {
         /// when the partner was unavailable or the report did not come in time.
         evacuated: bool,
     },
+    /// An order never reached its agent, or the agent refused it; what it
+    /// asked for is not being done by that agent.
+    OrderUndelivered {
+        /// The agent's blade.
+        slot: u8,
+        /// The decision the order served, when the link knows it.
+        incident: Option<u32>,
+        /// The order.
+        kind: OrderKind,
+        /// What happened to it.
+        reason: Undelivered,
+    },
+    /// A guest is not protected: its partner cannot start it after a failure
+    /// (first report per owner, guest and reason).
+    GuestUnprotected {
+        /// The blade the guest runs on.
+        owner_slot: u8,
+        /// The agent that reported it (the owner or its partner).
+        reporter: u8,
+        /// Why.
+        reason: UnprotectedReason,
+        /// The guest's name as reported (cut, possibly not a valid name).
+        name: ReportText,
+        /// Detail (e.g. the offending disk path), may be empty.
+        text: ReportText,
+    },
+}
+
+impl Alert {
+    /// The alert's stable name in logs and JSON output.
+    pub const fn kind(&self) -> &'static str {
+        match self {
+            Self::FenceUnconfirmed { .. } => "fence_unconfirmed",
+            Self::IpmbLink { .. } => "ipmb_link",
+            Self::EvacuationTimeout { .. } => "evacuation_timeout",
+            Self::GuestFenceUnconfirmed { .. } => "guest_fence_unconfirmed",
+            Self::PartnerUnavailable { .. } => "partner_unavailable",
+            Self::UnknownGenerator { .. } => "unknown_generator",
+            Self::TableFull { .. } => "table_full",
+            Self::GuestsNotRestarted { .. } => "guests_not_restarted",
+            Self::BladeDegraded { .. } => "blade_degraded",
+            Self::OrderUndelivered { .. } => "order_undelivered",
+            Self::GuestUnprotected { .. } => "guest_unprotected",
+        }
+    }
+
+    /// The blade it is about, if one.
+    pub const fn slot(&self) -> Option<u8> {
+        match self {
+            Self::FenceUnconfirmed { slot, .. }
+            | Self::IpmbLink { slot, .. }
+            | Self::EvacuationTimeout { slot, .. }
+            | Self::GuestFenceUnconfirmed { slot, .. }
+            | Self::PartnerUnavailable { slot, .. }
+            | Self::GuestsNotRestarted { slot, .. }
+            | Self::BladeDegraded { slot, .. }
+            | Self::OrderUndelivered { slot, .. } => Some(*slot),
+            Self::GuestUnprotected { owner_slot, .. } => Some(*owner_slot),
+            Self::UnknownGenerator { .. } | Self::TableFull { .. } => None,
+        }
+    }
+
+    /// The decision it is about, if one.
+    pub const fn incident(&self) -> Option<u32> {
+        match self {
+            Self::FenceUnconfirmed { incident, .. }
+            | Self::EvacuationTimeout { incident, .. }
+            | Self::GuestsNotRestarted { incident, .. }
+            | Self::BladeDegraded { incident, .. } => Some(*incident),
+            Self::OrderUndelivered { incident, .. } => *incident,
+            _ => None,
+        }
+    }
 }
 
 /// Fixed tables of the core.
@@ -326,6 +586,15 @@ pub enum Table {
     GuestFailovers,
     /// Non-critical threshold holds (predictive mode).
     DegradedHolds,
+    /// Failover orders awaiting the partner's report.
+    FailoverReports,
+    /// Unprotected guests already alerted.
+    Unprotected,
+}
+
+impl Table {
+    /// Number of tables.
+    pub const COUNT: usize = 7;
 }
 
 impl fmt::Display for Alert {
@@ -360,10 +629,23 @@ impl fmt::Display for Alert {
             Self::GuestsNotRestarted {
                 slot,
                 incident,
-                count,
+                not_started,
+                started: _,
+                reported: true,
             } => write!(
                 f,
-                "slot {slot} (decision #{incident}): the partner could not start {count} of its guest(s); they are down"
+                "slot {slot} (decision #{incident}): the partner could not start {} of its guest(s): {not_started}; they are down",
+                not_started.len()
+            ),
+            Self::GuestsNotRestarted {
+                slot,
+                incident,
+                not_started,
+                started,
+                reported: false,
+            } => write!(
+                f,
+                "slot {slot} (decision #{incident}): the partner has not reported the failover done in time; {started} guest(s) reported started, not started: {not_started}; every guest of slot {slot} not reported started may be down"
             ),
             Self::BladeDegraded {
                 slot,
@@ -381,6 +663,46 @@ impl fmt::Display for Alert {
                 f,
                 "slot {slot} is degraded (decision #{incident}): its guests were NOT all moved (partner unavailable or no report in time); the blade still runs and needs service"
             ),
+            Self::OrderUndelivered {
+                slot,
+                incident,
+                kind,
+                reason,
+            } => {
+                write!(f, "order {} to slot {slot}", kind.as_str())?;
+                if let Some(id) = incident {
+                    write!(f, " (decision #{id})")?;
+                }
+                let what = match reason {
+                    Undelivered::NotSent => "could not be sent",
+                    Undelivered::Unacknowledged => "was never acknowledged",
+                    Undelivered::Rejected => "was refused by the agent",
+                };
+                write!(f, " {what}; that agent is not carrying it out")
+            }
+            Self::GuestUnprotected {
+                owner_slot,
+                reporter,
+                reason,
+                name,
+                text,
+            } => {
+                write!(
+                    f,
+                    "guest {name:?} of slot {owner_slot} is not protected ({}",
+                    unprotected_reason_str(*reason)
+                )?;
+                if let UnprotectedReason::Unknown(code) = reason {
+                    write!(f, " {code}")?;
+                }
+                if !text.is_empty() {
+                    write!(f, ": {text}")?;
+                }
+                write!(
+                    f,
+                    ", reported by slot {reporter}); its partner cannot start it after a failure"
+                )
+            }
         }
     }
 }
@@ -389,6 +711,8 @@ impl fmt::Display for Alert {
 pub type IpmbData = Vec<u8, MAX_DATA_LEN>;
 
 /// One thing the runtime must do.
+// Inline as well (no allocator): an alert naming guests is the largest output.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Send this IPMB request (the runtime frames it: rqSA = own address, LUNs 0).

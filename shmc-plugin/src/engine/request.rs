@@ -43,6 +43,8 @@ pub struct Pending {
     pub data: IpmbData,
     /// Why it was sent.
     pub purpose: Purpose,
+    /// When it was first sent (a response is a reading taken after this).
+    pub sent_ms: u64,
     /// When the current try times out.
     pub deadline: u64,
     /// Retries still allowed.
@@ -197,6 +199,7 @@ impl RequestTracker {
             rq_seq,
             data: bytes,
             purpose,
+            sent_ms: now,
             deadline: now.saturating_add(timeout_ms),
             retries_left: retries,
         });

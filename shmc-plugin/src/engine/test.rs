@@ -105,6 +105,15 @@ fn name(s: &str) -> GuestName {
     GuestName::try_from(s).unwrap()
 }
 
+fn guest_list(names: &[&str], more: u16) -> GuestList {
+    let mut l = GuestList::new();
+    for n in names {
+        l.add(&name(n));
+    }
+    l.more = more;
+    l
+}
+
 fn actions(d: &Decision) -> std::vec::Vec<&'static str> {
     d.actions.iter().map(|a| a.as_str()).collect()
 }
@@ -208,23 +217,159 @@ fn test_blade_lost_m7_fences_then_fails_over() {
     assert_eq!(d2.incident, d.incident + 1);
 }
 
+/// Answers every Get Sensor Reading among `outs` with hot-swap state `m`
+/// (FRU 0 sensor reading byte 3: bit m); returns how many it answered.
+fn answer_polls(s: &mut Shelf, now: u64, outs: &[Output], m: u8) -> usize {
+    let mut n = 0;
+    for (dest, net_fn, code, seq, _) in requests(outs) {
+        if net_fn == cmd::NETFN_SENSOR_EVENT && code == cmd::CMD_GET_SENSOR_READING {
+            s.on_ipmb_response(
+                now,
+                dest,
+                seq,
+                net_fn + 1,
+                code,
+                &[0x00, 0x00, 0xC0, 1 << m, 0x80],
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
+fn is_sensor_poll(r: &(u8, u8, u8, u8, std::vec::Vec<u8>)) -> bool {
+    r.1 == cmd::NETFN_SENSOR_EVENT && r.2 == cmd::CMD_GET_SENSOR_READING
+}
+
 #[test]
 fn test_m4_to_inactive_uncommanded_is_blade_lost() {
     for cur in [6u8, 1, 0] {
         let mut s = shelf();
         let (d, outs) = one_decision(&mut s, 5, 9, &hs(A, cur, Some(0x94)));
         assert_eq!(d.class, Class::BladeLost, "M4 -> M{cur}");
-        let failovers: std::vec::Vec<_> = orders(&outs)
-            .into_iter()
-            .filter(|(_, o)| is_failover(o))
-            .collect();
+        // The event that opened the incident is no proof of its fence.
+        assert!(
+            !orders(&outs).iter().any(|(_, o)| is_failover(o)),
+            "M4 -> M{cur}: failover on the event that opened the incident"
+        );
+        assert!(!s.blade(1).unwrap().incident.unwrap().confirmed);
+        let reqs = requests(&outs);
+        assert_eq!(reqs[0].2, cmd::CMD_SET_FRU_ACTIVATION, "the fence starts");
         if cur == 6 {
-            assert!(failovers.is_empty(), "M6 is not inactive yet");
-        } else {
-            // M1/M0 is the confirmation itself.
-            assert_eq!(failovers.len(), 1, "M4 -> M{cur}");
+            assert!(
+                !reqs.iter().any(is_sensor_poll),
+                "M6: the sensor is polled at the interval"
+            );
+            continue;
         }
+        // Last seen inactive: the hot-swap sensor is read at once, and that
+        // reading (taken after the fence began) confirms.
+        assert!(reqs.iter().any(is_sensor_poll), "{reqs:?}");
+        assert_eq!(answer_polls(&mut s, 8, &outs, cur), 1);
+        let o = orders(&drain(&mut s));
+        let proof = if cur == 1 {
+            Confirmation::HotSwapM1
+        } else {
+            Confirmation::HotSwapM0
+        };
+        assert_eq!(
+            o,
+            [(
+                2,
+                Order::RestartPartnerGuests {
+                    failed_slot: 1,
+                    incident: d.incident,
+                    fence: proof,
+                    subset: None
+                }
+            )]
+        );
     }
+}
+
+#[test]
+fn test_cached_inactive_state_is_no_fence_proof() {
+    let mut s = shelf();
+    // The operator deactivated the blade (seen on the bus), it went to M1 ...
+    s.on_own_request(
+        A,
+        cmd::NETFN_GROUP_EXT,
+        cmd::CMD_SET_FRU_ACTIVATION,
+        &[0, 0, 0],
+    );
+    s.on_platform_event(0, 1, &hs(A, 6, Some(4)));
+    s.on_platform_event(10, 2, &hs(A, 1, Some(6)));
+    assert_eq!(s.blade(1).unwrap().m_state, Some(MState::M1));
+    assert!(drain(&mut s).is_empty());
+    // ... and was activated again, but M2..M4 were missed (a wrapped SEL, a
+    // lost event): the shelf still believes M1 when the blade overheats.
+    let (d, outs) = one_decision(&mut s, 60_000, 3, &critical_temp(A));
+    assert_eq!(d.class, Class::BladeHardware);
+    assert!(
+        orders(&outs).is_empty(),
+        "a cached M1 confirmed the fence: {outs:?}"
+    );
+    assert_eq!(s.counters().fences_confirmed, 0);
+    // The sensor is read at once; the blade really runs (M4): no failover.
+    assert!(requests(&outs).iter().any(is_sensor_poll));
+    assert_eq!(answer_polls(&mut s, 60_005, &outs, 4), 1);
+    assert!(orders(&drain(&mut s)).is_empty());
+    assert_eq!(s.blade(1).unwrap().m_state, Some(MState::M4));
+    // The fence goes on; a later reading of M1 is the proof.
+    s.poll(60_050);
+    let outs = drain(&mut s);
+    assert_eq!(answer_polls(&mut s, 60_060, &outs, 1), 1);
+    let o = orders(&drain(&mut s));
+    assert_eq!(o.len(), 1);
+    assert!(matches!(
+        o[0].1,
+        Order::RestartPartnerGuests {
+            failed_slot: 1,
+            fence: Confirmation::HotSwapM1,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn test_restarted_plugin_mid_fence_fails_over_on_a_fresh_reading() {
+    // A plugin restarted while a blade was being fenced sees M6 -> M1 without
+    // having seen its start: blade_lost, and the event is not the proof.
+    let mut s = shelf();
+    let (d, outs) = one_decision(&mut s, 100, 1, &hs(A, 1, Some(0x36)));
+    assert_eq!(d.class, Class::BladeLost);
+    assert!(orders(&outs).is_empty(), "{outs:?}");
+    // A hot-swap event received after the fence began is a proof too.
+    s.on_platform_event(130, 2, &hs(A, 1, Some(0x16)));
+    let o = orders(&drain(&mut s));
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert!(is_failover(&o[0].1));
+    assert_eq!(s.counters().stale_proofs, 1);
+}
+
+#[test]
+fn test_hypervisor_fence_on_a_blade_last_seen_inactive_needs_a_reading() {
+    let mut s = shelf();
+    s.on_own_request(
+        A,
+        cmd::NETFN_GROUP_EXT,
+        cmd::CMD_SET_FRU_ACTIVATION,
+        &[0, 0, 0],
+    );
+    s.on_platform_event(0, 1, &hs(A, 1, Some(6)));
+    s.on_agent(10, 1, AgentInput::Hello);
+    s.on_agent(10, 1, AgentInput::HypervisorDown);
+    s.poll(600);
+    let d = decisions(&drain(&mut s));
+    assert_eq!(d[0].class, Class::Hypervisor);
+    // The agent never confirms; the IPMB fence joins in at the deadline and
+    // must not take the cached M1 for a proof.
+    s.poll(2600);
+    let outs = drain(&mut s);
+    assert!(orders(&outs).is_empty(), "{outs:?}");
+    assert!(requests(&outs).iter().any(is_sensor_poll));
+    assert_eq!(answer_polls(&mut s, 2610, &outs, 1), 1);
+    assert!(is_failover(&orders(&drain(&mut s))[0].1));
 }
 
 #[test]
@@ -1093,21 +1238,388 @@ fn test_guests_not_restarted_raise_an_alert() {
         },
     );
     let outs = drain(&mut s);
-    assert!(
-        outs.iter().any(|o| matches!(
-            o,
-            Output::Alert(Alert::GuestsNotRestarted {
-                slot: 1,
-                count: 1,
-                ..
-            })
-        )),
-        "{outs:?}"
+    assert_eq!(
+        alerts(&outs),
+        [Alert::GuestsNotRestarted {
+            slot: 1,
+            incident: d.incident,
+            not_started: guest_list(&["g2"], 0),
+            started: 1,
+            reported: true,
+        }],
+        "the guest not started is named"
     );
     assert_eq!(
         s.blade(1).unwrap().incident.unwrap().phase,
         Phase::Recovered
     );
+    // The report is settled: no late alert follows.
+    s.poll(40 + s.config().timing.failover_report_timeout_ms);
+    assert!(alerts(&drain(&mut s)).is_empty());
+    assert_eq!(s.pending_reports().count(), 0);
+}
+
+/// A blade failed over on its agent's self-fence; returns its decision.
+fn failed_over(s: &mut Shelf, now: u64) -> u32 {
+    s.on_agent(now, 1, AgentInput::Hello);
+    s.on_platform_event(now, 1, &critical_temp(A));
+    let d = decisions(&drain(s)).remove(0);
+    s.on_agent(
+        now,
+        1,
+        AgentInput::FenceSelfConfirmed {
+            incident: d.incident,
+        },
+    );
+    assert!(is_failover(&orders(&drain(s))[0].1));
+    d.incident
+}
+
+fn outcome(s: &mut Shelf, now: u64, from: u8, guest: &str, started: bool) {
+    s.on_agent(
+        now,
+        from,
+        AgentInput::GuestOutcome {
+            failed_slot: 1,
+            name: name(guest),
+            started,
+        },
+    );
+}
+
+#[test]
+fn test_failover_report_overdue_names_what_is_known() {
+    let mut s = shelf();
+    let id = failed_over(&mut s, 10);
+    let due = 10 + s.config().timing.failover_report_timeout_ms;
+    outcome(&mut s, 20, 2, "web", true);
+    outcome(&mut s, 30, 2, "db", false);
+    // Slot 1's own agent does not start its guests elsewhere: not booked.
+    outcome(&mut s, 31, 1, "mail", false);
+    s.poll(due - 1);
+    assert!(alerts(&drain(&mut s)).is_empty());
+    // The partner never sends its final report (a start that hung).
+    s.poll(due);
+    let not_reported = Alert::GuestsNotRestarted {
+        slot: 1,
+        incident: id,
+        not_started: guest_list(&["db"], 0),
+        started: 1,
+        reported: false,
+    };
+    assert_eq!(alerts(&drain(&mut s)), std::slice::from_ref(&not_reported));
+    assert!(not_reported.to_string().contains("db"), "{not_reported}");
+    assert_eq!(s.counters().failover_reports_overdue, 1);
+    // Once only.
+    s.poll(due + 100_000);
+    assert!(alerts(&drain(&mut s)).is_empty());
+    assert_eq!(
+        s.pending_reports().collect::<std::vec::Vec<_>>(),
+        [(1, id, None, true)]
+    );
+    // A late final report is still heard: its word is final.
+    outcome(&mut s, due + 200_000, 2, "crm", false);
+    s.on_agent(
+        due + 200_001,
+        2,
+        AgentInput::AllReported {
+            failed_slot: 1,
+            incident: id,
+        },
+    );
+    assert_eq!(
+        alerts(&drain(&mut s)),
+        [Alert::GuestsNotRestarted {
+            slot: 1,
+            incident: id,
+            not_started: guest_list(&["db", "crm"], 0),
+            started: 1,
+            reported: true,
+        }]
+    );
+    assert_eq!(
+        s.blade(1).unwrap().incident.unwrap().phase,
+        Phase::Recovered
+    );
+    assert_eq!(s.pending_reports().count(), 0);
+}
+
+#[test]
+fn test_failover_report_outlives_the_incident() {
+    let mut s = shelf();
+    let id = failed_over(&mut s, 0);
+    // The blade is repaired and back in M4 before the partner reports.
+    s.on_platform_event(5000, 2, &hs(A, 4, Some(0x03)));
+    assert!(s.blade(1).unwrap().incident.is_none());
+    s.poll(s.config().timing.failover_report_timeout_ms);
+    let a = alerts(&drain(&mut s));
+    assert!(
+        matches!(
+            a.as_slice(),
+            [Alert::GuestsNotRestarted { slot: 1, incident, reported: false, .. }] if *incident == id
+        ),
+        "{a:?}"
+    );
+    // Its late report settles it without being counted as ignored.
+    let ignored = s.counters().agent_ignored;
+    s.on_agent(
+        200_000,
+        2,
+        AgentInput::AllReported {
+            failed_slot: 1,
+            incident: id,
+        },
+    );
+    assert!(alerts(&drain(&mut s)).is_empty());
+    assert_eq!(s.counters().agent_ignored, ignored);
+    assert_eq!(s.pending_reports().count(), 0);
+}
+
+#[test]
+fn test_guests_not_restarted_are_bounded() {
+    let mut s = shelf();
+    let id = failed_over(&mut s, 0);
+    let names: std::vec::Vec<String> = (0..11).map(|i| format!("g{i}")).collect();
+    for n in &names {
+        outcome(&mut s, 10, 2, n, false);
+    }
+    // Repeats are not counted twice; a guest started after all leaves the list.
+    outcome(&mut s, 11, 2, "g0", false);
+    outcome(&mut s, 12, 2, "g1", true);
+    s.on_agent(
+        20,
+        2,
+        AgentInput::AllReported {
+            failed_slot: 1,
+            incident: id,
+        },
+    );
+    let a = alerts(&drain(&mut s));
+    let [Alert::GuestsNotRestarted {
+        not_started,
+        started: 1,
+        reported: true,
+        ..
+    }] = a.as_slice()
+    else {
+        panic!("{a:?}")
+    };
+    let named: std::vec::Vec<&str> = not_started.names.iter().map(|n| n.as_str()).collect();
+    // g0..g7 named, g8..g10 counted; g1 then left the list (started).
+    assert_eq!(
+        named,
+        ["g0", "g2", "g3", "g4", "g5", "g6", "g7"],
+        "{not_started}"
+    );
+    assert_eq!(not_started.more, 3);
+    assert_eq!(not_started.len(), 10);
+    assert!(
+        a[0].to_string()
+            .contains("could not start 10 of its guest(s): g0, g2, g3, g4, g5, g6, g7 and 3 more;"),
+        "{}",
+        a[0]
+    );
+}
+
+#[test]
+fn test_guest_failover_report_overdue_names_the_guest() {
+    let mut s = shelf();
+    let vm = name("vm1");
+    for t in [0u64, 1, 2, 3] {
+        s.on_agent(t, 1, AgentInput::GuestCrashed { name: vm.clone() });
+    }
+    let d = decisions(&drain(&mut s)).pop().unwrap();
+    s.on_agent(
+        10,
+        1,
+        AgentInput::GuestDestroyed {
+            name: vm.clone(),
+            incident: d.incident,
+        },
+    );
+    assert_eq!(orders(&drain(&mut s)).len(), 1);
+    s.poll(10 + s.config().timing.failover_report_timeout_ms);
+    assert_eq!(
+        alerts(&drain(&mut s)),
+        [Alert::GuestsNotRestarted {
+            slot: 1,
+            incident: d.incident,
+            not_started: guest_list(&["vm1"], 0),
+            started: 0,
+            reported: false,
+        }]
+    );
+}
+
+#[test]
+fn test_guest_failover_reported_started_raises_nothing() {
+    let mut s = shelf();
+    let vm = name("vm1");
+    for t in [0u64, 1, 2, 3] {
+        s.on_agent(t, 1, AgentInput::GuestCrashed { name: vm.clone() });
+    }
+    let d = decisions(&drain(&mut s)).pop().unwrap();
+    s.on_agent(
+        10,
+        1,
+        AgentInput::GuestDestroyed {
+            name: vm.clone(),
+            incident: d.incident,
+        },
+    );
+    outcome(&mut s, 20, 2, "vm1", true);
+    s.on_agent(
+        30,
+        2,
+        AgentInput::AllReported {
+            failed_slot: 1,
+            incident: d.incident,
+        },
+    );
+    s.poll(1_000_000);
+    assert!(alerts(&drain(&mut s)).is_empty());
+    assert_eq!(s.counters().agent_ignored, 0);
+}
+
+#[test]
+fn test_order_undelivered_is_alerted() {
+    let mut s = shelf();
+    s.on_agent(
+        5,
+        2,
+        AgentInput::OrderUndelivered {
+            kind: OrderKind::RestartPartnerGuests,
+            incident: Some(4),
+            reason: Undelivered::Unacknowledged,
+        },
+    );
+    let a = alerts(&drain(&mut s));
+    assert_eq!(
+        a,
+        [Alert::OrderUndelivered {
+            slot: 2,
+            incident: Some(4),
+            kind: OrderKind::RestartPartnerGuests,
+            reason: Undelivered::Unacknowledged,
+        }]
+    );
+    assert_eq!(a[0].kind(), "order_undelivered");
+    assert_eq!(
+        a[0].to_string(),
+        "order restart_partner_guests to slot 2 (decision #4) was never acknowledged; that agent is not carrying it out"
+    );
+    assert_eq!(s.counters().orders_undelivered, 1);
+    // An unconfigured slot is counted, not alerted.
+    s.on_agent(
+        6,
+        9,
+        AgentInput::OrderUndelivered {
+            kind: OrderKind::FenceSelf,
+            incident: None,
+            reason: Undelivered::NotSent,
+        },
+    );
+    assert!(drain(&mut s).is_empty());
+    assert_eq!(s.counters().agent_unknown_slot, 1);
+}
+
+fn unprotected(s: &mut Shelf, from: u8, owner: u8, guest: &str, reason: UnprotectedReason) {
+    s.on_agent(
+        0,
+        from,
+        AgentInput::GuestUnprotected {
+            owner_slot: owner,
+            reason,
+            name: ReportText::try_from(guest).unwrap(),
+            text: ReportText::try_from("/local/disk.img").unwrap(),
+        },
+    );
+}
+
+#[test]
+fn test_guest_unprotected_alerted_once_per_guest_and_reason() {
+    let mut s = shelf();
+    unprotected(&mut s, 1, 1, "db", UnprotectedReason::DiskPath);
+    let a = alerts(&drain(&mut s));
+    assert_eq!(
+        a,
+        [Alert::GuestUnprotected {
+            owner_slot: 1,
+            reporter: 1,
+            reason: UnprotectedReason::DiskPath,
+            name: ReportText::try_from("db").unwrap(),
+            text: ReportText::try_from("/local/disk.img").unwrap(),
+        }]
+    );
+    assert_eq!(a[0].kind(), "guest_unprotected");
+    assert_eq!(
+        a[0].to_string(),
+        "guest \"db\" of slot 1 is not protected (disk_path: /local/disk.img, reported by slot 1); its partner cannot start it after a failure"
+    );
+    // The same again (from the owner or the partner): nothing new.
+    unprotected(&mut s, 1, 1, "db", UnprotectedReason::DiskPath);
+    unprotected(&mut s, 2, 1, "db", UnprotectedReason::DiskPath);
+    assert!(alerts(&drain(&mut s)).is_empty());
+    // Another reason, another guest: alerted.
+    unprotected(&mut s, 2, 1, "db", UnprotectedReason::StoreFailed);
+    unprotected(&mut s, 1, 1, "web", UnprotectedReason::Unknown(42));
+    let a = alerts(&drain(&mut s));
+    assert_eq!(a.len(), 2, "{a:?}");
+    assert!(a[1].to_string().contains("(unknown 42"), "{}", a[1]);
+    // A blade that is neither the owner nor its partner, an unknown owner: ignored.
+    let mut s3 = Shelf::new({
+        let mut c = config(false);
+        for (slot, addr, partner) in [(3, 0x86, 4), (4, 0x88, 3)] {
+            c.blades
+                .push(BladeConfig {
+                    slot,
+                    ipmb_address: addr,
+                    partner,
+                    hot_swap_sensor: None,
+                })
+                .unwrap();
+        }
+        c
+    })
+    .unwrap();
+    unprotected(&mut s3, 3, 1, "db", UnprotectedReason::DiskPath);
+    unprotected(&mut s3, 3, 12, "db", UnprotectedReason::DiskPath);
+    assert!(drain(&mut s3).is_empty());
+    assert_eq!(s3.counters().agent_ignored, 2);
+    assert_eq!(s3.counters().unprotected_reports, 2);
+    // The owner's agent registering again re-arms its guests.
+    s.on_agent(10, 1, AgentInput::Hello);
+    unprotected(&mut s, 1, 1, "db", UnprotectedReason::DiskPath);
+    assert_eq!(alerts(&drain(&mut s)).len(), 1);
+}
+
+#[test]
+fn test_guest_unprotected_table_full_forgets_the_oldest() {
+    let mut s = shelf();
+    let n = crate::capacity::MAX_UNPROTECTED;
+    for i in 0..=n {
+        unprotected(&mut s, 1, 1, &format!("g{i}"), UnprotectedReason::BadXml);
+    }
+    let a = alerts(&drain(&mut s));
+    // Every report alerted, plus one TableFull.
+    assert_eq!(a.len(), n + 2, "{a:?}");
+    assert_eq!(
+        a.iter()
+            .filter(|a| matches!(
+                a,
+                Alert::TableFull {
+                    table: Table::Unprotected
+                }
+            ))
+            .count(),
+        1
+    );
+    assert_eq!(s.counters().unprotected_evictions, 1);
+    // g0 was forgotten: alerted again; g1 still known.
+    unprotected(&mut s, 1, 1, "g1", UnprotectedReason::BadXml);
+    assert!(alerts(&drain(&mut s)).is_empty());
+    unprotected(&mut s, 1, 1, "g0", UnprotectedReason::BadXml);
+    assert_eq!(alerts(&drain(&mut s)).len(), 1);
 }
 
 #[test]
@@ -1287,8 +1799,12 @@ fn test_fence_request_retried() {
 }
 
 /// Deterministic pseudo-random inputs; after every input, every failover
-/// order must name a blade whose fence is confirmed by M1/M0 or by its own
-/// agent's self-fence confirmation in a `hypervisor` incident.
+/// order must name a blade whose fence is confirmed by its own agent's
+/// self-fence confirmation, or by a hot-swap M1/M0 observed after the
+/// incident's fence began: a hot-swap event of a later input than the one
+/// that opened the incident, or the answer to a Get Sensor Reading sent no
+/// earlier than that input. In both cases the reading's time is at or after
+/// the fence's start.
 #[test]
 fn test_safety_no_failover_without_confirmed_fence() {
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
@@ -1302,17 +1818,25 @@ fn test_safety_no_failover_without_confirmed_fence() {
     let mut now = 0u64;
     let mut failovers = 0;
     let mut self_fenced = 0;
-    let mut outstanding: std::vec::Vec<(u8, u8, u8, u8)> = std::vec::Vec::new();
-    for _ in 0..200_000 {
+    let mut by_event = 0;
+    let mut by_poll = 0;
+    // (dest, netFn, cmd, rqSeq, input that sent it, time it was sent).
+    let mut outstanding: std::vec::Vec<(u8, u8, u8, u8, usize, u64)> = std::vec::Vec::new();
+    // Per slot: (decision, input that opened it, time) of the open incident.
+    let mut began: [Option<(u32, usize, u64)>; 3] = [None; 3];
+    for step in 0..200_000usize {
         now += rnd(40);
         let gen = if rnd(2) == 0 { A } else { B };
         let slot = if gen == A { 1 } else { 2 };
         let mut self_fence_fed = None;
+        let mut event_of = None;
+        let mut answered = None;
         match rnd(12) {
             0 => {
                 let cur = rnd(8) as u8;
                 let prev = rnd(9) as u8;
                 let prev = if prev == 8 { None } else { Some(prev) };
+                event_of = Some(slot);
                 s.on_platform_event(now, rnd(64) as u8, &hs(gen, cur, prev));
             }
             1 => {
@@ -1335,7 +1859,7 @@ fn test_safety_no_failover_without_confirmed_fence() {
                 } else {
                     (rnd(40) as u32, rnd(40) as u32)
                 };
-                let input = match rnd(8) {
+                let input = match rnd(11) {
                     0 => AgentInput::Hello,
                     1 => AgentInput::Heartbeat {
                         hypervisor_ok: rnd(2) == 0,
@@ -1351,6 +1875,22 @@ fn test_safety_no_failover_without_confirmed_fence() {
                         name: name("g"),
                         incident: quoted,
                     },
+                    7 => AgentInput::GuestOutcome {
+                        failed_slot: 3 - slot,
+                        name: name(["g", "h"][rnd(2) as usize]),
+                        started: rnd(2) == 0,
+                    },
+                    8 => AgentInput::OrderUndelivered {
+                        kind: OrderKind::RestartPartnerGuests,
+                        incident: Some(quoted),
+                        reason: Undelivered::Unacknowledged,
+                    },
+                    9 => AgentInput::GuestUnprotected {
+                        owner_slot: rnd(4) as u8,
+                        reason: UnprotectedReason::DiskPath,
+                        name: ReportText::try_from("g").unwrap(),
+                        text: ReportText::new(),
+                    },
                     _ => AgentInput::AllReported {
                         failed_slot: 3 - slot,
                         incident: partner_quoted,
@@ -1363,7 +1903,8 @@ fn test_safety_no_failover_without_confirmed_fence() {
                 if let Some(i) =
                     (!outstanding.is_empty()).then(|| rnd(outstanding.len() as u64) as usize)
                 {
-                    let (dest, net_fn, code, seq) = outstanding.swap_remove(i);
+                    let (dest, net_fn, code, seq, sent_in, sent_at) = outstanding.swap_remove(i);
+                    answered = Some((sent_in, sent_at));
                     let state = 1u8 << rnd(8);
                     s.on_ipmb_response(
                         now,
@@ -1379,6 +1920,12 @@ fn test_safety_no_failover_without_confirmed_fence() {
         }
         for o in drain(&mut s) {
             match o {
+                Output::Decision(d) => {
+                    let b = s.blade(d.slot).unwrap();
+                    if b.incident.is_some_and(|i| i.id == d.incident) {
+                        began[usize::from(d.slot)] = Some((d.incident, step, now));
+                    }
+                }
                 Output::Ipmb {
                     dest,
                     net_fn,
@@ -1386,7 +1933,7 @@ fn test_safety_no_failover_without_confirmed_fence() {
                     rq_seq,
                     ..
                 } => {
-                    outstanding.push((dest, net_fn, cmd, rq_seq));
+                    outstanding.push((dest, net_fn, cmd, rq_seq, step, now));
                     if outstanding.len() > 64 {
                         outstanding.remove(0);
                     }
@@ -1396,6 +1943,7 @@ fn test_safety_no_failover_without_confirmed_fence() {
                         Order::RestartPartnerGuests {
                             failed_slot,
                             subset: None,
+                            fence,
                             ..
                         },
                     ..
@@ -1404,14 +1952,40 @@ fn test_safety_no_failover_without_confirmed_fence() {
                     let b = s.blade(failed_slot).unwrap();
                     let inc = b.incident.expect("failover without an incident");
                     assert!(inc.confirmed);
-                    let by_hot_swap = matches!(b.m_state, Some(MState::M1 | MState::M0));
-                    let by_agent = inc.self_fence && self_fence_fed == Some(failed_slot);
-                    assert!(
-                        by_hot_swap || by_agent,
-                        "failover for slot {failed_slot} without confirmation: {b:?}"
-                    );
-                    if by_agent && !by_hot_swap {
-                        self_fenced += 1;
+                    assert_eq!(inc.proof, Some(fence));
+                    let (id, began_in, began_at) = began[usize::from(failed_slot)]
+                        .expect("failover of an incident never opened");
+                    assert_eq!(id, inc.id, "failover of another incident");
+                    match fence {
+                        Confirmation::SelfFenced => {
+                            assert!(
+                                inc.self_fence && self_fence_fed == Some(failed_slot),
+                                "self-fence proof without its confirmation: {b:?}"
+                            );
+                            self_fenced += 1;
+                        }
+                        Confirmation::HotSwapM1 | Confirmation::HotSwapM0 => {
+                            assert!(matches!(b.m_state, Some(MState::M1 | MState::M0)));
+                            if event_of == Some(failed_slot) {
+                                assert!(
+                                    step > began_in && now >= began_at,
+                                    "step {step}: slot {failed_slot} confirmed by the hot-swap event that opened decision #{id} (input {began_in}): {b:?}"
+                                );
+                                by_event += 1;
+                            } else {
+                                let (sent_in, sent_at) = answered.unwrap_or_else(|| {
+                                    panic!("step {step}: slot {failed_slot} confirmed by M1/M0 without a reading in this input (a cached state): {b:?}")
+                                });
+                                assert!(
+                                    sent_in >= began_in && sent_at >= began_at,
+                                    "step {step}: slot {failed_slot} confirmed by a reading requested at {sent_at} ms (input {sent_in}), before decision #{id} began at {began_at} ms (input {began_in})"
+                                );
+                                by_poll += 1;
+                            }
+                        }
+                        Confirmation::GuestDestroyed => {
+                            panic!("whole-blade failover with a guest proof")
+                        }
                     }
                 }
                 _ => {}
@@ -1423,8 +1997,8 @@ fn test_safety_no_failover_without_confirmed_fence() {
         "the walk must reach failovers ({failovers})"
     );
     assert!(
-        self_fenced > 0,
-        "the walk must reach agent-confirmed fences"
+        self_fenced > 0 && by_event > 0 && by_poll > 0,
+        "the walk must reach every kind of proof: {self_fenced} self-fenced, {by_event} by event, {by_poll} by poll"
     );
     assert_eq!(s.counters().unsafe_failover_refused, 0);
 }
