@@ -10,6 +10,12 @@
 //! must be answered, every critical event must produce a Set FRU Activation
 //! request, and the allocation count must not move. No logger is installed,
 //! so log lines (which do allocate when enabled) are outside this count.
+//!
+//! The agent link is scripted ([`Partner`]): each failover order is answered
+//! with guest outcomes (one guest not started), an unprotected-guest report,
+//! an undelivered-order report and, every other time, the final report; the
+//! report deadline is 1 ms, so both the named alert and the overdue alert run
+//! in the measured rounds.
 #![allow(unsafe_code)] // a global allocator is an `unsafe impl`
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -18,8 +24,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::os::fd::BorrowedFd;
+
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use shmc_plugin::host::agent::NoAgents;
+use shmc_plugin::engine::{AgentInput, GuestName, Order, OrderKind, ReportText, Undelivered};
+use shmc_plugin::host::agent::AgentLink;
 use shmc_plugin::host::stop::StopSignals;
 use shmc_plugin::wire::cmd;
 use shmc_plugin::wire::framer::{Feed, StreamFramer};
@@ -67,6 +76,82 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 const BLADES: [u8; 4] = [0x82, 0x84, 0x86, 0x88];
+
+/// Failover orders the scripted partner received.
+static FAILOVER_ORDERS: AtomicU64 = AtomicU64::new(0);
+/// Agent inputs it delivered to the core.
+static AGENT_INPUTS: AtomicU64 = AtomicU64::new(0);
+
+/// A scripted agent link: answers each whole-blade failover order like a
+/// partner that could not start one guest. Fixed buffers only.
+#[derive(Default)]
+struct Partner {
+    queue: heapless::Deque<(u8, AgentInput), 32>,
+    orders: u64,
+}
+
+impl AgentLink for Partner {
+    fn send_order(&mut self, _now_ms: u64, slot: u8, order: &Order) {
+        let Order::RestartPartnerGuests {
+            failed_slot,
+            incident,
+            subset: None,
+            ..
+        } = order
+        else {
+            return;
+        };
+        self.orders += 1;
+        FAILOVER_ORDERS.fetch_add(1, Ordering::SeqCst);
+        let (failed_slot, incident) = (*failed_slot, *incident);
+        let name = |n: &str| GuestName::try_from(n).unwrap();
+        let mut inputs = [
+            Some(AgentInput::GuestOutcome {
+                failed_slot,
+                name: name("web"),
+                started: true,
+            }),
+            Some(AgentInput::GuestOutcome {
+                failed_slot,
+                name: name("db"),
+                started: false,
+            }),
+            Some(AgentInput::GuestUnprotected {
+                owner_slot: failed_slot,
+                reason: shelfha_proto::UnprotectedReason::DiskPath,
+                name: ReportText::try_from("db").unwrap(),
+                text: ReportText::try_from("/srv/local/db.img").unwrap(),
+            }),
+            Some(AgentInput::OrderUndelivered {
+                kind: OrderKind::FenceSelf,
+                incident: Some(incident),
+                reason: Undelivered::Unacknowledged,
+            }),
+            self.orders
+                .is_multiple_of(2)
+                .then_some(AgentInput::AllReported {
+                    failed_slot,
+                    incident,
+                }),
+        ];
+        for input in inputs.iter_mut().filter_map(Option::take) {
+            let _ = self.queue.push_back((slot, input));
+        }
+    }
+
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    fn receive(&mut self, _now_ms: u64, sink: &mut dyn FnMut(u8, AgentInput)) {
+        while let Some((slot, input)) = self.queue.pop_front() {
+            AGENT_INPUTS.fetch_add(1, Ordering::SeqCst);
+            sink(slot, input);
+        }
+    }
+
+    fn tick(&mut self, _now_ms: u64) {}
+}
 
 /// Replies seen on the master side.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +302,7 @@ fn steady_state_event_path_allocates_nothing() {
     let slave_path = nix::unistd::ttyname(pty.slave.as_fd()).unwrap();
     let mut text = format!(
         "[shelf]\nown_address = 0x20\nipmb_device = {:?}\nipmb_mode = \"stream\"\n\
-         [timing]\nprobe_timeout_ms = 3600000\n",
+         [timing]\nprobe_timeout_ms = 3600000\nfailover_report_timeout_ms = 1\n",
         slave_path.to_str().unwrap()
     );
     for (i, a) in BLADES.iter().enumerate() {
@@ -238,7 +323,7 @@ fn steady_state_event_path_allocates_nothing() {
         COUNTED.with(|c| c.set(true));
         // One allocation of our own proves the counter sees this thread.
         drop(std::hint::black_box(Vec::<u8>::with_capacity(16)));
-        shmc_plugin::host::run::run(&cfg, &mut NoAgents::default(), &StopSignals::none())
+        shmc_plugin::host::run::run(&cfg, &mut Partner::default(), &StopSignals::none())
     });
     let _slave = pty.slave;
     std::thread::sleep(Duration::from_millis(200));
@@ -269,6 +354,8 @@ fn steady_state_event_path_allocates_nothing() {
 
     let before_allocs = ALLOCATIONS.load(Ordering::SeqCst);
     let before = ipmb.seen;
+    let before_failovers = FAILOVER_ORDERS.load(Ordering::SeqCst);
+    let before_inputs = AGENT_INPUTS.load(Ordering::SeqCst);
     let mut measured_critical = 0;
     for _ in 0..5 {
         measured_critical += round(&mut ipmb, &mut seq, &mut answered);
@@ -290,6 +377,12 @@ fn steady_state_event_path_allocates_nothing() {
         "{measured_critical} critical events, {:?} -> {:?}",
         before,
         seen
+    );
+    let failovers = FAILOVER_ORDERS.load(Ordering::SeqCst) - before_failovers;
+    let inputs = AGENT_INPUTS.load(Ordering::SeqCst) - before_inputs;
+    assert!(
+        failovers >= measured_critical && inputs >= 4 * failovers,
+        "{failovers} failover orders, {inputs} agent inputs for {measured_critical} critical events"
     );
     assert_eq!(allocs, 0, "heap allocations in the steady-state event path");
 

@@ -49,7 +49,7 @@ use super::agent::AgentLink;
 use super::stop::{OpenWork, Stop, StopSignals};
 use crate::config::file::HostConfig;
 use crate::config::source::{Polling, RmcpSource};
-use crate::engine::{EventOutcome, Output, Shelf};
+use crate::engine::{unprotected_reason_str, Alert, EventOutcome, Output, Shelf};
 use crate::event::PlatformEvent;
 use crate::wire::cmd;
 use crate::wire::ipmb::Repr;
@@ -769,6 +769,51 @@ fn event_json(ev: &PlatformEvent) -> serde_json::Value {
     })
 }
 
+/// The decision-stream line of an alert: its text, its stable snake_case
+/// `kind`, the blade and decision it is about when it has them, and the
+/// guests it names.
+pub fn alert_line(t_ms: u64, a: &Alert) -> serde_json::Value {
+    let mut v = serde_json::json!({"t_ms": t_ms, "alert": a.to_string(), "kind": a.kind()});
+    if let Some(slot) = a.slot() {
+        v["slot"] = slot.into();
+    }
+    if let Some(id) = a.incident() {
+        v["incident"] = id.into();
+    }
+    match a {
+        Alert::GuestsNotRestarted {
+            not_started,
+            started,
+            reported,
+            ..
+        } => {
+            let names: Vec<&str> = not_started.names.iter().map(|n| n.as_str()).collect();
+            v["not_started"] = names.into();
+            v["not_started_unnamed"] = not_started.more.into();
+            v["started"] = (*started).into();
+            v["reported"] = (*reported).into();
+        }
+        Alert::OrderUndelivered { kind, reason, .. } => {
+            v["order"] = kind.as_str().into();
+            v["reason"] = reason.as_str().into();
+        }
+        Alert::GuestUnprotected {
+            reporter,
+            reason,
+            name,
+            text,
+            ..
+        } => {
+            v["guest"] = name.as_str().into();
+            v["reason"] = unprotected_reason_str(*reason).into();
+            v["detail"] = text.as_str().into();
+            v["reporter"] = (*reporter).into();
+        }
+        _ => {}
+    }
+    v
+}
+
 fn outcome_str(o: &EventOutcome) -> String {
     match o {
         EventOutcome::Duplicate => "duplicate".into(),
@@ -1013,9 +1058,7 @@ pub fn run_source<S: IpmiSession>(
                         },
                     }))?;
                 }
-                Output::Alert(a) => {
-                    json.line(serde_json::json!({"t_ms": now, "alert": a.to_string()}))?;
-                }
+                Output::Alert(a) => json.line(alert_line(now, &a))?,
             }
         }
 
@@ -1098,6 +1141,78 @@ pub fn run(
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn test_alert_lines_name_their_kind() {
+        use crate::engine::{GuestList, GuestName, OrderKind, ReportText, Undelivered};
+        let mut not_started = GuestList::new();
+        not_started.add(&GuestName::try_from("db").unwrap());
+        not_started.more = 2;
+        let a = Alert::GuestsNotRestarted {
+            slot: 1,
+            incident: 7,
+            not_started,
+            started: 3,
+            reported: false,
+        };
+        let v = alert_line(40, &a);
+        assert_eq!(v["kind"], "guests_not_restarted");
+        assert_eq!(v["alert"], a.to_string());
+        assert_eq!(
+            (&v["t_ms"], &v["slot"], &v["incident"]),
+            (&40.into(), &1.into(), &7.into())
+        );
+        assert_eq!(v["not_started"], serde_json::json!(["db"]));
+        assert_eq!(v["not_started_unnamed"], 2);
+        assert_eq!((&v["started"], &v["reported"]), (&3.into(), &false.into()));
+        let v = alert_line(
+            1,
+            &Alert::OrderUndelivered {
+                slot: 2,
+                incident: None,
+                kind: OrderKind::Evacuate,
+                reason: Undelivered::Rejected,
+            },
+        );
+        assert_eq!(
+            (&v["kind"], &v["order"], &v["reason"]),
+            (
+                &"order_undelivered".into(),
+                &"evacuate".into(),
+                &"rejected".into()
+            )
+        );
+        assert!(v.get("incident").is_none());
+        let v = alert_line(
+            1,
+            &Alert::GuestUnprotected {
+                owner_slot: 3,
+                reporter: 4,
+                reason: shelfha_proto::UnprotectedReason::HostDevice,
+                name: ReportText::try_from("gpu-vm").unwrap(),
+                text: ReportText::new(),
+            },
+        );
+        assert_eq!(
+            (
+                &v["kind"],
+                &v["slot"],
+                &v["guest"],
+                &v["reason"],
+                &v["reporter"]
+            ),
+            (
+                &"guest_unprotected".into(),
+                &3.into(),
+                &"gpu-vm".into(),
+                &"host_device".into(),
+                &4.into()
+            )
+        );
+        let v = alert_line(1, &Alert::UnknownGenerator { address: 0xC2 });
+        assert_eq!(v["kind"], "unknown_generator");
+        assert!(v.get("slot").is_none());
+    }
 
     /// A SEL behind a fake session: records in log order, erase timestamp.
     struct FakeSel {
