@@ -673,7 +673,7 @@ fn step_until(
                         actions.join(", ")
                     ));
                 }
-                Output::Alert(a) => say(&format!("ALERT: {a}")),
+                Output::Alert(a) => say(&format!("ALERT {}: {a}", a.kind())),
                 Output::Order { slot, order } => {
                     let Some(idx) = blades.iter().position(|b| b.slot == slot) else {
                         continue;
