@@ -2,7 +2,8 @@
 //! stopped by `tests/support/libvirt-blades.sh` (root; the packages `tests/ci.sh install`
 //! installs): partner restart from stored definitions (with virtlockd refusing a start while
 //! the original still runs), FenceSelf with libvirt answering and with libvirtd stopped
-//! (QEMU killed directly), a crash seen through lifecycle events and reported over UDP,
+//! (QEMU killed directly), FenceSelf of an agent restarted while libvirtd is dead (the stored
+//! protected set, pid files and the process table), a crash seen through lifecycle events and reported over UDP,
 //! RestartGuest, and HypervisorDown/Up when libvirtd dies and comes back.
 
 use std::path::{Path, PathBuf};
@@ -27,13 +28,17 @@ mod support;
 use support::{agent, sh_ok, Blades, SERIAL};
 
 fn config(slot: u8, partner: u8, uri: &str, run_dir: &Path, state: &Path) -> Config {
+    // The shared disks (`shared-disk`) lie under the blades' base: the policy must allow it.
+    let base = state.parent().expect("state dir under the blades' base");
     let text = format!(
         "slot = {slot}\nshmc = \"127.0.0.1:7300\"\nlisten = \"127.0.0.1:0\"\nlibvirt_uri = \"{uri}\"\n\
          state_dir = \"{}\"\nqemu_run_dir = \"{}\"\nstart_workers = 1\nfence_timeout_ms = 500\n\
          [partner]\nslot = {partner}\naddress = \"127.0.0.1:7301\"\n\
+         [guests]\nallowed_storage_paths = [\"{}\"]\n\
          [guests.priority]\ng1 = 10\ng2 = 5\n",
         state.display(),
-        run_dir.display()
+        run_dir.display(),
+        base.join("disks").display()
     );
     Config::parse(&text, Path::new("real.toml")).unwrap()
 }
@@ -193,6 +198,54 @@ fn test_fence_self_kills_qemu_when_libvirtd_does_not_answer() {
                 .iter()
                 .all(|g| hv.state(g).is_ok_and(|s| !s.is_active()))
         },
+    );
+}
+
+/// The agent restarts while libvirtd is dead and its guests' QEMUs keep running: it must not
+/// confirm a fence with a QEMU alive. It knows its guests from the protected set stored at the
+/// last listing, finds g1's QEMU by its pid file and g2's (pid file gone) in the process table,
+/// kills both and sees them gone. Blade B runs a guest of the same name, which is not A's.
+#[test]
+fn test_fence_self_after_an_agent_restart_with_libvirtd_dead() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let blades = Blades::start("fencerestart");
+    let state = PathBuf::from(&blades.base).join("state-a");
+    let cfg = config(1, 2, &blades.a, &blades.run_dir("a"), &state);
+    {
+        let (hv, agent) = agent(cfg.clone());
+        for g in ["g1", "g2"] {
+            hv.define(&blades.guest_xml(g, None)).unwrap();
+            hv.start(g).unwrap();
+        }
+        agent.local_definitions().unwrap(); // the periodic listing stores the protected set
+    }
+    let hv_b = LibvirtHypervisor::open(&blades.b, blades.run_dir("b")).unwrap();
+    hv_b.define(&blades.guest_xml("g1", None)).unwrap();
+    hv_b.start("g1").unwrap();
+    let other = blades.qemu_pid("b", "g1");
+    let pids = [blades.qemu_pid("a", "g1"), blades.qemu_pid("a", "g2")];
+    sh_ok(&["kill-libvirtd", &blades.base, "a"]);
+    std::fs::remove_file(blades.run_dir("a").join("g2.pid")).unwrap();
+    assert!(
+        pids.iter().all(|&p| is_running(p)),
+        "QEMU outlives libvirtd"
+    );
+
+    let (_hv, agent) = agent(cfg);
+    let t0 = Instant::now();
+    let OrderResult::Fenced(r) = execute(&agent, &Order::FenceSelf { incident: 1 }) else {
+        panic!()
+    };
+    let alive: Vec<i32> = pids.iter().copied().filter(|&p| is_running(p)).collect();
+    assert!(
+        alive.is_empty(),
+        "QEMU {alive:?} still runs after FenceSelf answered {r:?}"
+    );
+    assert_eq!((r.killed, r.failed), (2, 0), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert!(
+        is_running(other),
+        "blade B's guest of the same name was killed"
     );
 }
 

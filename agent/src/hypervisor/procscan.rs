@@ -40,8 +40,8 @@ pub fn guest_of(cmdline: &[u8]) -> Option<String> {
         let opts = String::from_utf8_lossy(args.next()?).into_owned();
         for (i, item) in split_opts(&opts).into_iter().enumerate() {
             match item.split_once('=') {
-                Some(("guest", v)) => return Some(v.to_owned()),
-                None if i == 0 => return Some(item),
+                Some(("guest", v)) => return Some(v.to_owned()).filter(|v| !v.is_empty()),
+                None if i == 0 => return Some(item).filter(|v| !v.is_empty()),
                 _ => {}
             }
         }
@@ -101,7 +101,7 @@ pub fn scan(proc_root: &Path, run_dir: &Path) -> Result<Vec<QemuProcess>, String
             continue;
         };
         let dir = entry.path();
-        let cmdline = match std::fs::read(dir.join("cmdline")) {
+        let cmdline = match read_cmdline(&dir) {
             Ok(c) => c,
             Err(e) if gone(&e) => continue,
             Err(e) => return Err(fail(&dir.join("cmdline"), e)),
@@ -129,6 +129,39 @@ pub fn scan(proc_root: &Path, run_dir: &Path) -> Result<Vec<QemuProcess>, String
     }
     found.sort_by_key(|p| p.pid);
     Ok(found)
+}
+
+/// A process's command line. It reads empty for kernel threads, zombies, and for a moment
+/// while a process executes a new program (libvirt's child becoming QEMU): an empty one is
+/// read again a few times before the process is passed over.
+fn read_cmdline(dir: &Path) -> std::io::Result<Vec<u8>> {
+    const TRIES: u32 = 5;
+    let mut tries = 0;
+    loop {
+        let c = std::fs::read(dir.join("cmdline"))?;
+        tries += 1;
+        if !c.is_empty() || tries >= TRIES || kernel_thread(dir) {
+            return Ok(c);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Whether `/proc/<pid>` is a kernel thread (PF_KTHREAD in its `stat` flags) or a zombie.
+fn kernel_thread(dir: &Path) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read_to_string(dir.join("stat")).is_ok_and(|stat| {
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // After the comm: state (0), ..., flags (6).
+        matches!(fields.first(), Some(&"Z" | &"X"))
+            || fields
+                .get(6)
+                .and_then(|f| f.parse::<u64>().ok())
+                .is_some_and(|f| f & PF_KTHREAD != 0)
+    })
 }
 
 /// Whether the process at `/proc/<pid>` (`dir`) is this blade's (see the module comment).
@@ -209,7 +242,7 @@ mod test {
                 pid,
                 guest: "scan,probe".into()
             }),
-            "{procs:?}"
+            "found right after its exec: {procs:?}"
         );
         // Exited but not reaped: a zombie runs no guest.
         stdin.write_all(b"exit 0\n").unwrap();

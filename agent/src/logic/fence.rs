@@ -1,14 +1,22 @@
 //! Killing a QEMU process directly: the first step of every fence of a guest whose QEMU pid
 //! is known (libvirt's own destroy sends SIGTERM and looks again only 200 ms later, which
 //! would be most of a failover's fence time), and the way out when libvirt does not answer.
+//!
+//! Without libvirt, a guest is accounted for by [`stop_processes`] from two readings: its pid
+//! file and a scan of the process table ([`Hypervisor::qemu_processes`]). Every QEMU of the
+//! guest either finds is SIGKILLed and must be seen gone. A guest is proven stopped only by a
+//! positive reading: its QEMU seen gone after SIGKILL, or a complete scan that shows no QEMU
+//! of that name. A missing pid file proves nothing; a guest with no pid found and no
+//! complete scan is [`Accounted::Remaining`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::hypervisor::{Hypervisor, HypervisorError};
+use crate::hypervisor::{Hypervisor, HypervisorError, QemuProcess};
 
 /// How often [`kill_and_wait`] looks whether the process is gone.
 const POLL: Duration = Duration::from_millis(10);
@@ -46,6 +54,91 @@ pub fn stop_now<H: Hypervisor + ?Sized>(
         return;
     }
     done(hv.destroy(name).map(|()| None));
+}
+
+/// How one guest was accounted for by a fence or a destroy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accounted {
+    /// libvirt destroyed it (its destroy call succeeded).
+    Destroyed,
+    /// Its QEMU was SIGKILLed by the agent and seen gone.
+    Killed,
+    /// A positive reading that it does not run: libvirt lists it inactive or has no such
+    /// domain, or a complete process-table scan shows no QEMU of that name.
+    NotRunning,
+    /// Not proven stopped, with why: it counts as still running.
+    Remaining(String),
+}
+
+/// Accounts for guests `names` without libvirt: every QEMU of each found by its pid file or
+/// by `scan` (one reading of the process table) is SIGKILLed, and each must be seen gone
+/// within `timeout` (all are killed first, then waited for together).
+pub fn stop_processes<H: Hypervisor + ?Sized>(
+    hv: &H,
+    names: &BTreeSet<String>,
+    scan: &Result<Vec<QemuProcess>, String>,
+    timeout: Duration,
+) -> BTreeMap<String, Accounted> {
+    let mut targets: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
+    for name in names {
+        let pids = targets.entry(name).or_default();
+        pids.extend(hv.qemu_pid(name));
+        if let Ok(procs) = scan {
+            pids.extend(procs.iter().filter(|p| &p.guest == name).map(|p| p.pid));
+        }
+    }
+    let all: BTreeSet<i32> = targets.values().flatten().copied().collect();
+    let survivors = kill_all_and_wait(&all, timeout);
+    targets
+        .into_iter()
+        .map(|(name, pids)| {
+            let left: Vec<i32> = pids.intersection(&survivors).copied().collect();
+            let a = if !left.is_empty() {
+                Accounted::Remaining(format!("QEMU pid {left:?} still runs after SIGKILL"))
+            } else if !pids.is_empty() {
+                log::warn!("`{name}`: QEMU pid {pids:?} killed directly");
+                Accounted::Killed
+            } else {
+                match scan {
+                    Ok(_) => Accounted::NotRunning,
+                    Err(e) => Accounted::Remaining(format!(
+                        "no QEMU pid file, and the process table could not be read ({e})"
+                    )),
+                }
+            };
+            (name.to_owned(), a)
+        })
+        .collect()
+}
+
+/// Sends SIGKILL to every pid, then waits up to `timeout` until none runs. Returns the ones
+/// still running (pid 0 and 1 are never killed and count as running).
+pub fn kill_all_and_wait(pids: &BTreeSet<i32>, timeout: Duration) -> BTreeSet<i32> {
+    let mut left = BTreeSet::new();
+    for &pid in pids {
+        if pid <= 1 {
+            left.insert(pid);
+            continue;
+        }
+        match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+            Ok(()) => {
+                left.insert(pid);
+            }
+            Err(Errno::ESRCH) => {}
+            Err(e) => {
+                log::error!("kill -9 {pid}: {e}");
+                left.insert(pid);
+            }
+        }
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        left.retain(|&p| p <= 1 || is_running(p));
+        if left.iter().all(|&p| p <= 1) || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 /// Sends SIGKILL to `pid` and waits up to `timeout` until it no longer runs.
@@ -94,5 +187,17 @@ mod test {
             !kill_and_wait(1, Duration::from_millis(1)),
             "pid 1 is never killed"
         );
+    }
+
+    #[test]
+    fn test_kill_all_reports_survivors() {
+        let mut a = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = a.id() as i32;
+        let left = kill_all_and_wait(&[1, pid].into(), Duration::from_secs(5));
+        assert_eq!(left, [1].into(), "pid 1 survives, the child is gone");
+        a.wait().unwrap();
     }
 }

@@ -20,18 +20,21 @@ pub mod fence;
 pub mod standby;
 pub mod sync;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-use crate::hypervisor::{GuestInfo, GuestState, Hypervisor, HypervisorError};
+use crate::config::{Config, Protection};
+use crate::hypervisor::{GuestInfo, GuestState, Hypervisor, HypervisorError, QemuProcess};
 use crate::order::{FenceReport, GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 use crate::store::definitions::{DefinitionError, GuestDef, PartnerStore};
 use crate::store::journal::{Begin, Journal, JournalError, TakenOver};
+use crate::store::protected::ProtectedSet;
+use fence::Accounted;
 
-/// How long a directly killed QEMU gets to disappear before the fence counts it failed.
+/// How long a directly killed QEMU gets to disappear before the fence counts it failed; also
+/// the bound of one process-table scan.
 const KILL_WAIT: Duration = Duration::from_secs(2);
 /// Poll interval while waiting for a graceful shutdown.
 const SHUTDOWN_POLL: Duration = Duration::from_millis(100);
@@ -78,6 +81,99 @@ pub enum AgentError {
     },
 }
 
+/// The gate every define, start and resume passes: none begins once the blade is fenced (the
+/// flag is read under the same lock the fence sets it under), and the fence sees which are
+/// still inside libvirt. A call stays registered until libvirt returns, also past its
+/// deadline (a late start may still create a QEMU).
+#[derive(Debug, Default)]
+struct StartGate {
+    fenced: AtomicBool,
+    in_flight: Mutex<BTreeMap<String, usize>>,
+    cv: Condvar,
+}
+
+impl StartGate {
+    /// Runs `call` for guest `name` unless the blade is fenced (then `None`, nothing called).
+    fn call<T>(&self, name: &str, call: impl FnOnce() -> T) -> Option<T> {
+        {
+            let mut g = lock(&self.in_flight);
+            if self.fenced.load(Ordering::SeqCst) {
+                log::warn!("`{name}`: not started: this blade is fenced");
+                return None;
+            }
+            *g.entry(name.to_owned()).or_default() += 1;
+        }
+        let r = call();
+        let mut g = lock(&self.in_flight);
+        if let Some(n) = g.get_mut(name) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(name);
+            }
+        }
+        self.cv.notify_all();
+        Some(r)
+    }
+
+    /// Sets the fenced flag (with `fence`) and waits up to `wait` for the calls in flight to
+    /// return; returns the guests whose calls are still inside libvirt.
+    fn close(&self, fence: bool, wait: Duration) -> BTreeSet<String> {
+        let deadline = Instant::now() + wait;
+        let mut g = lock(&self.in_flight);
+        if fence {
+            self.fenced.store(true, Ordering::SeqCst);
+        }
+        while !g.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            g = match self.cv.wait_timeout(g, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        g.keys().cloned().collect()
+    }
+}
+
+/// Starts (or resumes the warm standby of) one partner guest, each libvirt call through the
+/// gate; run on its own thread, bounded by `start_timeout` by the caller.
+fn start_partner_guest<H: Hypervisor + ?Sized>(
+    hv: &H,
+    gate: &StartGate,
+    def: &GuestDef,
+    standby_listed: bool,
+) -> GuestResult {
+    let failed = |e: HypervisorError| GuestResult::Failed {
+        reason: e.to_string(),
+    };
+    match hv.state(&def.name) {
+        Ok(GuestState::Paused) if standby_listed => {
+            return match gate.call(&def.name, || hv.resume(&def.name)) {
+                None => GuestResult::Fenced,
+                Some(Ok(())) => GuestResult::Resumed,
+                Some(Err(e)) => GuestResult::Failed {
+                    reason: format!("resume of the warm standby: {e}"),
+                },
+            };
+        }
+        Ok(s) if s.is_active() => return GuestResult::AlreadyRunning,
+        Ok(_) | Err(HypervisorError::NoSuchGuest(_)) => {}
+        Err(e) => return failed(e),
+    }
+    match gate.call(&def.name, || hv.define(&def.xml)) {
+        None => return GuestResult::Fenced,
+        Some(Err(e)) => return failed(e),
+        Some(Ok(_)) => {}
+    }
+    match gate.call(&def.name, || hv.start(&def.name)) {
+        None => GuestResult::Fenced,
+        Some(Ok(())) => GuestResult::Started,
+        Some(Err(e)) => failed(e),
+    }
+}
+
 /// The agent core. Shared between threads (`Arc<Agent<H>>`).
 pub struct Agent<H: Hypervisor> {
     hv: Arc<H>,
@@ -85,10 +181,12 @@ pub struct Agent<H: Hypervisor> {
     journal: Mutex<Journal>,
     partner: Mutex<PartnerStore>,
     running: Mutex<HashSet<String>>,
-    fenced: AtomicBool,
+    /// The fenced flag and the starts inside libvirt right now.
+    gate: Arc<StartGate>,
     /// FenceSelf orders an earlier process accepted and did not finish (journal keys).
     inherited_fences: Mutex<HashSet<String>>,
-    protected: Mutex<Vec<String>>,
+    /// This blade's protected guests, as last listed (and stored: `protected.json`).
+    protected: Arc<Mutex<ProtectedSet>>,
     stopping: Mutex<HashSet<String>>,
     /// Warm-standby guests refused (unsafe disks), with the reason; logged once each.
     standby_refused: Mutex<BTreeMap<String, String>>,
@@ -129,15 +227,16 @@ impl<H: Hypervisor + 'static> Agent<H> {
             taken,
             journal.unfinished().len()
         );
+        let protected = ProtectedSet::open(&cfg.state_dir);
         Ok(Agent {
             hv,
             cfg,
             journal: Mutex::new(journal),
             partner: Mutex::new(partner),
             running: Mutex::new(HashSet::new()),
-            fenced: AtomicBool::new(false),
+            gate: Arc::new(StartGate::default()),
             inherited_fences: Mutex::new(inherited_fences),
-            protected: Mutex::new(Vec::new()),
+            protected: Arc::new(Mutex::new(protected)),
             stopping: Mutex::new(HashSet::new()),
             standby_refused: Mutex::new(BTreeMap::new()),
         })
@@ -155,7 +254,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     /// Whether this blade has fenced itself (it then starts nothing and reports no crashes).
     pub fn is_fenced(&self) -> bool {
-        self.fenced.load(Ordering::SeqCst)
+        self.gate.fenced.load(Ordering::SeqCst)
     }
 
     /// Orders accepted before an agent restart and not finished; the caller executes them again.
@@ -325,6 +424,132 @@ impl<H: Hypervisor + 'static> Agent<H> {
             .collect()
     }
 
+    /// Runs one hypervisor call on its own thread and waits for it up to `timeout`; past it
+    /// the call is left blocked on its thread and `Unavailable` is returned.
+    fn bounded<T: Send + 'static>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        call: impl FnOnce(&H) -> Result<T, HypervisorError> + Send + 'static,
+    ) -> Result<T, HypervisorError> {
+        let (tx, rx) = mpsc::channel();
+        let hv = Arc::clone(&self.hv);
+        std::thread::Builder::new()
+            .name("libvirt-call".into())
+            .spawn(move || {
+                let _ = tx.send(call(&*hv));
+            })
+            .map_err(|e| HypervisorError::Unavailable(format!("{what}: no thread: {e}")))?;
+        rx.recv_timeout(timeout).unwrap_or_else(|_| {
+            Err(HypervisorError::Unavailable(format!(
+                "{what}: no answer from libvirt within {} ms",
+                timeout.as_millis()
+            )))
+        })
+    }
+
+    /// Lists the guests within `timeout` and refreshes the protected set from the listing.
+    fn list_bounded(
+        &self,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<Vec<GuestInfo>, HypervisorError> {
+        let at = Instant::now();
+        let all = self.bounded(what, timeout, |hv| hv.list_guests())?;
+        self.note_listing(&all, at);
+        Ok(all)
+    }
+
+    /// A listing that began at `at` found `all`: the protected set is replaced (and stored).
+    fn note_listing(&self, all: &[GuestInfo], at: Instant) {
+        let names: Vec<String> = self
+            .protected_of(all)
+            .iter()
+            .map(|g| g.name.clone())
+            .collect();
+        lock(&self.protected).listed(names, at);
+    }
+
+    /// One reading of this blade's QEMU processes, bounded by [`KILL_WAIT`] (a process stuck
+    /// in the kernel can block a reader of its command line).
+    fn scan_bounded(&self) -> Result<Vec<QemuProcess>, String> {
+        let (tx, rx) = mpsc::channel();
+        let hv = Arc::clone(&self.hv);
+        std::thread::Builder::new()
+            .name("qemu-scan".into())
+            .spawn(move || {
+                let _ = tx.send(hv.qemu_processes());
+            })
+            .map_err(|e| format!("no thread: {e}"))?;
+        rx.recv_timeout(KILL_WAIT).unwrap_or_else(|_| {
+            Err(format!(
+                "process table not read within {} ms",
+                KILL_WAIT.as_millis()
+            ))
+        })
+    }
+
+    /// Runs one guest's start `job` on its own thread and waits for it up to
+    /// `start_timeout`: past it the guest is reported [`GuestResult::TimedOut`] and the call is
+    /// left inside libvirt (still in flight for the fence). A start that completes later is
+    /// logged; the caller records nothing more.
+    fn start_bounded(
+        &self,
+        name: &str,
+        job: impl FnOnce(&H, &StartGate) -> GuestResult + Send + 'static,
+    ) -> GuestResult {
+        let timeout = self.cfg.start_timeout;
+        let (tx, rx) = mpsc::channel();
+        let (hv, gate, protected) = (
+            Arc::clone(&self.hv),
+            Arc::clone(&self.gate),
+            Arc::clone(&self.protected),
+        );
+        let n = name.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("guest-start".into())
+            .spawn(move || {
+                let r = job(&*hv, &gate);
+                lock(&protected).start_ended(&n);
+                if let Err(mpsc::SendError(r)) = tx.send(r) {
+                    if matches!(r, GuestResult::Started | GuestResult::Resumed) {
+                        log::error!(
+                            "`{n}`: libvirt's start returned after the {} ms deadline: the guest \
+                             runs here although it was reported failed (not recorded as taken over)",
+                            timeout.as_millis()
+                        );
+                    } else {
+                        log::warn!(
+                            "`{n}`: libvirt's start returned after the {} ms deadline: {r:?}",
+                            timeout.as_millis()
+                        );
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            lock(&self.protected).start_ended(name);
+            return GuestResult::Failed {
+                reason: format!("start of `{name}`: no thread: {e}"),
+            };
+        }
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(_) => {
+                log::error!(
+                    "`{name}`: libvirt did not complete the start within {} ms: reported failed; \
+                     the call is left to itself and the next guests start",
+                    timeout.as_millis()
+                );
+                GuestResult::TimedOut {
+                    reason: format!(
+                        "start of `{name}`: no answer from libvirt within {} ms",
+                        timeout.as_millis()
+                    ),
+                }
+            }
+        }
+    }
+
     // ----- warm standby -----
 
     /// Whether `name` is configured for warm standby.
@@ -421,8 +646,17 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 Err(e) => return Err(e.into()),
             }
             let t0 = Instant::now();
-            self.hv.define(&def.xml)?;
-            match self.hv.start_paused(&def.name) {
+            let Some(defined) = self.gate.call(&def.name, || self.hv.define(&def.xml)) else {
+                break;
+            };
+            defined?;
+            let Some(started) = self
+                .gate
+                .call(&def.name, || self.hv.start_paused(&def.name))
+            else {
+                break;
+            };
+            match started {
                 Ok(()) => {
                     log::info!(
                         "warm standby of partner guest `{}` ready (started paused in {} ms)",
@@ -443,15 +677,18 @@ impl<H: Hypervisor + 'static> Agent<H> {
     pub fn reports_crash_of(&self, name: &str) -> bool {
         !self.is_fenced()
             && !lock(&self.stopping).contains(name)
-            && lock(&self.protected).iter().any(|n| n == name)
+            && lock(&self.protected).contains(name)
     }
 
     // ----- definitions exchanged with the partner -----
 
     /// The definitions of this blade's protected guests (sent to the partner), sorted by name.
-    /// Also refreshes the cached list of protected guests used by FenceSelf when libvirt hangs.
+    /// Also refreshes the protected set (stored in the state directory) used by FenceSelf and
+    /// DestroyGuest when libvirt does not answer.
     pub fn local_definitions(&self) -> Result<Vec<GuestDef>, AgentError> {
+        let at = Instant::now();
         let all = self.hv.list_guests()?;
+        self.note_listing(&all, at);
         let mut defs: Vec<GuestDef> = self
             .protected_of(&all)
             .into_iter()
@@ -462,11 +699,6 @@ impl<H: Hypervisor + 'static> Agent<H> {
             })
             .collect();
         defs.sort_by(|a, b| a.name.cmp(&b.name));
-        *lock(&self.protected) = self
-            .protected_of(&all)
-            .iter()
-            .map(|g| g.name.clone())
-            .collect();
         Ok(defs)
     }
 
@@ -632,15 +864,16 @@ impl<H: Hypervisor + 'static> Agent<H> {
             }
         }
         let local: BTreeMap<String, GuestState> = self
-            .hv
-            .list_guests()?
+            .list_bounded("list", self.cfg.start_timeout)?
             .into_iter()
             .map(|g| (g.name, g.state))
             .collect();
         // Unknown free memory (some hosts and libvirt drivers cannot tell) must not block a
         // takeover: the guests are then started without the check, and libvirt refuses what
         // does not fit.
-        let mut budget = match self.hv.free_memory_kib() {
+        let mut budget = match self.bounded("free memory", self.cfg.start_timeout, |hv| {
+            hv.free_memory_kib()
+        }) {
             Ok(free) => free.saturating_sub(self.cfg.memory_reserve_kib),
             Err(e) => {
                 log::warn!(
@@ -699,6 +932,8 @@ impl<H: Hypervisor + 'static> Agent<H> {
             plan.len(),
             self.cfg.start_workers
         );
+        // Stored before libvirt is asked: a restarted agent fences what these starts create.
+        lock(&self.protected).starting(plan.iter().map(|d| d.name.as_str()));
         let queue = Mutex::new(plan.into_iter().collect::<VecDeque<GuestDef>>());
         let results = Mutex::new(Vec::new());
         let workers = self.cfg.start_workers.max(1);
@@ -708,7 +943,13 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     let Some(def) = lock(&queue).pop_front() else {
                         break;
                     };
-                    let result = self.define_and_start(&def);
+                    // A fence cancels the queued starts (the gate refuses the ones that race it).
+                    let result = if self.is_fenced() {
+                        lock(&self.protected).start_ended(&def.name);
+                        GuestResult::Fenced
+                    } else {
+                        self.define_and_start(&def)
+                    };
                     if matches!(result, GuestResult::Started | GuestResult::Resumed) {
                         let taken = TakenOver {
                             uuid: def.uuid().unwrap_or_default().to_owned(),
@@ -744,7 +985,8 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     /// Defines and starts one partner guest, unless it already runs here; resumes its warm
     /// standby instead when it has one (virtlockd refuses the resume while the original
-    /// still holds the disk lease).
+    /// still holds the disk lease). Bounded by `start_timeout`; nothing is asked of libvirt
+    /// once the blade is fenced.
     fn define_and_start(&self, def: &GuestDef) -> GuestResult {
         // The stored copy passed the policy when it was pushed; the configuration may be newer.
         if let Err(r) = crate::policy::check_definition(&self.cfg, &def.name, &def.xml) {
@@ -757,72 +999,54 @@ impl<H: Hypervisor + 'static> Agent<H> {
             };
         }
         lock(&self.stopping).remove(&def.name);
-        match self.hv.state(&def.name) {
-            Ok(GuestState::Paused) if self.warm_standby_listed(&def.name) => {
-                return match self.hv.resume(&def.name) {
-                    Ok(()) => GuestResult::Resumed,
-                    Err(e) => GuestResult::Failed {
-                        reason: format!("resume of the warm standby: {e}"),
-                    },
-                };
-            }
-            Ok(s) if s.is_active() => return GuestResult::AlreadyRunning,
-            Ok(_) | Err(HypervisorError::NoSuchGuest(_)) => {}
-            Err(e) => {
-                return GuestResult::Failed {
-                    reason: e.to_string(),
-                }
-            }
-        }
-        if let Err(e) = self.hv.define(&def.xml) {
-            return GuestResult::Failed {
-                reason: e.to_string(),
-            };
-        }
-        match self.hv.start(&def.name) {
-            Ok(()) => GuestResult::Started,
-            Err(e) => GuestResult::Failed {
-                reason: e.to_string(),
-            },
-        }
+        let standby = self.warm_standby_listed(&def.name);
+        let d = def.clone();
+        self.start_bounded(&def.name, move |hv, gate| {
+            start_partner_guest(hv, gate, &d, standby)
+        })
     }
 
     // ----- FenceSelf -----
 
-    /// Destroys every protected guest: through libvirt within `fence_timeout`, then by killing
-    /// QEMU directly for the ones libvirt did not confirm.
+    /// Destroys every protected guest and accounts for each one with a fresh reading:
+    /// 1. no start begins any more (with `fence_blade`), and the starts inside libvirt get
+    ///    `fence_timeout` to return; those still inside count as remaining (a pending call
+    ///    may create a QEMU after any reading);
+    /// 2. libvirt lists the guests within `fence_timeout` (the listing refreshes the stored
+    ///    protected set); each active protected guest is stopped at once ([`fence::stop_now`]);
+    /// 3. what libvirt did not confirm within the deadline, and every guest when libvirt does
+    ///    not list (the stored protected set, the configured list), is accounted for without
+    ///    libvirt ([`fence::stop_processes`]: pid file and process-table scan, SIGKILL, seen
+    ///    gone). When the protected set is not known either, every QEMU the scan finds is
+    ///    killed, and a failed scan leaves at least one guest remaining.
+    ///
     /// With `fence_blade`, this agent then refuses every start (see [`Agent::is_fenced`]).
     fn fence_self(&self, started: Instant, fence_blade: bool) -> FenceReport {
-        if fence_blade {
-            self.fenced.store(true, Ordering::SeqCst);
+        let in_flight = self.gate.close(fence_blade, self.cfg.fence_timeout);
+        if !in_flight.is_empty() {
+            log::error!(
+                "fence: starts of {in_flight:?} still inside libvirt after {} ms: counted remaining",
+                self.cfg.fence_timeout.as_millis()
+            );
         }
-        let deadline = started + self.cfg.fence_timeout;
-        let mut report = FenceReport::default();
-        let (list_tx, list_rx) = mpsc::channel();
-        let hv = Arc::clone(&self.hv);
-        // A hung libvirt leaves this thread blocked; it ends when libvirt answers or the process exits.
-        let _ = std::thread::Builder::new()
-            .name("fence-list".into())
-            .spawn(move || {
-                let _ = list_tx.send(hv.list_guests());
-            });
-        let listed = list_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        // Guests libvirt has not confirmed stopped, with whether libvirt knows them stopped.
-        let mut pending: Vec<String> = Vec::new();
-        match listed {
-            Ok(Ok(all)) => {
+        let deadline = Instant::now() + self.cfg.fence_timeout;
+        let mut done: BTreeMap<String, Accounted> = BTreeMap::new();
+        // Guests to account for without libvirt.
+        let mut pending: BTreeSet<String> = in_flight.clone();
+        // Why the guests of this blade cannot be known (libvirt silent, no stored set).
+        let mut unknown: Option<String> = None;
+        match self.list_bounded("fence: list", self.cfg.fence_timeout) {
+            Ok(all) => {
                 let protected: Vec<GuestInfo> =
                     self.protected_of(&all).into_iter().cloned().collect();
-                *lock(&self.protected) = protected.iter().map(|g| g.name.clone()).collect();
                 let (tx, rx) = mpsc::channel();
-                let mut asked = 0;
+                let mut asked = BTreeSet::new();
                 for g in protected {
                     if !g.state.is_active() {
-                        report.already_stopped += 1;
+                        done.insert(g.name.clone(), Accounted::NotRunning);
                         continue;
                     }
-                    asked += 1;
-                    pending.push(g.name.clone());
+                    asked.insert(g.name.clone());
                     // Its death must not be reported as a crash.
                     lock(&self.stopping).insert(g.name.clone());
                     let (hv, tx) = (Arc::clone(&self.hv), tx.clone());
@@ -834,61 +1058,106 @@ impl<H: Hypervisor + 'static> Agent<H> {
                             });
                         });
                 }
-                for _ in 0..asked {
+                drop(tx);
+                while !asked.is_empty() {
                     let Ok((name, r)) =
                         rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
                     else {
                         break;
                     };
-                    match r {
+                    asked.remove(&name);
+                    let a = match r {
                         Ok(Some(pid)) => {
-                            report.killed += 1;
                             log::info!("fence: `{name}` QEMU pid {pid} killed");
+                            Accounted::Killed
                         }
                         Ok(None) => {
-                            report.destroyed += 1;
                             log::info!("fence: `{name}` destroyed through libvirt");
+                            Accounted::Destroyed
                         }
                         Err(HypervisorError::NoSuchGuest(_)) => {
-                            report.already_stopped += 1;
                             log::info!("fence: `{name}` no longer exists");
+                            Accounted::NotRunning
                         }
                         Err(e) => {
                             log::warn!("fence: libvirt destroy `{name}` failed: {e}");
+                            pending.insert(name);
                             continue;
                         }
-                    }
-                    pending.retain(|n| n != &name);
+                    };
+                    done.insert(name, a);
                 }
+                if !asked.is_empty() {
+                    log::warn!(
+                        "fence: libvirt did not destroy {asked:?} within {} ms; killing their QEMU",
+                        self.cfg.fence_timeout.as_millis()
+                    );
+                }
+                pending.extend(asked);
             }
-            Ok(Err(e)) => {
-                log::warn!("fence: libvirt cannot list guests ({e}); killing QEMU of the last known protected guests");
-                pending = lock(&self.protected).clone();
-            }
-            Err(_) => {
-                log::warn!(
-                    "fence: libvirt did not answer within {} ms; killing QEMU of the last known protected guests",
-                    self.cfg.fence_timeout.as_millis()
-                );
-                pending = lock(&self.protected).clone();
+            Err(e) => {
+                let stored = lock(&self.protected).names().cloned();
+                match stored {
+                    Some(set) => {
+                        log::warn!(
+                            "fence: libvirt cannot list the guests ({e}); accounting for the {} \
+                             stored protected guests without it",
+                            set.len()
+                        );
+                        pending.extend(set);
+                    }
+                    None => {
+                        log::error!(
+                            "fence: libvirt cannot list the guests ({e}) and no protected set is \
+                             stored: killing every QEMU of this blade"
+                        );
+                        unknown = Some(e.to_string());
+                    }
+                }
+                if let Protection::List(names) = &self.cfg.protection {
+                    pending.extend(names.iter().cloned());
+                }
             }
         }
-        for name in pending {
-            match self.hv.qemu_pid(&name) {
-                // libvirt removes the pid file when QEMU stops: no file, no process.
-                None => {
-                    log::info!("fence: `{name}` has no QEMU pid file: not running");
-                    report.already_stopped += 1;
-                }
-                Some(pid) if fence::kill_and_wait(pid, KILL_WAIT) => {
-                    log::warn!("fence: `{name}` QEMU pid {pid} killed directly");
-                    report.killed += 1;
-                }
-                Some(pid) => {
-                    log::error!("fence: `{name}` QEMU pid {pid} still runs after SIGKILL");
-                    report.failed += 1;
+        if !pending.is_empty() || unknown.is_some() {
+            let scan = self.scan_bounded();
+            if unknown.is_some() {
+                if let Ok(procs) = &scan {
+                    pending.extend(procs.iter().map(|p| p.guest.clone()));
                 }
             }
+            lock(&self.stopping).extend(pending.iter().cloned());
+            for (name, a) in fence::stop_processes(&*self.hv, &pending, &scan, KILL_WAIT) {
+                done.insert(name, a);
+            }
+            if let (Some(why), Err(e)) = (&unknown, &scan) {
+                done.insert(
+                    "(guests of this blade)".into(),
+                    Accounted::Remaining(format!(
+                        "libvirt does not answer ({why}), no protected set is stored, and the \
+                         process table could not be read ({e})"
+                    )),
+                );
+            }
+        }
+        for name in in_flight {
+            done.insert(
+                name,
+                Accounted::Remaining("its start is still inside libvirt".into()),
+            );
+        }
+        let mut report = FenceReport::default();
+        for (name, a) in done {
+            let n = match a {
+                Accounted::Destroyed => &mut report.destroyed,
+                Accounted::Killed => &mut report.killed,
+                Accounted::NotRunning => &mut report.already_stopped,
+                Accounted::Remaining(why) => {
+                    log::error!("fence: `{name}` not confirmed stopped: {why}");
+                    &mut report.failed
+                }
+            };
+            *n = n.saturating_add(1);
         }
         report.elapsed_ms = ms(started);
         report
@@ -904,29 +1173,33 @@ impl<H: Hypervisor + 'static> Agent<H> {
         started: Instant,
         emit: &(dyn Fn(&GuestOutcome) + Sync),
     ) -> Result<OrderResult, AgentError> {
-        let all = self.hv.list_guests()?;
+        let all = self.list_bounded("list", self.cfg.start_timeout)?;
         let Some(g) = self.protected_of(&all).into_iter().find(|g| g.name == name) else {
             log::warn!("{}: `{name}` is not a protected guest here", order.key());
             return Ok(OrderResult::Refused(Refusal::NotProtected(name.to_owned())));
         };
         lock(&self.stopping).remove(name);
-        let result = if g.state == GuestState::Crashed {
-            // A crashed domain must be destroyed before it can start again.
-            match self.hv.destroy(name).and_then(|()| self.hv.start(name)) {
-                Ok(()) => GuestResult::Started,
-                Err(e) => GuestResult::Failed {
-                    reason: e.to_string(),
-                },
-            }
-        } else if g.state.is_active() {
+        let result = if g.state.is_active() && g.state != GuestState::Crashed {
             GuestResult::AlreadyRunning
         } else {
-            match self.hv.start(name) {
-                Ok(()) => GuestResult::Started,
-                Err(e) => GuestResult::Failed {
-                    reason: e.to_string(),
-                },
-            }
+            // A crashed domain must be destroyed before it can start again.
+            let crashed = g.state == GuestState::Crashed;
+            let n = name.to_owned();
+            self.start_bounded(name, move |hv, gate| {
+                let r = gate.call(&n, || {
+                    if crashed {
+                        hv.destroy(&n)?;
+                    }
+                    hv.start(&n)
+                });
+                match r {
+                    None => GuestResult::Fenced,
+                    Some(Ok(())) => GuestResult::Started,
+                    Some(Err(e)) => GuestResult::Failed {
+                        reason: e.to_string(),
+                    },
+                }
+            })
         };
         self.single_outcome(order, incident, name, result, started, emit)
     }
@@ -961,17 +1234,20 @@ impl<H: Hypervisor + 'static> Agent<H> {
         started: Instant,
         emit: &(dyn Fn(&GuestOutcome) + Sync),
     ) -> Result<OrderResult, AgentError> {
-        // Listing may hang like any libvirt call: fall back to the cached protected list.
-        let (tx, rx) = mpsc::channel();
-        let hv = Arc::clone(&self.hv);
-        let _ = std::thread::Builder::new()
-            .name("destroy-list".into())
-            .spawn(move || {
-                let _ = tx.send(hv.list_guests());
-            });
-        let protected = match rx.recv_timeout(self.cfg.fence_timeout) {
-            Ok(Ok(all)) => self.protected_of(&all).iter().any(|g| g.name == name),
-            _ => lock(&self.protected).iter().any(|n| n == name),
+        // Listing may hang like any libvirt call: fall back to the stored protected set (a
+        // guest cannot be refused as unprotected when the set is not known).
+        let protected = match self.list_bounded("destroy: list", self.cfg.fence_timeout) {
+            Ok(all) => self.protected_of(&all).iter().any(|g| g.name == name),
+            Err(e) => {
+                log::warn!(
+                    "{}: {e}; deciding from the stored protected set",
+                    order.key()
+                );
+                let set = lock(&self.protected);
+                set.names().is_none()
+                    || set.contains(name)
+                    || matches!(&self.cfg.protection, Protection::List(l) if l.iter().any(|n| n == name))
+            }
         };
         if !protected {
             log::warn!("{}: `{name}` is not a protected guest here", order.key());
@@ -997,26 +1273,33 @@ impl<H: Hypervisor + 'static> Agent<H> {
             Ok(Ok(None)) | Ok(Err(HypervisorError::NoSuchGuest(_))) => {
                 GuestResult::Destroyed { killed: false }
             }
-            // "not running" and the like: the pid file decides below.
+            // "not running" and the like: the process table decides below.
             Ok(Err(e)) => self.kill_guest(name, Some(e.to_string())),
             Err(_) => self.kill_guest(name, None),
         };
         self.single_outcome(order, incident, name, result, started, emit)
     }
 
-    /// Kills a guest's QEMU directly; `libvirt_error` is what libvirt said, if it answered.
+    /// Accounts for one guest without libvirt ([`fence::stop_processes`]); `libvirt_error` is
+    /// what libvirt said, if it answered. Destroyed only on a positive reading.
     fn kill_guest(&self, name: &str, libvirt_error: Option<String>) -> GuestResult {
-        match self.hv.qemu_pid(name) {
-            None => GuestResult::Destroyed { killed: false },
-            Some(pid) if fence::kill_and_wait(pid, KILL_WAIT) => {
-                log::warn!(
-                    "`{name}`: QEMU pid {pid} killed directly ({})",
-                    libvirt_error.as_deref().unwrap_or("libvirt did not answer")
-                );
+        let libvirt = libvirt_error.unwrap_or_else(|| "libvirt did not answer".into());
+        let scan = self.scan_bounded();
+        let names = BTreeSet::from([name.to_owned()]);
+        match fence::stop_processes(&*self.hv, &names, &scan, KILL_WAIT).remove(name) {
+            Some(Accounted::Killed) => {
+                log::warn!("`{name}`: QEMU killed directly ({libvirt})");
                 GuestResult::Destroyed { killed: true }
             }
-            Some(pid) => GuestResult::Failed {
-                reason: format!("QEMU pid {pid} still runs after SIGKILL"),
+            Some(Accounted::NotRunning | Accounted::Destroyed) => {
+                log::info!("`{name}`: no QEMU of it in the process table ({libvirt})");
+                GuestResult::Destroyed { killed: false }
+            }
+            Some(Accounted::Remaining(why)) => GuestResult::Failed {
+                reason: format!("{why}; {libvirt}"),
+            },
+            None => GuestResult::Failed {
+                reason: format!("not accounted for; {libvirt}"),
             },
         }
     }

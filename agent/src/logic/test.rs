@@ -950,3 +950,321 @@ fn test_evacuate_without_room_on_the_partner_falls_back() {
     assert_eq!(hv.migrated().len(), 1);
     assert_eq!(hv.state_of("web"), Some(GuestState::Shutoff));
 }
+
+// ----- fence proofs, fenced starts, start deadlines -----
+
+/// A real process standing in for a guest's QEMU; killed and reaped on drop.
+struct Qemu(std::process::Child);
+
+impl Qemu {
+    fn spawn() -> Qemu {
+        Qemu(
+            std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    /// Whether it still runs (a zombie does not: it is reaped here).
+    fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fenced(result: Option<OrderResult>) -> FenceReport {
+    match result {
+        Some(OrderResult::Fenced(r)) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn test_fence_after_an_agent_restart_with_libvirt_down_uses_the_persisted_set() {
+    let dir = TempDir::new("fence-persisted");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("a", GuestState::Running, 10);
+    hv.add("b", GuestState::Running, 10);
+    hv.add("scratch", GuestState::Running, 10);
+    hv.with_domain("scratch", |d| d.persistent = false);
+    {
+        let a = agent(&dir, &hv);
+        a.local_definitions().unwrap(); // the periodic listing
+    }
+    // The agent restarts while libvirtd is down; the guests' QEMUs keep running. `a` still has
+    // its pid file; `b`'s is gone, only the process table shows its QEMU.
+    let (mut qa, mut qb, mut qs) = (Qemu::spawn(), Qemu::spawn(), Qemu::spawn());
+    hv.set_pid("a", qa.pid());
+    hv.add_process("a", qa.pid());
+    hv.add_process("b", qb.pid());
+    hv.add_process("scratch", qs.pid());
+    hv.set_unavailable(true);
+    let a = agent(&dir, &hv);
+    let r = fenced(run(&a, &Order::FenceSelf { incident: 50 }).1);
+    assert!(!qa.alive(), "QEMU of `a` still runs: {r:?}");
+    assert!(!qb.alive(), "QEMU of `b` still runs: {r:?}");
+    assert_eq!((r.killed, r.failed), (2, 0), "{r:?}");
+    assert!(qs.alive(), "an unprotected guest is not fenced");
+}
+
+#[test]
+fn test_fence_without_libvirt_no_pid_file_is_no_proof() {
+    let dir = TempDir::new("fence-nopid");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("a", GuestState::Running, 10);
+    hv.add("b", GuestState::Running, 10);
+    let a = agent(&dir, &hv);
+    a.local_definitions().unwrap();
+    // No pid files; the process table cannot be read: nothing proves a or b stopped.
+    hv.fail_scan(true);
+    hv.set_hang(true);
+    let r = fenced(run(&a, &Order::FenceSelf { incident: 51 }).1);
+    hv.set_hang(false);
+    assert_eq!((r.already_stopped, r.failed), (0, 2), "{r:?}");
+    assert!(!r.complete());
+
+    // A complete reading of the process table without their QEMU is a proof.
+    let dir = TempDir::new("fence-scan-proof");
+    let a = agent(&dir, &hv);
+    a.local_definitions().unwrap();
+    hv.fail_scan(false);
+    hv.set_hang(true);
+    let r = fenced(run(&a, &Order::FenceSelf { incident: 52 }).1);
+    hv.set_hang(false);
+    assert_eq!((r.already_stopped, r.failed), (2, 0), "{r:?}");
+    assert!(hv.scans() > 0);
+}
+
+#[test]
+fn test_fence_with_no_known_set_kills_every_qemu_found() {
+    let dir = TempDir::new("fence-unknown");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    // Never listed with this state directory, and libvirt does not answer.
+    let (mut q1, mut q2) = (Qemu::spawn(), Qemu::spawn());
+    hv.add_process("x", q1.pid());
+    hv.add_process("y", q2.pid());
+    hv.set_unavailable(true);
+    let a = agent(&dir, &hv);
+    let r = fenced(run(&a, &Order::FenceSelf { incident: 53 }).1);
+    assert!(!q1.alive() && !q2.alive(), "{r:?}");
+    assert_eq!((r.killed, r.failed), (2, 0), "{r:?}");
+
+    // The same without a readable process table: the agent cannot account for its guests.
+    let dir = TempDir::new("fence-unknown-noscan");
+    hv.fail_scan(true);
+    let a = agent(&dir, &hv);
+    let r = fenced(run(&a, &Order::FenceSelf { incident: 54 }).1);
+    assert!(r.failed >= 1, "{r:?}");
+}
+
+#[test]
+fn test_destroy_guest_answers_destroyed_only_on_a_positive_reading() {
+    let dir = TempDir::new("destroy-proof");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 10);
+    hv.add("web", GuestState::Running, 10);
+    let a = agent(&dir, &hv);
+    a.local_definitions().unwrap();
+    hv.set_hang(true);
+    // No pid file, QEMU in the process table: found and killed.
+    let mut q = Qemu::spawn();
+    hv.add_process("db", q.pid());
+    let destroy = |incident, name: &str| Order::DestroyGuest {
+        incident,
+        name: name.into(),
+    };
+    let (_, _, out) = run(&a, &destroy(55, "db"));
+    assert_eq!(
+        result_of(&out, "db"),
+        &GuestResult::Destroyed { killed: true }
+    );
+    assert!(!q.alive());
+    // No pid file and no readable process table: not destroyed, failed with why.
+    hv.fail_scan(true);
+    let (_, _, out) = run(&a, &destroy(56, "web"));
+    match result_of(&out, "web") {
+        GuestResult::Failed { reason } => assert!(reason.contains("process table"), "{reason}"),
+        other => panic!("web reported {other:?} without a proof"),
+    }
+    // A complete reading without its QEMU: destroyed.
+    hv.fail_scan(false);
+    let (_, _, out) = run(&a, &destroy(57, "web"));
+    assert_eq!(
+        result_of(&out, "web"),
+        &GuestResult::Destroyed { killed: false }
+    );
+    hv.set_hang(false);
+}
+
+/// Runs `order` on its own thread; the outcomes arrive on the returned channel, then the result.
+fn spawn_order(
+    a: &Arc<Agent<FakeHypervisor>>,
+    order: Order,
+) -> std::sync::mpsc::Receiver<Result<OrderResult, Vec<GuestOutcome>>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let a = Arc::clone(a);
+    std::thread::spawn(move || {
+        assert_eq!(a.accept(&order).unwrap(), Acceptance::Execute);
+        let seen = Mutex::new(Vec::new());
+        let r = a
+            .execute(&order, &|g: &GuestOutcome| {
+                seen.lock().unwrap().push(g.clone())
+            })
+            .unwrap();
+        let _ = tx.send(Err(seen.into_inner().unwrap()));
+        let _ = tx.send(Ok(r));
+    });
+    rx
+}
+
+fn wait_blocked(hv: &FakeHypervisor, op: &'static str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !hv.blocked().contains(&(op, name.to_owned())) {
+        assert!(Instant::now() < deadline, "{op} of {name} never began");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn finished(
+    rx: &std::sync::mpsc::Receiver<Result<OrderResult, Vec<GuestOutcome>>>,
+    within: Duration,
+) -> (Vec<GuestOutcome>, OrderResult) {
+    let outcomes = match rx.recv_timeout(within) {
+        Ok(Err(o)) => o,
+        other => panic!("order not finished within {within:?}: {other:?}"),
+    };
+    match rx.recv_timeout(Duration::from_secs(1)) {
+        Ok(Ok(r)) => (outcomes, r),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn test_takeover_starts_nothing_after_a_fence() {
+    let dir = TempDir::new("fence-takeover");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let mut c = config(dir.path());
+    c.start_workers = 1;
+    let a = Arc::new(Agent::new(Arc::clone(&hv), c).unwrap());
+    for d in [def("db", 10), def("web", 10), def("tiny", 10)] {
+        a.store_partner_definition(d).unwrap();
+    }
+    // db's start is in libvirt when this blade is told to fence itself; it completes soon.
+    hv.hang_call("start", "db");
+    let takeover = spawn_order(&a, restart(60, true));
+    wait_blocked(&hv, "start", "db");
+    let fence = spawn_order(&a, Order::FenceSelf { incident: 61 });
+    std::thread::sleep(Duration::from_millis(50));
+    hv.release("start", "db");
+    let (_, r) = finished(&fence, Duration::from_secs(10));
+    let OrderResult::Fenced(r) = r else { panic!() };
+    let (out, _) = finished(&takeover, Duration::from_secs(10));
+    for g in ["db", "web", "tiny"] {
+        assert!(
+            !hv.state_of(g).is_some_and(|s| s.is_active()),
+            "`{g}` runs after the fence: {r:?} {out:?}"
+        );
+    }
+    assert_eq!(r.failed, 0, "{r:?}");
+    assert_eq!(
+        r.destroyed, 1,
+        "the start in flight was waited for, then destroyed: {r:?}"
+    );
+    assert_eq!((hv.starts("web"), hv.starts("tiny")), (0, 0));
+    assert_eq!(result_of(&out, "web"), &GuestResult::Fenced);
+    assert_eq!(result_of(&out, "tiny"), &GuestResult::Fenced);
+}
+
+#[test]
+fn test_fence_counts_a_start_still_in_flight_as_remaining() {
+    let dir = TempDir::new("fence-inflight");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let mut c = config(dir.path());
+    c.start_workers = 1;
+    c.start_timeout = Duration::from_secs(30);
+    let a = Arc::new(Agent::new(Arc::clone(&hv), c).unwrap());
+    a.store_partner_definition(def("db", 10)).unwrap();
+    hv.hang_call("start", "db");
+    let takeover = spawn_order(&a, restart(62, true));
+    wait_blocked(&hv, "start", "db");
+    let fence = spawn_order(&a, Order::FenceSelf { incident: 63 });
+    // libvirt's start does not return: it may still create the QEMU after any reading.
+    let (_, r) = finished(&fence, Duration::from_secs(10));
+    let OrderResult::Fenced(r) = r else { panic!() };
+    assert!(r.failed >= 1, "a start in flight reported fenced: {r:?}");
+    hv.release("start", "db");
+    finished(&takeover, Duration::from_secs(10));
+}
+
+#[test]
+fn test_a_hung_start_times_out_and_the_other_guests_start() {
+    let dir = TempDir::new("start-deadline");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let mut c = config(dir.path());
+    c.start_workers = 1; // the one worker must not stay with the hung start
+    c.start_timeout = Duration::from_millis(300);
+    let a = Arc::new(Agent::new(Arc::clone(&hv), c).unwrap());
+    for d in [def("db", 10), def("web", 10), def("tiny", 10)] {
+        a.store_partner_definition(d).unwrap();
+    }
+    hv.hang_call("start", "db");
+    let t0 = Instant::now();
+    let (out, _) = finished(&spawn_order(&a, restart(64, true)), Duration::from_secs(10));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    match result_of(&out, "db") {
+        GuestResult::TimedOut { reason } => assert!(reason.contains("300 ms"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(result_of(&out, "web"), &GuestResult::Started);
+    assert_eq!(result_of(&out, "tiny"), &GuestResult::Started);
+    // libvirt completes the start later: the guest runs here, but it is not recorded as taken over.
+    hv.release("start", "db");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hv.starts("db") == 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let taken: Vec<String> = a.taken_over().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(taken, vec!["tiny", "web"]);
+}
+
+#[test]
+fn test_a_hung_define_or_restart_times_out() {
+    let dir = TempDir::new("define-deadline");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("local", GuestState::Crashed, 10);
+    let mut c = config(dir.path());
+    c.start_timeout = Duration::from_millis(300);
+    let a = Arc::new(Agent::new(Arc::clone(&hv), c).unwrap());
+    a.store_partner_definition(def("db", 10)).unwrap();
+    hv.hang_call("define", "db");
+    let (out, _) = finished(&spawn_order(&a, restart(65, true)), Duration::from_secs(10));
+    assert!(
+        matches!(result_of(&out, "db"), GuestResult::TimedOut { .. }),
+        "{out:?}"
+    );
+    hv.hang_call("start", "local");
+    let order = Order::RestartGuest {
+        incident: 66,
+        name: "local".into(),
+    };
+    let (out, _) = finished(&spawn_order(&a, order), Duration::from_secs(10));
+    assert!(
+        matches!(result_of(&out, "local"), GuestResult::TimedOut { .. }),
+        "{out:?}"
+    );
+    hv.release("define", "db");
+    hv.release("start", "local");
+}
