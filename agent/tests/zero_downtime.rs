@@ -16,18 +16,31 @@ use std::time::Duration;
 use blade_agent::config::Config;
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
 use blade_agent::hypervisor::{GuestState, Hypervisor};
-use blade_agent::logic::{Acceptance, Agent};
+use blade_agent::logic::{Acceptance, Agent, AgentError};
 use blade_agent::order::{GuestOutcome, GuestResult, Order, OrderResult, Refusal};
+use blade_agent::store::definitions::GuestDef;
+use shelfha_proto::UnprotectedReason;
 
 mod support;
 use support::{agent, sh_ok, Blades, SERIAL};
 
+/// `extra`: top-level keys, or a `[guests]` table (placed last). The disks of these tests
+/// (`make-disk`, `shared-disk`) lie under the blades' base directory, which the definition
+/// policy must allow.
 fn config(slot: u8, partner: u8, uri: &str, run_dir: &Path, state: &Path, extra: &str) -> Config {
+    let base = state.parent().expect("state dir under the blades' base");
+    let allowed = format!(
+        "allowed_storage_paths = [\"{}\", \"{}\"]\n",
+        base.join("shared").display(),
+        base.join("disks").display()
+    );
+    let (top, guests) = extra.split_once("[guests]\n").unwrap_or((extra, ""));
     let text = format!(
         "slot = {slot}\nshmc = \"127.0.0.1:7300\"\nlisten = \"127.0.0.1:0\"\nlibvirt_uri = \"{uri}\"\n\
          state_dir = \"{}\"\nqemu_run_dir = \"{}\"\nstart_workers = 2\nfence_timeout_ms = 500\n\
-         evacuate_timeout_ms = 3000\n{extra}\
-         [partner]\nslot = {partner}\naddress = \"127.0.0.1:7301\"\n",
+         evacuate_timeout_ms = 3000\n{top}\
+         [partner]\nslot = {partner}\naddress = \"127.0.0.1:7301\"\n\
+         [guests]\n{allowed}{guests}",
         state.display(),
         run_dir.display()
     );
@@ -296,10 +309,52 @@ fn test_warm_standby_resume_after_fence_and_refusals() {
         blades.run_dir("b"),
     );
 
+    // Tampered copies of A's real db definition are refused by B's definition policy and
+    // never reach B's libvirt: another disk path, another name, a QEMU command line.
+    let db = agent_a
+        .local_definitions()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.name == "db")
+        .expect("db listed on A");
+    assert!(db.xml.contains(&lun), "{}", db.xml);
+    let qemu_args = "<q:commandline xmlns:q='http://libvirt.org/schemas/domain/qemu/1.0'>\
+                     <q:arg value='-S'/></q:commandline></domain>";
+    for (name, xml, reason) in [
+        (
+            "db",
+            db.xml.replace(&lun, "/dev/sda"),
+            UnprotectedReason::DiskPath,
+        ),
+        ("dq", db.xml.clone(), UnprotectedReason::NameMismatch),
+        (
+            "db",
+            db.xml.replace("</domain>", qemu_args),
+            UnprotectedReason::QemuCommandline,
+        ),
+    ] {
+        let pushed = GuestDef {
+            name: name.into(),
+            xml,
+        };
+        match agent_b.store_partner_definition(pushed) {
+            Err(AgentError::Refused { refusal, .. }) => assert_eq!(refusal.reason, reason),
+            other => panic!("{name}: {reason:?} not refused: {other:?}"),
+        }
+        assert!(agent_b.ensure_standbys().unwrap().is_empty());
+        assert!(hv_b.state(name).is_err(), "{name} defined on B");
+        assert!(hv_b.state("db").is_err(), "db defined on B");
+    }
+    assert_eq!(agent_b.partner_count(), 0);
+
     // The definitions arrive on B: db gets a paused standby, dq is refused.
     for d in agent_a.local_definitions().unwrap() {
         agent_b.store_partner_definition(d).unwrap();
     }
+    assert!(
+        agent_b.partner_refusals().is_empty(),
+        "genuine pushes replace the refusals"
+    );
     let refusals = agent_b.standby_refusals();
     let why = refusals.get("dq").expect("dq refused on arrival");
     assert!(why.contains("guest `dq`") && why.contains("qcow2"), "{why}");
