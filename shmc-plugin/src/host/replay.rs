@@ -36,6 +36,13 @@
 //! count (a capture holds no silence worth judging). Alerts go to the log
 //! (stderr), never to stdout.
 //!
+//! A fence is confirmed only by a hot-swap M1/M0 observed after it began, as
+//! in the daemon: a later event of the capture, or a response in the capture
+//! that matches a Get Sensor Reading the core sent after the fence began. The
+//! event that opens an incident proves nothing (an uncommanded M4 -> M1 is
+//! `blade_lost` with its fence and a sensor read, and without an answer in the
+//! capture no failover order follows).
+//!
 //! Predictive mode (`[predictive] enabled = true`): a non-critical threshold
 //! assertion is held; its `blade_degraded` decision is due once a later
 //! frame's time, or the end of the capture, reaches the assertion's time plus
