@@ -294,12 +294,12 @@ fn check_paths(node: Node, allowed: &[PathBuf]) -> Result<(), Refusal> {
     if name == "nvram" {
         paths.extend(attrs(node, "template"));
     }
-    let text_path = match (name, parent_name) {
-        ("kernel" | "initrd" | "loader" | "nvram" | "dtb", "os") => true,
-        ("table", "acpi") => true,
-        ("path", "source") => true,
-        _ => false,
-    };
+    let text_path = matches!(
+        (name, parent_name),
+        ("kernel" | "initrd" | "loader" | "nvram" | "dtb", "os")
+            | ("table", "acpi")
+            | ("path", "source")
+    );
     let text = if text_path {
         text_of(node)
     } else {
