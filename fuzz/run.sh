@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")"
 seconds="${1:-20}"
-for target in ipmb_stream ipmb_message event_decoder; do
+for target in ipmb_stream ipmb_message event_decoder agent_datagram; do
     mkdir -p "corpus/$target"
     echo "fuzzing $target for ${seconds}s"
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" "seeds/$target" -- \
