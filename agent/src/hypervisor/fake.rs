@@ -204,7 +204,7 @@ impl FakeHypervisor {
         self.lock().scans
     }
 
-    /// Makes `op` ("define", "start", "resume", "destroy", "state") of `name` block until
+    /// Makes `op` ("define", "start", "resume", "shutdown", "destroy", "state") of `name` block until
     /// [`FakeHypervisor::release`]; the call then completes normally.
     pub fn hang_call(&self, op: &'static str, name: &str) {
         self.lock().hung_calls.insert((op, name.into()));
@@ -401,7 +401,7 @@ impl Hypervisor for FakeHypervisor {
     }
 
     fn shutdown(&self, name: &str) -> Result<(), HypervisorError> {
-        let mut g = self.call();
+        let mut g = self.gate(self.call(), "shutdown", name);
         let d = Self::get(&mut g, name)?;
         let mem = d.memory_kib;
         d.state = GuestState::Shutoff;

@@ -1320,7 +1320,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
         started: Instant,
         emit: &(dyn Fn(&GuestOutcome) + Sync),
     ) -> Result<OrderResult, AgentError> {
-        let all = self.hv.list_guests()?;
+        let all = self.list_bounded("list", self.cfg.start_timeout)?;
         let mut protected: Vec<GuestInfo> = self.protected_of(&all).into_iter().cloned().collect();
         // Highest priority first, as for a takeover.
         protected.sort_by(|a, b| {
@@ -1366,7 +1366,13 @@ impl<H: Hypervisor + 'static> Agent<H> {
         };
         // Room on the destination, shared by the migrations of this order (unknown: no check).
         let room = Mutex::new(dest.map_or(u64::MAX, |uri| {
-            self.hv.free_memory_kib_at(uri).unwrap_or_else(|e| {
+            let u = uri.to_owned();
+            let free = self.bounded(
+                "free memory of the partner",
+                self.cfg.start_timeout,
+                move |hv| hv.free_memory_kib_at(&u),
+            );
+            free.unwrap_or_else(|e| {
                 log::warn!(
                     "{}: free memory of slot {to_slot} unknown ({e}): migrating without a check",
                     order.key()
@@ -1459,39 +1465,54 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     /// One live migration, bounded by `zero_downtime.migration_timeout`: past it the job is
     /// aborted (the guest stays here). Ok with the result to report, Err with why it failed.
+    /// The abort and the migration call's return after it each get `start_timeout`; a call
+    /// that still does not return is left on its thread and the migration counts as failed
+    /// (the guest is then stopped here on Evacuate, which a completed migration makes moot).
     fn migrate_bounded(&self, name: &str, dest_uri: &str) -> Result<GuestResult, String> {
         let timeout = self.cfg.zero_downtime.migration_timeout;
         let t0 = Instant::now();
         let (tx, rx) = mpsc::channel();
-        let result = std::thread::scope(|s| {
-            s.spawn(move || {
-                let r = self
-                    .hv
-                    .migrate(name, dest_uri, self.cfg.partner.migration_uri.as_deref());
-                let _ = tx.send(r);
-            });
-            match rx.recv_timeout(timeout) {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => {
-                    log::warn!(
-                        "`{name}`: migration still running after {} ms: aborting its job",
+        let (hv, n, dest, via) = (
+            Arc::clone(&self.hv),
+            name.to_owned(),
+            dest_uri.to_owned(),
+            self.cfg.partner.migration_uri.clone(),
+        );
+        std::thread::Builder::new()
+            .name("migrate".into())
+            .spawn(move || {
+                let _ = tx.send(hv.migrate(&n, &dest, via.as_deref()));
+            })
+            .map_err(|e| format!("no thread: {e}"))?;
+        let result = match rx.recv_timeout(timeout) {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => {
+                log::warn!(
+                    "`{name}`: migration still running after {} ms: aborting its job",
+                    timeout.as_millis()
+                );
+                let n = name.to_owned();
+                if let Err(e) =
+                    self.bounded("abort", self.cfg.start_timeout, move |hv| hv.abort_job(&n))
+                {
+                    log::warn!("`{name}`: abort: {e}");
+                }
+                // The migration call returns once its job is aborted (or has completed).
+                match rx.recv_timeout(self.cfg.start_timeout) {
+                    Ok(Ok(stats)) => Ok(stats),
+                    Ok(Err(e)) => Err(format!(
+                        "timed out after {} ms, job aborted: {e}",
                         timeout.as_millis()
-                    );
-                    if let Err(e) = self.hv.abort_job(name) {
-                        log::warn!("`{name}`: abort: {e}");
-                    }
-                    // The migration call returns once its job is aborted (or has completed).
-                    match rx.recv() {
-                        Ok(Ok(stats)) => Ok(stats),
-                        Ok(Err(e)) => Err(format!(
-                            "timed out after {} ms, job aborted: {e}",
-                            timeout.as_millis()
-                        )),
-                        Err(_) => Err("migration thread ended without a result".into()),
-                    }
+                    )),
+                    Err(_) => Err(format!(
+                        "timed out after {} ms; the migration call did not return within {} ms \
+                         of the abort",
+                        timeout.as_millis(),
+                        self.cfg.start_timeout.as_millis()
+                    )),
                 }
             }
-        })?;
+        }?;
         let measured = u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX);
         let migration_ms = result.elapsed_ms.unwrap_or(measured);
         match result.downtime_ms {
@@ -1508,33 +1529,70 @@ impl<H: Hypervisor + 'static> Agent<H> {
         })
     }
 
+    /// Shuts a guest down (destroyed at `evacuate_timeout`), on its own thread: past
+    /// `evacuate_timeout + start_timeout` it is reported [`GuestResult::TimedOut`].
     fn stop_gracefully(&self, name: &str) -> GuestResult {
-        let deadline = Instant::now() + self.cfg.evacuate_timeout;
-        if let Err(e) = self.hv.shutdown(name) {
-            log::warn!("evacuate: shutdown `{name}`: {e}; destroying");
-        } else {
-            while Instant::now() < deadline {
-                match self.hv.state(name) {
-                    Ok(s) if !s.is_active() => return GuestResult::Stopped { graceful: true },
-                    Err(HypervisorError::NoSuchGuest(_)) => {
-                        return GuestResult::Stopped { graceful: true }
-                    }
-                    _ => std::thread::sleep(SHUTDOWN_POLL),
-                }
-            }
-            log::warn!(
-                "evacuate: `{name}` did not shut down in {} ms; destroying",
-                self.cfg.evacuate_timeout.as_millis()
+        let bound = self.cfg.evacuate_timeout + self.cfg.start_timeout;
+        let (tx, rx) = mpsc::channel();
+        let (hv, n, evacuate_timeout) = (
+            Arc::clone(&self.hv),
+            name.to_owned(),
+            self.cfg.evacuate_timeout,
+        );
+        let spawned = std::thread::Builder::new()
+            .name("stop-guest".into())
+            .spawn(move || {
+                let _ = tx.send(stop_gracefully(&*hv, &n, evacuate_timeout));
+            });
+        if let Err(e) = spawned {
+            return GuestResult::Failed {
+                reason: format!("stop of `{name}`: no thread: {e}"),
+            };
+        }
+        rx.recv_timeout(bound).unwrap_or_else(|_| {
+            log::error!(
+                "evacuate: `{name}` not confirmed stopped within {} ms: libvirt does not answer",
+                bound.as_millis()
             );
-        }
-        match self.hv.destroy(name) {
-            Ok(()) | Err(HypervisorError::NoSuchGuest(_)) => {
-                GuestResult::Stopped { graceful: false }
+            GuestResult::TimedOut {
+                reason: format!(
+                    "stop of `{name}`: no answer from libvirt within {} ms",
+                    bound.as_millis()
+                ),
             }
-            Err(e) => GuestResult::Failed {
-                reason: e.to_string(),
-            },
+        })
+    }
+}
+
+/// ACPI shutdown, polled until `evacuate_timeout`, then destroy.
+fn stop_gracefully<H: Hypervisor + ?Sized>(
+    hv: &H,
+    name: &str,
+    evacuate_timeout: Duration,
+) -> GuestResult {
+    let deadline = Instant::now() + evacuate_timeout;
+    if let Err(e) = hv.shutdown(name) {
+        log::warn!("evacuate: shutdown `{name}`: {e}; destroying");
+    } else {
+        while Instant::now() < deadline {
+            match hv.state(name) {
+                Ok(s) if !s.is_active() => return GuestResult::Stopped { graceful: true },
+                Err(HypervisorError::NoSuchGuest(_)) => {
+                    return GuestResult::Stopped { graceful: true }
+                }
+                _ => std::thread::sleep(SHUTDOWN_POLL),
+            }
         }
+        log::warn!(
+            "evacuate: `{name}` did not shut down in {} ms; destroying",
+            evacuate_timeout.as_millis()
+        );
+    }
+    match hv.destroy(name) {
+        Ok(()) | Err(HypervisorError::NoSuchGuest(_)) => GuestResult::Stopped { graceful: false },
+        Err(e) => GuestResult::Failed {
+            reason: e.to_string(),
+        },
     }
 }
 

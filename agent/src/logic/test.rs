@@ -1268,3 +1268,30 @@ fn test_a_hung_define_or_restart_times_out() {
     hv.release("define", "db");
     hv.release("start", "local");
 }
+
+#[test]
+fn test_an_evacuation_stop_that_libvirt_never_answers_is_bounded() {
+    let dir = TempDir::new("evacuate-deadline");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 10);
+    hv.add("web", GuestState::Running, 10);
+    let mut c = config(dir.path());
+    c.start_timeout = Duration::from_millis(300);
+    let a = Arc::new(Agent::new(Arc::clone(&hv), c).unwrap());
+    hv.hang_call("shutdown", "db");
+    let order = Order::Evacuate {
+        incident: 67,
+        to_slot: PARTNER,
+    };
+    let (out, _) = finished(&spawn_order(&a, order), Duration::from_secs(10));
+    match result_of(&out, "db") {
+        // evacuate_timeout_ms (300) + start_timeout (300)
+        GuestResult::TimedOut { reason } => assert!(reason.contains("600 ms"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        result_of(&out, "web"),
+        &GuestResult::Stopped { graceful: true }
+    );
+    hv.release("shutdown", "db");
+}
