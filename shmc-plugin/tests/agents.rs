@@ -423,3 +423,82 @@ fn test_frames_captured_before_a_plugin_restart_are_never_acted_on() {
         "run 2 ordered only the fresh report's restart:\n{log2}"
     );
 }
+
+#[test]
+fn test_an_order_never_acknowledged_raises_an_alert_naming_it() {
+    let dir = std::env::temp_dir().join(format!("shmc-unacked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = test_key();
+    let key_path = dir.join("shelf.key");
+    write_key_file(&key_path, &key).unwrap();
+    let pty = nix::pty::openpty(None, None).unwrap();
+    nix::fcntl::fcntl(
+        pty.master.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let slave_path = nix::unistd::ttyname(pty.slave.as_fd()).unwrap();
+    let shmc_addr = free_port();
+    let mut agent = RawAgent::new(&key, 1);
+    let config = dir.join("shelf.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[shelf]\nown_address = 0x20\nipmb_device = {:?}\nlisten = \"{shmc_addr}\"\nkey_file = {:?}\n\
+             [[blade]]\nslot = 1\nipmb_address = 0x82\npartner = 2\nagent = \"{}\"\n\
+             [[blade]]\nslot = 2\nipmb_address = 0x84\npartner = 1\n",
+            slave_path.to_str().unwrap(),
+            key_path.to_str().unwrap(),
+            agent.socket.local_addr().unwrap(),
+        ),
+    )
+    .unwrap();
+    let _slave = pty.slave;
+    let master = pty.master;
+    let mut framer = StreamFramer::new();
+    let mut ipmc = || answer_ipmcs(&master, &mut framer);
+    let log_path = dir.join("run.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shmc-plugin"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let nonce = agent
+        .receive(1500, &mut ipmc)
+        .iter()
+        .find_map(|m| match m {
+            Message::Challenge { nonce, .. } => Some(*nonce),
+            _ => None,
+        })
+        .expect("challenge");
+    agent
+        .socket
+        .send_to(
+            &agent.frame(10, &Message::ChallengeReply { nonce }),
+            shmc_addr,
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    agent
+        .socket
+        .send_to(&agent.frame(11, &guest_crashed()), shmc_addr)
+        .unwrap();
+    // The agent takes the report but never acknowledges the restart order it gets.
+    let seen = agent.receive(2000, &mut ipmc);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let orders = seen
+        .iter()
+        .filter(|m| matches!(m, Message::RestartGuest { .. }))
+        .count();
+    assert_eq!(orders, 1, "the order (its retries are replays): {seen:?}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("ALERT order_undelivered") && l.contains("slot 1")),
+        "{log}"
+    );
+}

@@ -33,7 +33,7 @@ use shelfha_proto::{
 };
 
 use super::agent::AgentLink;
-use crate::engine::{AgentInput, Confirmation, Order};
+use crate::engine::{AgentInput, Confirmation, Order, OrderKind, Undelivered};
 
 /// Orders and agent inputs over the shelf's UDP protocol.
 pub struct UdpAgents {
@@ -42,6 +42,10 @@ pub struct UdpAgents {
     incident_base: u32,
     /// Orders that could not be queued or were given up after all retries.
     pub undelivered: u64,
+    /// Orders sent and not acknowledged yet: (handle, slot, kind, core decision).
+    in_flight: Vec<(u64, u8, OrderKind, u32)>,
+    /// Undelivered orders to hand to the core at the next `receive`.
+    failed: Vec<(u8, AgentInput)>,
 }
 
 impl std::fmt::Debug for UdpAgents {
@@ -89,6 +93,8 @@ impl UdpAgents {
             endpoint,
             incident_base,
             undelivered: 0,
+            in_flight: Vec::with_capacity(IN_FLIGHT),
+            failed: Vec::with_capacity(IN_FLIGHT),
         })
     }
 
@@ -97,6 +103,9 @@ impl UdpAgents {
         self.endpoint.local_addr()
     }
 }
+
+/// Orders remembered for their undelivered alert (the endpoint keeps at most 32 pending).
+const IN_FLIGHT: usize = 64;
 
 fn proof(c: Confirmation) -> FenceProof {
     match c {
@@ -207,6 +216,20 @@ pub fn agent_input(slot: u8, message: Message, base: u32) -> Option<AgentInput> 
             name,
             incident: core(incident),
         },
+        Message::GuestUnprotected {
+            slot: owner_slot,
+            reason,
+            name,
+            text,
+        } => {
+            warn!("slot {slot}: guest {name} of slot {owner_slot} is not protected: {reason:?} {text}");
+            AgentInput::GuestUnprotected {
+                owner_slot,
+                reason,
+                name,
+                text,
+            }
+        }
         Message::GuestMoved {
             incident,
             slot: of,
@@ -232,18 +255,32 @@ pub fn agent_input(slot: u8, message: Message, base: u32) -> Option<AgentInput> 
 
 impl AgentLink for UdpAgents {
     fn send_order(&mut self, now_ms: u64, slot: u8, order: &Order) {
+        let undelivered = AgentInput::OrderUndelivered {
+            kind: order.kind(),
+            incident: Some(order.incident()),
+            reason: Undelivered::NotSent,
+        };
         let Some(id) = NodeId::blade(slot) else {
             self.undelivered += 1;
+            self.failed.push((slot, undelivered));
             return;
         };
         match self
             .endpoint
             .send(id, &order_message(order, self.incident_base), now_ms)
         {
-            Ok(seq) => info!("order #{seq} to slot {slot}: {order:?}"),
+            Ok(seq) => {
+                info!("order #{seq} to slot {slot}: {order:?}");
+                if self.in_flight.len() >= IN_FLIGHT {
+                    self.in_flight.remove(0);
+                }
+                self.in_flight
+                    .push((seq, slot, order.kind(), order.incident()));
+            }
             Err(e) => {
                 self.undelivered += 1;
                 error!("order to slot {slot} not sent: {e}: {order:?}");
+                self.failed.push((slot, undelivered));
             }
         }
     }
@@ -257,6 +294,9 @@ impl AgentLink for UdpAgents {
     }
 
     fn receive(&mut self, now_ms: u64, sink: &mut dyn FnMut(u8, AgentInput)) {
+        for (slot, input) in self.failed.drain(..) {
+            sink(slot, input);
+        }
         while let Some(event) = self.endpoint.poll(now_ms) {
             match event {
                 Event::Message { from, message, .. } => {
@@ -265,21 +305,64 @@ impl AgentLink for UdpAgents {
                     }
                 }
                 Event::Acked {
-                    to, kind, status, ..
-                } if !status.is_delivered() => {
-                    self.undelivered += 1;
-                    error!("{to} rejected {kind:?} ({status:?})");
+                    to,
+                    seq,
+                    kind,
+                    status,
+                } => {
+                    let order = self.take_in_flight(seq);
+                    if !status.is_delivered() {
+                        self.undelivered += 1;
+                        error!("{to} rejected {kind:?} ({status:?})");
+                        undelivered(sink, to, kind, order, Undelivered::Rejected);
+                    }
                 }
-                Event::Acked { .. } => {}
-                Event::GaveUp { to, kind, .. } => {
+                Event::GaveUp { to, seq, kind } => {
+                    let order = self.take_in_flight(seq);
                     self.undelivered += 1;
                     error!("{to} never acknowledged {kind:?}");
+                    undelivered(sink, to, kind, order, Undelivered::Unacknowledged);
                 }
             }
         }
     }
 
     fn tick(&mut self, _now_ms: u64) {}
+}
+
+impl UdpAgents {
+    /// Forgets a sent order; its (kind, decision) if it was one.
+    fn take_in_flight(&mut self, seq: u64) -> Option<(OrderKind, u32)> {
+        let i = self.in_flight.iter().position(|o| o.0 == seq)?;
+        let (_, _, kind, incident) = self.in_flight.remove(i);
+        Some((kind, incident))
+    }
+}
+
+/// Tells the core that an order to `to` did not get through (orders only: other
+/// commands, e.g. acks to agents, are not the core's).
+fn undelivered(
+    sink: &mut dyn FnMut(u8, AgentInput),
+    to: NodeId,
+    kind: shelfha_proto::Kind,
+    order: Option<(OrderKind, u32)>,
+    reason: Undelivered,
+) {
+    let (kind, incident) = match order {
+        Some((k, i)) => (k, Some(i)),
+        None => match OrderKind::of_wire(kind) {
+            Some(k) => (k, None),
+            None => return,
+        },
+    };
+    sink(
+        to.0,
+        AgentInput::OrderUndelivered {
+            kind,
+            incident,
+            reason,
+        },
+    );
 }
 
 #[cfg(test)]
