@@ -150,6 +150,7 @@ fn agent_config(slot: u8, partner: u8, state_dir: PathBuf, guests: &[String]) ->
         heartbeat: Duration::from_millis(HEARTBEAT_MS),
         fence_timeout: Duration::from_millis(500),
         evacuate_timeout: Duration::from_secs(5),
+        start_timeout: Duration::from_millis(blade_agent::config::DEFAULT_START_TIMEOUT_MS),
         start_workers: 4,
         memory_reserve_kib: 0,
         protection: Protection::List(guests.to_vec()),

@@ -630,7 +630,7 @@ fn rmcp_burst_of_1000_records_each_once() {
 #[test]
 fn rmcp_partner_order_over_udp_only_after_m1() {
     use shelfha_proto::{
-        write_key_file, Capabilities, Endpoint, EndpointConfig, Event, FenceProof, Health, Key,
+        write_key_file, Capabilities, Endpoint, EndpointConfig, Event, FenceProof, Health,
         Message as AgentMessage, NodeId, SoftwareVersion,
     };
     let _serial = serial();
