@@ -92,6 +92,7 @@ mkfifo "$R/dev/ipmb-fifo"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$R/etc/shelfha/key" && chmod 600 "$R/etc/shelfha/key"
 sed -e "s|^ipmb_device = .*|ipmb_device = \"$R/dev/ipmb-fifo\"|" -e 's|^ipmb_mode = .*|ipmb_mode = "stream"|' \
     -e "s|^key_file = .*|key_file = \"$R/etc/shelfha/key\"|" -e 's|^listen = .*||' \
+    -e "s|^sequence_file = .*|sequence_file = \"$R/etc/shelfha/sequence\"|" \
     "$ex" >"$R/etc/shelfha/shmc-plugin.toml"
 sed 's/^slot = 2$/slot = 2\nbogus_key = 1/' "$R/etc/shelfha/shmc-plugin.toml" >"$R/etc/shelfha/bad.toml"
 
