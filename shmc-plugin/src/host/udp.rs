@@ -69,7 +69,13 @@ impl UdpAgents {
     ) -> Result<Self, String> {
         let key = load_key(key_file).map_err(|e| e.to_string())?;
         let seq = match sequence_file {
-            Some(path) => SeqSeed::File(path.to_path_buf()),
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("sequence_file directory {}: {e}", dir.display()))?;
+                }
+                SeqSeed::File(path.to_path_buf())
+            }
             None => {
                 warn!("no `sequence_file`: agent-link sequence numbers follow the wall clock (agents resynchronise a counter that goes back)");
                 SeqSeed::Clock
