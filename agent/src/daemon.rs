@@ -18,14 +18,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shelfha_proto::host::definitions::{split, Assembler};
-use shelfha_proto::message::guest_name;
+use shelfha_proto::message::{guest_name, short_text};
 use shelfha_proto::{
-    Capabilities, Endpoint, Event, Health, Kind, Message, NodeId, SendError, SoftwareVersion, Waker,
+    Capabilities, Endpoint, Event, Health, Kind, Message, NodeId, SendError, SoftwareVersion,
+    UnprotectedReason, Waker,
 };
 
 use crate::hypervisor::{Hypervisor, HypervisorEvent, LifecycleKind};
 use crate::logic::sync::{KeeperAction, Outbox};
-use crate::logic::{sync::Keeper, Acceptance, Agent};
+use crate::logic::{sync::Keeper, Acceptance, Agent, AgentError};
 use crate::net;
 use crate::order::{Order, OrderResult};
 
@@ -149,6 +150,9 @@ pub fn run<H: Hypervisor + 'static>(
         let s = Arc::clone(&shared);
         move || watchdog_loop(&s, ping_rx)
     })?;
+    for (name, refusal) in agent.recheck_partner_definitions() {
+        report_unprotected(&shared, partner.0, &name, refusal.reason, &refusal.detail);
+    }
     for order in agent.interrupted_orders() {
         log::warn!("{}: resuming after agent restart", order.key());
         handle_order(&shared, order);
@@ -315,7 +319,8 @@ fn on_message<H: Hypervisor + 'static>(
             );
         }
         Message::Heartbeat { digest, .. } => {
-            let stored = s.agent.partner_definitions();
+            // Stored definitions and refused pushes: what the partner's digest covers.
+            let stored = s.agent.partner_held();
             match keeper.on_heartbeat(&digest, &stored, Instant::now()) {
                 KeeperAction::Request => {
                     log::info!(
@@ -338,33 +343,29 @@ fn on_message<H: Hypervisor + 'static>(
             }
         }
         msg @ Message::DefinitionPush { .. } => match assembler.add(&msg) {
-            Ok(Some((name, xml))) => match String::from_utf8(xml) {
-                Ok(xml) => {
-                    let def = GuestDef {
-                        name: name.as_str().to_owned(),
-                        xml,
-                    };
-                    match s.agent.store_partner_definition(def) {
-                        Ok(changed) => {
-                            keeper.received(name.as_str());
-                            if changed && s.agent.warm_standby_listed(name.as_str()) {
-                                // The prober (re)creates the warm standby soon.
-                                s.refresh.store(true, Ordering::SeqCst);
-                            }
-                        }
-                        Err(e) => {
-                            log::error!("partner definition of `{name}`: {e}");
-                            return false;
-                        }
+            Ok(Some((name, xml))) => match s.agent.store_pushed_definition(name.as_str(), xml) {
+                Ok(changed) => {
+                    keeper.received(name.as_str());
+                    if changed && s.agent.warm_standby_listed(name.as_str()) {
+                        // The prober (re)creates the warm standby soon.
+                        s.refresh.store(true, Ordering::SeqCst);
                     }
                 }
-                Err(_) => log::warn!("partner definition of `{name}` is not UTF-8; dropped"),
+                Err(AgentError::Refused { name: n, refusal }) => {
+                    // Refused durably (held by its digest): acknowledged, and reported.
+                    keeper.received(name.as_str());
+                    report_unprotected(s, s.partner.0, &n, refusal.reason, &refusal.detail);
+                }
+                Err(e) => {
+                    log::error!("partner definition of `{name}`: {e}");
+                    return false;
+                }
             },
             Ok(None) => {}
             Err(e) => log::warn!("partner definition chunk dropped: {e}"),
         },
         Message::DefinitionRemove { name } => {
-            let keep: Vec<GuestDef> = s.agent.partner_definitions();
+            let keep = s.agent.partner_held();
             let keep: Vec<&str> = keep
                 .iter()
                 .map(|d| d.name.as_str())
@@ -383,6 +384,33 @@ fn on_message<H: Hypervisor + 'static>(
         other => log::debug!("ignoring {:?} from the partner", other.kind()),
     }
     true
+}
+
+/// Logs a guest that is not protected by its partner and tells the ShMC (`owner` is the slot
+/// the guest runs on).
+fn report_unprotected<H: Hypervisor>(
+    s: &Shared<H>,
+    owner: u8,
+    name: &str,
+    reason: UnprotectedReason,
+    detail: &str,
+) {
+    log::error!(
+        "guest `{name}` of slot {owner} is not protected by its partner: {reason:?}: {detail}"
+    );
+    let name = match short_text(name) {
+        n if n.is_empty() => short_text("?"),
+        n => n,
+    };
+    s.out.send(
+        NodeId::SHMC,
+        Message::GuestUnprotected {
+            slot: owner,
+            reason,
+            name,
+            text: short_text(detail),
+        },
+    );
 }
 
 fn push_definitions<H: Hypervisor>(s: &Shared<H>, defs: &[GuestDef]) {
@@ -553,6 +581,9 @@ fn prober_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, results: Sender<Resu
                         );
                     }
                     push_definitions(s, &push.changed);
+                    for u in &push.unprotected {
+                        report_unprotected(s, s.slot, &u.name, u.reason, &u.detail);
+                    }
                     for name in push.removed {
                         if let Some(n) = guest_name(&name) {
                             s.out.send(s.partner, Message::DefinitionRemove { name: n });

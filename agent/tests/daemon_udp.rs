@@ -114,7 +114,7 @@ fn test_agent_over_udp() {
     partner.add_peer(AGENT, Some(agent_addr)).unwrap();
     let text = format!(
         "slot = 1\nshmc = \"{}\"\nlisten = \"{agent_addr}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"test:///default\"\n\
-         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{}\"\n",
+         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{}\"\n[guests]\nallowed_storage_paths = [\"/guest\"]\n",
         shmc.local_addr().unwrap(),
         dir.0.display(),
         partner.local_addr().unwrap()
@@ -177,6 +177,36 @@ fn test_agent_over_udp() {
         let _ = collect(&mut partner, t0, Duration::from_millis(50), |_| false);
     }
     assert_eq!(std::fs::read_to_string(&stored).unwrap(), partner_xml("pg"));
+
+    // A pushed definition whose disk lies outside the allowed storage paths is refused, never
+    // stored, and reported to the ShMC naming the guest and the reason.
+    let evil =
+        "<domain type='test'><name>evil</name><memory unit='KiB'>1024</memory><vcpu>1</vcpu>\
+                <os><type arch='x86_64'>hvm</type></os><devices><disk type='file' device='disk'>\
+                <source file='/etc/shadow'/><target dev='vda'/></disk></devices></domain>";
+    for chunk in split("evil", evil.as_bytes()).unwrap() {
+        partner
+            .send(AGENT, &chunk, t0.elapsed().as_millis() as u64)
+            .unwrap();
+    }
+    let (ok, seen) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(m, Message::GuestUnprotected { .. })
+    });
+    assert!(ok, "no report of the refused definition: {seen:?}");
+    match seen.last() {
+        Some(Message::GuestUnprotected {
+            slot: 2,
+            reason: shelfha_proto::UnprotectedReason::DiskPath,
+            name,
+            text,
+        }) => {
+            assert_eq!(name.as_str(), "evil");
+            assert!(text.contains("/etc/shadow"), "{text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!dir.0.join("partner/evil.xml").exists());
+    assert!(hv.state("evil").is_err(), "refused definition defined");
 
     // A takeover without a confirmed fence is refused; nothing starts.
     let order = |fence| Message::RestartPartnerGuests {
@@ -461,7 +491,7 @@ fn test_partner_definitions_sync_and_drift_repair() {
         let state = dir.0.join(if i == 0 { "a" } else { "b" });
         let text = format!(
             "slot = {slot}\nshmc = \"{}\"\nlisten = \"{}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"test:///default\"\n\
-             heartbeat_ms = 50\n[partner]\nslot = {partner_slot}\naddress = \"{}\"\n",
+             heartbeat_ms = 50\n[partner]\nslot = {partner_slot}\naddress = \"{}\"\n[guests]\nallowed_storage_paths = [\"/guest\"]\n",
             shmc.local_addr().unwrap(),
             addrs[i],
             state.display(),
@@ -557,7 +587,7 @@ fn test_unhealthy_partner_heartbeat_keeps_definitions() {
         .unwrap();
     let text = format!(
         "slot = 1\nshmc = \"{}\"\nlisten = \"{}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"test:///default\"\n\
-         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{}\"\n",
+         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{}\"\n[guests]\nallowed_storage_paths = [\"/guest\"]\n",
         shmc.local_addr().unwrap(),
         agent_ep.local_addr().unwrap(),
         dir.0.display(),
