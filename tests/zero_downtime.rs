@@ -221,7 +221,8 @@ fn warm_standby_resumes_on_b_after_the_fence_and_comes_back_on_a() {
     for x in ['a', 'b'] {
         let path = rig.blades.base.join(format!("agent-{x}.toml"));
         let mut text = std::fs::read_to_string(&path).expect("agent config");
-        text.push_str("[guests]\nwarm_standby = [\"db\"]\n");
+        // The rig writes the `[guests]` table last: this key joins it.
+        text.push_str("warm_standby = [\"db\"]\n");
         std::fs::write(&path, text).expect("write agent config");
         rig.kill_agent(x);
         rig.start_agent(x);

@@ -81,6 +81,8 @@ pub fn reason_text(reason: UnprotectedReason) -> &'static str {
         UnprotectedReason::DiskPath => "host path outside allowed_storage_paths",
         UnprotectedReason::BadXml => "unusable domain XML",
         UnprotectedReason::StoreFailed => "cannot be stored",
+        UnprotectedReason::Emulator => "emulator other than the host's QEMU",
+        UnprotectedReason::SecurityLabel => "own security label",
         UnprotectedReason::Unknown(_) => "unknown reason",
     }
 }

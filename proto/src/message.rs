@@ -211,6 +211,11 @@ code_enum! {
         BadXml = 6,
         /// The partner could not store the definition (its state directory).
         StoreFailed = 7,
+        /// The definition names an emulator binary other than the host's QEMU.
+        Emulator = 8,
+        /// The definition sets its own security label (e.g. a static DAC label running QEMU
+        /// as root, or labelling turned off).
+        SecurityLabel = 9,
     }
 }
 

@@ -570,7 +570,8 @@ impl Rig {
                     "slot = {}\nshmc = \"{shmc}\"\nlisten = \"{}\"\nlibvirt_uri = \"{}\"\nkey_file = \"{}\"\n\
                      state_dir = \"{}\"\nqemu_run_dir = \"{}\"\nheartbeat_ms = 100\nfence_timeout_ms = 500\n\
                      evacuate_timeout_ms = 2000\n\
-                     [partner]\nslot = {}\naddress = \"{}\"\n{partner_uri}",
+                     [partner]\nslot = {}\naddress = \"{}\"\n{partner_uri}\
+                     [guests]\nallowed_storage_paths = [\"{}\", \"{}\"]\n",
                     i + 1,
                     agent_addr[i],
                     blades.uri(x),
@@ -579,6 +580,8 @@ impl Rig {
                     base.join(format!("{x}/run/libvirt/qemu")).display(),
                     partner + 1,
                     agent_addr[partner],
+                    base.join("shared").display(),
+                    base.join("disks").display(),
                 ),
             )
             .expect("write agent config");

@@ -399,6 +399,8 @@ pub const fn unprotected_reason_str(r: UnprotectedReason) -> &'static str {
         UnprotectedReason::DiskPath => "disk_path",
         UnprotectedReason::BadXml => "bad_xml",
         UnprotectedReason::StoreFailed => "store_failed",
+        UnprotectedReason::Emulator => "emulator",
+        UnprotectedReason::SecurityLabel => "security_label",
         UnprotectedReason::Unknown(_) => "unknown",
     }
 }
