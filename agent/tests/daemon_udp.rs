@@ -647,3 +647,84 @@ fn test_unhealthy_partner_heartbeat_keeps_definitions() {
     stop.store(true, Ordering::SeqCst);
     daemon.join().unwrap().unwrap();
 }
+
+/// Journal, then acknowledge: an order whose journal write fails is neither acknowledged nor
+/// carried out; the ShMC's retry is, once the journal can be written again.
+#[test]
+fn test_order_not_journaled_is_not_acknowledged_and_its_retry_is_carried_out() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("blade-agent-journal-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let t0 = Instant::now();
+    let now = || t0.elapsed().as_millis() as u64;
+    let mut shmc = endpoint(NodeId::SHMC, 1);
+    let partner = endpoint(PARTNER, 1);
+    let mut agent_ep = agent_endpoint(AGENT, 1);
+    shmc.add_peer(AGENT, Some(agent_ep.local_addr().unwrap()))
+        .unwrap();
+    let text = format!(
+        "slot = 1\nshmc = \"{}\"\nlisten = \"{}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"test:///default\"\n\
+         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{}\"\n[guests]\nallowed_storage_paths = [\"/guest\"]\n",
+        shmc.local_addr().unwrap(),
+        agent_ep.local_addr().unwrap(),
+        dir.0.display(),
+        partner.local_addr().unwrap()
+    );
+    let cfg = Config::parse(&text, Path::new("journal.toml")).unwrap();
+    agent_ep.add_peer(NodeId::SHMC, Some(cfg.shmc)).unwrap();
+    agent_ep
+        .add_peer(PARTNER, Some(cfg.partner.address))
+        .unwrap();
+    let hv = Arc::new(LibvirtHypervisor::open("test:///default", dir.0.join("run")).unwrap());
+    let agent = Arc::new(Agent::new(hv, cfg).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let daemon = {
+        let (agent, stop) = (Arc::clone(&agent), Arc::clone(&stop));
+        std::thread::spawn(move || blade_agent::daemon::run(agent, agent_ep, stop))
+    };
+    let (ok, _) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(m, Message::Hello { slot: 1, .. })
+    });
+    assert!(ok, "no Hello");
+
+    // The journal cannot be written: its temporary file's name is taken by a directory.
+    let blocker = dir.0.join(".journal.json.tmp");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let order = Message::RestartGuest {
+        incident: 77,
+        name: guest_name("nosuch").unwrap(),
+    };
+    let handle = shmc.send(AGENT, &order, now()).unwrap();
+    let mut acked = false;
+    let mut answered = false;
+    let mut watch = |shmc: &mut Endpoint, until: Instant| {
+        while Instant::now() < until && !(acked && answered) {
+            while let Some(ev) = shmc.poll(now()) {
+                match ev {
+                    Event::Acked { seq, .. } if seq == handle => acked = true,
+                    Event::GaveUp { seq, .. } if seq == handle => panic!("gave up"),
+                    Event::Message {
+                        message: Message::GuestOutcome { incident: 77, .. },
+                        ..
+                    } => answered = true,
+                    _ => {}
+                }
+            }
+            shmc.wait(Some(10)).unwrap();
+        }
+        (acked, answered)
+    };
+    let (a, b) = watch(&mut shmc, Instant::now() + Duration::from_millis(400));
+    assert!(!a, "acknowledged although the journal write failed");
+    assert!(!b, "carried out although not journaled");
+    assert!(shmc.pending() == 1, "still being retried");
+    // The journal can be written again: the next retry is journaled, acknowledged, carried out.
+    std::fs::remove_dir(&blocker).unwrap();
+    let (a, b) = watch(&mut shmc, Instant::now() + Duration::from_secs(5));
+    assert!(
+        a && b,
+        "retry not acknowledged ({a}) or not carried out ({b})"
+    );
+    stop.store(true, Ordering::SeqCst);
+    daemon.join().unwrap().unwrap();
+}

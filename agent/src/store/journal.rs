@@ -166,7 +166,7 @@ impl Journal {
         let seq = self.data.next_seq;
         self.data.next_seq += 1;
         self.data.orders.insert(
-            key,
+            key.clone(),
             OrderRecord {
                 seq,
                 order: order.clone(),
@@ -175,7 +175,12 @@ impl Journal {
             },
         );
         self.prune();
-        self.save()?;
+        if let Err(e) = self.save() {
+            // Not durable: forget it, so a retry is journaled (and acknowledged) afresh
+            // instead of being taken for an order interrupted by a restart.
+            self.data.orders.remove(&key);
+            return Err(e);
+        }
         Ok(Begin::New)
     }
 
