@@ -161,6 +161,10 @@ fn agent_config(slot: u8, partner: u8, state_dir: PathBuf, guests: &[String]) ->
             .iter()
             .map(PathBuf::from)
             .collect(),
+        allowed_emulators: blade_agent::config::DEFAULT_ALLOWED_EMULATORS
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
     }
 }
 

@@ -39,6 +39,14 @@ pub const DEFAULT_MIGRATION_TIMEOUT_MS: u64 = 60_000;
 /// Default `[guests] allowed_storage_paths`: the directory prefixes a partner guest's disks and
 /// other host files (kernel, loader, NVRAM...) may lie under (libvirt's default image pool).
 pub const DEFAULT_ALLOWED_STORAGE_PATHS: &[&str] = &["/var/lib/libvirt/images"];
+/// Default `[guests] allowed_emulators`: the binaries a partner guest's `<emulator>` may name
+/// (the QEMU of Debian and Ubuntu, `/usr/bin/kvm` there, and RHEL's `qemu-kvm`).
+pub const DEFAULT_ALLOWED_EMULATORS: &[&str] = &[
+    "/usr/bin/qemu-system-x86_64",
+    "/usr/bin/kvm",
+    "/usr/libexec/qemu-kvm",
+    "/usr/bin/qemu-kvm",
+];
 /// Largest accepted slot number (ATCA shelves have at most 16 logical slots).
 pub const MAX_SLOT: u8 = 16;
 
@@ -196,6 +204,9 @@ pub struct Config {
     /// Directory prefixes (absolute, no `..`) a partner definition's disks and other host
     /// files must lie under (`[guests] allowed_storage_paths`); see [`crate::policy`].
     pub allowed_storage_paths: Vec<PathBuf>,
+    /// Binaries (absolute, no `..`) a partner definition's `<emulator>` may name
+    /// (`[guests] allowed_emulators`); see [`crate::policy`].
+    pub allowed_emulators: Vec<PathBuf>,
 }
 
 impl Config {
@@ -368,6 +379,26 @@ impl Config {
                 list.into_inner().into_iter().map(PathBuf::from).collect()
             }
         };
+        let allowed_emulators = match guests.allowed_emulators {
+            None => DEFAULT_ALLOWED_EMULATORS
+                .iter()
+                .map(PathBuf::from)
+                .collect(),
+            Some(list) => {
+                if let Some(bad) = list
+                    .get_ref()
+                    .iter()
+                    .find(|p| !crate::policy::valid_prefix(p))
+                {
+                    return Err(invalid(
+                        "guests.allowed_emulators",
+                        list.span(),
+                        format!("`{bad}` is not an absolute path without `.` or `..` components"),
+                    ));
+                }
+                list.into_inner().into_iter().map(PathBuf::from).collect()
+            }
+        };
         let protection = match guests.protected {
             None => Protection::AllPersistent,
             Some(spec) => {
@@ -439,6 +470,7 @@ impl Config {
                 warm_standby,
             },
             allowed_storage_paths,
+            allowed_emulators,
         })
     }
 }
@@ -506,6 +538,7 @@ struct RawGuests {
     priority: BTreeMap<String, u32>,
     warm_standby: Option<toml::Spanned<Vec<String>>>,
     allowed_storage_paths: Option<toml::Spanned<Vec<String>>>,
+    allowed_emulators: Option<toml::Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -676,6 +709,49 @@ mod test {
                 ),
                 "{bad}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn test_allowed_emulators() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            c.allowed_emulators,
+            DEFAULT_ALLOWED_EMULATORS
+                .iter()
+                .map(PathBuf::from)
+                .collect::<Vec<_>>()
+        );
+        assert!(c
+            .allowed_emulators
+            .contains(&PathBuf::from("/usr/libexec/qemu-kvm")));
+        let c = parse(&format!(
+            "{MINIMAL}[guests]\nallowed_emulators = [\"/opt/qemu/bin/qemu-system-x86_64\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.allowed_emulators,
+            vec![PathBuf::from("/opt/qemu/bin/qemu-system-x86_64")]
+        );
+        let c = parse(&format!("{MINIMAL}[guests]\nallowed_emulators = []\n")).unwrap();
+        assert!(c.allowed_emulators.is_empty());
+        for bad in ["qemu-kvm", "", "/usr/bin/../bin/kvm", "/usr/./bin/kvm"] {
+            let e = parse(&format!(
+                "{MINIMAL}[guests]\nallowed_emulators = [\"/usr/bin/kvm\", \"{bad}\"]\n"
+            ))
+            .unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ConfigError::Invalid {
+                        key: "guests.allowed_emulators",
+                        line: 8,
+                        ..
+                    }
+                ),
+                "{bad}: {e}"
+            );
+            assert!(e.to_string().contains("agent.toml:8"), "{e}");
         }
     }
 
