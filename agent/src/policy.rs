@@ -22,7 +22,28 @@
 //!   attribute, `<source dir=...>`, `<source dev=...>` (not of an `<interface>`, where it names a NIC), the
 //!   `path` of file/dev/pipe character devices and file audio, `<kernel>`, `<initrd>`,
 //!   `<loader>`, `<nvram>` (and its `template`), `<dtb>`, ACPI `<table>`, and a memory device's
-//!   `<source><path>` ([`UnprotectedReason::DiskPath`]).
+//!   `<source><path>` ([`UnprotectedReason::DiskPath`]);
+//! - an `<emulator>` names another binary than one of `[guests] allowed_emulators` (libvirt
+//!   would exec it as QEMU). An absent `<emulator>` is fine (libvirt picks the host's QEMU); a
+//!   present one must be an absolute path without `.` or `..` components equal (compared by
+//!   path components) to a listed one, untrimmed and without child elements (libvirt execs the
+//!   element's whole string value as it is) ([`UnprotectedReason::Emulator`]);
+//! - a `<seclabel>` (the domain's, or a device's under a `<source>`) asks for less than
+//!   libvirt's default confinement: a `type` other than `dynamic` (`static` runs QEMU under the
+//!   given label, `<label>0:0</label>` of model `dac` as root; `none` unconfined), a `relabel`
+//!   other than `yes`, `model='none'`, a `<baselabel>` (libvirt honours it when defining: the
+//!   context the dynamic label derives from), or any child element other than the generated
+//!   `<label>`/`<imagelabel>` of an explicitly `type='dynamic'` domain label
+//!   ([`UnprotectedReason::SecurityLabel`]).
+//!
+//! Dynamic labels: the owner pushes the inactive XML of a persistent guest
+//! (`VIR_DOMAIN_XML_INACTIVE`), which has no generated labels, but the live XML of a transient
+//! one, where libvirt shows the labels it generated for the running QEMU, e.g.
+//! `<seclabel type='dynamic' model='dac' relabel='yes'><label>+0:+0</label>`
+//! `<imagelabel>+0:+0</imagelabel></seclabel>`. libvirt's parser reads a dynamic label's
+//! `<label>` and `<imagelabel>` from live XML only, never when defining (the parse is
+//! inactive), and generates fresh ones at start, so these two are accepted under
+//! `type='dynamic'`; a device's `<label>` (always honoured) and a `<baselabel>` are not.
 //!
 //! Paths must be absolute and free of `.` and `..` components; they are matched against the
 //! allowed prefixes component by component (`/var/lib/libvirt/images2` is not under
@@ -129,11 +150,21 @@ pub fn check_bytes<'a>(cfg: &Config, pushed_name: &str, xml: &'a [u8]) -> Result
 /// Checks a definition pushed (or stored) under `pushed_name` against the policy of `cfg`
 /// (see the module documentation). Ok when it may be stored, defined and started here.
 pub fn check_definition(cfg: &Config, pushed_name: &str, xml: &str) -> Result<(), Refusal> {
-    check_xml(&cfg.allowed_storage_paths, pushed_name, xml)
+    check_xml(
+        &cfg.allowed_storage_paths,
+        &cfg.allowed_emulators,
+        pushed_name,
+        xml,
+    )
 }
 
-/// [`check_definition`] with the allowed prefixes given directly.
-pub fn check_xml(allowed: &[PathBuf], pushed_name: &str, xml: &str) -> Result<(), Refusal> {
+/// [`check_definition`] with the allowed storage prefixes and emulators given directly.
+pub fn check_xml(
+    allowed: &[PathBuf],
+    emulators: &[PathBuf],
+    pushed_name: &str,
+    xml: &str,
+) -> Result<(), Refusal> {
     check_pushable(pushed_name, xml)?;
     let opts = ParsingOptions {
         allow_dtd: false,
@@ -166,6 +197,8 @@ pub fn check_xml(allowed: &[PathBuf], pushed_name: &str, xml: &str) -> Result<()
         }
         check_device(node)?;
         check_paths(node, allowed)?;
+        check_emulator(node, emulators)?;
+        check_seclabel(node, root)?;
     }
     Ok(())
 }
@@ -321,6 +354,72 @@ fn check_paths(node: Node, allowed: &[PathBuf]) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// An `<emulator>` must be one of the `allowed` binaries.
+fn check_emulator(node: Node, allowed: &[PathBuf]) -> Result<(), Refusal> {
+    if local(node) != "emulator" {
+        return Ok(());
+    }
+    let refuse = |why: String| Err(Refusal::new(UnprotectedReason::Emulator, why));
+    if node.children().any(|c| c.is_element()) {
+        return refuse("<emulator> is not plain text".into());
+    }
+    // libvirt takes the element's string value as it is: no trimming here either.
+    let p: String = node
+        .children()
+        .filter(Node::is_text)
+        .filter_map(|t| t.text())
+        .collect();
+    if !valid_prefix(&p) {
+        return refuse(format!(
+            "`{p}` is not an absolute path without `.` or `..` components"
+        ));
+    }
+    if allowed.iter().any(|a| Path::new(&p) == a) {
+        Ok(())
+    } else {
+        refuse(format!("`{p}` is not in allowed_emulators"))
+    }
+}
+
+/// A `<seclabel>` may only keep libvirt's default, dynamic confinement (see the module
+/// documentation for the generated labels of a live XML).
+fn check_seclabel(node: Node, root: Node) -> Result<(), Refusal> {
+    if local(node) != "seclabel" {
+        return Ok(());
+    }
+    let refuse = |why: String| {
+        Err(Refusal::new(
+            UnprotectedReason::SecurityLabel,
+            format!("<seclabel> {why}"),
+        ))
+    };
+    let mut typed_dynamic = false;
+    for t in attrs(node, "type") {
+        if t != "dynamic" {
+            return refuse(format!("type='{t}'"));
+        }
+        typed_dynamic = true;
+    }
+    if let Some(r) = attrs(node, "relabel").find(|r| *r != "yes") {
+        return refuse(format!("relabel='{r}'"));
+    }
+    if attr_is(node, "model", &["none"]) {
+        return refuse("model='none'".into());
+    }
+    let domain_level = node.parent_element() == Some(root);
+    for child in node.children().filter(Node::is_element) {
+        match local(child) {
+            // Generated labels of a live XML: libvirt ignores them when defining.
+            "label" | "imagelabel" if domain_level && typed_dynamic => {}
+            other if domain_level && !typed_dynamic => {
+                return refuse(format!("with <{other}> but no type='dynamic'"))
+            }
+            other => return refuse(format!("with <{other}>")),
+        }
+    }
+    Ok(())
+}
+
 /// Whether `p` is an absolute path without `.` or `..` components (what an allowed prefix
 /// must be, and what a host path of a definition must be).
 pub fn valid_prefix(p: &str) -> bool {
@@ -372,8 +471,15 @@ mod test {
         )
     }
 
+    fn emulators() -> Vec<PathBuf> {
+        crate::config::DEFAULT_ALLOWED_EMULATORS
+            .iter()
+            .map(PathBuf::from)
+            .collect()
+    }
+
     fn check(name: &str, xml: &str) -> Result<(), Refusal> {
-        check_xml(&allowed(), name, xml)
+        check_xml(&allowed(), &emulators(), name, xml)
     }
 
     fn reason(name: &str, xml: &str) -> UnprotectedReason {
@@ -560,6 +666,274 @@ mod test {
         assert!(r.detail.contains("/etc/shadow"), "{r}");
     }
 
+    /// `virsh dumpxml --inactive` of the system-test rig's template guest (libvirt 9.0,
+    /// running): what the owner pushes for a persistent guest.
+    const LIBVIRT_INACTIVE: &str = "<domain type='qemu'>
+  <name>g1</name>
+  <uuid>09be8586-a869-ad26-f647-f1f78fadc7fd</uuid>
+  <memory unit='KiB'>65536</memory>
+  <currentMemory unit='KiB'>65536</currentMemory>
+  <vcpu placement='static'>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
+    <boot dev='hd'/>
+  </os>
+  <cpu mode='custom' match='exact' check='none'>
+    <model fallback='forbid'>qemu64</model>
+  </cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' index='0' model='none'/>
+    <controller type='pci' index='0' model='pci-root'/>
+    <input type='mouse' bus='ps2'/>
+    <input type='keyboard' bus='ps2'/>
+    <audio id='1' type='none'/>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+";
+
+    /// `virsh dumpxml` (live) of the same guest: what the owner pushes for a transient guest.
+    const LIBVIRT_LIVE: &str = "<domain type='qemu' id='1'>
+  <name>g1</name>
+  <uuid>09be8586-a869-ad26-f647-f1f78fadc7fd</uuid>
+  <memory unit='KiB'>65536</memory>
+  <currentMemory unit='KiB'>65536</currentMemory>
+  <vcpu placement='static'>1</vcpu>
+  <resource>
+    <partition>/machine</partition>
+  </resource>
+  <os>
+    <type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type>
+    <boot dev='hd'/>
+  </os>
+  <cpu mode='custom' match='exact' check='full'>
+    <model fallback='forbid'>qemu64</model>
+    <feature policy='require' name='hypervisor'/>
+    <feature policy='require' name='lahf_lm'/>
+  </cpu>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <controller type='usb' index='0' model='none'>
+      <alias name='usb'/>
+    </controller>
+    <controller type='pci' index='0' model='pci-root'>
+      <alias name='pci.0'/>
+    </controller>
+    <input type='mouse' bus='ps2'>
+      <alias name='input0'/>
+    </input>
+    <input type='keyboard' bus='ps2'>
+      <alias name='input1'/>
+    </input>
+    <audio id='1' type='none'/>
+    <memballoon model='none'/>
+  </devices>
+  <seclabel type='dynamic' model='dac' relabel='yes'>
+    <label>+0:+0</label>
+    <imagelabel>+0:+0</imagelabel>
+  </seclabel>
+</domain>
+
+";
+
+    /// A domain with `sec` as a direct child (after the devices).
+    fn labelled(sec: &str) -> String {
+        format!(
+            "<domain type='kvm'><name>db</name><memory unit='KiB'>1024</memory>\
+             <devices><emulator>/usr/bin/kvm</emulator></devices>{sec}</domain>"
+        )
+    }
+
+    #[test]
+    fn test_emulators() {
+        // Absent: libvirt picks the host's QEMU.
+        let bare = "<domain type='kvm'><name>db</name><devices/></domain>";
+        assert_eq!(check("db", bare), Ok(()));
+        for e in crate::config::DEFAULT_ALLOWED_EMULATORS {
+            let xml = format!(
+                "<domain type='kvm'><name>db</name><devices><emulator>{e}</emulator>\
+                 </devices></domain>"
+            );
+            assert_eq!(check("db", &xml), Ok(()), "{e}");
+        }
+        assert_eq!(check("g1", LIBVIRT_INACTIVE), Ok(()));
+        // Split by a comment: libvirt reads the whole text, as this check does.
+        let split = "<domain><name>db</name><devices><emulator>/usr/bin/<!-- x -->kvm\
+                     </emulator></devices></domain>";
+        assert_eq!(check("db", split), Ok(()));
+        let bad = [
+            "/bin/sh",
+            "/tmp/qemu-system-x86_64",
+            "/usr/bin/qemu-system-x86_64x",
+            "/usr/bin/../bin/kvm",
+            "/usr/bin/./kvm",
+            "usr/bin/kvm",
+            " /usr/bin/kvm",
+            "/usr/bin/kvm ",
+            "",
+        ];
+        for e in bad {
+            let xml = format!(
+                "<domain type='kvm'><name>db</name><devices><emulator>{e}</emulator>\
+                 </devices></domain>"
+            );
+            let r = check("db", &xml).unwrap_err();
+            assert_eq!(r.reason, UnprotectedReason::Emulator, "`{e}`: {r}");
+        }
+        for xml in [
+            // A second one after an allowed one; a prefixed one.
+            "<domain><name>db</name><devices><emulator>/usr/bin/kvm</emulator>\
+             <emulator>/bin/sh</emulator></devices></domain>",
+            "<domain><name>db</name><devices><e:emulator xmlns:e='urn:e'>/bin/sh</e:emulator>\
+             </devices></domain>",
+            // Text in a child element is part of libvirt's string value.
+            "<domain><name>db</name><devices><emulator>/usr/bin/kvm<x>2</x></emulator>\
+             </devices></domain>",
+            "<domain><name>db</name><devices><emulator/></devices></domain>",
+        ] {
+            assert_eq!(reason("db", xml), UnprotectedReason::Emulator, "{xml}");
+        }
+        // The detail names the path.
+        let evil = "<domain><name>db</name><devices><emulator>/tmp/evil</emulator>\
+                    </devices></domain>";
+        let r = check("db", evil).unwrap_err();
+        assert!(r.detail.contains("/tmp/evil"), "{r}");
+        // Only the configured list counts.
+        let mine = [PathBuf::from("/opt/qemu/bin/qemu-system-x86_64")];
+        let r = check_xml(&allowed(), &mine, "g1", LIBVIRT_INACTIVE).unwrap_err();
+        assert_eq!(r.reason, UnprotectedReason::Emulator);
+        let opt = "<domain><name>db</name><devices><emulator>/opt/qemu/bin/qemu-system-x86_64\
+                   </emulator></devices></domain>";
+        assert_eq!(check_xml(&allowed(), &mine, "db", opt), Ok(()));
+        assert_eq!(reason("db", opt), UnprotectedReason::Emulator);
+        assert_eq!(
+            check_xml(&allowed(), &[], "db", bare),
+            Ok(()),
+            "none allowed: only definitions without <emulator>"
+        );
+        // Inside the metadata it is not libvirt's.
+        let meta = "<domain><name>db</name><metadata><emulator xmlns='urn:x'>/bin/sh</emulator>\
+                    </metadata></domain>";
+        assert_eq!(check("db", meta), Ok(()));
+    }
+
+    #[test]
+    fn test_confining_security_labels_accepted() {
+        for sec in [
+            "<seclabel type='dynamic' model='dac' relabel='yes'/>",
+            "<seclabel type='dynamic' model='selinux'/>",
+            "<seclabel type='dynamic' model='apparmor' relabel='yes'/>",
+            "<seclabel/>",
+            "<seclabel model='dac'/>",
+            // Stacked drivers.
+            "<seclabel type='dynamic' model='selinux' relabel='yes'/>\
+             <seclabel type='dynamic' model='dac' relabel='yes'/>",
+            // Live XML: labels generated by libvirt, ignored when defining.
+            "<seclabel type='dynamic' model='selinux' relabel='yes'>\
+             <label>system_u:system_r:svirt_t:s0:c392,c662</label>\
+             <imagelabel>system_u:object_r:svirt_image_t:s0:c392,c662</imagelabel></seclabel>",
+            "<seclabel type='dynamic' model='dac' relabel='yes'><label>+64055:+994</label>\
+             <imagelabel>+64055:+994</imagelabel></seclabel>",
+        ] {
+            assert_eq!(check("db", &labelled(sec)), Ok(()), "{sec}");
+        }
+        assert_eq!(check("g1", LIBVIRT_LIVE), Ok(()));
+        // A device's label that only relabels, or skips what it could not label (live XML).
+        for sec in [
+            "<seclabel model='dac' relabel='yes'/>",
+            "<seclabel model='selinux' labelskip='yes'/>",
+        ] {
+            let d = format!(
+                "<disk type='file' device='disk'><source file='/var/lib/libvirt/images/a.img'>\
+                 {sec}</source><target dev='vda'/></disk>"
+            );
+            assert_eq!(check("db", &domain("db", &d)), Ok(()), "{sec}");
+        }
+    }
+
+    #[test]
+    fn test_own_security_labels_refused() {
+        for sec in [
+            // QEMU as root.
+            "<seclabel type='static' model='dac' relabel='no'><label>0:0</label></seclabel>",
+            "<seclabel type='static' model='dac' relabel='yes'><label>+0:+0</label></seclabel>",
+            "<seclabel type='static' model='selinux' relabel='yes'>\
+             <label>system_u:system_r:unconfined_t:s0</label></seclabel>",
+            "<seclabel type='none'/>",
+            "<seclabel type='none' model='none'/>",
+            "<seclabel type='dynamic' model='dac' relabel='no'/>",
+            "<seclabel type='dynamic' model='dac' relabel='off'/>",
+            "<seclabel type='dynamic' model='none'/>",
+            "<seclabel type='Static' model='dac'><label>0:0</label></seclabel>",
+            // A base for the dynamic label: honoured when defining.
+            "<seclabel type='dynamic' model='selinux'>\
+             <baselabel>system_u:system_r:unconfined_t:s0</baselabel></seclabel>",
+            // Labels without an explicit dynamic type.
+            "<seclabel model='dac'><label>0:0</label></seclabel>",
+            "<seclabel><imagelabel>0:0</imagelabel></seclabel>",
+            // Unknown children are refused too.
+            "<seclabel type='dynamic' model='dac'><x/></seclabel>",
+            // Attribute lookups ignore the namespace.
+            "<seclabel xmlns:x='urn:x' type='dynamic' x:type='static' model='dac'>\
+             <label>0:0</label></seclabel>",
+            "<seclabel xmlns:x='urn:x' type='dynamic' x:relabel='no'/>",
+            // A prefixed element.
+            "<s:seclabel xmlns:s='urn:s' type='none'/>",
+            // Refused whatever comes first.
+            "<seclabel type='dynamic' model='selinux'/><seclabel type='static' model='dac'>\
+             <label>0:0</label></seclabel>",
+        ] {
+            let r = check("db", &labelled(sec)).unwrap_err();
+            assert_eq!(r.reason, UnprotectedReason::SecurityLabel, "{sec}: {r}");
+        }
+        let r = check(
+            "db",
+            &labelled("<seclabel type='static' model='dac'><label>0:0</label></seclabel>"),
+        )
+        .unwrap_err();
+        assert!(r.detail.contains("static"), "{r}");
+        // Devices: relabel='no' (QEMU reaching a file libvirt did not label for it), an own
+        // label (always honoured), the generated forms too.
+        for sec in [
+            "<seclabel relabel='no'/>",
+            "<seclabel model='dac' relabel='no'/>",
+            "<seclabel model='dac' relabel='yes'><label>0:0</label></seclabel>",
+            "<seclabel model='selinux'><label>system_u:object_r:etc_t:s0</label></seclabel>",
+            "<seclabel type='dynamic' model='dac'><label>+0:+0</label></seclabel>",
+            "<seclabel type='none'/>",
+        ] {
+            let d = format!(
+                "<disk type='file' device='disk'><source file='/var/lib/libvirt/images/a.img'>\
+                 {sec}</source><target dev='vda'/></disk>"
+            );
+            let r = check("db", &domain("db", &d)).unwrap_err();
+            assert_eq!(
+                r.reason,
+                UnprotectedReason::SecurityLabel,
+                "disk {sec}: {r}"
+            );
+            let c = format!(
+                "<serial type='file'><source path='/var/lib/libvirt/images/s.log'>{sec}\
+                 </source></serial>"
+            );
+            let r = check("db", &domain("db", &c)).unwrap_err();
+            assert_eq!(
+                r.reason,
+                UnprotectedReason::SecurityLabel,
+                "serial {sec}: {r}"
+            );
+        }
+    }
+
     #[test]
     fn test_dot_dot_tricks_refused() {
         for p in [
@@ -595,7 +969,7 @@ mod test {
             assert_eq!(reason("db", xml), UnprotectedReason::BadXml, "{xml}");
         }
         let cfg_allowed = allowed();
-        let r = check_xml(&cfg_allowed, "db", "").unwrap_err();
+        let r = check_xml(&cfg_allowed, &emulators(), "db", "").unwrap_err();
         assert_eq!(r.reason, UnprotectedReason::BadXml);
         let big = format!(
             "<domain><name>db</name><!--{}--></domain>",
@@ -759,6 +1133,46 @@ mod agent_test {
         assert_eq!(hv.state_of("web"), None);
         assert_eq!(hv.state_of("local1"), Some(GuestState::Running));
         assert_eq!(hv.starts("local1"), 0);
+    }
+
+    #[test]
+    fn test_foreign_emulator_and_own_security_label_never_stored() {
+        let dir = TempDir::new("policy-emulator");
+        let hv = Arc::new(FakeHypervisor::new(1 << 20));
+        let cfg = config(
+            &dir,
+            "allowed_emulators = [\"/opt/qemu/bin/qemu-system-x86_64\"]\n",
+        );
+        let a = Agent::new(Arc::clone(&hv), cfg).unwrap();
+        let opt = "<emulator>/opt/qemu/bin/qemu-system-x86_64</emulator>";
+        assert!(a.store_partner_definition(def("db", "db", opt)).unwrap());
+        // The default list no longer applies once the setting is given.
+        let kvm = "<emulator>/usr/bin/kvm</emulator>";
+        assert_eq!(
+            refusal(a.store_partner_definition(def("web", "web", kvm))),
+            UnprotectedReason::Emulator
+        );
+        let root = format!(
+            "{opt}</devices><seclabel type='static' model='dac' relabel='no'>\
+             <label>0:0</label></seclabel><devices>"
+        );
+        assert_eq!(
+            refusal(a.store_partner_definition(def("app", "app", &root))),
+            UnprotectedReason::SecurityLabel
+        );
+        let stored: Vec<String> = a
+            .partner_definitions()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(stored, ["db"]);
+        let refused: Vec<String> = a.partner_refusals().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(refused, ["app", "web"]);
+        let out = restart(&a, 3);
+        let names: Vec<&str> = out.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["db"]);
+        assert_eq!(hv.state_of("web"), None);
+        assert_eq!(hv.state_of("app"), None);
     }
 
     #[test]
