@@ -751,7 +751,13 @@ impl Endpoint {
     /// A peer challenges us: raise our counter above its floor, answer with its nonce, and
     /// re-send what it has not acknowledged under new sequences (once per challenge).
     fn on_challenge(&mut self, from: NodeId, nonce: u64, floor: u64, src: SocketAddr, now_ms: u64) {
-        if self.seq.advance_past(floor) {
+        if floor >= SeqCounter::MAX_FLOOR {
+            log::error!(
+                "{} claims to have seen sequence {} from us, beyond any we can have sent: not followed",
+                from,
+                floor
+            );
+        } else if self.seq.advance_past(floor) {
             log::warn!(
                 "{} has seen sequence {} from us, above our counter: counter raised (clock stepped back?)",
                 from,

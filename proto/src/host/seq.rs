@@ -45,6 +45,9 @@ impl SeqCounter {
     /// Sequences reserved per write of the reservation file.
     pub const RESERVE: u64 = 1 << 20;
 
+    /// Highest floor [`SeqCounter::advance_past`] jumps over (2^62).
+    pub const MAX_FLOOR: u64 = 1 << 62;
+
     /// Seeds a counter; `Err` only when the reservation file exists but cannot be read, or
     /// cannot be written at start (then restart safety would silently depend on the clock).
     pub fn new(seed: &SeqSeed) -> io::Result<SeqCounter> {
@@ -94,8 +97,11 @@ impl SeqCounter {
     /// Makes every later sequence larger than `floor` (a receiver's [`crate::Message::Challenge`]
     /// says it has seen `floor` from us: our counter went back, e.g. a clock stepped back with
     /// no reservation file). Returns true if the counter moved.
+    /// A floor at or above [`SeqCounter::MAX_FLOOR`] is refused (false): no counter seeded
+    /// from a microsecond clock gets there for 140,000 years, so such a floor is corrupt or
+    /// hostile, and jumping to it would leave too few sequences to ever send again.
     pub fn advance_past(&mut self, floor: u64) -> bool {
-        if self.next > floor {
+        if self.next > floor || floor >= Self::MAX_FLOOR {
             return false;
         }
         self.next = floor.saturating_add(1);
@@ -242,6 +248,11 @@ mod test {
         let seed = SeqSeed::File(path.clone());
         let mut a = SeqCounter::new_at(&seed, 100).unwrap();
         assert!(!a.advance_past(50), "already above");
+        assert!(
+            !a.advance_past(u64::MAX - 1),
+            "a floor no clock reaches is refused"
+        );
+        assert_eq!(a.peek(), 100);
         let far = 100 + 3 * SeqCounter::RESERVE;
         assert!(a.advance_past(far));
         assert_eq!(a.next_seq(), far + 1);
