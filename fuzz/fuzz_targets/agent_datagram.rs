@@ -8,7 +8,7 @@
 //! - once the blade has fenced itself, nothing starts any more.
 //!
 //! Input: a sequence of records `ctl, len (u16 LE), payload[len]` (a short last payload is
-//! taken as is). `ctl` bit 0 set: the payload is a frame *body* that the harness seals with a
+//! taken as is; at most 32 records, the first 4 orders among them executed). `ctl` bit 0 set: the payload is a frame *body* that the harness seals with a
 //! valid header and HMAC (so the fuzzer gets past the tag), clear: the payload is a raw
 //! datagram. Bits 1-2: sender (ShMC, partner slot 4, other blade slot 5, unknown node 20).
 //! Bit 3: reuse the sender's previous sequence (a replay) instead of the next one. Bit 4:
@@ -38,8 +38,10 @@ const ME: u8 = 3;
 const PARTNER: u8 = 4;
 const OTHER: u8 = 5;
 const UNKNOWN: u8 = 20;
-/// Most records handled per input (keeps every run short).
-const MAX_RECORDS: usize = 64;
+/// Most records handled per input, and most orders given to the agent per input (each one
+/// is journaled and may start threads): keeps every run short.
+const MAX_RECORDS: usize = 32;
+const MAX_ORDERS: usize = 4;
 
 /// The fixed test key of the golden vectors: bytes 0x00 .. 0x1f.
 fn key() -> Key {
@@ -78,6 +80,7 @@ struct Blade {
     keeper: Keeper,
     assembler: Assembler,
     fenced: bool,
+    orders: usize,
 }
 
 impl Blade {
@@ -100,6 +103,7 @@ impl Blade {
             keeper: Keeper::default(),
             assembler: Assembler::new(),
             fenced: false,
+            orders: 0,
         }
     }
 
@@ -112,6 +116,10 @@ impl Blade {
         let starts = self.starts();
         if let Some(order) = net::order_from(from, &message) {
             assert_eq!(from, NodeId::SHMC, "order from {from}: {order:?}");
+            if self.orders >= MAX_ORDERS {
+                return;
+            }
+            self.orders += 1;
             self.on_order(&order);
             let started = self.starts() > starts;
             if let Order::RestartPartnerGuests {
@@ -219,7 +227,10 @@ impl Blade {
 
 /// An answer the agent would send: valid, and sealable into one frame.
 fn check(msg: &Message) {
-    assert!(msg.is_valid(), "agent would send an invalid message: {msg:?}");
+    assert!(
+        msg.is_valid(),
+        "agent would send an invalid message: {msg:?}"
+    );
     let header = Header {
         sender: NodeId(ME),
         dest: NodeId::SHMC,
