@@ -20,6 +20,11 @@ use crate::message::{Kind, Message, NodeId};
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Sequences at or above this (2^62) are never accepted, restored as a floor, or jumped to:
+/// counters are seeded from the microsecond clock, which gets there in 140,000 years, so such
+/// a number is corrupt or hostile, and accepting it would leave a window no sender can pass.
+pub const MAX_SEQUENCE: u64 = 1 << 62;
+
 /// The 32-byte pre-shared shelf key. `Debug` does not print it.
 #[derive(Clone)]
 pub struct Key {
@@ -434,6 +439,9 @@ impl Verifier {
     /// Rejects every sequence `<= floor` from `id` (e.g. restored after a restart). Returns
     /// false if `id` is unknown. Never lowers the current window.
     pub fn set_floor(&mut self, id: NodeId, floor: u64) -> bool {
+        if floor >= MAX_SEQUENCE {
+            return false;
+        }
         match self.peers.get_mut(id) {
             Some(w) => {
                 if floor > w.highest() {
@@ -494,6 +502,9 @@ impl Verifier {
         }
         // Session kinds (challenge and reply) bypass the window: a challenge must be answered
         // even from a peer whose counter went back, and a reply is bound by its nonce.
+        if header.seq >= MAX_SEQUENCE {
+            return Err(DropReason::Invalid);
+        }
         let session = Kind::from_u8(kind).is_some_and(Kind::is_session);
         if !session {
             if node_bit(header.sender).is_some_and(|bit| self.unsynced & bit != 0) {

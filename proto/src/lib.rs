@@ -53,7 +53,9 @@ pub mod message;
 #[cfg(feature = "std")]
 pub mod host;
 
-pub use auth::{DropCounters, DropReason, Key, Peers, Received, ReplayWindow, Verifier};
+pub use auth::{
+    DropCounters, DropReason, Key, Peers, Received, ReplayWindow, Verifier, MAX_SEQUENCE,
+};
 pub use digest::{definition_digest, guest_set_digest, Digest};
 pub use frame::{
     seal, Header, SealError, HEADER_LEN, MAX_BODY, MAX_FRAME, MIN_FRAME, PROTOCOL_VERSION,

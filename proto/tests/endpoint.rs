@@ -61,15 +61,17 @@ fn sync(a: &mut Endpoint, b: &mut Endpoint) {
     panic!("endpoints did not synchronise");
 }
 
-/// Polls both endpoints at `now` until `done` holds for the events collected so far.
+/// Polls both endpoints from `start` on (5 ms per round) until `done` holds for the events
+/// collected so far.
 fn pump(
     a: &mut Endpoint,
     b: &mut Endpoint,
-    now: u64,
+    start: u64,
     done: impl Fn(&[Event], &[Event]) -> bool,
 ) -> (Vec<Event>, Vec<Event>) {
     let (mut ea, mut eb) = (Vec::new(), Vec::new());
-    for _ in 0..1000 {
+    for round in 0..1000u64 {
+        let now = start + round * 5;
         while let Some(ev) = a.poll(now) {
             ea.push(ev);
         }
@@ -847,4 +849,95 @@ fn test_waker_wakes_a_waiting_thread() {
     assert_eq!(agent.poll(0), None);
     assert_eq!(agent.wakeups(), 1);
     assert_eq!(agent.drops().total(), 0);
+}
+
+#[test]
+fn test_replayed_challenges_cannot_keep_a_command_alive() {
+    // The agent is gone; an attacker replays two challenges the agent once sent.
+    let silent = UdpSocket::bind(LOCAL).unwrap();
+    let mut shmc = endpoint(NodeId::SHMC);
+    shmc.add_peer(AGENT, Some(silent.local_addr().unwrap()))
+        .unwrap();
+    let to = shmc.local_addr().unwrap();
+    let replayer = UdpSocket::bind(LOCAL).unwrap();
+    let captured = [
+        from_agent(50, &Message::Challenge { nonce: 1, floor: 0 }),
+        from_agent(60, &Message::Challenge { nonce: 2, floor: 0 }),
+    ];
+    let handle = shmc.send(AGENT, &fence(5), 0).unwrap();
+    let mut gave_up = None;
+    for step in 0..60u64 {
+        let now = step * 50;
+        replayer
+            .send_to(&captured[(step % 2) as usize], to)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        while let Some(ev) = shmc.poll(now) {
+            if ev
+                == (Event::GaveUp {
+                    to: AGENT,
+                    seq: handle,
+                    kind: Kind::FenceSelf,
+                })
+            {
+                gave_up = gave_up.or(Some(now));
+            }
+        }
+    }
+    let at = gave_up.expect("the command was never given up");
+    assert!(at <= 1_500, "given up only at {at} ms");
+    assert_eq!(shmc.pending(), 0);
+}
+
+#[test]
+fn test_a_peer_that_cannot_get_above_the_floor_is_challenged_at_a_bounded_rate() {
+    // The agent has seen a sequence from the ShMC that the ShMC can never reach again.
+    let mut agent = endpoint(AGENT);
+    let mut out = Outsider::new();
+    agent
+        .add_peer(NodeId::SHMC, Some(out.socket.local_addr().unwrap()))
+        .unwrap();
+    let to = agent.local_addr().unwrap();
+    assert!(agent.set_floor(NodeId::SHMC, MAX_SEQUENCE - 1));
+    assert!(
+        !agent.set_floor(NodeId::SHMC, MAX_SEQUENCE),
+        "beyond any clock: refused"
+    );
+    out.socket
+        .set_read_timeout(Some(Duration::from_millis(1)))
+        .unwrap();
+    // For one second the ShMC's frames arrive every 5 ms, all below the floor, and it
+    // answers every challenge at once with its (low) counter.
+    let mut challenges = 0;
+    let mut seq = 1_000;
+    let mut buf = [0u8; 2048];
+    for step in 0..200u64 {
+        seq += 1;
+        out.socket
+            .send_to(&sealed(&golden_key(), seq, &fence(1)), to)
+            .unwrap();
+        let _ = agent.poll(step * 5);
+        while let Ok(n) = out.socket.recv(&mut buf) {
+            if let Ok(Received {
+                message: Message::Challenge { nonce, .. },
+                ..
+            }) = out.verifier.open(&buf[..n])
+            {
+                challenges += 1;
+                seq += 1;
+                let reply = sealed(&golden_key(), seq, &Message::ChallengeReply { nonce });
+                out.socket.send_to(&reply, to).unwrap();
+            }
+        }
+        let _ = agent.poll(step * 5);
+    }
+    assert!(
+        challenges >= 5,
+        "the peer is still challenged: {challenges}"
+    );
+    assert!(
+        challenges <= 12,
+        "challenge storm: {challenges} in one second"
+    );
+    assert!(!agent.is_synced(NodeId::SHMC) || agent.drops().get(DropReason::Stale) > 100);
 }

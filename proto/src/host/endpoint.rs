@@ -182,9 +182,12 @@ struct Peer {
     challenge: Option<u64>,
     /// When we last sent this peer a challenge.
     challenged_ms: Option<u64>,
-    /// Nonce of the last challenge of this peer we answered (its pending commands were
-    /// re-sequenced for it).
-    answered: Option<u64>,
+    /// Nonces of the last challenges of this peer we answered (its pending commands were
+    /// re-sequenced for each once), newest first.
+    answered: [Option<u64>; ANSWERED],
+    /// When we last logged that this peer's floor is beyond our reach, or that its replies
+    /// stay below our floor (such logs are rate-limited).
+    complained_ms: Option<u64>,
 }
 
 struct Pending {
@@ -323,7 +326,8 @@ impl Endpoint {
                 fixed: addr.is_some(),
                 challenge: None,
                 challenged_ms: None,
-                answered: None,
+                answered: [None; ANSWERED],
+                complained_ms: None,
             }),
         }
         Ok(())
@@ -596,7 +600,7 @@ impl Endpoint {
                         return None;
                     }
                     Message::ChallengeReply { nonce } => {
-                        self.on_reply(rx.sender, rx.seq, nonce, src);
+                        self.on_reply(rx.sender, rx.seq, nonce, src, now_ms);
                         return None;
                     }
                     Message::Ack { acked, status } => {
@@ -752,11 +756,13 @@ impl Endpoint {
     /// re-send what it has not acknowledged under new sequences (once per challenge).
     fn on_challenge(&mut self, from: NodeId, nonce: u64, floor: u64, src: SocketAddr, now_ms: u64) {
         if floor >= SeqCounter::MAX_FLOOR {
-            log::error!(
-                "{} claims to have seen sequence {} from us, beyond any we can have sent: not followed",
-                from,
-                floor
-            );
+            if self.may_complain(from, now_ms) {
+                log::error!(
+                    "{} claims to have seen sequence {} from us, beyond any we can have sent: not followed (its state is corrupt; it refuses our frames until repaired)",
+                    from,
+                    floor
+                );
+            }
         } else if self.seq.advance_past(floor) {
             log::warn!(
                 "{} has seen sequence {} from us, above our counter: counter raised (clock stepped back?)",
@@ -769,8 +775,13 @@ impl Endpoint {
         };
         let dest = if p.fixed { p.addr } else { Some(src) };
         let Some(dest) = dest else { return };
-        let first = p.answered != Some(nonce);
-        p.answered = Some(nonce);
+        let first = !p.answered.contains(&Some(nonce));
+        if first {
+            p.answered.rotate_right(1);
+            if let Some(newest) = p.answered.first_mut() {
+                *newest = Some(nonce);
+            }
+        }
         self.send_session(from, &Message::ChallengeReply { nonce }, dest);
         if first {
             self.resequence(from, now_ms);
@@ -780,8 +791,24 @@ impl Endpoint {
         }
     }
 
-    /// Our challenge answered: the reply's sequence becomes `from`'s floor.
-    fn on_reply(&mut self, from: NodeId, seq: u64, nonce: u64, src: SocketAddr) {
+    /// True at most once per [`COMPLAINT_INTERVAL_MS`] per peer.
+    fn may_complain(&mut self, id: NodeId, now_ms: u64) -> bool {
+        let Some(p) = self.peers.iter_mut().find(|p| p.id == id) else {
+            return false;
+        };
+        let due = p
+            .complained_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= COMPLAINT_INTERVAL_MS);
+        if due {
+            p.complained_ms = Some(now_ms);
+        }
+        due
+    }
+
+    /// Our challenge answered: the reply's sequence becomes `from`'s floor. The challenge rate
+    /// limit stays in force, so a peer that cannot get above the floor is challenged at most
+    /// once per retry interval.
+    fn on_reply(&mut self, from: NodeId, seq: u64, nonce: u64, src: SocketAddr, now_ms: u64) {
         let Some(p) = self.peers.iter_mut().find(|p| p.id == from) else {
             return;
         };
@@ -794,7 +821,6 @@ impl Endpoint {
             return;
         }
         p.challenge = None;
-        p.challenged_ms = None;
         if !p.fixed && p.addr != Some(src) {
             match p.addr {
                 None => log::info!("{} is at {}", from, src),
@@ -803,7 +829,21 @@ impl Endpoint {
             p.addr = Some(src);
         }
         let was = self.verifier.is_synced(from);
+        let floor = self
+            .verifier
+            .peers()
+            .get(from)
+            .map(ReplayWindow::highest)
+            .unwrap_or(0);
         self.verifier.mark_synced(from, seq);
+        if seq <= floor && self.may_complain(from, now_ms) {
+            log::error!(
+                "{} answered our challenge with sequence {}, not above {} already seen from it: its frames stay refused (its counter went back and cannot follow)",
+                from,
+                seq,
+                floor
+            );
+        }
         if !was {
             log::info!(
                 "{} answered our challenge: frames after sequence {} accepted",
@@ -821,10 +861,20 @@ impl Endpoint {
             if self.pending.get(i).is_none_or(|p| p.to != to) {
                 continue;
             }
+            // A re-sequenced frame is a transmission: it counts towards `max_tries`, so
+            // replayed challenges cannot keep a command alive forever.
+            if self
+                .pending
+                .get(i)
+                .is_none_or(|p| p.tries >= self.config.max_tries)
+            {
+                continue;
+            }
             let seq = self.seq.next_seq();
             let Some(p) = self.pending.get_mut(i) else {
                 break;
             };
+            p.tries += 1;
             if !reseal(&self.key, &mut p.frame[..], p.len, seq) {
                 log::error!("cannot re-sequence {:?} #{}", p.kind, p.seq);
                 continue;
@@ -915,6 +965,11 @@ impl Endpoint {
         }
     }
 }
+
+/// Challenges of a peer remembered as answered (a replay of one of them re-sequences nothing).
+const ANSWERED: usize = 4;
+/// Least time between two logs about one peer's unusable sequence state.
+const COMPLAINT_INTERVAL_MS: u64 = 10_000;
 
 /// Writes sequence `seq` into a sealed frame of `len` bytes and recomputes its tag.
 fn reseal(key: &Key, frame: &mut [u8], len: usize, seq: u64) -> bool {

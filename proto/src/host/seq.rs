@@ -45,8 +45,9 @@ impl SeqCounter {
     /// Sequences reserved per write of the reservation file.
     pub const RESERVE: u64 = 1 << 20;
 
-    /// Highest floor [`SeqCounter::advance_past`] jumps over (2^62).
-    pub const MAX_FLOOR: u64 = 1 << 62;
+    /// Highest floor [`SeqCounter::advance_past`] jumps over: [`crate::auth::MAX_SEQUENCE`]
+    /// less 2^40 sequences, so a counter that jumped keeps room to send for decades.
+    pub const MAX_FLOOR: u64 = crate::auth::MAX_SEQUENCE - (1 << 40);
 
     /// Seeds a counter; `Err` only when the reservation file exists but cannot be read, or
     /// cannot be written at start (then restart safety would silently depend on the clock).
@@ -68,7 +69,15 @@ impl SeqCounter {
                 path: None,
             }),
             SeqSeed::File(path) => {
-                let stored = read_reservation(path)?;
+                let mut stored = read_reservation(path)?;
+                if stored >= Self::MAX_FLOOR.saturating_sub(Self::RESERVE) {
+                    log::error!(
+                        "sequence reservation {} holds {}, beyond any clock: corrupt, ignored (seeding from the clock)",
+                        path.display(),
+                        stored
+                    );
+                    stored = 0;
+                }
                 let next = now_us.max(stored).max(1);
                 if stored > now_us {
                     log::info!(
@@ -264,6 +273,18 @@ mod test {
         // A restart with the clock back starts above what was sent after the jump.
         let mut b = SeqCounter::new_at(&seed, 1).unwrap();
         assert!(b.next_seq() > far + 1);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn test_reservation_beyond_any_clock_is_ignored() {
+        let d = tmpdir("huge");
+        let path = d.join("seq");
+        fs::write(&path, "18446744073709551000\n").unwrap();
+        let mut a = SeqCounter::new_at(&SeqSeed::File(path.clone()), 5_000).unwrap();
+        assert_eq!(a.next_seq(), 5_000, "a corrupt reservation is not followed");
+        let stored: u64 = fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+        assert_eq!(stored, 5_000 + SeqCounter::RESERVE);
         fs::remove_dir_all(&d).unwrap();
     }
 
