@@ -18,12 +18,12 @@ fn put(path: &Path, content: &[u8], mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-const HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const HEX: &str = "8f13a25c7001de449b36e728c50a916fb4521dee83472af9603bcc157ed809a6";
 
 fn expected() -> [u8; 32] {
     let mut k = [0u8; 32];
     for (i, b) in k.iter_mut().enumerate() {
-        *b = i as u8;
+        *b = u8::from_str_radix(&HEX[2 * i..2 * i + 2], 16).unwrap();
     }
     k
 }

@@ -30,6 +30,12 @@ pub const MIN_DISTINCT_BYTES: usize = 8;
 
 /// Longest repeated pattern refused, in bytes (16 repeated twice fills the key).
 const MAX_PATTERN: usize = 16;
+/// Longest period checked for a pattern repeated with at most two bytes changed.
+const NEAR_PATTERN: usize = 24;
+/// A run of this many equal bytes is not random.
+const MAX_RUN: usize = 6;
+/// This many equal differences between neighbouring bytes in a row is a counter.
+const MAX_STEP_RUN: usize = 8;
 
 /// Why a key file was refused.
 #[derive(Debug)]
@@ -149,9 +155,11 @@ pub fn load_key(path: &Path) -> Result<Key, KeyFileError> {
 }
 
 /// Why `key` is obviously not random, if it is: all zero, all bytes equal, text (printable
-/// characters, e.g. a passphrase and its newline), a pattern of up to 16 bytes repeated, or
-/// fewer than [`MIN_DISTINCT_BYTES`] distinct byte values. None of these happens to 32 bytes
-/// from `/dev/urandom` except with probability below 2^-35.
+/// characters, e.g. a passphrase and its newline), a pattern of up to 16 bytes repeated (or
+/// of up to 24 bytes with at most two bytes changed), a run of 6 equal bytes, a counter (8
+/// equal differences between neighbours in a row), or fewer than [`MIN_DISTINCT_BYTES`]
+/// distinct byte values. None of these happens to 32 bytes from `/dev/urandom` except with
+/// probability below 2^-30.
 pub fn key_weakness(key: &[u8; 32]) -> Option<String> {
     if key.iter().all(|b| *b == 0) {
         return Some("all 32 bytes are zero".into());
@@ -175,6 +183,48 @@ pub fn key_weakness(key: &[u8; 32]) -> Option<String> {
         (1..=MAX_PATTERN).find(|p| key.iter().zip(key.iter().skip(*p)).all(|(a, b)| a == b))
     {
         return Some(format!("it repeats a {period}-byte pattern"));
+    }
+    // A pattern of up to 24 bytes repeated, give or take two bytes: at least 8 comparisons,
+    // at most 2 differing (random bytes: below 2^-40).
+    if let Some(period) = (1..=NEAR_PATTERN).find(|p| {
+        let differing = key
+            .iter()
+            .zip(key.iter().skip(*p))
+            .filter(|(a, b)| a != b)
+            .count();
+        differing <= 2
+    }) {
+        return Some(format!("it nearly repeats a {period}-byte pattern"));
+    }
+    // A run of equal bytes (e.g. a zero-filled key with a few random bytes).
+    let longest_run = key
+        .windows(2)
+        .fold((1usize, 1usize), |(longest, run), w| match w {
+            [a, b] if a == b => (longest.max(run + 1), run + 1),
+            _ => (longest, 1),
+        })
+        .0;
+    if longest_run >= MAX_RUN {
+        return Some(format!("{longest_run} equal bytes in a row"));
+    }
+    // A counter or any arithmetic sequence (00 01 02 .., 1f 1e .., steps of 7): the same
+    // difference between neighbours over 8 steps in a row.
+    let diffs: Vec<u8> = key
+        .windows(2)
+        .map(|w| match w {
+            [a, b] => b.wrapping_sub(*a),
+            _ => 0,
+        })
+        .collect();
+    let longest_step_run = diffs
+        .windows(2)
+        .fold((1usize, 1usize), |(longest, run), w| match w {
+            [a, b] if a == b => (longest.max(run + 1), run + 1),
+            _ => (longest, 1),
+        })
+        .0;
+    if longest_step_run >= MAX_STEP_RUN {
+        return Some("it counts (the same difference between neighbouring bytes)".into());
     }
     let mut seen = [false; 256];
     for b in key {
