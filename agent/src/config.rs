@@ -207,6 +207,9 @@ pub struct Config {
     /// Binaries (absolute, no `..`) a partner definition's `<emulator>` may name
     /// (`[guests] allowed_emulators`); see [`crate::policy`].
     pub allowed_emulators: Vec<PathBuf>,
+    /// Whether a partner definition may have network disks (`[guests] allow_network_disks`,
+    /// default false); see [`crate::policy`].
+    pub allow_network_disks: bool,
 }
 
 impl Config {
@@ -471,6 +474,7 @@ impl Config {
             },
             allowed_storage_paths,
             allowed_emulators,
+            allow_network_disks: guests.allow_network_disks.unwrap_or(false),
         })
     }
 }
@@ -539,6 +543,7 @@ struct RawGuests {
     warm_standby: Option<toml::Spanned<Vec<String>>>,
     allowed_storage_paths: Option<toml::Spanned<Vec<String>>>,
     allowed_emulators: Option<toml::Spanned<Vec<String>>>,
+    allow_network_disks: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -693,6 +698,16 @@ mod test {
         );
         let c = parse(&format!("{MINIMAL}[guests]\nallowed_storage_paths = []\n")).unwrap();
         assert!(c.allowed_storage_paths.is_empty());
+        assert!(
+            !parse(MINIMAL).unwrap().allow_network_disks,
+            "off by default"
+        );
+        let c = parse(&format!("{MINIMAL}[guests]\nallow_network_disks = true\n")).unwrap();
+        assert!(c.allow_network_disks);
+        assert!(parse(&format!(
+            "{MINIMAL}[guests]\nallow_network_disks = \"yes\"\n"
+        ))
+        .is_err());
         for bad in ["srv/vm", "", "/srv/../etc", "/srv/./vm", "/srv/vm/.."] {
             let e = parse(&format!(
                 "{MINIMAL}[guests]\nallowed_storage_paths = [\"{bad}\"]\n"

@@ -11,10 +11,20 @@
 //!   one plain-text `<name>` ([`UnprotectedReason::BadXml`]);
 //! - its `<name>` differs from the name it was pushed under: a partner could otherwise
 //!   redefine one of this blade's own guests ([`UnprotectedReason::NameMismatch`]);
-//! - it passes a host device through: `<hostdev>`, `<redirdev>`, `<interface type='hostdev'>`,
-//!   an NVMe disk (`<disk type='nvme'>`), a host smartcard, an evdev/passthrough `<input>`, a
-//!   passthrough TPM, or an RNG reading another device than `/dev/random`/`/dev/urandom`
-//!   ([`UnprotectedReason::HostDevice`]);
+//! - it uses an element or attribute that is not on the **allow-list** (below): what a
+//!   protected server guest needs, and nothing that makes libvirt run a host program, open a
+//!   host file, device or socket, or talk to another host for it. The refusal names the
+//!   element or attribute and carries the closest reason: [`UnprotectedReason::Emulator`]
+//!   for a program libvirt would run (`<script>`, `<downscript>`, a filesystem's
+//!   `<binary path>`, `<bootloader>`), [`UnprotectedReason::HostDevice`] for a host device or
+//!   other host resource (`<hostdev>`, `<redirdev>`, `<smartcard>`, `<shmem>`, `<vsock>`,
+//!   `<interface type='hostdev'|'ethernet'|'vhostuser'|'user'|...>`, NVMe and vhost-user
+//!   disks, network disks, host sockets and network peers of character devices, graphics and
+//!   RNGs, render nodes, host audio backends, an external or passthrough TPM, evdev input,
+//!   a SCSI `lun` or `rawio`/`sgio`, an RNG reading another device than `/dev/random` or
+//!   `/dev/urandom`), [`UnprotectedReason::DiskPath`] for host files (`type='file'|'pipe'`
+//!   character devices even under the allowed paths, file audio, `<lease>`, storage pool
+//!   volumes and directory disks), [`UnprotectedReason::BadXml`] for anything else unknown;
 //! - it carries any element of a libvirt driver namespace (`qemu:commandline`,
 //!   `qemu:override`... under whatever prefix: the namespace URI decides)
 //!   ([`UnprotectedReason::QemuCommandline`]);
@@ -36,6 +46,44 @@
 //!   `<label>`/`<imagelabel>` of an explicitly `type='dynamic'` domain label
 //!   ([`UnprotectedReason::SecurityLabel`]).
 //!
+//! The allow-list (`allow_list::ALLOWED`, element paths below `<domain>` and their
+//! attributes, plus value rules):
+//!
+//! - `<domain type='kvm'|'qemu'>` (`test` for libvirt's test driver), `name`, `uuid`,
+//!   `genid`, `title`, `description`, `metadata` (opaque, not walked); memory and vCPU
+//!   sizing, `memoryBacking`, `vcpus`, `iothreads`, `cputune`, `numatune`, `memtune`,
+//!   `blkiotune` weight only, `resource/partition` under `/machine`, `sysinfo type='smbios'`;
+//!   `os` (`type`, `boot`, `bootmenu`, `bios`, `smbios` other than `mode='host'`, `loader`,
+//!   `nvram`, `kernel`, `initrd`, `dtb`, ACPI tables: paths under the allowed storage,
+//!   `cmdline`, `firmware`), `features`, `cpu`, `clock`, `on_*`, `pm`, `perf`, `keywrap`,
+//!   `seclabel` (rules below);
+//! - devices: `emulator` (rules below); `disk` of `type` `file` or `block` (`device` disk,
+//!   cdrom or floppy) with its driver, source, target, addressing, tuning, encryption and
+//!   `backingStore` chain (at most 64 deep) of the same types, sources under the allowed
+//!   storage; `type='network'` only with `[guests] allow_network_disks = true` (default
+//!   false), then for `rbd`, `iscsi`, `nbd`, `gluster`, `http(s)`, `ftp(s)`, `tftp`, `nfs` over
+//!   `tcp`/`rdma` hosts (never `ssh` with its host key files, `sheepdog`, `vxhs`, a unix
+//!   socket transport); `controller`; `interface` of `type` `network`, `bridge` or `direct`
+//!   (macvtap, not in `passthrough` mode) without `<script>`, `<downscript>`, `<backend>`,
+//!   `<ip>`; `input` mouse/keyboard/tablet; `graphics` `vnc`/`spice` listening on an address,
+//!   a network or nothing (no `socket`, no render node); `video` (QEMU driver, no render
+//!   node); `sound`; `audio` `none`/`spice`; `serial`, `console`, `parallel`, `channel` of
+//!   type `pty` (a live XML's `/dev/pts/N` path is fine: libvirt drops it when defining),
+//!   `unix` without a path, or with the path libvirt generates for a virtio channel
+//!   (`/var/lib/libvirt/qemu/channel/target/domain-<id>-<name>/<target>`, as a live XML shows
+//!   it; libvirt drops it when defining), `null`, `vc`, `spicevmc`, `spiceport`,
+//!   `qemu-vdagent`, with a `<log file>` under the allowed storage; `memballoon`; `rng` with
+//!   a `random` or `builtin` backend; `watchdog`; `tpm` with an `emulator` backend; `panic`;
+//!   `hub`; `iommu`; `nvram`; `memory` (`dimm`, `nvdimm`, `virtio-pmem`, `virtio-mem`; paths
+//!   under the allowed storage); `filesystem type='mount'` (`path` or `virtiofs` driver, a
+//!   `<binary>` without `path`, a `<source dir>` under the allowed storage).
+//!
+//! Subtrees that name no host resource (`cpu`, `features`, `clock`, `controller`, device
+//! `address`, disk `iotune`...) are accepted whole; the driver-namespace, path, emulator and
+//! label checks still apply inside them. An attribute given twice under different namespaces
+//! is refused (libvirt's lookup ignores the namespace, so which one it reads is not ours to
+//! guess).
+//!
 //! Dynamic labels: the owner pushes the inactive XML of a persistent guest
 //! (`VIR_DOMAIN_XML_INACTIVE`), which has no generated labels, but the live XML of a transient
 //! one, where libvirt shows the labels it generated for the running QEMU, e.g.
@@ -53,8 +101,8 @@
 //! The XML is parsed with a real parser (`roxmltree`); element and attribute names are
 //! matched on their local name whatever their namespace, so a prefixed `x:hostdev` or
 //! `x:file` cannot slip past a check that libvirt's own parser would not make. Only the
-//! content of `<metadata>` (opaque to libvirt) is exempt from the device and path checks, not
-//! from the driver-namespace check.
+//! content of `<metadata>` (opaque to libvirt) is exempt from the allow-list, device and path
+//! checks, not from the driver-namespace check.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -147,24 +195,46 @@ pub fn check_bytes<'a>(cfg: &Config, pushed_name: &str, xml: &'a [u8]) -> Result
     Ok(text)
 }
 
+/// What a partner definition may use, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// Directory prefixes host files must lie under (`[guests] allowed_storage_paths`).
+    pub storage: &'a [PathBuf],
+    /// Binaries an `<emulator>` may name (`[guests] allowed_emulators`).
+    pub emulators: &'a [PathBuf],
+    /// Whether network disks are accepted (`[guests] allow_network_disks`).
+    pub network_disks: bool,
+}
+
 /// Checks a definition pushed (or stored) under `pushed_name` against the policy of `cfg`
 /// (see the module documentation). Ok when it may be stored, defined and started here.
 pub fn check_definition(cfg: &Config, pushed_name: &str, xml: &str) -> Result<(), Refusal> {
-    check_xml(
-        &cfg.allowed_storage_paths,
-        &cfg.allowed_emulators,
-        pushed_name,
-        xml,
-    )
+    let rules = Rules {
+        storage: &cfg.allowed_storage_paths,
+        emulators: &cfg.allowed_emulators,
+        network_disks: cfg.allow_network_disks,
+    };
+    check_rules(&rules, pushed_name, xml)
 }
 
-/// [`check_definition`] with the allowed storage prefixes and emulators given directly.
+/// [`check_definition`] with the allowed storage prefixes and emulators given directly, and
+/// network disks refused.
 pub fn check_xml(
     allowed: &[PathBuf],
     emulators: &[PathBuf],
     pushed_name: &str,
     xml: &str,
 ) -> Result<(), Refusal> {
+    let rules = Rules {
+        storage: allowed,
+        emulators,
+        network_disks: false,
+    };
+    check_rules(&rules, pushed_name, xml)
+}
+
+/// [`check_definition`] with the rules given directly.
+pub fn check_rules(rules: &Rules, pushed_name: &str, xml: &str) -> Result<(), Refusal> {
     check_pushable(pushed_name, xml)?;
     let opts = ParsingOptions {
         allow_dtd: false,
@@ -196,11 +266,11 @@ pub fn check_xml(
             continue;
         }
         check_device(node)?;
-        check_paths(node, allowed)?;
-        check_emulator(node, emulators)?;
+        check_paths(node, rules.storage)?;
+        check_emulator(node, rules.emulators)?;
         check_seclabel(node, root)?;
     }
-    Ok(())
+    allow_list::check_domain(root, rules)
 }
 
 /// Exactly one `<name>` child of `<domain>`, plain text equal to the pushed name.
@@ -420,6 +490,668 @@ fn check_seclabel(node: Node, root: Node) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The allow-list: every element and attribute a partner definition may use. What is not
+/// listed is refused; see the module documentation for the reasons.
+mod allow_list {
+    use super::*;
+
+    /// Any attributes and any descendants: a subtree that names no host resource (guest
+    /// addresses, CPU model, tuning...). The global checks of [`check_rules`] still apply.
+    const FREE: &[&str] = &["*"];
+
+    /// Deepest `<backingStore>` nesting accepted (the walk recurses along it).
+    pub(super) const MAX_BACKING_DEPTH: usize = 64;
+
+    /// Network disk protocols accepted with `[guests] allow_network_disks = true`. `ssh`
+    /// (host key files and agent socket), `sheepdog` and `vxhs` never.
+    const NETWORK_PROTOCOLS: &[&str] = &[
+        "rbd", "iscsi", "nbd", "gluster", "http", "https", "ftp", "ftps", "tftp", "nfs",
+    ];
+
+    /// Where libvirt puts a virtio channel's socket when the definition gives no path; the live
+    /// XML shows it as `<dir>/domain-<id>-<name>/<target name>` and a define drops it again.
+    const LIBVIRT_CHANNEL_DIR: &str = "/var/lib/libvirt/qemu/channel/target/";
+
+    /// Allowed elements, as the path of local names below `<domain>` (the four character
+    /// device elements as `chardev`, a backing store's source as the disk's), and their
+    /// allowed attributes ([`FREE`]: any, with any descendants).
+    const ALLOWED: &[(&str, &[&str])] = &[
+        ("name", &[]),
+        ("uuid", &[]),
+        ("genid", &[]),
+        ("title", &[]),
+        ("description", &[]),
+        ("memory", &["unit", "dumpCore"]),
+        ("currentMemory", &["unit"]),
+        ("maxMemory", &["unit", "slots"]),
+        ("memoryBacking", FREE),
+        ("vcpu", &["placement", "cpuset", "current"]),
+        ("vcpus", FREE),
+        ("iothreads", &[]),
+        ("iothreadids", FREE),
+        ("defaultiothread", FREE),
+        ("cputune", FREE),
+        ("numatune", FREE),
+        ("memtune", FREE),
+        ("blkiotune", &[]),
+        ("blkiotune/weight", &[]),
+        ("resource", &[]),
+        ("resource/partition", &[]),
+        ("sysinfo", &["type"]),
+        ("sysinfo/bios", &[]),
+        ("sysinfo/bios/entry", &["name"]),
+        ("sysinfo/system", &[]),
+        ("sysinfo/system/entry", &["name"]),
+        ("sysinfo/baseBoard", &[]),
+        ("sysinfo/baseBoard/entry", &["name"]),
+        ("sysinfo/chassis", &[]),
+        ("sysinfo/chassis/entry", &["name"]),
+        ("sysinfo/oemStrings", &[]),
+        ("sysinfo/oemStrings/entry", &[]),
+        ("os", &["firmware"]),
+        ("os/type", &["arch", "machine"]),
+        ("os/boot", &["dev"]),
+        ("os/bootmenu", &["enable", "timeout"]),
+        ("os/bios", &["useserial", "rebootTimeout"]),
+        ("os/smbios", &["mode"]),
+        (
+            "os/loader",
+            &["readonly", "secure", "type", "format", "stateless"],
+        ),
+        ("os/nvram", &["template", "format", "templateFormat"]),
+        ("os/kernel", &[]),
+        ("os/initrd", &[]),
+        ("os/cmdline", &[]),
+        ("os/dtb", &[]),
+        ("os/acpi", &[]),
+        ("os/acpi/table", &["type"]),
+        ("os/firmware", &[]),
+        ("os/firmware/feature", &["enabled", "name"]),
+        ("features", FREE),
+        ("cpu", FREE),
+        ("clock", FREE),
+        ("on_poweroff", &[]),
+        ("on_reboot", &[]),
+        ("on_crash", &[]),
+        ("on_lockfailure", &[]),
+        ("pm", FREE),
+        ("perf", FREE),
+        ("keywrap", FREE),
+        // Vetted by check_seclabel.
+        ("seclabel", FREE),
+        ("devices", &[]),
+        // Vetted by check_emulator.
+        ("devices/emulator", &[]),
+        ("devices/disk", &["type", "device", "model", "snapshot"]),
+        ("devices/disk/driver", FREE),
+        (
+            "devices/disk/source",
+            &[
+                "file",
+                "dev",
+                "index",
+                "startupPolicy",
+                "protocol",
+                "name",
+                "query",
+                "tls",
+                "tlsHostname",
+            ],
+        ),
+        ("devices/disk/source/seclabel", FREE),
+        ("devices/disk/source/host", &["name", "port", "transport"]),
+        ("devices/disk/source/auth", &["username"]),
+        (
+            "devices/disk/source/auth/secret",
+            &["type", "usage", "uuid"],
+        ),
+        ("devices/disk/source/snapshot", &["name"]),
+        ("devices/disk/source/config", &["file"]),
+        ("devices/disk/source/initiator", &[]),
+        ("devices/disk/source/initiator/iqn", &["name"]),
+        ("devices/disk/source/readahead", &["size"]),
+        ("devices/disk/source/timeout", &["seconds"]),
+        ("devices/disk/source/ssl", &["verify"]),
+        ("devices/disk/source/reconnect", &["delay"]),
+        ("devices/disk/source/cookies", FREE),
+        ("devices/disk/source/slices", FREE),
+        ("devices/disk/source/encryption", &["format", "engine"]),
+        (
+            "devices/disk/source/encryption/secret",
+            &["type", "uuid", "usage"],
+        ),
+        ("devices/disk/backingStore", &["type", "index"]),
+        ("devices/disk/backingStore/format", &["type"]),
+        (
+            "devices/disk/target",
+            &["dev", "bus", "tray", "removable", "rotation_rate"],
+        ),
+        ("devices/disk/readonly", &[]),
+        ("devices/disk/shareable", &[]),
+        ("devices/disk/transient", &["shareBacking"]),
+        ("devices/disk/serial", &[]),
+        ("devices/disk/wwn", &[]),
+        ("devices/disk/vendor", &[]),
+        ("devices/disk/product", &[]),
+        ("devices/disk/address", FREE),
+        ("devices/disk/alias", &["name"]),
+        ("devices/disk/boot", &["order", "loadparm"]),
+        ("devices/disk/blockio", FREE),
+        ("devices/disk/iotune", FREE),
+        ("devices/disk/geometry", FREE),
+        ("devices/disk/encryption", &["format", "engine"]),
+        ("devices/disk/encryption/secret", &["type", "uuid", "usage"]),
+        ("devices/disk/auth", &["username"]),
+        ("devices/disk/auth/secret", &["type", "usage", "uuid"]),
+        ("devices/controller", FREE),
+        ("devices/interface", &["type", "trustGuestRxFilters"]),
+        (
+            "devices/interface/source",
+            &["network", "portgroup", "bridge", "dev", "mode", "portid"],
+        ),
+        ("devices/interface/mac", &["address", "type", "check"]),
+        ("devices/interface/model", &["type"]),
+        ("devices/interface/target", &["dev"]),
+        ("devices/interface/driver", FREE),
+        ("devices/interface/virtualport", FREE),
+        ("devices/interface/bandwidth", FREE),
+        ("devices/interface/vlan", FREE),
+        ("devices/interface/link", &["state"]),
+        ("devices/interface/mtu", &["size"]),
+        ("devices/interface/coalesce", FREE),
+        ("devices/interface/address", FREE),
+        ("devices/interface/alias", &["name"]),
+        ("devices/interface/boot", &["order", "loadparm"]),
+        ("devices/interface/rom", &["bar", "file", "enabled"]),
+        ("devices/interface/filterref", FREE),
+        ("devices/interface/tune", FREE),
+        ("devices/interface/guest", &["dev", "actual"]),
+        ("devices/interface/teaming", &["type", "persistent"]),
+        ("devices/interface/port", &["isolated"]),
+        ("devices/interface/acpi", &["index"]),
+        ("devices/input", &["type", "bus", "model"]),
+        ("devices/input/driver", FREE),
+        ("devices/input/address", FREE),
+        ("devices/input/alias", &["name"]),
+        (
+            "devices/graphics",
+            &[
+                "type",
+                "port",
+                "autoport",
+                "websocket",
+                "listen",
+                "sharePolicy",
+                "passwd",
+                "passwdValidTo",
+                "keymap",
+                "connected",
+                "powerControl",
+                "tlsPort",
+                "defaultMode",
+            ],
+        ),
+        ("devices/graphics/listen", &["type", "address", "network"]),
+        ("devices/graphics/audio", &["id"]),
+        ("devices/graphics/channel", &["name", "mode"]),
+        ("devices/graphics/image", &["compression"]),
+        ("devices/graphics/jpeg", &["compression"]),
+        ("devices/graphics/zlib", &["compression"]),
+        ("devices/graphics/playback", &["compression"]),
+        ("devices/graphics/streaming", &["mode"]),
+        ("devices/graphics/clipboard", &["copypaste"]),
+        ("devices/graphics/mouse", &["mode"]),
+        ("devices/graphics/filetransfer", &["enable"]),
+        ("devices/graphics/gl", &["enable"]),
+        ("devices/video", &[]),
+        (
+            "devices/video/model",
+            &[
+                "type", "vram", "heads", "primary", "ram", "vgamem", "vram64", "blob",
+            ],
+        ),
+        ("devices/video/model/acceleration", &["accel3d", "accel2d"]),
+        ("devices/video/model/resolution", &["x", "y"]),
+        (
+            "devices/video/driver",
+            &["name", "vgaconf", "iommu", "ats", "packed", "page_per_vq"],
+        ),
+        ("devices/video/address", FREE),
+        ("devices/video/alias", &["name"]),
+        ("devices/sound", &["model", "multichannel"]),
+        ("devices/sound/codec", &["type"]),
+        ("devices/sound/audio", &["id"]),
+        ("devices/sound/address", FREE),
+        ("devices/sound/alias", &["name"]),
+        ("devices/audio", &["id", "type", "timerPeriod"]),
+        (
+            "devices/audio/input",
+            &["mixingEngine", "fixedSettings", "voices", "bufferLength"],
+        ),
+        (
+            "devices/audio/input/settings",
+            &["frequency", "channels", "format"],
+        ),
+        (
+            "devices/audio/output",
+            &["mixingEngine", "fixedSettings", "voices", "bufferLength"],
+        ),
+        (
+            "devices/audio/output/settings",
+            &["frequency", "channels", "format"],
+        ),
+        ("devices/chardev", &["type", "tty"]),
+        ("devices/chardev/source", &["mode", "path", "channel"]),
+        ("devices/chardev/source/seclabel", FREE),
+        ("devices/chardev/source/clipboard", &["copypaste"]),
+        ("devices/chardev/source/mouse", &["mode"]),
+        (
+            "devices/chardev/target",
+            &["type", "port", "name", "address", "state"],
+        ),
+        ("devices/chardev/target/model", &["name"]),
+        ("devices/chardev/log", &["file", "append"]),
+        ("devices/chardev/address", FREE),
+        ("devices/chardev/alias", &["name"]),
+        (
+            "devices/memballoon",
+            &["model", "autodeflate", "freePageReporting"],
+        ),
+        ("devices/memballoon/stats", &["period"]),
+        ("devices/memballoon/driver", FREE),
+        ("devices/memballoon/address", FREE),
+        ("devices/memballoon/alias", &["name"]),
+        ("devices/rng", &["model"]),
+        ("devices/rng/backend", &["model"]),
+        ("devices/rng/rate", &["bytes", "period"]),
+        ("devices/rng/driver", FREE),
+        ("devices/rng/address", FREE),
+        ("devices/rng/alias", &["name"]),
+        ("devices/watchdog", &["model", "action"]),
+        ("devices/watchdog/address", FREE),
+        ("devices/watchdog/alias", &["name"]),
+        ("devices/tpm", &["model"]),
+        (
+            "devices/tpm/backend",
+            &["type", "version", "persistent_state"],
+        ),
+        ("devices/tpm/backend/encryption", &["secret"]),
+        ("devices/tpm/backend/active_pcr_banks", FREE),
+        ("devices/tpm/address", FREE),
+        ("devices/tpm/alias", &["name"]),
+        ("devices/panic", &["model"]),
+        ("devices/panic/address", FREE),
+        ("devices/panic/alias", &["name"]),
+        ("devices/hub", &["type"]),
+        ("devices/hub/address", FREE),
+        ("devices/hub/alias", &["name"]),
+        ("devices/iommu", &["model"]),
+        ("devices/iommu/driver", FREE),
+        ("devices/iommu/address", FREE),
+        ("devices/iommu/alias", &["name"]),
+        ("devices/nvram", &[]),
+        ("devices/nvram/address", FREE),
+        ("devices/nvram/alias", &["name"]),
+        ("devices/memory", &["model", "access", "discard"]),
+        ("devices/memory/source", &[]),
+        ("devices/memory/source/pagesize", &["unit"]),
+        ("devices/memory/source/nodemask", &[]),
+        // Vetted by check_paths.
+        ("devices/memory/source/path", &[]),
+        ("devices/memory/source/alignsize", &["unit"]),
+        ("devices/memory/source/pmem", &[]),
+        ("devices/memory/target", FREE),
+        ("devices/memory/address", FREE),
+        ("devices/memory/alias", &["name"]),
+        (
+            "devices/filesystem",
+            &["type", "accessmode", "multidevs", "fmode", "dmode"],
+        ),
+        (
+            "devices/filesystem/driver",
+            &["type", "format", "wrpolicy", "queue"],
+        ),
+        ("devices/filesystem/binary", &["xattr"]),
+        ("devices/filesystem/binary/cache", &["mode"]),
+        ("devices/filesystem/binary/lock", &["posix", "flock"]),
+        ("devices/filesystem/binary/sandbox", &["mode"]),
+        ("devices/filesystem/binary/thread_pool", &["size"]),
+        // Vetted by check_paths.
+        ("devices/filesystem/source", &["dir"]),
+        ("devices/filesystem/target", &["dir"]),
+        ("devices/filesystem/readonly", &[]),
+        ("devices/filesystem/address", FREE),
+        ("devices/filesystem/alias", &["name"]),
+        ("devices/filesystem/boot", &["order"]),
+        ("devices/filesystem/idmap", FREE),
+    ];
+
+    /// The allowed attributes of the element at `path`, or None when it is not allowed.
+    fn lookup(path: &str) -> Option<&'static [&'static str]> {
+        ALLOWED
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, attrs)| *attrs)
+    }
+
+    /// The allow-list path of a child `name` of the element at `parent` (the depth of
+    /// `<backingStore>` nesting along with it).
+    fn child_path(parent: &str, name: &str, backing: usize) -> (String, usize) {
+        match (parent, name) {
+            ("devices", "serial" | "console" | "parallel" | "channel") => {
+                ("devices/chardev".into(), backing)
+            }
+            ("devices/disk", "backingStore") => ("devices/disk/backingStore".into(), 1),
+            ("devices/disk/backingStore", "backingStore") => {
+                ("devices/disk/backingStore".into(), backing + 1)
+            }
+            ("devices/disk/backingStore", "source") => ("devices/disk/source".into(), backing),
+            ("", _) => (name.into(), backing),
+            _ => (format!("{parent}/{name}"), backing),
+        }
+    }
+
+    /// Checks the whole domain against the allow-list.
+    pub(super) fn check_domain(root: Node, rules: &Rules) -> Result<(), Refusal> {
+        check_attrs(root, &["type", "id"])?;
+        match attr(root, "type") {
+            // No type: libvirt refuses the definition itself.
+            None | Some("kvm" | "qemu" | "test") => {}
+            other => {
+                return Err(Refusal::new(
+                    UnprotectedReason::BadXml,
+                    format!("<domain type='{}'>: only kvm and qemu", other.unwrap_or("")),
+                ))
+            }
+        }
+        walk(root, "", rules, 0)
+    }
+
+    fn walk(node: Node, path: &str, rules: &Rules, backing: usize) -> Result<(), Refusal> {
+        for child in node.children().filter(Node::is_element) {
+            let name = local(child);
+            if path.is_empty() && name == "metadata" {
+                continue;
+            }
+            let (p, depth) = child_path(path, name, backing);
+            if depth > MAX_BACKING_DEPTH {
+                return Err(Refusal::new(
+                    UnprotectedReason::BadXml,
+                    format!("backing chain deeper than {MAX_BACKING_DEPTH}"),
+                ));
+            }
+            let Some(allowed) = lookup(&p) else {
+                return Err(unlisted_element(child, node));
+            };
+            check_values(&p, child, node, rules)?;
+            if allowed != FREE {
+                check_attrs(child, allowed)?;
+                walk(child, &p, rules, depth)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of the attribute `key` (any namespace; [`check_attrs`] refuses two).
+    fn attr<'a>(node: Node<'a, '_>, key: &str) -> Option<&'a str> {
+        node.attributes()
+            .find(|a| a.name() == key)
+            .map(|a| a.value())
+    }
+
+    /// Every attribute of `node` must be one of `allowed`, and appear once (whatever its
+    /// namespace: libvirt's lookup ignores it, so two would be ambiguous).
+    fn check_attrs(node: Node, allowed: &[&str]) -> Result<(), Refusal> {
+        let attrs: Vec<&str> = node.attributes().map(|a| a.name()).collect();
+        for (i, a) in attrs.iter().enumerate() {
+            if attrs[..i].contains(a) {
+                return Err(Refusal::new(
+                    UnprotectedReason::BadXml,
+                    format!("<{}> has two `{a}` attributes", local(node)),
+                ));
+            }
+            if !allowed.contains(a) {
+                let reason = match (*a, local(node)) {
+                    ("path", "binary") | ("script", _) => UnprotectedReason::Emulator,
+                    ("file" | "dir" | "keyfile" | "template", _) => UnprotectedReason::DiskPath,
+                    ("socket" | "path" | "rendernode" | "rawio" | "sgio" | "managed", _) => {
+                        UnprotectedReason::HostDevice
+                    }
+                    _ => UnprotectedReason::BadXml,
+                };
+                return Err(Refusal::new(
+                    reason,
+                    format!("<{}> attribute `{a}` not allowed", local(node)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A refusal for an element that is not on the allow-list.
+    fn unlisted_element(node: Node, parent: Node) -> Refusal {
+        let name = local(node);
+        let reason = match name {
+            "hostdev" | "redirdev" | "redirfilter" | "smartcard" | "shmem" | "vsock" | "crypto"
+            | "backend" | "source" | "reservations" | "gl" | "pstore" => {
+                UnprotectedReason::HostDevice
+            }
+            "lease" | "identity" | "knownHosts" | "mirror" | "dataStore" => {
+                UnprotectedReason::DiskPath
+            }
+            "script" | "downscript" | "bootloader" | "bootloader_args" | "init" => {
+                UnprotectedReason::Emulator
+            }
+            _ => UnprotectedReason::BadXml,
+        };
+        Refusal::new(
+            reason,
+            format!("<{name}> in <{}> not allowed", local(parent)),
+        )
+    }
+
+    fn refuse<T>(reason: UnprotectedReason, detail: String) -> Result<T, Refusal> {
+        Err(Refusal::new(reason, detail))
+    }
+
+    /// The value rules of the allowed elements.
+    fn check_values(path: &str, node: Node, parent: Node, rules: &Rules) -> Result<(), Refusal> {
+        use UnprotectedReason::{BadXml, DiskPath, HostDevice};
+        let ty = attr(node, "type");
+        let t = ty.unwrap_or("");
+        match path {
+            "devices/disk" => {
+                disk_type(node, rules)?;
+                match attr(node, "device") {
+                    None | Some("disk" | "cdrom" | "floppy") => Ok(()),
+                    Some("lun") => {
+                        refuse(HostDevice, "<disk device='lun'> (SCSI passthrough)".into())
+                    }
+                    Some(d) => refuse(BadXml, format!("<disk device='{d}'>")),
+                }
+            }
+            "devices/disk/backingStore" if ty.is_some() => disk_type(node, rules),
+            "devices/disk/source" => match attr(node, "protocol") {
+                None => Ok(()),
+                Some(p) if rules.network_disks && NETWORK_PROTOCOLS.contains(&p) => Ok(()),
+                Some(p) => refuse(
+                    HostDevice,
+                    format!("network disk protocol `{p}` not allowed"),
+                ),
+            },
+            "devices/disk/source/host" => match attr(node, "transport") {
+                None | Some("tcp" | "rdma") => Ok(()),
+                Some(tr) => refuse(HostDevice, format!("network disk host transport `{tr}`")),
+            },
+            "devices/interface" => match t {
+                "network" | "bridge" | "direct" => Ok(()),
+                _ => refuse(HostDevice, format!("<interface type='{t}'>")),
+            },
+            "devices/interface/source" if attr(parent, "type") == Some("direct") => {
+                match attr(node, "mode") {
+                    Some("passthrough") => refuse(
+                        HostDevice,
+                        "<interface type='direct'> in passthrough mode".into(),
+                    ),
+                    _ => Ok(()),
+                }
+            }
+            "devices/input" => match t {
+                "mouse" | "keyboard" | "tablet" => Ok(()),
+                _ => refuse(HostDevice, format!("<input type='{t}'>")),
+            },
+            "devices/graphics" => match t {
+                "vnc" | "spice" => Ok(()),
+                _ => refuse(HostDevice, format!("<graphics type='{t}'>")),
+            },
+            "devices/graphics/listen" => match t {
+                "address" | "network" | "none" => Ok(()),
+                _ => refuse(HostDevice, format!("<listen type='{t}'>")),
+            },
+            "devices/video/driver" => match attr(node, "name") {
+                None | Some("qemu") => Ok(()),
+                Some(n) => refuse(HostDevice, format!("<video> driver `{n}`")),
+            },
+            "devices/audio" => match t {
+                "none" | "spice" => Ok(()),
+                "file" => refuse(DiskPath, "<audio type='file'>".into()),
+                _ => refuse(
+                    HostDevice,
+                    format!("<audio type='{t}'> (a host audio backend)"),
+                ),
+            },
+            "devices/chardev" => check_chardev(node),
+            "devices/rng/backend" => match attr(node, "model") {
+                Some("random" | "builtin") => Ok(()),
+                m => refuse(HostDevice, format!("<rng> backend `{}`", m.unwrap_or(""))),
+            },
+            "devices/tpm/backend" => match t {
+                "emulator" => Ok(()),
+                _ => refuse(HostDevice, format!("<tpm> backend `{t}`")),
+            },
+            "devices/memory" => match attr(node, "model") {
+                Some("dimm" | "nvdimm" | "virtio-pmem" | "virtio-mem") => Ok(()),
+                m => refuse(HostDevice, format!("<memory model='{}'>", m.unwrap_or(""))),
+            },
+            "devices/filesystem" => match t {
+                "" | "mount" => Ok(()),
+                "file" | "block" => refuse(DiskPath, format!("<filesystem type='{t}'>")),
+                _ => refuse(BadXml, format!("<filesystem type='{t}'>")),
+            },
+            "devices/filesystem/driver" => match t {
+                "" | "path" | "virtiofs" => Ok(()),
+                _ => refuse(BadXml, format!("<filesystem> driver `{t}`")),
+            },
+            "resource/partition" => {
+                let p = text_of(node);
+                if valid_prefix(&p) && (p == "/machine" || p.starts_with("/machine/")) {
+                    Ok(())
+                } else {
+                    refuse(
+                        HostDevice,
+                        format!("resource partition `{p}` outside /machine"),
+                    )
+                }
+            }
+            "sysinfo" => match t {
+                "smbios" => Ok(()),
+                _ => refuse(BadXml, format!("<sysinfo type='{t}'>")),
+            },
+            "os/smbios" => match attr(node, "mode") {
+                Some("host") => refuse(HostDevice, "<smbios mode='host'>".into()),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// A disk's or backing store's `type`.
+    fn disk_type(node: Node, rules: &Rules) -> Result<(), Refusal> {
+        match attr(node, "type").unwrap_or("file") {
+            "file" | "block" => Ok(()),
+            "network" if rules.network_disks => Ok(()),
+            "network" => refuse(
+                UnprotectedReason::HostDevice,
+                format!(
+                    "<{} type='network'> ([guests] allow_network_disks is off)",
+                    local(node)
+                ),
+            ),
+            t @ ("nvme" | "vhostuser" | "vhostvdpa") => refuse(
+                UnprotectedReason::HostDevice,
+                format!("<{} type='{t}'>", local(node)),
+            ),
+            t => refuse(
+                UnprotectedReason::DiskPath,
+                format!("<{} type='{t}'>", local(node)),
+            ),
+        }
+    }
+
+    /// A serial port, console, parallel port or channel: no host file, device, pipe, socket
+    /// or network peer; a pty, a socket libvirt places itself, or a guest-side channel.
+    fn check_chardev(node: Node) -> Result<(), Refusal> {
+        use UnprotectedReason::{DiskPath, HostDevice};
+        let el = local(node);
+        let t = attr(node, "type").unwrap_or("pty");
+        match t {
+            "pty" | "unix" | "null" | "vc" | "spicevmc" | "spiceport" | "qemu-vdagent" => {}
+            "file" | "pipe" => return refuse(DiskPath, format!("<{el} type='{t}'>")),
+            _ => {
+                return refuse(
+                    HostDevice,
+                    format!("<{el} type='{t}'> (a host device or network peer)"),
+                )
+            }
+        }
+        if let Some(tty) = attr(node, "tty") {
+            if t != "pty" || !pty_path(tty) {
+                return refuse(HostDevice, format!("<{el}> tty `{tty}`"));
+            }
+        }
+        let virtio_channel = el == "channel"
+            && node.children().any(|c| {
+                c.is_element() && local(c) == "target" && attr(c, "type") == Some("virtio")
+            });
+        for source in node
+            .children()
+            .filter(|c| c.is_element() && local(*c) == "source")
+        {
+            let Some(p) = attr(source, "path") else {
+                continue;
+            };
+            let ok = match t {
+                "pty" => pty_path(p),
+                "unix" => virtio_channel && libvirt_channel_path(p),
+                _ => false,
+            };
+            if !ok {
+                return refuse(HostDevice, format!("<{el} type='{t}'> on host path `{p}`"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A pseudo-terminal of a live XML (libvirt ignores it when defining; QEMU opens a new one).
+    fn pty_path(p: &str) -> bool {
+        valid_prefix(p)
+            && p.strip_prefix("/dev/pts/")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+
+    /// The socket path libvirt generated for a virtio channel, as a live XML shows it
+    /// (`.../target/domain-<id>-<name>/<target name>`): libvirt drops it when defining.
+    fn libvirt_channel_path(p: &str) -> bool {
+        let Some(rest) = p.strip_prefix(LIBVIRT_CHANNEL_DIR) else {
+            return false;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        valid_prefix(p)
+            && matches!(parts.as_slice(), [dir, file]
+                if dir.len() > "domain-".len() && dir.starts_with("domain-") && !file.is_empty())
+    }
+}
+
 /// Whether `p` is an absolute path without `.` or `..` components (what an allowed prefix
 /// must be, and what a host path of a definition must be).
 pub fn valid_prefix(p: &str) -> bool {
@@ -494,12 +1226,10 @@ mod test {
         let rest = "<interface type='direct'><source dev='eth0' mode='bridge'/></interface>\
                     <interface type='network'><source network='default'/></interface>\
                     <serial type='pty'><target port='0'/></serial>\
-                    <channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/c.sock'/>\
-                    <target type='virtio' name='org.qemu.guest_agent.0'/></channel>\
+                    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/>\
+                    </channel>\
                     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>\
                     <disk type='file' device='cdrom'><target dev='hdc'/><readonly/></disk>\
-                    <disk type='network' device='disk'><source protocol='rbd' name='pool/db'/>\
-                    <target dev='vdc'/></disk>\
                     <filesystem type='mount'><driver type='virtiofs'/>\
                     <source dir='/var/lib/libvirt/images/share'/><target dir='share'/></filesystem>";
         assert_eq!(
@@ -608,10 +1338,10 @@ mod test {
              </metadata></domain>"
         );
         assert_eq!(reason("db", &xml), UnprotectedReason::QemuCommandline);
-        // Without the namespace, `commandline` is an unknown element libvirt ignores.
+        // Without the namespace, `commandline` is an element not on the allow-list.
         assert_eq!(
-            check("db", "<domain><name>db</name><commandline/></domain>"),
-            Ok(())
+            reason("db", "<domain><name>db</name><commandline/></domain>"),
+            UnprotectedReason::BadXml
         );
     }
 
@@ -1000,6 +1730,578 @@ mod test {
             check_bytes(&text, "db", b"<domain><name>db</name></domain>"),
             Ok("<domain><name>db</name></domain>")
         );
+    }
+
+    /// Real libvirt 9.0 XML (`virsh dumpxml --inactive` and live) of the system-test rig's
+    /// guests and of a typical server guest, the image and LUN paths moved under the test's
+    /// allowed prefixes. See `agent/tests/fixtures/libvirt-9.0/`.
+    const REAL_XML: &[(&str, &str)] = &[
+        (
+            "g1",
+            include_str!("../tests/fixtures/libvirt-9.0/g1.inactive.xml"),
+        ),
+        (
+            "g1",
+            include_str!("../tests/fixtures/libvirt-9.0/g1.live.xml"),
+        ),
+        (
+            "g2",
+            include_str!("../tests/fixtures/libvirt-9.0/g2.inactive.xml"),
+        ),
+        (
+            "g2",
+            include_str!("../tests/fixtures/libvirt-9.0/g2.live.xml"),
+        ),
+        (
+            "g3",
+            include_str!("../tests/fixtures/libvirt-9.0/g3.live.xml"),
+        ),
+        ("srv", include_str!("../tests/fixtures/libvirt-9.0/srv.xml")),
+        (
+            "srv",
+            include_str!("../tests/fixtures/libvirt-9.0/srv.inactive.xml"),
+        ),
+        (
+            "srv",
+            include_str!("../tests/fixtures/libvirt-9.0/srv.live.xml"),
+        ),
+    ];
+
+    #[test]
+    fn test_real_libvirt_xml_accepted() {
+        for (name, xml) in REAL_XML {
+            assert_eq!(check(name, xml), Ok(()), "{name}: {xml}");
+        }
+        // The rig's template as the system tests push it (no disk, an image, a LUN).
+        let template = include_str!("../../tests/support/guest.xml")
+            .replace("@NAME@", "t")
+            .replace("@UUID@", "4dea22b3-1d52-d8f3-2516-782e98ab3fa0")
+            .replace("@MEMORY_KIB@", "65536");
+        assert_eq!(check("t", &template), Ok(()));
+        let image = "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+                     <source file='/var/lib/libvirt/images/t.qcow2'/>\
+                     <target dev='vda' bus='virtio'/></disk>";
+        let lun = "<disk type='block' device='disk'><driver name='qemu' type='raw' \
+                   cache='none'/><source dev='/dev/shared/t'/><target dev='vda' bus='virtio'/>\
+                   </disk>";
+        for d in [image, lun] {
+            assert_eq!(
+                check("t", &template.replace("<!--DISKS-->", d)),
+                Ok(()),
+                "{d}"
+            );
+        }
+        // Inactive forms libvirt 9.0 wrote for other usual devices.
+        let usual = "<interface type='network'><mac address='52:54:00:b4:85:20'/>\
+             <source network='default'/><model type='virtio'/>\
+             <address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>\
+             </interface>\
+             <interface type='bridge'><mac address='52:54:00:11:22:33'/><source bridge='br0'/>\
+             <model type='e1000'/></interface>\
+             <interface type='direct'><mac address='52:54:00:2a:a0:99'/>\
+             <source dev='eth0' mode='bridge'/><model type='rtl8139'/></interface>\
+             <channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/>\
+             <address type='virtio-serial' controller='0' bus='0' port='1'/></channel>\
+             <graphics type='spice' autoport='yes'><listen type='address'/>\
+             <image compression='off'/></graphics><audio id='1' type='spice'/>\
+             <video><model type='qxl' ram='65536' vram='65536' vgamem='16384' heads='1' \
+             primary='yes'/></video>\
+             <serial type='pty'><log file='/var/lib/libvirt/images/x.log' append='on'/>\
+             <target type='isa-serial' port='0'><model name='isa-serial'/></target></serial>\
+             <channel type='qemu-vdagent'><source><clipboard copypaste='yes'/>\
+             <mouse mode='client'/></source><target type='virtio' name='com.redhat.spice.0'/>\
+             </channel>\
+             <graphics type='vnc' port='-1' autoport='yes'><listen type='address'/></graphics>\
+             <sound model='ich6'><codec type='micro'/></sound>\
+             <watchdog model='i6300esb' action='reset'/>\
+             <rng model='virtio'><backend model='builtin'/></rng>\
+             <panic model='isa'><address type='isa' iobase='0x505'/></panic>\
+             <tpm model='tpm-crb'><backend type='emulator' version='2.0'/></tpm>";
+        assert_eq!(check("db", &domain("db", usual)), Ok(()));
+        // A backing chain inside the allowed paths.
+        let chain = "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+             <source file='/var/lib/libvirt/images/top.qcow2'/>\
+             <backingStore type='file'><format type='qcow2'/>\
+             <source file='/var/lib/libvirt/images/mid.qcow2'/>\
+             <backingStore type='block'><format type='raw'/><source dev='/dev/shared/base'/>\
+             <backingStore/></backingStore></backingStore><target dev='vda'/></disk>";
+        assert_eq!(check("db", &domain("db", chain)), Ok(()));
+    }
+
+    /// Each of `devices`, in a domain, is refused for `want`.
+    fn refused(devices: &[String], want: UnprotectedReason) {
+        for dev in devices {
+            let r = check("db", &domain("db", dev)).unwrap_err();
+            assert_eq!(r.reason, want, "{dev}: {r}");
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// libvirt runs an ethernet interface's `<script>`/`<downscript>` as root.
+    #[test]
+    fn test_interface_scripts_refused() {
+        refused(
+            &strings(&[
+                "<interface type='ethernet'><script path='/tmp/x'/>\
+                 <downscript path='/tmp/y'/></interface>",
+                "<interface type='ethernet'><target dev='tap0' managed='no'/></interface>",
+            ]),
+            UnprotectedReason::HostDevice,
+        );
+        // On the allowed types the script elements are refused by name.
+        refused(
+            &strings(&[
+                "<interface type='bridge'><source bridge='br0'/><script path='/tmp/x'/>\
+                 </interface>",
+                "<interface type='network'><source network='default'/>\
+                 <downscript path='/tmp/y'/></interface>",
+            ]),
+            UnprotectedReason::Emulator,
+        );
+        let r = check(
+            "db",
+            &domain(
+                "db",
+                "<interface type='ethernet'><script path='/tmp/x'/></interface>",
+            ),
+        )
+        .unwrap_err();
+        assert!(r.detail.contains("ethernet"), "{r}");
+    }
+
+    /// libvirt executes a virtiofs `<binary path>` as root instead of virtiofsd.
+    #[test]
+    fn test_virtiofs_binary_refused() {
+        refused(
+            &strings(&[
+                "<filesystem type='mount' accessmode='passthrough'><driver type='virtiofs'/>\
+                 <binary path='/tmp/x'/><source dir='/var/lib/libvirt/images/share'/>\
+                 <target dir='share'/></filesystem>",
+                "<filesystem><driver type='virtiofs'/><binary path='/usr/bin/virtiofsd'/>\
+                 <source dir='/var/lib/libvirt/images/share'/><target dir='s'/></filesystem>",
+            ]),
+            UnprotectedReason::Emulator,
+        );
+        let r = check(
+            "db",
+            &domain(
+                "db",
+                "<filesystem><driver type='virtiofs'/><binary path='/tmp/x'/>\
+                 <source dir='/var/lib/libvirt/images/share'/><target dir='s'/></filesystem>",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            r.detail.contains("binary") && r.detail.contains("path"),
+            "{r}"
+        );
+        // Without a path, the host's virtiofsd with its options is fine.
+        let fs = "<filesystem type='mount'><driver type='virtiofs' queue='1024'/>\
+                  <binary xattr='on'><cache mode='always'/><lock posix='on' flock='on'/>\
+                  </binary><source dir='/var/lib/libvirt/images/share'/><target dir='s'/>\
+                  </filesystem>";
+        assert_eq!(check("db", &domain("db", fs)), Ok(()));
+        // A virtiofsd started by someone else, behind a socket.
+        refused(
+            &strings(&["<filesystem type='mount'><driver type='virtiofs'/>\
+                        <source socket='/run/x.sock'/><target dir='s'/></filesystem>"]),
+            UnprotectedReason::HostDevice,
+        );
+        // A Xen bootloader is a host program too.
+        let xml = "<domain type='kvm'><name>db</name><bootloader>/tmp/x</bootloader></domain>";
+        assert_eq!(reason("db", xml), UnprotectedReason::Emulator);
+    }
+
+    /// Serial ports, consoles, parallel ports and channels on a host socket.
+    #[test]
+    fn test_unix_socket_chardevs_refused() {
+        let mut cases = Vec::new();
+        for el in ["serial", "console", "parallel", "channel"] {
+            for mode in ["connect", "bind"] {
+                for target in ["", "<target type='virtio' name='x.0'/>"] {
+                    cases.push(format!(
+                        "<{el} type='unix'><source mode='{mode}' \
+                         path='/run/libvirt/libvirt-sock'/>{target}</{el}>"
+                    ));
+                }
+            }
+        }
+        refused(&cases, UnprotectedReason::HostDevice);
+        let r = check("db", &domain("db", &cases[0])).unwrap_err();
+        assert!(r.detail.contains("/run/libvirt/libvirt-sock"), "{r}");
+    }
+
+    /// Character devices on host files, devices and pipes (even under the allowed paths), or
+    /// talking to network peers.
+    #[test]
+    fn test_other_chardev_types_refused() {
+        let (mut paths, mut hosts) = (Vec::new(), Vec::new());
+        for el in ["serial", "console", "parallel", "channel"] {
+            for t in ["file", "pipe"] {
+                paths.push(format!(
+                    "<{el} type='{t}'><source path='/var/lib/libvirt/images/c'/></{el}>"
+                ));
+            }
+            for t in ["dev", "stdio", "nmdm"] {
+                hosts.push(format!(
+                    "<{el} type='{t}'><source path='/var/lib/libvirt/images/c'/></{el}>"
+                ));
+            }
+            hosts.push(format!(
+                "<{el} type='tcp'><source mode='connect' host='203.0.113.1' service='22'/>\
+                 <protocol type='raw'/></{el}>"
+            ));
+            hosts.push(format!(
+                "<{el} type='udp'><source mode='bind' host='0.0.0.0' service='2445'/>\
+                 <source mode='connect' host='203.0.113.1' service='2445'/></{el}>"
+            ));
+        }
+        refused(&paths, UnprotectedReason::DiskPath);
+        refused(&hosts, UnprotectedReason::HostDevice);
+        // A pty is fine.
+        let pty = "<serial type='pty'><target port='0'/></serial><console type='pty'>\
+                   <target type='serial' port='0'/></console>";
+        assert_eq!(check("db", &domain("db", pty)), Ok(()));
+    }
+
+    /// A vhost-user interface on a host socket.
+    #[test]
+    fn test_vhostuser_interface_refused() {
+        refused(
+            &strings(&[
+                "<interface type='vhostuser'><source type='unix' path='/run/x.sock' \
+                 mode='server'/><model type='virtio'/></interface>",
+                "<interface type='vhostuser'><source type='unix' path='/run/x.sock' \
+                 mode='client'/><model type='virtio'/></interface>",
+            ]),
+            UnprotectedReason::HostDevice,
+        );
+    }
+
+    /// Other interface types and options that reach host resources.
+    #[test]
+    fn test_other_interface_types_refused() {
+        let mut cases = strings(&[
+            "<interface type='user'><backend type='passt' logFile='/etc/x'/></interface>",
+            "<interface type='direct'><source dev='eth0' mode='passthrough'/></interface>",
+            "<interface type='network'><source network='default'/>\
+             <backend tap='/dev/sda' vhost='/dev/sdb'/></interface>",
+        ]);
+        for t in [
+            "user", "vdpa", "server", "client", "mcast", "udp", "internal", "null",
+        ] {
+            cases.push(format!("<interface type='{t}'/>"));
+        }
+        refused(&cases, UnprotectedReason::HostDevice);
+    }
+
+    /// Network disks are off by default: host sockets, any remote host, host key files.
+    #[test]
+    fn test_network_disks_refused_by_default() {
+        let mut cases = strings(&[
+            "<disk type='network' device='disk'><driver name='qemu' type='raw'/>\
+             <source protocol='nbd' name='x'><host transport='unix' socket='/run/x.sock'/>\
+             </source><target dev='vdb'/></disk>",
+            "<disk type='network' device='cdrom'><source protocol='ssh' name='/etc/shadow'>\
+             <host name='203.0.113.1' port='22'/><identity username='root' \
+             keyfile='/root/.ssh/id_rsa'/></source><target dev='hdc'/><readonly/></disk>",
+            // A network backing store under an allowed image.
+            "<disk type='file' device='disk'><source file='/var/lib/libvirt/images/a.qcow2'/>\
+             <backingStore type='network'><format type='raw'/><source protocol='http' \
+             name='/x'><host name='203.0.113.1'/></source></backingStore>\
+             <target dev='vda'/></disk>",
+            // Other disk sources libvirt resolves on the host.
+            "<disk type='vhostuser' device='disk'><source type='unix' path='/run/x.sock'/>\
+             <target dev='vdb'/></disk>",
+        ]);
+        for protocol in [
+            "http", "https", "ftp", "ftps", "tftp", "ssh", "nbd", "iscsi", "rbd", "gluster",
+            "sheepdog", "vxhs", "nfs",
+        ] {
+            cases.push(format!(
+                "<disk type='network' device='disk'><source protocol='{protocol}' \
+                 name='x/y'><host name='203.0.113.1'/></source><target dev='vdb'/></disk>"
+            ));
+        }
+        refused(&cases, UnprotectedReason::HostDevice);
+        let r = check(
+            "db",
+            &domain(
+                "db",
+                "<disk type='network'><source protocol='rbd' name='p/x'/></disk>",
+            ),
+        )
+        .unwrap_err();
+        assert!(r.detail.contains("allow_network_disks"), "{r}");
+        refused(
+            &strings(&[
+                "<disk type='volume' device='disk'><source pool='default' volume='x'/>\
+                 <target dev='vdb'/></disk>",
+                "<disk type='dir' device='disk'><source dir='/var/lib/libvirt/images'/>\
+                 <target dev='vdb'/></disk>",
+            ]),
+            UnprotectedReason::DiskPath,
+        );
+    }
+
+    /// Graphics on a host socket (or a host display or GPU).
+    #[test]
+    fn test_graphics_sockets_refused() {
+        refused(
+            &strings(&[
+                "<graphics type='vnc' socket='/run/libvirt/libvirt-sock'/>",
+                "<graphics type='vnc'><listen type='socket' socket='/run/x.sock'/></graphics>",
+                "<graphics type='vnc'><listen type='socket'/></graphics>",
+                "<graphics type='spice'><listen type='socket' socket='/run/x.sock'/></graphics>",
+                "<graphics type='spice' autoport='yes'><gl enable='yes' \
+                 rendernode='/dev/dri/renderD128'/></graphics>",
+                "<graphics type='sdl' display=':0'/>",
+                "<graphics type='dbus' address='unix:path=/run/dbus/system_bus_socket'/>",
+                "<graphics type='egl-headless'/>",
+            ]),
+            UnprotectedReason::HostDevice,
+        );
+        let ok = "<graphics type='vnc' port='-1' autoport='yes' listen='127.0.0.1'>\
+                  <listen type='address' address='127.0.0.1'/></graphics>";
+        assert_eq!(check("db", &domain("db", ok)), Ok(()));
+    }
+
+    /// Shared memory with the host or other guests, on a host socket or not.
+    #[test]
+    fn test_shmem_refused() {
+        refused(
+            &strings(&[
+                "<shmem name='s'><model type='ivshmem-doorbell'/><server path='/run/x.sock'/>\
+                 </shmem>",
+                "<shmem name='s'><model type='ivshmem-plain'/><size unit='M'>4</size></shmem>",
+            ]),
+            UnprotectedReason::HostDevice,
+        );
+    }
+
+    /// An RNG reading an EGD daemon's host socket or a remote one.
+    #[test]
+    fn test_rng_egd_refused() {
+        refused(
+            &strings(&[
+                "<rng model='virtio'><backend model='egd' type='unix'>\
+                 <source mode='connect' path='/run/x.sock'/></backend></rng>",
+                "<rng model='virtio'><backend model='egd' type='tcp'>\
+                 <source mode='connect' host='203.0.113.1' service='1234'/></backend></rng>",
+            ]),
+            UnprotectedReason::HostDevice,
+        );
+    }
+
+    /// A smartcard on a host socket or a network peer.
+    #[test]
+    fn test_smartcard_sockets_refused() {
+        refused(
+            &strings(&[
+                "<smartcard mode='passthrough' type='unix'><source mode='connect' \
+                 path='/run/x.sock'/></smartcard>",
+                "<smartcard mode='passthrough' type='tcp'><source mode='connect' \
+                 host='203.0.113.1' service='2001'/></smartcard>",
+                "<smartcard mode='passthrough' type='spicevmc'/>",
+            ]),
+            UnprotectedReason::HostDevice,
+        );
+    }
+
+    /// Other devices that reach host resources.
+    #[test]
+    fn test_other_host_resources_refused() {
+        refused(
+            &strings(&[
+                "<tpm model='tpm-crb'><backend type='external'><source type='unix' \
+                 mode='connect' path='/run/x.sock'/></backend></tpm>",
+                "<vsock model='virtio'><cid auto='yes'/></vsock>",
+                "<audio id='1' type='alsa'><input dev='/dev/snd/x'/></audio>",
+                "<audio id='1' type='pulseaudio' serverName='/run/user/0/pulse/native'/>",
+                "<disk type='block' device='lun' rawio='yes'><source dev='/dev/shared/db'/>\
+                 <target dev='sda' bus='scsi'/></disk>",
+                "<disk type='block' device='disk' sgio='unfiltered'>\
+                 <source dev='/dev/shared/db'/><target dev='sda' bus='scsi'/></disk>",
+                "<video><model type='virtio'><acceleration accel3d='yes' \
+                 rendernode='/dev/dri/renderD128'/></model></video>",
+                "<video><driver name='vhostuser'/><model type='virtio'/></video>",
+                "<crypto model='virtio' type='qemu'><backend model='builtin' queues='1'/>\
+                 </crypto>",
+                "<memory model='sgx-epc'><target><size unit='KiB'>512</size></target></memory>",
+            ]),
+            UnprotectedReason::HostDevice,
+        );
+        refused(
+            &strings(&[
+                "<audio id='1' type='file' path='/etc/x.wav'/>",
+                "<lease><lockspace>s</lockspace><key>k</key><target path='/etc/x'/></lease>",
+            ]),
+            UnprotectedReason::DiskPath,
+        );
+    }
+
+    #[test]
+    fn test_chardev_paths_only_libvirts_own() {
+        let ok = [
+            // A virtio channel without a path: libvirt places the socket itself.
+            "<channel type='unix'><source mode='bind'/><target type='virtio' \
+             name='org.qemu.guest_agent.0'/></channel>",
+            // The path libvirt generated, as a live XML shows it (dropped when defining).
+            "<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/\
+             target/domain-4-srv/org.qemu.guest_agent.0'/><target type='virtio' \
+             name='org.qemu.guest_agent.0' state='disconnected'/></channel>",
+            // A pty, its live path and tty (ignored when defining).
+            "<serial type='pty'><source path='/dev/pts/0'/><target port='0'/></serial>\
+             <console type='pty' tty='/dev/pts/0'><source path='/dev/pts/0'/>\
+             <target type='serial' port='0'/></console>",
+            "<serial type='null'/><parallel type='pty'/>",
+        ];
+        for dev in ok {
+            assert_eq!(check("db", &domain("db", dev)), Ok(()), "{dev}");
+        }
+        for dev in [
+            // Not a virtio channel: libvirt keeps the path.
+            "<serial type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/\
+             target/domain-1-x/a.0'/></serial>",
+            "<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/\
+             target/domain-1-x/a.0'/><target type='guestfwd' address='10.0.2.1' port='4600'/>\
+             </channel>",
+            // Not libvirt's shape (libvirt keeps these).
+            "<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/\
+             target/x'/><target type='virtio' name='a.0'/></channel>",
+            "<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/\
+             target/domain-1-x/../../../../../../run/libvirt/libvirt-sock'/>\
+             <target type='virtio' name='a.0'/></channel>",
+            "<channel type='unix'><source mode='bind' path='/var/lib/libvirt/qemu/channel/\
+             target/domain-1-x/a/b'/><target type='virtio' name='a.0'/></channel>",
+            // A pty path that is not a pseudo-terminal.
+            "<serial type='pty'><source path='/dev/sda'/></serial>",
+            "<console type='pty' tty='/dev/pts/../sda'/>",
+            "<console type='unix' tty='/dev/pts/0'><source mode='bind'/></console>",
+        ] {
+            let r = check("db", &domain("db", dev)).unwrap_err();
+            assert_eq!(r.reason, UnprotectedReason::HostDevice, "{dev}: {r}");
+        }
+    }
+
+    #[test]
+    fn test_network_disks_only_when_allowed() {
+        let rules = Rules {
+            storage: &allowed(),
+            emulators: &emulators(),
+            network_disks: true,
+        };
+        let net = |source: &str| {
+            domain(
+                "db",
+                &format!(
+                    "<disk type='network' device='disk'><driver name='qemu' type='raw'/>\
+                     {source}<target dev='vdb'/></disk>"
+                ),
+            )
+        };
+        for src in [
+            "<source protocol='rbd' name='pool/db'><host name='ceph1' port='6789'/>\
+             <auth username='admin'><secret type='ceph' usage='client.admin'/></auth></source>",
+            "<source protocol='iscsi' name='iqn.2013-07.com.example:iscsi-pool/1'>\
+             <host name='203.0.113.1' port='3260'/><initiator><iqn name='iqn.x'/></initiator>\
+             </source>",
+            "<source protocol='nbd' name='db'><host name='203.0.113.1' port='10809' \
+             transport='tcp'/></source>",
+            "<source protocol='https' name='/images/db.iso'><host name='203.0.113.1'/>\
+             <ssl verify='yes'/></source>",
+        ] {
+            assert_eq!(check_rules(&rules, "db", &net(src)), Ok(()), "{src}");
+            assert_eq!(
+                check("db", &net(src)).unwrap_err().reason,
+                UnprotectedReason::HostDevice,
+                "off by default: {src}"
+            );
+        }
+        for (src, want) in [
+            (
+                "<source protocol='nbd' name='x'><host transport='unix' socket='/run/x.sock'/>\
+                 </source>",
+                UnprotectedReason::HostDevice,
+            ),
+            (
+                "<source protocol='ssh' name='/x'><host name='203.0.113.1'/>\
+                 <identity username='root' keyfile='/root/.ssh/id_rsa'/></source>",
+                UnprotectedReason::HostDevice,
+            ),
+            (
+                "<source protocol='sheepdog' name='x'><host name='203.0.113.1'/></source>",
+                UnprotectedReason::HostDevice,
+            ),
+            (
+                "<source protocol='rbd' name='p/x'><config file='/etc/ceph/other.conf'/>\
+                 </source>",
+                UnprotectedReason::DiskPath,
+            ),
+        ] {
+            let r = check_rules(&rules, "db", &net(src)).unwrap_err();
+            assert_eq!(r.reason, want, "{src}: {r}");
+        }
+    }
+
+    #[test]
+    fn test_unlisted_elements_refused() {
+        for (xml, want) in [
+            ("<domain type='kvm'><name>db</name><x/></domain>", "<x>"),
+            (
+                "<domain type='kvm'><name>db</name><devices><newdevice/></devices></domain>",
+                "<newdevice>",
+            ),
+            (
+                "<domain type='kvm'><name>db</name><os><initarg>x</initarg></os></domain>",
+                "<initarg>",
+            ),
+            (
+                "<domain type='kvm'><name>db</name><devices><disk><target dev='vda' \
+                 weird='1'/></disk></devices></domain>",
+                "`weird`",
+            ),
+            ("<domain type='lxc'><name>db</name></domain>", "lxc"),
+            (
+                "<domain type='kvm'><name>db</name><sysinfo type='fwcfg'/></domain>",
+                "fwcfg",
+            ),
+            (
+                "<domain type='kvm' xmlns:x='urn:x'><name>db</name><devices><disk type='file' \
+                 x:type='network'/></devices></domain>",
+                "two `type`",
+            ),
+        ] {
+            let r = check("db", xml).unwrap_err();
+            assert_eq!(r.reason, UnprotectedReason::BadXml, "{xml}: {r}");
+            assert!(r.detail.contains(want), "{xml}: {r}");
+        }
+        let r = check(
+            "db",
+            "<domain type='kvm'><name>db</name><resource><partition>/system.slice</partition>\
+             </resource></domain>",
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, UnprotectedReason::HostDevice, "{r}");
+        // A backing chain cannot drive the walk arbitrarily deep.
+        let deep = format!(
+            "<disk type='file'><source file='/var/lib/libvirt/images/a'/>{}{}</disk>",
+            "<backingStore type='file'>".repeat(allow_list::MAX_BACKING_DEPTH + 1),
+            "</backingStore>".repeat(allow_list::MAX_BACKING_DEPTH + 1)
+        );
+        assert_eq!(
+            reason("db", &domain("db", &deep)),
+            UnprotectedReason::BadXml
+        );
+        let ok = format!(
+            "<disk type='file'><source file='/var/lib/libvirt/images/a'/>{}{}</disk>",
+            "<backingStore type='file'>".repeat(allow_list::MAX_BACKING_DEPTH),
+            "</backingStore>".repeat(allow_list::MAX_BACKING_DEPTH)
+        );
+        assert_eq!(check("db", &domain("db", &ok)), Ok(()));
     }
 
     #[test]
