@@ -254,6 +254,67 @@ fn test_fence_self_after_an_agent_restart_with_libvirtd_dead() {
     );
 }
 
+/// libvirt loses track of a running QEMU: libvirtd dies, g1's state file and pid file are
+/// removed, libvirtd starts again and lists g1 "shut off" while its QEMU still runs. FenceSelf
+/// must not confirm on libvirt's word: the process table finds the QEMU, it is killed and
+/// seen gone. DestroyGuest likewise.
+#[test]
+fn test_fence_self_kills_a_qemu_libvirt_lost_track_of() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let blades = Blades::start("fencelost");
+    let state = PathBuf::from(&blades.base).join("state-a");
+    let (hv, agent) = agent(config(1, 2, &blades.a, &blades.run_dir("a"), &state));
+    for g in ["g1", "g2"] {
+        hv.define(&blades.guest_xml(g, None)).unwrap();
+        hv.start(g).unwrap();
+    }
+    agent.local_definitions().unwrap(); // protected.json = [g1, g2]
+    let pids = [blades.qemu_pid("a", "g1"), blades.qemu_pid("a", "g2")];
+    sh_ok(&["kill-libvirtd", &blades.base, "a"]);
+    for g in ["g1", "g2"] {
+        for ext in ["xml", "pid"] {
+            std::fs::remove_file(blades.run_dir("a").join(format!("{g}.{ext}"))).unwrap();
+        }
+    }
+    sh_ok(&["start-libvirtd", &blades.base, "a"]);
+    wait_until(
+        "libvirt to list g1 and g2 shut off",
+        Duration::from_secs(20),
+        || {
+            let _ = hv.ping(); // the heartbeat's ping reconnects
+            ["g1", "g2"]
+                .iter()
+                .all(|g| hv.state(g).is_ok_and(|s| s == GuestState::Shutoff))
+        },
+    );
+    assert!(
+        pids.iter().all(|&p| is_running(p)),
+        "the QEMUs run although libvirt lists them shut off"
+    );
+
+    let destroy = Order::DestroyGuest {
+        incident: 1,
+        name: "g2".into(),
+    };
+    let OrderResult::Guests(out) = execute(&agent, &destroy) else {
+        panic!()
+    };
+    assert!(
+        !is_running(pids[1]),
+        "g2's QEMU survived DestroyGuest: {out:?}"
+    );
+    assert_eq!(out[0].result, GuestResult::Destroyed { killed: true });
+
+    let OrderResult::Fenced(r) = execute(&agent, &Order::FenceSelf { incident: 2 }) else {
+        panic!()
+    };
+    assert!(
+        !is_running(pids[0]),
+        "g1's QEMU survived a FenceSelf that answered {r:?}"
+    );
+    assert_eq!((r.killed, r.failed), (1, 0), "{r:?}");
+}
+
 fn poll_for(
     ep: &mut Endpoint,
     t0: Instant,

@@ -100,6 +100,11 @@ impl FakeHypervisor {
         );
     }
 
+    /// Removes a domain (libvirt lost it: "no such domain").
+    pub fn remove(&self, name: &str) {
+        self.lock().domains.remove(name);
+    }
+
     /// Changes a domain in place.
     pub fn with_domain(&self, name: &str, f: impl FnOnce(&mut FakeDomain)) {
         if let Some(d) = self.lock().domains.get_mut(name) {

@@ -2,12 +2,15 @@
 //! is known (libvirt's own destroy sends SIGTERM and looks again only 200 ms later, which
 //! would be most of a failover's fence time), and the way out when libvirt does not answer.
 //!
-//! Without libvirt, a guest is accounted for by [`stop_processes`] from two readings: its pid
-//! file and a scan of the process table ([`Hypervisor::qemu_processes`]). Every QEMU of the
-//! guest either finds is SIGKILLed and must be seen gone. A guest is proven stopped only by a
-//! positive reading: its QEMU seen gone after SIGKILL, or a complete scan that shows no QEMU
-//! of that name. A missing pid file proves nothing; a guest with no pid found and no
-//! complete scan is [`Accounted::Remaining`].
+//! After libvirt's destroys (and without libvirt), every guest is accounted for by
+//! [`account`] from two readings of the agent's own: its pid file and a scan of the process
+//! table ([`Hypervisor::qemu_processes`]). libvirt can lose track of a QEMU (its state file
+//! removed, libvirtd restarted: the guest is listed "shut off" while its QEMU runs), so its
+//! listing never stands alone. Every QEMU of the guest either reading finds is SIGKILLed and
+//! must be seen gone. A guest is proven stopped only by a positive reading: its QEMU seen gone
+//! after SIGKILL, or a complete scan that shows no QEMU of that name (or, with the scan
+//! failed, libvirt's own successful destroy). A missing pid file proves nothing; a guest with
+//! no pid found and no complete scan is [`Accounted::Remaining`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -70,17 +73,37 @@ pub enum Accounted {
     Remaining(String),
 }
 
-/// Accounts for guests `names` without libvirt: every QEMU of each found by its pid file or
-/// by `scan` (one reading of the process table) is SIGKILLed, and each must be seen gone
-/// within `timeout` (all are killed first, then waited for together).
-pub fn stop_processes<H: Hypervisor + ?Sized>(
+/// What was known of a guest before the process table was read (see [`account`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// Nothing: libvirt did not answer, failed, or was not asked.
+    Nothing,
+    /// Its QEMU (found by the pid file) was SIGKILLed by the agent and seen gone.
+    Killed,
+    /// libvirt's destroy of it succeeded: libvirt had its QEMU and stopped it.
+    Destroyed,
+    /// libvirt lists it inactive or has no such domain: libvirt's bookkeeping only, which
+    /// loses a QEMU whose state file is gone (it then lists a running guest "shut off").
+    LibvirtInactive,
+}
+
+/// Accounts for the guests of `prior` with the agent's own readings, whatever libvirt said:
+/// every QEMU of each found by its pid file or by `scan` (one reading of the process table,
+/// taken after libvirt's destroys) is SIGKILLed, and each must be seen gone within `timeout`
+/// (all are killed first, then waited for together). A guest counts as stopped only when
+/// (a) every QEMU of it found was seen gone (or its prior is [`Prior::Killed`] and none is
+/// left), (b) the scan is complete and shows no QEMU of it, or (c) the scan failed and
+/// libvirt's destroy of it succeeded ([`Prior::Destroyed`]: a reading of libvirt's, logged as
+/// resting on libvirt alone). A guest libvirt merely lists inactive or does not know is not
+/// proven stopped by a failed scan: that is an absence in libvirt's books.
+pub fn account<H: Hypervisor + ?Sized>(
     hv: &H,
-    names: &BTreeSet<String>,
+    prior: &BTreeMap<String, Prior>,
     scan: &Result<Vec<QemuProcess>, String>,
     timeout: Duration,
 ) -> BTreeMap<String, Accounted> {
     let mut targets: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
-    for name in names {
+    for name in prior.keys() {
         let pids = targets.entry(name).or_default();
         pids.extend(hv.qemu_pid(name));
         if let Ok(procs) = scan {
@@ -92,16 +115,37 @@ pub fn stop_processes<H: Hypervisor + ?Sized>(
     targets
         .into_iter()
         .map(|(name, pids)| {
+            let before = prior.get(name).copied().unwrap_or(Prior::Nothing);
             let left: Vec<i32> = pids.intersection(&survivors).copied().collect();
             let a = if !left.is_empty() {
                 Accounted::Remaining(format!("QEMU pid {left:?} still runs after SIGKILL"))
             } else if !pids.is_empty() {
-                log::warn!("`{name}`: QEMU pid {pids:?} killed directly");
+                if matches!(before, Prior::Destroyed | Prior::LibvirtInactive) {
+                    log::error!(
+                        "`{name}`: libvirt said it was stopped, but QEMU pid {pids:?} ran: \
+                         killed directly (libvirt lost track of it)"
+                    );
+                } else {
+                    log::warn!("`{name}`: QEMU pid {pids:?} killed directly");
+                }
                 Accounted::Killed
             } else {
-                match scan {
-                    Ok(_) => Accounted::NotRunning,
-                    Err(e) => Accounted::Remaining(format!(
+                match (scan, before) {
+                    (_, Prior::Killed) => Accounted::Killed,
+                    (Ok(_), Prior::Destroyed) => Accounted::Destroyed,
+                    (Ok(_), _) => Accounted::NotRunning,
+                    (Err(e), Prior::Destroyed) => {
+                        log::warn!(
+                            "`{name}`: the process table could not be read ({e}): the proof \
+                             that it stopped rests on libvirt's destroy alone"
+                        );
+                        Accounted::Destroyed
+                    }
+                    (Err(e), Prior::LibvirtInactive) => Accounted::Remaining(format!(
+                        "libvirt lists it not running, but libvirt can lose track of a QEMU \
+                         and the process table could not be read ({e})"
+                    )),
+                    (Err(e), Prior::Nothing) => Accounted::Remaining(format!(
                         "no QEMU pid file, and the process table could not be read ({e})"
                     )),
                 }

@@ -21,6 +21,7 @@ pub mod standby;
 pub mod sync;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -29,9 +30,10 @@ use crate::config::{Config, Protection};
 use crate::hypervisor::{GuestInfo, GuestState, Hypervisor, HypervisorError, QemuProcess};
 use crate::order::{FenceReport, GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 use crate::store::definitions::{DefinitionError, GuestDef, PartnerStore};
+use crate::store::fenced;
 use crate::store::journal::{Begin, Journal, JournalError, TakenOver};
 use crate::store::protected::ProtectedSet;
-use fence::Accounted;
+use fence::{Accounted, Prior};
 
 /// How long a directly killed QEMU gets to disappear before the fence counts it failed; also
 /// the bound of one process-table scan.
@@ -190,6 +192,8 @@ pub struct Agent<H: Hypervisor> {
     stopping: Mutex<HashSet<String>>,
     /// Warm-standby guests refused (unsafe disks), with the reason; logged once each.
     standby_refused: Mutex<BTreeMap<String, String>>,
+    /// The kernel's boot id at start (`None`: not readable), recorded with a fence.
+    boot_id: Option<String>,
 }
 
 impl<H: Hypervisor> std::fmt::Debug for Agent<H> {
@@ -209,12 +213,23 @@ fn ms(since: Instant) -> u32 {
 }
 
 impl<H: Hypervisor + 'static> Agent<H> {
-    /// Opens the journal and partner store under the configured state directory.
+    /// Opens the journal and partner store under the configured state directory; a fence
+    /// recorded in this boot of the kernel ([`crate::store::fenced`]) is still in force.
     pub fn new(hv: Arc<H>, cfg: Config) -> Result<Agent<H>, AgentError> {
+        Self::with_boot_id_file(hv, cfg, Path::new(fenced::BOOT_ID_FILE))
+    }
+
+    /// [`Agent::new`] with the kernel's boot id read from `boot_id_file` (tests, and rigs
+    /// whose blades share one kernel, tell reboots apart with their own file).
+    pub fn with_boot_id_file(
+        hv: Arc<H>,
+        cfg: Config,
+        boot_id_file: &Path,
+    ) -> Result<Agent<H>, AgentError> {
         let journal = Journal::open(&cfg.state_dir)?;
         let partner = PartnerStore::open(&cfg.state_dir)?;
         let taken = journal.taken_over().len();
-        let inherited_fences = journal
+        let inherited_fences: HashSet<String> = journal
             .unfinished()
             .into_iter()
             .filter(|r| matches!(r.order, Order::FenceSelf { .. }))
@@ -228,17 +243,35 @@ impl<H: Hypervisor + 'static> Agent<H> {
             journal.unfinished().len()
         );
         let protected = ProtectedSet::open(&cfg.state_dir);
+        let boot_id = fenced::boot_id(boot_id_file);
+        let gate = StartGate::default();
+        if let Some(why) = fenced::in_force(&cfg.state_dir, boot_id.as_deref()) {
+            log::warn!("this blade is fenced: {why}; it starts nothing until it reboots");
+            gate.fenced.store(true, Ordering::SeqCst);
+        } else if !inherited_fences.is_empty() && !cfg.state_dir.join(fenced::FILE).exists() {
+            // Accepted, but its record never written: whether the blade rebooted since cannot
+            // be told, so the fence holds for this boot.
+            log::error!(
+                "unfinished {inherited_fences:?} without a fence record: this blade is fenced \
+                 until it reboots"
+            );
+            if let Err(e) = fenced::save(&cfg.state_dir, boot_id.as_deref(), "unfinished fence") {
+                log::error!("{}: cannot record the fence: {e}", fenced::FILE);
+            }
+            gate.fenced.store(true, Ordering::SeqCst);
+        }
         Ok(Agent {
             hv,
             cfg,
             journal: Mutex::new(journal),
             partner: Mutex::new(partner),
             running: Mutex::new(HashSet::new()),
-            gate: Arc::new(StartGate::default()),
+            gate: Arc::new(gate),
             inherited_fences: Mutex::new(inherited_fences),
             protected: Arc::new(Mutex::new(protected)),
             stopping: Mutex::new(HashSet::new()),
             standby_refused: Mutex::new(BTreeMap::new()),
+            boot_id,
         })
     }
 
@@ -324,6 +357,17 @@ impl<H: Hypervisor + 'static> Agent<H> {
             }
             Begin::New => {
                 log::info!("{key}: accepted");
+                if matches!(order, Order::FenceSelf { .. }) {
+                    // Recorded before it is acknowledged: a restarted agent stays fenced
+                    // until the blade reboots.
+                    if let Err(e) = fenced::save(&self.cfg.state_dir, self.boot_id.as_deref(), &key)
+                    {
+                        log::error!(
+                            "{key}: cannot record the fence ({e}): a restarted agent would not \
+                             know this blade is fenced"
+                        );
+                    }
+                }
                 running.insert(key);
                 Ok(Acceptance::Execute)
             }
@@ -354,13 +398,14 @@ impl<H: Hypervisor + 'static> Agent<H> {
             ),
             Order::FenceSelf { .. } => {
                 // A fence an earlier process did not finish is finished (what still runs is
-                // destroyed, the ShMC gets its answer) without fencing this process: the
-                // restart (a blade's reboot after a power cut) ended that fenced state, as it
-                // ends one that was finished before the restart.
-                let inherited = lock(&self.inherited_fences).remove(&order.key());
+                // destroyed, the ShMC gets its answer). It fences this process too unless the
+                // blade rebooted since (its fence record is of another boot): a reboot ends
+                // the fenced state, an agent restart does not (see `Agent::new`).
+                let inherited =
+                    lock(&self.inherited_fences).remove(&order.key()) && !self.is_fenced();
                 if inherited {
                     log::info!(
-                        "{}: finishing a fence of an earlier run; this run is not fenced",
+                        "{}: finishing a fence of an earlier boot; this boot is not fenced",
                         order.key()
                     );
                 }
@@ -1014,11 +1059,12 @@ impl<H: Hypervisor + 'static> Agent<H> {
     ///    may create a QEMU after any reading);
     /// 2. libvirt lists the guests within `fence_timeout` (the listing refreshes the stored
     ///    protected set); each active protected guest is stopped at once ([`fence::stop_now`]);
-    /// 3. what libvirt did not confirm within the deadline, and every guest when libvirt does
-    ///    not list (the stored protected set, the configured list), is accounted for without
-    ///    libvirt ([`fence::stop_processes`]: pid file and process-table scan, SIGKILL, seen
-    ///    gone). When the protected set is not known either, every QEMU the scan finds is
-    ///    killed, and a failed scan leaves at least one guest remaining.
+    /// 3. then, whatever libvirt said (it can lose track of a QEMU and list a running guest
+    ///    "shut off"), every protected name (libvirt's protected guests, the stored protected
+    ///    set, the configured list) is accounted for with the agent's own readings
+    ///    ([`fence::account`]: pid file and process-table scan, SIGKILL, seen gone). When
+    ///    libvirt does not list and the protected set is not known either, every QEMU the scan
+    ///    finds is killed, and a failed scan leaves at least one guest remaining.
     ///
     /// With `fence_blade`, this agent then refuses every start (see [`Agent::is_fenced`]).
     fn fence_self(&self, started: Instant, fence_blade: bool) -> FenceReport {
@@ -1031,21 +1077,36 @@ impl<H: Hypervisor + 'static> Agent<H> {
         }
         let deadline = Instant::now() + self.cfg.fence_timeout;
         let mut done: BTreeMap<String, Accounted> = BTreeMap::new();
-        // Guests to account for without libvirt.
-        let mut pending: BTreeSet<String> = in_flight.clone();
+        // Every guest to look for in the process table, with what libvirt said of it.
+        let mut prior: BTreeMap<String, Prior> = in_flight
+            .iter()
+            .map(|n| (n.clone(), Prior::Nothing))
+            .collect();
         // Why the guests of this blade cannot be known (libvirt silent, no stored set).
         let mut unknown: Option<String> = None;
+        // The stored set and the configured list: libvirt may not list a guest whose QEMU
+        // it lost.
+        let stored = lock(&self.protected).names().cloned();
+        if let Protection::List(names) = &self.cfg.protection {
+            for n in names {
+                prior.entry(n.clone()).or_insert(Prior::Nothing);
+            }
+        }
         match self.list_bounded("fence: list", self.cfg.fence_timeout) {
             Ok(all) => {
+                for n in stored.iter().flatten() {
+                    prior.entry(n.clone()).or_insert(Prior::Nothing);
+                }
                 let protected: Vec<GuestInfo> =
                     self.protected_of(&all).into_iter().cloned().collect();
                 let (tx, rx) = mpsc::channel();
                 let mut asked = BTreeSet::new();
                 for g in protected {
                     if !g.state.is_active() {
-                        done.insert(g.name.clone(), Accounted::NotRunning);
+                        prior.insert(g.name.clone(), Prior::LibvirtInactive);
                         continue;
                     }
+                    prior.insert(g.name.clone(), Prior::Nothing);
                     asked.insert(g.name.clone());
                     // Its death must not be reported as a crash.
                     lock(&self.stopping).insert(g.name.clone());
@@ -1066,26 +1127,25 @@ impl<H: Hypervisor + 'static> Agent<H> {
                         break;
                     };
                     asked.remove(&name);
-                    let a = match r {
+                    let p = match r {
                         Ok(Some(pid)) => {
                             log::info!("fence: `{name}` QEMU pid {pid} killed");
-                            Accounted::Killed
+                            Prior::Killed
                         }
                         Ok(None) => {
                             log::info!("fence: `{name}` destroyed through libvirt");
-                            Accounted::Destroyed
+                            Prior::Destroyed
                         }
                         Err(HypervisorError::NoSuchGuest(_)) => {
-                            log::info!("fence: `{name}` no longer exists");
-                            Accounted::NotRunning
+                            log::info!("fence: `{name}` no longer exists in libvirt");
+                            Prior::LibvirtInactive
                         }
                         Err(e) => {
                             log::warn!("fence: libvirt destroy `{name}` failed: {e}");
-                            pending.insert(name);
-                            continue;
+                            Prior::Nothing
                         }
                     };
-                    done.insert(name, a);
+                    prior.insert(name, p);
                 }
                 if !asked.is_empty() {
                     log::warn!(
@@ -1093,52 +1153,47 @@ impl<H: Hypervisor + 'static> Agent<H> {
                         self.cfg.fence_timeout.as_millis()
                     );
                 }
-                pending.extend(asked);
             }
-            Err(e) => {
-                let stored = lock(&self.protected).names().cloned();
-                match stored {
-                    Some(set) => {
-                        log::warn!(
-                            "fence: libvirt cannot list the guests ({e}); accounting for the {} \
-                             stored protected guests without it",
-                            set.len()
-                        );
-                        pending.extend(set);
-                    }
-                    None => {
-                        log::error!(
-                            "fence: libvirt cannot list the guests ({e}) and no protected set is \
-                             stored: killing every QEMU of this blade"
-                        );
-                        unknown = Some(e.to_string());
+            Err(e) => match stored {
+                Some(set) => {
+                    log::warn!(
+                        "fence: libvirt cannot list the guests ({e}); accounting for the {} \
+                         stored protected guests without it",
+                        set.len()
+                    );
+                    for n in set {
+                        prior.entry(n).or_insert(Prior::Nothing);
                     }
                 }
-                if let Protection::List(names) = &self.cfg.protection {
-                    pending.extend(names.iter().cloned());
+                None => {
+                    log::error!(
+                        "fence: libvirt cannot list the guests ({e}) and no protected set is \
+                         stored: killing every QEMU of this blade"
+                    );
+                    unknown = Some(e.to_string());
+                }
+            },
+        }
+        // libvirt can lose track of a QEMU: whatever it said, the process table is read (after
+        // its destroys) and every QEMU of a protected guest found is killed and seen gone.
+        let scan = self.scan_bounded();
+        if unknown.is_some() {
+            if let Ok(procs) = &scan {
+                for p in procs {
+                    prior.entry(p.guest.clone()).or_insert(Prior::Nothing);
                 }
             }
         }
-        if !pending.is_empty() || unknown.is_some() {
-            let scan = self.scan_bounded();
-            if unknown.is_some() {
-                if let Ok(procs) = &scan {
-                    pending.extend(procs.iter().map(|p| p.guest.clone()));
-                }
-            }
-            lock(&self.stopping).extend(pending.iter().cloned());
-            for (name, a) in fence::stop_processes(&*self.hv, &pending, &scan, KILL_WAIT) {
-                done.insert(name, a);
-            }
-            if let (Some(why), Err(e)) = (&unknown, &scan) {
-                done.insert(
-                    "(guests of this blade)".into(),
-                    Accounted::Remaining(format!(
-                        "libvirt does not answer ({why}), no protected set is stored, and the \
-                         process table could not be read ({e})"
-                    )),
-                );
-            }
+        lock(&self.stopping).extend(prior.keys().cloned());
+        done.extend(fence::account(&*self.hv, &prior, &scan, KILL_WAIT));
+        if let (Some(why), Err(e)) = (&unknown, &scan) {
+            done.insert(
+                "(guests of this blade)".into(),
+                Accounted::Remaining(format!(
+                    "libvirt does not answer ({why}), no protected set is stored, and the \
+                     process table could not be read ({e})"
+                )),
+            );
         }
         for name in in_flight {
             done.insert(
@@ -1235,9 +1290,12 @@ impl<H: Hypervisor + 'static> Agent<H> {
         emit: &(dyn Fn(&GuestOutcome) + Sync),
     ) -> Result<OrderResult, AgentError> {
         // Listing may hang like any libvirt call: fall back to the stored protected set (a
-        // guest cannot be refused as unprotected when the set is not known).
+        // guest cannot be refused as unprotected when the set is not known). A guest of the
+        // stored set is protected also when libvirt no longer lists it (libvirt can lose a
+        // guest whose QEMU still runs); the set is read before the listing replaces it.
+        let stored = lock(&self.protected).contains(name);
         let protected = match self.list_bounded("destroy: list", self.cfg.fence_timeout) {
-            Ok(all) => self.protected_of(&all).iter().any(|g| g.name == name),
+            Ok(all) => stored || self.protected_of(&all).iter().any(|g| g.name == name),
             Err(e) => {
                 log::warn!(
                     "{}: {e}; deciding from the stored protected set",
@@ -1265,34 +1323,35 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 });
             });
         let answer = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        let result = match answer {
-            Ok(Ok(Some(pid))) => {
-                log::info!("`{name}`: QEMU pid {pid} killed");
-                GuestResult::Destroyed { killed: true }
-            }
-            Ok(Ok(None)) | Ok(Err(HypervisorError::NoSuchGuest(_))) => {
-                GuestResult::Destroyed { killed: false }
-            }
-            // "not running" and the like: the process table decides below.
-            Ok(Err(e)) => self.kill_guest(name, Some(e.to_string())),
-            Err(_) => self.kill_guest(name, None),
+        let (prior, libvirt) = match answer {
+            Ok(Ok(Some(pid))) => (Prior::Killed, format!("QEMU pid {pid} killed")),
+            Ok(Ok(None)) => (Prior::Destroyed, "destroyed through libvirt".to_owned()),
+            Ok(Err(HypervisorError::NoSuchGuest(_))) => (
+                Prior::LibvirtInactive,
+                "libvirt has no such domain".to_owned(),
+            ),
+            // "not running" and the like: the process table decides.
+            Ok(Err(e)) => (Prior::Nothing, e.to_string()),
+            Err(_) => (Prior::Nothing, "libvirt did not answer".to_owned()),
         };
+        let result = self.kill_guest(name, prior, &libvirt);
         self.single_outcome(order, incident, name, result, started, emit)
     }
 
-    /// Accounts for one guest without libvirt ([`fence::stop_processes`]); `libvirt_error` is
-    /// what libvirt said, if it answered. Destroyed only on a positive reading.
-    fn kill_guest(&self, name: &str, libvirt_error: Option<String>) -> GuestResult {
-        let libvirt = libvirt_error.unwrap_or_else(|| "libvirt did not answer".into());
+    /// Accounts for one guest with the agent's own readings ([`fence::account`]) after
+    /// libvirt's destroy: `prior` and `libvirt` are what libvirt did or said. libvirt can lose
+    /// track of a QEMU, so the process table is read whatever it said. Destroyed only on a
+    /// positive reading.
+    fn kill_guest(&self, name: &str, prior: Prior, libvirt: &str) -> GuestResult {
         let scan = self.scan_bounded();
-        let names = BTreeSet::from([name.to_owned()]);
-        match fence::stop_processes(&*self.hv, &names, &scan, KILL_WAIT).remove(name) {
+        let prior = BTreeMap::from([(name.to_owned(), prior)]);
+        match fence::account(&*self.hv, &prior, &scan, KILL_WAIT).remove(name) {
             Some(Accounted::Killed) => {
                 log::warn!("`{name}`: QEMU killed directly ({libvirt})");
                 GuestResult::Destroyed { killed: true }
             }
             Some(Accounted::NotRunning | Accounted::Destroyed) => {
-                log::info!("`{name}`: no QEMU of it in the process table ({libvirt})");
+                log::info!("`{name}`: no QEMU of it runs ({libvirt})");
                 GuestResult::Destroyed { killed: false }
             }
             Some(Accounted::Remaining(why)) => GuestResult::Failed {

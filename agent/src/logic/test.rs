@@ -335,18 +335,25 @@ fn test_fence_self_through_libvirt() {
     );
 }
 
+/// An agent over `hv` whose kernel boot id is `boot` (a file in `state`'s parent directory).
+fn agent_in_boot(state: &TempDir, hv: &Arc<FakeHypervisor>, boot: &str) -> Agent<FakeHypervisor> {
+    let file = state.path().join("boot_id");
+    std::fs::write(&file, format!("{boot}\n")).unwrap();
+    Agent::with_boot_id_file(Arc::clone(hv), config(state.path()), &file).unwrap()
+}
+
 #[test]
-fn test_fence_self_interrupted_by_a_restart_is_finished_without_fencing_the_new_run() {
+fn test_fence_self_interrupted_by_a_reboot_is_finished_without_fencing_the_new_boot() {
     let dir = TempDir::new("fenceresume");
     let hv = Arc::new(FakeHypervisor::new(1 << 20));
     hv.add("a", GuestState::Running, 10);
     let fence = Order::FenceSelf { incident: 13 };
     {
-        let a = agent(&dir, &hv);
+        let a = agent_in_boot(&dir, &hv, "boot-1");
         assert_eq!(a.accept(&fence).unwrap(), Acceptance::Execute);
         // dropped before executing: the blade lost its power
     }
-    let a = agent(&dir, &hv);
+    let a = agent_in_boot(&dir, &hv, "boot-2");
     assert_eq!(a.interrupted_orders(), vec![fence.clone()]);
     let (acc, result, _) = run(&a, &fence);
     assert_eq!(acc, Acceptance::Execute, "resumed");
@@ -359,7 +366,7 @@ fn test_fence_self_interrupted_by_a_restart_is_finished_without_fencing_the_new_
         Some(GuestState::Shutoff),
         "still destroyed"
     );
-    assert!(!a.is_fenced(), "the restarted blade is not fenced");
+    assert!(!a.is_fenced(), "the rebooted blade is not fenced");
     a.store_partner_definition(def("db", 1000)).unwrap();
     let (acc, _, out) = run(&a, &restart(14, true));
     assert_eq!(
@@ -368,9 +375,53 @@ fn test_fence_self_interrupted_by_a_restart_is_finished_without_fencing_the_new_
         "takes over its partner's guests again"
     );
     assert_eq!(result_of(&out, "db"), &GuestResult::Started);
-    // A new FenceSelf in this run fences it.
+    // A new FenceSelf in this boot fences it.
     run(&a, &Order::FenceSelf { incident: 15 });
     assert!(a.is_fenced());
+}
+
+/// The fenced state survives an agent restart (kill -9) in the same boot: every start is
+/// refused (`Fenced`) until the blade reboots (a new boot id).
+#[test]
+fn test_the_fence_survives_an_agent_restart_until_the_blade_reboots() {
+    let dir = TempDir::new("fence-persist");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("a", GuestState::Running, 10);
+    {
+        let a = agent_in_boot(&dir, &hv, "boot-1");
+        let r = fenced(run(&a, &Order::FenceSelf { incident: 20 }).1);
+        assert!(r.complete() && a.is_fenced(), "{r:?}");
+    }
+    hv.with_domain("a", |d| d.state = GuestState::Crashed);
+    let a = agent_in_boot(&dir, &hv, "boot-1");
+    assert!(a.is_fenced(), "an agent restart does not lift the fence");
+    let crashed = Order::RestartGuest {
+        incident: 21,
+        name: "a".into(),
+    };
+    assert_eq!(run(&a, &crashed).0, Acceptance::Refused(Refusal::Fenced));
+    a.store_partner_definition(def("db", 1000)).unwrap();
+    assert_eq!(
+        run(&a, &restart(22, true)).0,
+        Acceptance::Refused(Refusal::Fenced)
+    );
+    assert_eq!((hv.starts("a"), hv.starts("db")), (0, 0));
+    // An unfinished fence interrupted by an agent restart in the same boot fences it too.
+    let dir2 = TempDir::new("fence-persist-unfinished");
+    {
+        let a = agent_in_boot(&dir2, &hv, "boot-1");
+        assert_eq!(
+            a.accept(&Order::FenceSelf { incident: 23 }).unwrap(),
+            Acceptance::Execute
+        );
+    }
+    let a2 = agent_in_boot(&dir2, &hv, "boot-1");
+    assert!(a2.is_fenced());
+    // The blade rebooted: the fence is over.
+    let a = agent_in_boot(&dir, &hv, "boot-2");
+    assert!(!a.is_fenced());
+    assert_eq!(run(&a, &crashed).0, Acceptance::Execute);
+    assert_eq!(hv.starts("a"), 1);
 }
 
 #[test]
@@ -1294,4 +1345,109 @@ fn test_an_evacuation_stop_that_libvirt_never_answers_is_bounded() {
         &GuestResult::Stopped { graceful: true }
     );
     hv.release("shutdown", "db");
+}
+
+/// libvirt lost track of a QEMU (its state file removed, libvirtd restarted): it lists the
+/// guest "shut off", or not at all, while the QEMU runs. FenceSelf must find and kill it by
+/// the process table, not confirm it stopped on libvirt's word.
+#[test]
+fn test_fence_kills_a_qemu_libvirt_lists_shut_off_or_lost() {
+    let dir = TempDir::new("fence-lost");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("g1", GuestState::Running, 10);
+    hv.add("g2", GuestState::Running, 10);
+    hv.add("g3", GuestState::Running, 10);
+    let a = agent(&dir, &hv);
+    a.local_definitions().unwrap(); // protected.json = [g1, g2, g3]
+    let (mut q1, mut q2) = (Qemu::spawn(), Qemu::spawn());
+    hv.add_process("g1", q1.pid());
+    hv.add_process("g2", q2.pid());
+    hv.with_domain("g1", |d| d.state = GuestState::Shutoff); // listed shut off
+    hv.remove("g2"); // not listed at all
+    hv.with_domain("g3", |d| d.state = GuestState::Shutoff); // really stopped
+    let r = fenced(run(&a, &Order::FenceSelf { incident: 60 }).1);
+    assert!(
+        !q1.alive(),
+        "QEMU of g1 survived a fence that answered {r:?}"
+    );
+    assert!(
+        !q2.alive(),
+        "QEMU of g2 survived a fence that answered {r:?}"
+    );
+    assert_eq!(
+        (r.destroyed, r.killed, r.already_stopped, r.failed),
+        (0, 2, 1, 0),
+        "{r:?}"
+    );
+}
+
+/// Without a complete process-table reading, libvirt's "shut off" is no proof (it is what
+/// libvirt shows of a QEMU it lost); libvirt's own successful destroy is (logged as resting on
+/// libvirt alone).
+#[test]
+fn test_fence_with_a_failed_scan_trusts_only_libvirts_destroy() {
+    let dir = TempDir::new("fence-noscan-libvirt");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("up", GuestState::Running, 10);
+    hv.add("off", GuestState::Shutoff, 10);
+    let a = agent(&dir, &hv);
+    hv.fail_scan(true);
+    let r = fenced(run(&a, &Order::FenceSelf { incident: 61 }).1);
+    assert_eq!(
+        (r.destroyed, r.already_stopped, r.failed),
+        (1, 0, 1),
+        "{r:?}"
+    );
+    assert!(!r.complete());
+    // With a complete reading, "off" is proven stopped.
+    hv.fail_scan(false);
+    let dir = TempDir::new("fence-scan-libvirt");
+    let a = agent(&dir, &hv);
+    let r = fenced(run(&a, &Order::FenceSelf { incident: 62 }).1);
+    assert_eq!((r.already_stopped, r.failed), (2, 0), "{r:?}");
+}
+
+/// DestroyGuest of a guest libvirt lists "shut off" (or no longer knows) while its QEMU runs:
+/// the QEMU is killed, and only then is the guest reported destroyed.
+#[test]
+fn test_destroy_guest_kills_a_qemu_libvirt_lost() {
+    let dir = TempDir::new("destroy-lost");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Running, 10);
+    hv.add("web", GuestState::Running, 10);
+    let a = agent(&dir, &hv);
+    a.local_definitions().unwrap();
+    let destroy = |incident, name: &str| Order::DestroyGuest {
+        incident,
+        name: name.into(),
+    };
+    let mut q = Qemu::spawn();
+    hv.add_process("db", q.pid());
+    hv.with_domain("db", |d| d.state = GuestState::Shutoff);
+    let (_, _, out) = run(&a, &destroy(63, "db"));
+    assert!(!q.alive(), "QEMU of db survived: {out:?}");
+    assert_eq!(
+        result_of(&out, "db"),
+        &GuestResult::Destroyed { killed: true }
+    );
+    // Not listed at all (stored set only), QEMU running.
+    let mut q = Qemu::spawn();
+    hv.add_process("web", q.pid());
+    hv.remove("web");
+    let (_, _, out) = run(&a, &destroy(64, "web"));
+    assert!(!q.alive(), "QEMU of web survived: {out:?}");
+    assert_eq!(
+        result_of(&out, "web"),
+        &GuestResult::Destroyed { killed: true }
+    );
+    // libvirt says shut off, the process table cannot be read: no proof.
+    hv.add("app", GuestState::Running, 10);
+    a.local_definitions().unwrap();
+    hv.with_domain("app", |d| d.state = GuestState::Shutoff);
+    hv.fail_scan(true);
+    let (_, _, out) = run(&a, &destroy(65, "app"));
+    assert!(
+        matches!(result_of(&out, "app"), GuestResult::Failed { reason } if reason.contains("lose track") || reason.contains("process table")),
+        "{out:?}"
+    );
 }

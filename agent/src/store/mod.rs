@@ -1,11 +1,13 @@
 //! Everything the agent keeps on disk, under its state directory: the journal of orders and
 //! takeovers (`journal`), the partner's guest definitions (`definitions`), the protocol
-//! replay floors (`floors`), and the names of this blade's protected guests (`protected`).
+//! replay floors (`floors`), the names of this blade's protected guests (`protected`), and
+//! the blade's fence with the boot it holds for (`fenced`).
 //! Every file is
 //! replaced atomically ([`write_atomic`]): a crash leaves the old or the new version, never a
 //! torn one.
 
 pub mod definitions;
+pub mod fenced;
 pub mod floors;
 pub mod journal;
 pub mod protected;
