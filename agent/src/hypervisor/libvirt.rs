@@ -1,15 +1,20 @@
 //! [`Hypervisor`] over libvirt (`virt` crate). Safe code only; lifecycle events come from the
 //! shim in `events`.
 //!
-//! The connection is opened lazily and reopened after a failure: a call that fails because the
-//! daemon is gone drops the connection, and the next call (typically the heartbeat's
-//! [`Hypervisor::ping`]) opens a new one and re-registers the event subscription. libvirt
+//! The connection is opened on its own thread and reopened after a failure: a call that fails
+//! because the daemon is gone drops the connection, and the next call (typically the
+//! heartbeat's [`Hypervisor::ping`]) begins a new attempt, which re-registers the event
+//! subscription. A call waits for an attempt at most [`CONNECT_WAIT`] after it began; a daemon
+//! that accepts the socket and never answers (stopped, hung) leaves its attempt blocked on its
+//! thread and every call fails at once, so the agent starts, registers, answers and fences
+//! (by the process table) without libvirt, and the watchdog reports HypervisorDown. libvirt
 //! calls are made on a clone of the connection (a reference count), never under the lock, so a
 //! hung daemon blocks only the calling thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use virt::connect::Connect;
 use virt::domain::{Domain, DomainState, MigrateParameters};
@@ -49,13 +54,140 @@ fn completed_job_stats(dest_uri: &str, name: &str) -> MigrationStats {
     }
 }
 
+/// How long a call waits for a connection attempt in progress, counted from the attempt's
+/// start. Past it, calls fail at once ([`HypervisorError::Unavailable`]) while the attempt
+/// stays blocked on its own thread (a hung daemon accepts the socket and never answers).
+pub const CONNECT_WAIT: Duration = Duration::from_secs(2);
+
+/// The connection and the attempt to open one.
+#[derive(Default)]
+struct LinkState {
+    conn: Option<Connect>,
+    /// When the attempt in progress began (`None`: none in progress).
+    attempt: Option<Instant>,
+    /// Number of attempts begun, and of attempts finished.
+    begun: u64,
+    finished: u64,
+    /// Why the last attempt failed.
+    last_error: String,
+}
+
+/// What the connection threads share.
+struct Link {
+    uri: String,
+    state: Mutex<LinkState>,
+    cv: Condvar,
+    sink: Mutex<Option<Sender<HypervisorEvent>>>,
+    registration: Mutex<Option<Registration>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Link {
+    /// The open connection. Without one, an attempt to open it is begun on its own thread
+    /// (unless one is in progress) and waited for until [`CONNECT_WAIT`] after it began.
+    fn conn(self: &Arc<Self>) -> Result<Connect, HypervisorError> {
+        let mut g = lock(&self.state);
+        if let Some(c) = &g.conn {
+            return Ok(c.clone());
+        }
+        if g.attempt.is_none() {
+            g.begun += 1;
+            g.attempt = Some(Instant::now());
+            let (link, n) = (Arc::clone(self), g.begun);
+            let spawned = std::thread::Builder::new()
+                .name("libvirt-connect".into())
+                .spawn(move || link.attempt(n));
+            if let Err(e) = spawned {
+                g.attempt = None;
+                g.finished = g.begun;
+                return Err(HypervisorError::Unavailable(format!(
+                    "{}: no thread to connect: {e}",
+                    self.uri
+                )));
+            }
+        }
+        let (n, began) = (g.begun, g.attempt.unwrap_or_else(Instant::now));
+        let until = began + CONNECT_WAIT;
+        loop {
+            if let Some(c) = &g.conn {
+                return Ok(c.clone());
+            }
+            if g.finished >= n {
+                return Err(HypervisorError::Unavailable(g.last_error.clone()));
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HypervisorError::Unavailable(format!(
+                    "{}: libvirt has not answered the connection for {} ms (still trying)",
+                    self.uri,
+                    began.elapsed().as_millis()
+                )));
+            }
+            g = match self.cv.wait_timeout(g, left) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Attempt `n` to open the connection (on its own thread: it may block for as long as the
+    /// daemon does not answer). The event subscription is registered before the connection
+    /// is used.
+    fn attempt(self: &Arc<Self>, n: u64) {
+        let r = Connect::open(Some(&self.uri));
+        let mut g = lock(&self.state);
+        g.attempt = None;
+        g.finished = n;
+        match r {
+            Ok(c) => {
+                drop(g);
+                if let Err(e) = c.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) {
+                    log::debug!("{}: keepalive not available: {e}", self.uri);
+                }
+                let sink = lock(&self.sink).clone();
+                if let Some(sink) = sink {
+                    if let Err(e) = self.register(&c, sink) {
+                        log::error!("{e}");
+                    }
+                }
+                log::info!("{}: connected", self.uri);
+                g = lock(&self.state);
+                g.conn = Some(c);
+            }
+            Err(e) => {
+                g.last_error = format!("{}: {e}", self.uri);
+                log::warn!("{}", g.last_error);
+            }
+        }
+        drop(g);
+        self.cv.notify_all();
+    }
+
+    fn register(&self, c: &Connect, sink: Sender<HypervisorEvent>) -> Result<(), HypervisorError> {
+        let reg = events::register(c, sink).map_err(|e| HypervisorError::Failed {
+            op: "subscribe",
+            name: self.uri.clone(),
+            message: e.to_string(),
+        })?;
+        // Replacing drops the previous registration (deregisters it on the old connection).
+        *lock(&self.registration) = Some(reg);
+        Ok(())
+    }
+
+    fn drop_connection(&self) {
+        lock(&self.registration).take();
+        lock(&self.state).conn.take();
+    }
+}
+
 /// The libvirt implementation of [`Hypervisor`].
 pub struct LibvirtHypervisor {
     uri: String,
     qemu_run_dir: PathBuf,
-    conn: Mutex<Option<Connect>>,
-    sink: Mutex<Option<Sender<HypervisorEvent>>>,
-    registration: Mutex<Option<Registration>>,
+    link: Arc<Link>,
 }
 
 impl std::fmt::Debug for LibvirtHypervisor {
@@ -67,19 +199,23 @@ impl std::fmt::Debug for LibvirtHypervisor {
 }
 
 impl LibvirtHypervisor {
-    /// Starts libvirt's event loop (once per process) and opens `uri` (retried on later calls
-    /// if the daemon does not answer yet).
+    /// Starts libvirt's event loop (once per process) and begins connecting to `uri`,
+    /// waiting at most [`CONNECT_WAIT`]: a daemon that is down or does not answer is not
+    /// fatal (the heartbeat's ping reconnects and reports health; calls fail meanwhile).
     pub fn open(uri: &str, qemu_run_dir: PathBuf) -> Result<LibvirtHypervisor, HypervisorError> {
         events::start_event_loop().map_err(HypervisorError::Unavailable)?;
         virt::error::clear_error_callback();
         let hv = LibvirtHypervisor {
             uri: uri.to_owned(),
             qemu_run_dir,
-            conn: Mutex::new(None),
-            sink: Mutex::new(None),
-            registration: Mutex::new(None),
+            link: Arc::new(Link {
+                uri: uri.to_owned(),
+                state: Mutex::new(LinkState::default()),
+                cv: Condvar::new(),
+                sink: Mutex::new(None),
+                registration: Mutex::new(None),
+            }),
         };
-        // A daemon not up yet is not fatal: the heartbeat's ping reconnects and reports health.
         if let Err(e) = hv.conn() {
             log::error!("{e}");
         }
@@ -91,35 +227,10 @@ impl LibvirtHypervisor {
         &self.uri
     }
 
-    /// The open connection, opening (and re-subscribing) if there is none.
+    /// The open connection (see [`Link::conn`]): opened on its own thread, waited for at
+    /// most [`CONNECT_WAIT`] after the attempt began.
     fn conn(&self) -> Result<Connect, HypervisorError> {
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = guard.as_ref() {
-            return Ok(c.clone());
-        }
-        let c = Connect::open(Some(&self.uri))
-            .map_err(|e| HypervisorError::Unavailable(format!("{}: {e}", self.uri)))?;
-        if let Err(e) = c.set_keep_alive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT) {
-            log::debug!("{}: keepalive not available: {e}", self.uri);
-        }
-        *guard = Some(c.clone());
-        drop(guard);
-        let sink = self.sink.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(sink) = sink {
-            self.register(&c, sink)?;
-        }
-        Ok(c)
-    }
-
-    fn register(&self, c: &Connect, sink: Sender<HypervisorEvent>) -> Result<(), HypervisorError> {
-        let reg = events::register(c, sink).map_err(|e| HypervisorError::Failed {
-            op: "subscribe",
-            name: self.uri.clone(),
-            message: e.to_string(),
-        })?;
-        // Replacing drops the previous registration (deregisters it on the old connection).
-        *self.registration.lock().unwrap_or_else(|p| p.into_inner()) = Some(reg);
-        Ok(())
+        self.link.conn()
     }
 
     /// Maps a libvirt error; errors meaning "the daemon is gone" also drop the connection.
@@ -145,11 +256,7 @@ impl LibvirtHypervisor {
     }
 
     fn drop_connection(&self) {
-        self.registration
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        self.conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.link.drop_connection();
     }
 
     fn lookup(&self, name: &str) -> Result<Domain, HypervisorError> {
@@ -364,11 +471,11 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     fn subscribe(&self, sink: Sender<HypervisorEvent>) -> Result<(), HypervisorError> {
-        *self.sink.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink.clone());
-        let open = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        *lock(&self.link.sink) = Some(sink.clone());
+        let open = lock(&self.link.state).conn.clone();
         match open {
-            Some(c) => self.register(&c, sink),
-            // Opening registers the sink set above.
+            Some(c) => self.link.register(&c, sink),
+            // The attempt that opens the connection registers the sink set above.
             None => self.conn().map(|_| ()),
         }
     }
