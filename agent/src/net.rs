@@ -69,13 +69,15 @@ fn wire_name(name: &str) -> GuestName {
     guest_name(name).unwrap_or_else(|| guest_name("?").unwrap_or_default())
 }
 
-/// The reason code for a hypervisor failure message.
+/// The reason code for a hypervisor failure message. Only a real lock conflict is
+/// `DiskLocked`: virtlockd's "Lockspace resource '...' is locked" or QEMU's image lock
+/// ("Failed to get \"write\" lock"); a lock daemon that cannot be reached ("Failed to connect
+/// socket to '.../virtlockd-sock': Device or resource busy") is a hypervisor error.
 pub fn failure_reason(reason: &str) -> ReasonCode {
     if reason.starts_with("migration") {
         ReasonCode::MigrationFailed
-    } else if reason.contains("resource busy")
-        || reason.contains("Lockspace")
-        || reason.contains("write\" lock")
+    } else if (reason.contains("Lockspace resource") && reason.contains("is locked"))
+        || reason.contains("get \"write\" lock")
     {
         ReasonCode::DiskLocked
     } else if reason.contains("unavailable") {
@@ -422,6 +424,24 @@ mod test {
         assert_eq!(text.len(), shelfha_proto::MAX_TEXT);
         assert!(long.starts_with(text.as_str()));
         assert!(outcome_message(&local, 3, &o).is_valid());
+    }
+
+    #[test]
+    fn test_only_a_lock_conflict_is_disk_locked() {
+        for conflict in [
+            "start `g1`: resource busy: Lockspace resource '0123abcd' is locked",
+            "start `g1`: internal error: qemu unexpectedly closed the monitor: Failed to get \"write\" lock",
+        ] {
+            assert_eq!(failure_reason(conflict), ReasonCode::DiskLocked, "{conflict}");
+        }
+        for other in [
+            "start `g1`: Failed to connect socket to '/run/libvirt/virtlockd-sock': Device or resource busy",
+            "start `g1`: Failed to connect socket to '/run/libvirt/virtlockd-sock': Connection refused",
+            "start `g1`: resource busy: cannot acquire state change lock",
+            "start `g1`: Lockspace for path /x does not exist",
+        ] {
+            assert_eq!(failure_reason(other), ReasonCode::HypervisorError, "{other}");
+        }
     }
 
     #[test]
