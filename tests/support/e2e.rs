@@ -456,7 +456,9 @@ for i in $(seq 1 400); do
     for p in $pids; do
         [ -r "/proc/$p/stat" ] && [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] && left="$left $p"
     done
-    [ -z "$left" ] && { echo "blade $x powered off; QEMU killed: $qemus" >> "$B/power.log"; exit 0; }
+    # A power cut is a reboot: the agent's fence record (kept for one boot id, which the rig's
+    # blades share with the host) ends with it.
+    [ -z "$left" ] && { rm -f "$B/state-$x/fenced.json"; echo "blade $x powered off; QEMU killed: $qemus" >> "$B/power.log"; exit 0; }
     sleep 0.01
 done
 echo "blade $x: still alive after power-off:$left" >> "$B/power.log"
