@@ -293,6 +293,8 @@ impl ShelfConfig {
 pub mod file;
 #[cfg(feature = "std")]
 pub mod source;
+#[cfg(feature = "std")]
+mod toml_subset;
 
 #[cfg(test)]
 mod test {

@@ -33,22 +33,24 @@
 //! Every error names the file and line: unknown keys, wrong types, out-of-range
 //! numbers, duplicate slots or addresses, partners that are missing or not
 //! mutual, and more blades than [`MAX_BLADES`].
+//!
+//! The file is read by the plugin's own parser for the part of TOML used above
+//! (module `config::toml_subset`, written for the firmware size budget): comments,
+//! tables, `[[blade]]`, strings, integers (hex, `_`), booleans and arrays.
+//! Floats, dates and times, multi-line strings, dotted keys and inline tables
+//! are refused with the line named.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
-use toml::Spanned;
-
 use super::source::{EventSource, RawEventSource};
+use super::toml_subset::{self, At, Table};
 use super::{BladeConfig, ConfigError, Predictive, ShelfConfig, Timing};
 use crate::capacity::MAX_BLADES;
 
 /// How the IPMB device delivers bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpmbMode {
     /// `/dev/ipmb-*` is a message device, anything else a stream.
     Auto,
@@ -114,87 +116,112 @@ impl fmt::Display for FileError {
 
 impl std::error::Error for FileError {}
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
+/// The file's tables, typed; every value keeps its line.
+struct RawFile<'a> {
     shelf: RawShelf,
-    #[serde(default)]
-    timing: RawTiming,
-    #[serde(default)]
-    blade: Vec<Spanned<RawBlade>>,
-    #[serde(default)]
+    timing: Option<&'a Table>,
+    blade: Vec<RawBlade>,
     event_source: Option<RawEventSource>,
-    #[serde(default)]
     predictive: RawPredictive,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 struct RawPredictive {
     enabled: Option<bool>,
-    degraded_hold_ms: Option<Spanned<u64>>,
+    degraded_hold_ms: Option<At<u64>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawShelf {
-    own_address: Spanned<u8>,
-    #[serde(default)]
+    own_address: At<u8>,
     ipmb_device: Option<String>,
-    #[serde(default = "default_mode")]
     ipmb_mode: IpmbMode,
-    #[serde(default)]
-    listen: Option<Spanned<String>>,
-    #[serde(default)]
+    listen: Option<At<String>>,
     key_file: Option<PathBuf>,
-    #[serde(default)]
     sequence_file: Option<PathBuf>,
 }
 
-fn default_mode() -> IpmbMode {
-    IpmbMode::Auto
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawTiming {
-    heartbeat_timeout_ms: Option<Spanned<u64>>,
-    probe_interval_ms: Option<Spanned<u64>>,
-    probe_timeout_ms: Option<Spanned<u64>>,
-    fence_step_deadline_ms: Option<Spanned<u64>>,
-    confirm_poll_ms: Option<Spanned<u64>>,
-    hypervisor_grace_ms: Option<Spanned<u64>>,
-    duplicate_window_ms: Option<Spanned<u64>>,
-    guest_restart_limit: Option<Spanned<u8>>,
-    guest_restart_window_ms: Option<Spanned<u64>>,
-    request_timeout_ms: Option<Spanned<u64>>,
-    request_retries: Option<Spanned<u8>>,
-    self_fence_deadline_ms: Option<Spanned<u64>>,
-    evacuation_timeout_ms: Option<Spanned<u64>>,
-    guest_fence_timeout_ms: Option<Spanned<u64>>,
-    failover_report_timeout_ms: Option<Spanned<u64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawBlade {
-    slot: Spanned<u8>,
-    ipmb_address: Spanned<u8>,
-    partner: Spanned<u8>,
-    #[serde(default)]
-    agent: Option<Spanned<String>>,
-    #[serde(default)]
+    /// Line of the `[[blade]]` header.
+    line: usize,
+    slot: At<u8>,
+    ipmb_address: At<u8>,
+    partner: At<u8>,
+    agent: Option<At<String>>,
     hot_swap_sensor: Option<u8>,
 }
 
-/// 1-based line of byte offset `at` in `text`.
-fn line_of(text: &str, at: usize) -> usize {
-    let at = at.min(text.len());
-    text.as_bytes()[..at]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// Types the parsed document: unknown keys, wrong types, out-of-range
+/// integers and missing required keys are errors naming their line.
+fn raw_file(root: &Table) -> Result<RawFile<'_>, toml_subset::Error> {
+    root.only(&["shelf", "timing", "blade", "event_source", "predictive"])?;
+    let s = root.table("shelf")?.ok_or_else(|| root.missing("shelf"))?;
+    s.only(&[
+        "own_address",
+        "ipmb_device",
+        "ipmb_mode",
+        "listen",
+        "key_file",
+        "sequence_file",
+    ])?;
+    let path = |key: &str| -> Result<Option<PathBuf>, toml_subset::Error> {
+        Ok(s.string(key)?.map(|v| PathBuf::from(v.value)))
+    };
+    let shelf = RawShelf {
+        own_address: s
+            .int("own_address")?
+            .ok_or_else(|| s.missing("own_address"))?,
+        ipmb_device: s.string("ipmb_device")?.map(|v| v.value),
+        ipmb_mode: match s.variant("ipmb_mode", &["auto", "message", "stream"])? {
+            None => IpmbMode::Auto,
+            Some(At { value: 0, .. }) => IpmbMode::Auto,
+            Some(At { value: 1, .. }) => IpmbMode::Message,
+            Some(_) => IpmbMode::Stream,
+        },
+        listen: s.string("listen")?,
+        key_file: path("key_file")?,
+        sequence_file: path("sequence_file")?,
+    };
+    let mut blade = Vec::new();
+    for b in root.tables("blade")? {
+        b.only(&[
+            "slot",
+            "ipmb_address",
+            "partner",
+            "agent",
+            "hot_swap_sensor",
+        ])?;
+        blade.push(RawBlade {
+            line: b.line.unwrap_or(0),
+            slot: b.int("slot")?.ok_or_else(|| b.missing("slot"))?,
+            ipmb_address: b
+                .int("ipmb_address")?
+                .ok_or_else(|| b.missing("ipmb_address"))?,
+            partner: b.int("partner")?.ok_or_else(|| b.missing("partner"))?,
+            agent: b.string("agent")?,
+            hot_swap_sensor: b.int("hot_swap_sensor")?.map(|v| v.value),
+        });
+    }
+    let predictive = match root.table("predictive")? {
+        None => RawPredictive::default(),
+        Some(p) => {
+            p.only(&["enabled", "degraded_hold_ms"])?;
+            RawPredictive {
+                enabled: p.boolean("enabled")?.map(|v| v.value),
+                degraded_hold_ms: p.int("degraded_hold_ms")?,
+            }
+        }
+    };
+    let event_source = match root.table("event_source")? {
+        None => None,
+        Some(t) => Some(RawEventSource::from_table(t)?),
+    };
+    Ok(RawFile {
+        shelf,
+        timing: root.table("timing")?,
+        blade,
+        event_source,
+        predictive,
+    })
 }
 
 /// Reads and validates the configuration file at `path`.
@@ -209,24 +236,29 @@ pub fn load(path: &Path) -> Result<HostConfig, FileError> {
 
 /// Parses and validates configuration `text`; `path` only names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
-    let err = |span: Option<Range<usize>>, message: String| FileError {
+    let err = |line: Option<usize>, message: String| FileError {
         path: path.to_path_buf(),
-        line: span.map(|s| line_of(text, s.start)),
+        line,
         message,
     };
-    let raw: RawFile =
-        toml::from_str(text).map_err(|e| err(e.span(), e.message().trim().to_string()))?;
+    let typed = |e: toml_subset::Error| err(e.line, e.message);
+    let root = toml_subset::parse(text).map_err(typed)?;
+    let raw = raw_file(&root).map_err(typed)?;
 
     let mut timing = Timing::DEFAULT;
-    let t = &raw.timing;
-    let mut spans: Vec<(&'static str, Range<usize>)> = Vec::new();
+    let mut spans: Vec<(&'static str, usize)> = Vec::new();
     macro_rules! take {
-        ($($key:ident),*) => {$(
-            if let Some(v) = &t.$key {
-                timing.$key = *v.get_ref();
-                spans.push((stringify!($key), v.span()));
+        ($($key:ident),*) => {
+            if let Some(t) = raw.timing {
+                t.only(&[$(stringify!($key)),*]).map_err(typed)?;
+                $(
+                    if let Some(v) = t.int(stringify!($key)).map_err(typed)? {
+                        timing.$key = v.value;
+                        spans.push((stringify!($key), v.line));
+                    }
+                )*
             }
-        )*};
+        };
     }
     take!(
         heartbeat_timeout_ms,
@@ -247,9 +279,8 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
     );
 
     if raw.blade.len() > MAX_BLADES {
-        let extra = &raw.blade[MAX_BLADES];
         return Err(err(
-            Some(extra.span()),
+            raw.blade.get(MAX_BLADES).map(|b| b.line),
             format!(
                 "{} blades configured, at most {MAX_BLADES} are supported",
                 raw.blade.len()
@@ -257,7 +288,7 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
         ));
     }
 
-    let mut shelf = ShelfConfig::new(*raw.shelf.own_address.get_ref());
+    let mut shelf = ShelfConfig::new(raw.shelf.own_address.value);
     shelf.timing = timing;
     shelf.predictive = Predictive {
         enabled: raw.predictive.enabled.unwrap_or(false),
@@ -265,64 +296,63 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
             .predictive
             .degraded_hold_ms
             .as_ref()
-            .map_or(Predictive::DEFAULT.degraded_hold_ms, |v| *v.get_ref()),
+            .map_or(Predictive::DEFAULT.degraded_hold_ms, |v| v.value),
     };
     if let Some(v) = &raw.predictive.degraded_hold_ms {
-        spans.push(("degraded_hold_ms", v.span()));
+        spans.push(("degraded_hold_ms", v.line));
     }
     let mut agents = Vec::new();
     for b in &raw.blade {
-        let r = b.get_ref();
+        let r = b;
         let agent = match &r.agent {
             None => None,
-            Some(a) => Some(a.get_ref().parse::<SocketAddr>().map_err(|e| {
+            Some(a) => Some(a.value.parse::<SocketAddr>().map_err(|e| {
                 err(
-                    Some(a.span()),
-                    format!("agent address {:?}: {e} (expected ip:port)", a.get_ref()),
+                    Some(a.line),
+                    format!("agent address {:?}: {e} (expected ip:port)", a.value),
                 )
             })?),
         };
-        agents.push((*r.slot.get_ref(), agent));
+        agents.push((r.slot.value, agent));
         // Capacity was checked above, so the push cannot fail.
         let _ = shelf.blades.push(BladeConfig {
-            slot: *r.slot.get_ref(),
-            ipmb_address: *r.ipmb_address.get_ref(),
-            partner: *r.partner.get_ref(),
+            slot: r.slot.value,
+            ipmb_address: r.ipmb_address.value,
+            partner: r.partner.value,
             hot_swap_sensor: r.hot_swap_sensor,
         });
     }
     let listen = match &raw.shelf.listen {
         None => None,
-        Some(l) => Some(l.get_ref().parse::<SocketAddr>().map_err(|e| {
+        Some(l) => Some(l.value.parse::<SocketAddr>().map_err(|e| {
             err(
-                Some(l.span()),
-                format!("listen address {:?}: {e} (expected ip:port)", l.get_ref()),
+                Some(l.line),
+                format!("listen address {:?}: {e} (expected ip:port)", l.value),
             )
         })?),
     };
 
     if let Err(e) = shelf.validate() {
-        let blade_span =
-            |i: usize, f: fn(&RawBlade) -> Range<usize>| Some(f(raw.blade[i].get_ref()));
+        let blade_span = |i: usize, f: fn(&RawBlade) -> usize| raw.blade.get(i).map(f);
         let (span, detail) = match e {
-            ConfigError::TooManyBlades(i) => (Some(raw.blade[i].span()), String::new()),
+            ConfigError::TooManyBlades(i) => (raw.blade.get(i).map(|b| b.line), String::new()),
             ConfigError::BadSlot(i) => (
-                blade_span(i, |b| b.slot.span()),
+                blade_span(i, |b| b.slot.line),
                 format!(" (slot {})", shelf.blades[i].slot),
             ),
             ConfigError::DuplicateSlot(i) => (
-                blade_span(i, |b| b.slot.span()),
+                blade_span(i, |b| b.slot.line),
                 format!(" (slot {})", shelf.blades[i].slot),
             ),
             ConfigError::DuplicateAddress(i) => (
-                blade_span(i, |b| b.ipmb_address.span()),
+                blade_span(i, |b| b.ipmb_address.line),
                 format!(
                     " (0x{:02x} in slot {})",
                     shelf.blades[i].ipmb_address, shelf.blades[i].slot
                 ),
             ),
             ConfigError::BadAddress(i) => (
-                blade_span(i, |b| b.ipmb_address.span()),
+                blade_span(i, |b| b.ipmb_address.line),
                 format!(
                     " (0x{:02x} in slot {})",
                     shelf.blades[i].ipmb_address, shelf.blades[i].slot
@@ -331,7 +361,7 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
             ConfigError::PartnerNotConfigured(i)
             | ConfigError::PartnerNotMutual(i)
             | ConfigError::PartnerIsSelf(i) => (
-                blade_span(i, |b| b.partner.span()),
+                blade_span(i, |b| b.partner.line),
                 format!(
                     " (slot {} names partner {})",
                     shelf.blades[i].slot, shelf.blades[i].partner
@@ -341,19 +371,16 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
                 spans
                     .iter()
                     .find(|(k, _)| *k == "guest_restart_limit")
-                    .map(|(_, s)| s.clone()),
+                    .map(|(_, l)| *l),
                 String::new(),
             ),
             ConfigError::BadTiming(key) => (
-                spans
-                    .iter()
-                    .find(|(k, _)| *k == key)
-                    .map(|(_, s)| s.clone()),
+                spans.iter().find(|(k, _)| *k == key).map(|(_, l)| *l),
                 String::new(),
             ),
         };
         let span = if matches!(e, ConfigError::DuplicateAddress(_)) && span.is_none() {
-            Some(raw.shelf.own_address.span())
+            Some(raw.shelf.own_address.line)
         } else {
             span
         };
@@ -533,6 +560,106 @@ agent = \"10.0.0.12:7140\"
         assert!(e.message.contains("degraded_hold_ms"), "{e}");
         let e = bad(&format!("{MINIMAL}[predictive]\nenable = true\n"));
         assert_eq!(e.line, Some(15), "{e}");
+    }
+
+    #[test]
+    fn test_syntax_outside_the_subset_names_line() {
+        // Written by the configuration's own parser (`toml_subset`): each error
+        // names the file and the line, none panics.
+        for (text, line, what) in [
+            (
+                MINIMAL.replace("own_address = 0x20", "own_address = 0x120"),
+                2,
+                "expected u8",
+            ),
+            (
+                MINIMAL.replace("own_address = 0x20", "own_address = 32.0"),
+                2,
+                "floating-point",
+            ),
+            (
+                MINIMAL.replace("partner = 1\n", "partner = 1\nslot = 2\n"),
+                13,
+                "duplicate key `slot`",
+            ),
+            (
+                format!("{MINIMAL}[timing]\nprobe_interval_ms = 1e3\n"),
+                15,
+                "floating-point",
+            ),
+            (
+                format!("{MINIMAL}[timing]\nprobe_interval_ms = 2026-01-01\n"),
+                15,
+                "dates",
+            ),
+            (
+                format!("{MINIMAL}[shelf]\n"),
+                14,
+                "duplicate table `[shelf]`",
+            ),
+            (format!("{MINIMAL}[blade]\n"), 14, "already defined"),
+            (
+                MINIMAL.replace("\"/dev/ipmb-0\"", "\"\"\"/dev/ipmb-0\"\"\""),
+                3,
+                "multi-line",
+            ),
+            (
+                MINIMAL.replace("[shelf]\nown_address = 0x20\n", "[shelf]\n"),
+                1,
+                "missing field `own_address`",
+            ),
+            (
+                MINIMAL.replace("partner = 2\n", ""),
+                4,
+                "missing field `partner`",
+            ),
+            (
+                MINIMAL.replace("ipmb_device", "ipmb_mode = \"fifo\"\nipmb_device"),
+                3,
+                "unknown variant `fifo`",
+            ),
+            (
+                MINIMAL.replace("slot = 1", "slot = { n = 1 }"),
+                5,
+                "inline tables",
+            ),
+            (
+                MINIMAL.replace("slot = 1", "blade.slot = 1"),
+                5,
+                "dotted keys",
+            ),
+        ] {
+            let e = bad(&text);
+            assert_eq!(e.line, Some(line), "{text}: {e}");
+            assert!(
+                e.to_string().starts_with(&format!("shelf.toml:{line}: ")),
+                "{e}"
+            );
+            assert!(e.message.contains(what), "{text}: {e}");
+        }
+        let e = bad("# no tables\n");
+        assert_eq!(e.line, None, "{e}");
+        assert!(e.message.contains("missing field `shelf`"), "{e}");
+    }
+
+    #[test]
+    fn test_quoting_and_hex() {
+        let text = MINIMAL
+            .replace("own_address = 0x20", "own_address = 0x2_0 # comment")
+            .replace("\"/dev/ipmb-0\"", "'/dev/ipmb-0'")
+            .replace("\"10.0.0.11:7140\"", "\"10.0.0.\\u0031\\u0031:7140\"")
+            .replace("\n", "\r\n");
+        let c = parse(&text, Path::new("shelf.toml")).unwrap();
+        assert_eq!(c.shelf.own_address, 0x20);
+        assert_eq!(c.ipmb_device, PathBuf::from("/dev/ipmb-0"));
+        assert_eq!(c.agents[0], (1, Some("10.0.0.11:7140".parse().unwrap())));
+        let bundle = include_str!("../../../cross/bundle/shmc-plugin.toml");
+        let c = parse(bundle, Path::new("shmc-plugin.toml")).unwrap();
+        assert_eq!(c.shelf.blades.len(), 2);
+        assert_eq!(
+            c.sequence_file,
+            Some(PathBuf::from("/var/lib/shelfha/sequence"))
+        );
     }
 
     #[test]

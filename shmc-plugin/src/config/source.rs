@@ -22,12 +22,10 @@
 
 use std::fmt;
 use std::io::Read;
-use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use serde::Deserialize;
-use toml::Spanned;
+use super::toml_subset::{self, At, Table};
 
 /// Longest IPMI v2.0 password (RAKP K_UID is at most 20 bytes).
 pub const MAX_PASSWORD_LEN: usize = 20;
@@ -123,33 +121,79 @@ pub struct SystemSource {
     pub polling: Polling,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Ipmb,
     Rmcp,
     System,
 }
 
-/// The raw `[event_source]` table.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The raw `[event_source]` table, typed; every value keeps its line.
 pub(super) struct RawEventSource {
-    kind: Spanned<Kind>,
-    host: Option<Spanned<String>>,
-    port: Option<Spanned<u16>>,
-    user: Option<Spanned<String>>,
-    password: Option<Spanned<String>>,
-    password_file: Option<Spanned<PathBuf>>,
-    cipher_suite: Option<Spanned<u8>>,
-    poll_interval_ms: Option<Spanned<u64>>,
-    timeout_ms: Option<Spanned<u64>>,
-    channel: Option<Spanned<u8>>,
-    device: Option<Spanned<PathBuf>>,
+    kind: At<Kind>,
+    host: Option<At<String>>,
+    port: Option<At<u16>>,
+    user: Option<At<String>>,
+    password: Option<At<String>>,
+    password_file: Option<At<PathBuf>>,
+    cipher_suite: Option<At<u8>>,
+    poll_interval_ms: Option<At<u64>>,
+    timeout_ms: Option<At<u64>>,
+    channel: Option<At<u8>>,
+    device: Option<At<PathBuf>>,
 }
 
-/// An error with the byte span it refers to.
-pub(super) type SpanError = (Option<Range<usize>>, String);
+/// An error with the line it refers to.
+pub(super) type SpanError = (Option<usize>, String);
+
+impl RawEventSource {
+    /// Types the table: unknown keys, wrong types, out-of-range integers and a
+    /// missing `kind` are errors naming their line.
+    pub(super) fn from_table(t: &Table) -> Result<Self, toml_subset::Error> {
+        t.only(&[
+            "kind",
+            "host",
+            "port",
+            "user",
+            "password",
+            "password_file",
+            "cipher_suite",
+            "poll_interval_ms",
+            "timeout_ms",
+            "channel",
+            "device",
+        ])?;
+        let kind = t
+            .variant("kind", &["ipmb", "rmcp", "system"])?
+            .ok_or_else(|| t.missing("kind"))?;
+        let path = |key: &str| -> Result<Option<At<PathBuf>>, toml_subset::Error> {
+            Ok(t.string(key)?.map(|v| At {
+                value: PathBuf::from(v.value),
+                line: v.line,
+            }))
+        };
+        Ok(Self {
+            kind: At {
+                value: match kind.value {
+                    0 => Kind::Ipmb,
+                    1 => Kind::Rmcp,
+                    _ => Kind::System,
+                },
+                line: kind.line,
+            },
+            host: t.string("host")?,
+            port: t.int("port")?,
+            user: t.string("user")?,
+            password: t.string("password")?,
+            password_file: path("password_file")?,
+            cipher_suite: t.int("cipher_suite")?,
+            poll_interval_ms: t.int("poll_interval_ms")?,
+            timeout_ms: t.int("timeout_ms")?,
+            channel: t.int("channel")?,
+            device: path("device")?,
+        })
+    }
+}
 
 /// Reads a password file: at most [`MAX_PASSWORD_LEN`] bytes, one trailing
 /// newline ignored, not readable by group or others.
@@ -188,39 +232,36 @@ pub fn read_password_file(path: &std::path::Path) -> Result<Password, String> {
 impl RawEventSource {
     /// Validates the table; errors carry the span of the offending value.
     pub(super) fn resolve(self) -> Result<EventSource, SpanError> {
-        let kind = *self.kind.get_ref();
+        let kind = self.kind.value;
         let name = match kind {
             Kind::Ipmb => "ipmb",
             Kind::Rmcp => "rmcp",
             Kind::System => "system",
         };
-        let misplaced = |key: &str, span: Range<usize>| -> SpanError {
+        let misplaced = |key: &str, line: usize| -> SpanError {
             (
-                Some(span),
+                Some(line),
                 format!("`{key}` does not apply to event source kind \"{name}\""),
             )
         };
         // Keys per kind: reject the ones that do not belong.
         let rmcp_only = [
-            ("host", self.host.as_ref().map(|v| v.span())),
-            ("port", self.port.as_ref().map(|v| v.span())),
-            ("user", self.user.as_ref().map(|v| v.span())),
-            ("password", self.password.as_ref().map(|v| v.span())),
-            (
-                "password_file",
-                self.password_file.as_ref().map(|v| v.span()),
-            ),
-            ("cipher_suite", self.cipher_suite.as_ref().map(|v| v.span())),
+            ("host", self.host.as_ref().map(|v| v.line)),
+            ("port", self.port.as_ref().map(|v| v.line)),
+            ("user", self.user.as_ref().map(|v| v.line)),
+            ("password", self.password.as_ref().map(|v| v.line)),
+            ("password_file", self.password_file.as_ref().map(|v| v.line)),
+            ("cipher_suite", self.cipher_suite.as_ref().map(|v| v.line)),
         ];
         let polling_keys = [
             (
                 "poll_interval_ms",
-                self.poll_interval_ms.as_ref().map(|v| v.span()),
+                self.poll_interval_ms.as_ref().map(|v| v.line),
             ),
-            ("timeout_ms", self.timeout_ms.as_ref().map(|v| v.span())),
-            ("channel", self.channel.as_ref().map(|v| v.span())),
+            ("timeout_ms", self.timeout_ms.as_ref().map(|v| v.line)),
+            ("channel", self.channel.as_ref().map(|v| v.line)),
         ];
-        let device_key = [("device", self.device.as_ref().map(|v| v.span()))];
+        let device_key = [("device", self.device.as_ref().map(|v| v.line))];
         let allowed: &[&str] = match kind {
             Kind::Ipmb => &[],
             Kind::Rmcp => &[
@@ -239,7 +280,7 @@ impl RawEventSource {
         for (key, span) in rmcp_only.iter().chain(&polling_keys).chain(&device_key) {
             if let Some(span) = span {
                 if !allowed.contains(key) {
-                    return Err(misplaced(key, span.clone()));
+                    return Err(misplaced(key, *span));
                 }
             }
         }
@@ -248,17 +289,17 @@ impl RawEventSource {
                 poll_interval_ms: self
                     .poll_interval_ms
                     .as_ref()
-                    .map_or(DEFAULT_POLL_INTERVAL_MS, |v| *v.get_ref()),
+                    .map_or(DEFAULT_POLL_INTERVAL_MS, |v| v.value),
                 timeout_ms: self
                     .timeout_ms
                     .as_ref()
-                    .map_or(DEFAULT_TIMEOUT_MS, |v| *v.get_ref()),
-                channel: self.channel.as_ref().map_or(0, |v| *v.get_ref()),
+                    .map_or(DEFAULT_TIMEOUT_MS, |v| v.value),
+                channel: self.channel.as_ref().map_or(0, |v| v.value),
             };
             if let Some(v) = &self.poll_interval_ms {
                 if p.poll_interval_ms == 0 || p.poll_interval_ms > 60_000 {
                     return Err((
-                        Some(v.span()),
+                        Some(v.line),
                         "poll_interval_ms must be between 1 and 60000".into(),
                     ));
                 }
@@ -266,7 +307,7 @@ impl RawEventSource {
             if let Some(v) = &self.timeout_ms {
                 if p.timeout_ms < 10 || p.timeout_ms > 60_000 {
                     return Err((
-                        Some(v.span()),
+                        Some(v.line),
                         "timeout_ms must be between 10 and 60000".into(),
                     ));
                 }
@@ -274,7 +315,7 @@ impl RawEventSource {
             if let Some(v) = &self.channel {
                 if p.channel > 0x0B {
                     return Err((
-                        Some(v.span()),
+                        Some(v.line),
                         "channel must be an IPMB channel number between 0 and 11".into(),
                     ));
                 }
@@ -287,32 +328,32 @@ impl RawEventSource {
                 device: self
                     .device
                     .as_ref()
-                    .map_or_else(|| PathBuf::from(DEFAULT_DEVICE), |d| d.get_ref().clone()),
+                    .map_or_else(|| PathBuf::from(DEFAULT_DEVICE), |d| d.value.clone()),
                 polling: polling()?,
             })),
             Kind::Rmcp => {
-                let whole = Some(self.kind.span());
-                let host = self.host.as_ref().ok_or((
-                    whole.clone(),
-                    "event source \"rmcp\" needs `host`".to_string(),
-                ))?;
-                if host.get_ref().is_empty() {
-                    return Err((Some(host.span()), "`host` is empty".into()));
+                let whole = Some(self.kind.line);
+                let host = self
+                    .host
+                    .as_ref()
+                    .ok_or((whole, "event source \"rmcp\" needs `host`".to_string()))?;
+                if host.value.is_empty() {
+                    return Err((Some(host.line), "`host` is empty".into()));
                 }
-                let user = self.user.as_ref().ok_or((
-                    whole.clone(),
-                    "event source \"rmcp\" needs `user`".to_string(),
-                ))?;
-                if user.get_ref().len() > MAX_USER_LEN {
+                let user = self
+                    .user
+                    .as_ref()
+                    .ok_or((whole, "event source \"rmcp\" needs `user`".to_string()))?;
+                if user.value.len() > MAX_USER_LEN {
                     return Err((
-                        Some(user.span()),
+                        Some(user.line),
                         format!("`user` is longer than {MAX_USER_LEN} bytes"),
                     ));
                 }
                 let password = match (&self.password, &self.password_file) {
                     (Some(_), Some(f)) => {
                         return Err((
-                            Some(f.span()),
+                            Some(f.line),
                             "give either `password` or `password_file`, not both".into(),
                         ))
                     }
@@ -323,35 +364,35 @@ impl RawEventSource {
                         ))
                     }
                     (Some(p), None) => {
-                        if p.get_ref().len() > MAX_PASSWORD_LEN {
+                        if p.value.len() > MAX_PASSWORD_LEN {
                             return Err((
-                                Some(p.span()),
+                                Some(p.line),
                                 format!("`password` is longer than {MAX_PASSWORD_LEN} bytes"),
                             ));
                         }
-                        Password(p.get_ref().as_bytes().to_vec())
+                        Password(p.value.as_bytes().to_vec())
                     }
                     (None, Some(f)) => {
-                        read_password_file(f.get_ref()).map_err(|e| (Some(f.span()), e))?
+                        read_password_file(&f.value).map_err(|e| (Some(f.line), e))?
                     }
                 };
                 let cipher_suite = match &self.cipher_suite {
                     None => CIPHER_SUITE,
-                    Some(c) if *c.get_ref() == CIPHER_SUITE => CIPHER_SUITE,
+                    Some(c) if c.value == CIPHER_SUITE => CIPHER_SUITE,
                     Some(c) => {
                         return Err((
-                            Some(c.span()),
+                            Some(c.line),
                             format!(
                                 "cipher_suite {} is not supported; only {CIPHER_SUITE} (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128)",
-                                c.get_ref()
+                                c.value
                             ),
                         ))
                     }
                 };
                 Ok(EventSource::Rmcp(RmcpSource {
-                    host: host.get_ref().clone(),
-                    port: self.port.as_ref().map_or(DEFAULT_PORT, |p| *p.get_ref()),
-                    user: user.get_ref().clone(),
+                    host: host.value.clone(),
+                    port: self.port.as_ref().map_or(DEFAULT_PORT, |p| p.value),
+                    user: user.value.clone(),
                     password,
                     cipher_suite,
                     polling: polling()?,
