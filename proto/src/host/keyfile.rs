@@ -7,11 +7,12 @@
 //! The file must not be accessible to group or others (`mode & 0o077 == 0`, e.g. 0600 or 0400);
 //! the mode of the file a symlink points to is what counts.
 //!
-//! The key must look random ([`key_weakness`]): all bytes zero or all equal, fewer than
-//! [`MIN_DISTINCT_BYTES`] distinct byte values, a short pattern repeated, or text (a
-//! passphrase such as 31 characters and a newline, in either format) are refused. A random key
-//! fails these checks with a probability below 2^-35 (about one key in 50 billion, nearly
-//! all of it the chance of being valid UTF-8 text). Make one with [`KEY_HOWTO`].
+//! The key must look random ([`key_weakness`]): all bytes zero or all equal, text (a
+//! passphrase such as 31 characters and a newline, in either format), a short pattern
+//! repeated (also with up to two bytes changed), a run of equal bytes, a counter, or fewer
+//! than [`MIN_DISTINCT_BYTES`] distinct byte values are refused. A random key fails these
+//! checks with a probability below 2^-30 (being valid UTF-8 text and holding six equal bytes
+//! in a row are the likeliest, about 2^-35 each). Make one with [`KEY_HOWTO`].
 
 use std::fmt;
 use std::fs::{self, OpenOptions};
