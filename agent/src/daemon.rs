@@ -161,7 +161,7 @@ pub fn run<H: Hypervisor + 'static>(
     for (id, floor) in floors::load(&cfg.state_dir) {
         if ep.set_floor(NodeId(id), floor) {
             log::info!("replay floor of {}: {floor}", NodeId(id));
-        } else if floor >= shelfha_proto::MAX_SEQUENCE {
+        } else if floor >= shelfha_proto::MAX_FLOOR {
             log::error!(
                 "replay floor of {} in the state directory is {floor}, beyond any clock: corrupt, ignored",
                 NodeId(id)

@@ -25,6 +25,11 @@ type HmacSha256 = Hmac<Sha256>;
 /// a number is corrupt or hostile, and accepting it would leave a window no sender can pass.
 pub const MAX_SEQUENCE: u64 = 1 << 62;
 
+/// Highest floor a receiver restores and a sender jumps over: [`MAX_SEQUENCE`] less 2^40
+/// sequences, so a sender that jumped keeps room to send for decades. Both ends use this one
+/// bound: a floor one end keeps must be one the other can get above.
+pub const MAX_FLOOR: u64 = MAX_SEQUENCE - (1 << 40);
+
 /// The 32-byte pre-shared shelf key. `Debug` does not print it.
 #[derive(Clone)]
 pub struct Key {
@@ -414,10 +419,21 @@ impl Verifier {
     }
 
     /// Forgets that `seq` from `id` was accepted, so that a retry of it is delivered again
-    /// (a command the application could not make durable). Only inside the window.
+    /// (a command the application could not make durable). Only inside the window. Undo it
+    /// with [`Verifier::remember`] once the sender's retries are over.
     pub fn forget(&mut self, id: NodeId, seq: u64) {
         if let Some(w) = self.peers.get_mut(id) {
             w.forget(seq);
+        }
+    }
+
+    /// Marks `seq` from `id` as seen again after [`Verifier::forget`] (no effect on a sequence
+    /// above the window's highest, which was never accepted).
+    pub fn remember(&mut self, id: NodeId, seq: u64) {
+        if let Some(w) = self.peers.get_mut(id) {
+            if seq <= w.highest() {
+                w.accept(seq);
+            }
         }
     }
 
@@ -439,7 +455,7 @@ impl Verifier {
     /// Rejects every sequence `<= floor` from `id` (e.g. restored after a restart). Returns
     /// false if `id` is unknown. Never lowers the current window.
     pub fn set_floor(&mut self, id: NodeId, floor: u64) -> bool {
-        if floor >= MAX_SEQUENCE {
+        if floor >= MAX_FLOOR {
             return false;
         }
         match self.peers.get_mut(id) {

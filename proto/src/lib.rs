@@ -54,7 +54,7 @@ pub mod message;
 pub mod host;
 
 pub use auth::{
-    DropCounters, DropReason, Key, Peers, Received, ReplayWindow, Verifier, MAX_SEQUENCE,
+    DropCounters, DropReason, Key, Peers, Received, ReplayWindow, Verifier, MAX_FLOOR, MAX_SEQUENCE,
 };
 pub use digest::{definition_digest, guest_set_digest, Digest};
 pub use frame::{

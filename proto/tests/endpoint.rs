@@ -898,10 +898,10 @@ fn test_a_peer_that_cannot_get_above_the_floor_is_challenged_at_a_bounded_rate()
         .add_peer(NodeId::SHMC, Some(out.socket.local_addr().unwrap()))
         .unwrap();
     let to = agent.local_addr().unwrap();
-    assert!(agent.set_floor(NodeId::SHMC, MAX_SEQUENCE - 1));
+    assert!(agent.set_floor(NodeId::SHMC, MAX_FLOOR - 1));
     assert!(
-        !agent.set_floor(NodeId::SHMC, MAX_SEQUENCE),
-        "beyond any clock: refused"
+        !agent.set_floor(NodeId::SHMC, MAX_FLOOR),
+        "a floor no sender can get above: refused"
     );
     out.socket
         .set_read_timeout(Some(Duration::from_millis(1)))
@@ -940,4 +940,52 @@ fn test_a_peer_that_cannot_get_above_the_floor_is_challenged_at_a_bounded_rate()
         "challenge storm: {challenges} in one second"
     );
     assert!(!agent.is_synced(NodeId::SHMC) || agent.drops().get(DropReason::Stale) > 100);
+}
+
+#[test]
+fn test_a_refused_command_is_never_delivered_after_its_retries() {
+    // The agent cannot make the ShMC's command durable (journal write fails) while the ShMC
+    // retries; afterwards a late copy (a delayed duplicate, a replay) must not be carried out,
+    // nor be taken for delivered.
+    let cfg = EndpointConfig {
+        manual_ack: true,
+        ..config()
+    };
+    let mut agent = Endpoint::bind(LOCAL.parse().unwrap(), AGENT, golden_key(), cfg).unwrap();
+    let mut out = Outsider::new();
+    agent
+        .add_peer(NodeId::SHMC, Some(out.socket.local_addr().unwrap()))
+        .unwrap();
+    let to = agent.local_addr().unwrap();
+    assert_eq!(agent.poll(0), None);
+    out.answer_challenge(to, 10);
+    poll_until(&mut agent, 0, |a| a.is_synced(NodeId::SHMC));
+    let command = sealed(&golden_key(), 20, &fence(3));
+    // First transmission and one retry: delivered, refused.
+    for now in [0, 100] {
+        out.socket.send_to(&command, to).unwrap();
+        match next_event(&mut agent, now) {
+            Some(Event::Message { seq: 20, .. }) => assert!(agent.refuse(NodeId::SHMC, 20)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        out.nothing_received(),
+        "a refused command is not acknowledged"
+    );
+    // Two retry intervals after the last refusal the sender has given up: a late copy is
+    // dropped and answered Rejected (not Duplicate: it never was delivered).
+    assert_eq!(agent.poll(400), None);
+    out.socket.send_to(&command, to).unwrap();
+    let events = poll_until(&mut agent, 400, |a| {
+        a.drops().get(DropReason::Replayed) == 1
+    });
+    assert!(events.is_empty(), "delivered after its retries: {events:?}");
+    assert!(matches!(
+        out.ack(),
+        Message::Ack {
+            acked: 20,
+            status: AckStatus::Rejected
+        }
+    ));
 }

@@ -228,6 +228,11 @@ pub struct Endpoint {
     wakeups: u64,
     /// Commands delivered under `manual_ack` and not yet acked or refused: (from, seq, source).
     awaiting: Vec<(NodeId, u64, SocketAddr)>,
+    /// Commands refused under `manual_ack`, newest last: (from, seq, until_ms while its
+    /// sequence is forgotten so a retry is delivered again, `None` once it is seen again).
+    refused: Vec<(NodeId, u64, Option<u64>)>,
+    /// The `now_ms` of the latest `poll`.
+    last_now_ms: u64,
     /// Base of the challenge nonces of this run (random) and a counter.
     nonce_base: u64,
     nonces: u64,
@@ -288,6 +293,8 @@ impl Endpoint {
             log: [LogState::default(); DropReason::COUNT],
             wakeups: 0,
             awaiting: Vec::with_capacity(crate::auth::Peers::CAPACITY),
+            refused: Vec::with_capacity(REFUSED),
+            last_now_ms: 0,
             nonce_base: random_u64(),
             nonces: 0,
         })
@@ -368,9 +375,38 @@ impl Endpoint {
             Some(i) => {
                 self.awaiting.swap_remove(i);
                 self.verifier.forget(from, seq);
+                // Only the sender's retries may bring it back: two retry intervals after the
+                // last refusal it is marked seen again, so a late duplicate or a replay of a
+                // command the sender has given up on is never delivered.
+                let until = self
+                    .last_now_ms
+                    .saturating_add(self.config.retry_interval_ms.saturating_mul(2));
+                self.refused.retain(|(f, s, _)| !(*f == from && *s == seq));
+                if self.refused.len() >= REFUSED {
+                    if let Some((f, s, pending)) = self.refused.first().copied() {
+                        if pending.is_some() {
+                            self.verifier.remember(f, s);
+                        }
+                        self.refused.remove(0);
+                    }
+                }
+                self.refused.push((from, seq, Some(until)));
                 true
             }
             None => false,
+        }
+    }
+
+    /// Marks seen again the refused commands whose retry span is over (they stay listed, so
+    /// a later copy is answered `Rejected`, not `Duplicate`).
+    fn expire_refused(&mut self, now_ms: u64) {
+        for entry in self.refused.iter_mut() {
+            if let (from, seq, Some(until)) = *entry {
+                if now_ms >= until {
+                    self.verifier.remember(from, seq);
+                    entry.2 = None;
+                }
+            }
         }
     }
 
@@ -449,6 +485,8 @@ impl Endpoint {
     /// Reads at most [`Endpoint::RECV_BUDGET`] datagrams per call (the socket then stays
     /// readable, so a flood of bad datagrams cannot starve the caller).
     pub fn poll(&mut self, now_ms: u64) -> Option<Event> {
+        self.last_now_ms = now_ms;
+        self.expire_refused(now_ms);
         self.retransmit(now_ms);
         self.flush_drop_logs(now_ms);
         if let Some(ev) = self.events.pop_front() {
@@ -612,6 +650,9 @@ impl Endpoint {
                 self.check_source(rx.sender, src, now_ms);
                 if rx.message.needs_ack() {
                     if self.config.manual_ack {
+                        // A retry of a refused command, within its retry span.
+                        self.refused
+                            .retain(|(f, s, _)| !(*f == rx.sender && *s == rx.seq));
                         self.awaiting.push((rx.sender, rx.seq, src));
                     } else {
                         self.send_ack(rx.sender, rx.seq, AckStatus::Accepted, src);
@@ -639,7 +680,14 @@ impl Endpoint {
                             .iter()
                             .any(|(f, s, _)| *f == h.sender && *s == h.seq);
                         if needs_ack && !awaiting {
-                            let status = if reason == DropReason::Replayed {
+                            // A command refused for good (never made durable) is not a
+                            // duplicate of a delivered one: the sender must not take it
+                            // for delivered.
+                            let refused = self
+                                .refused
+                                .iter()
+                                .any(|(f, s, _)| *f == h.sender && *s == h.seq);
+                            let status = if reason == DropReason::Replayed && !refused {
                                 AckStatus::Duplicate
                             } else {
                                 AckStatus::Rejected
@@ -836,15 +884,16 @@ impl Endpoint {
             .map(ReplayWindow::highest)
             .unwrap_or(0);
         self.verifier.mark_synced(from, seq);
-        if seq <= floor && self.may_complain(from, now_ms) {
-            log::error!(
-                "{} answered our challenge with sequence {}, not above {} already seen from it: its frames stay refused (its counter went back and cannot follow)",
-                from,
-                seq,
-                floor
-            );
-        }
-        if !was {
+        if seq <= floor {
+            if self.may_complain(from, now_ms) {
+                log::error!(
+                    "{} answered our challenge with sequence {}, not above {} already seen from it: its frames stay refused (its counter went back and cannot follow)",
+                    from,
+                    seq,
+                    floor
+                );
+            }
+        } else if !was {
             log::info!(
                 "{} answered our challenge: frames after sequence {} accepted",
                 from,
@@ -966,6 +1015,8 @@ impl Endpoint {
     }
 }
 
+/// Refused commands whose sequence can be forgotten at once (more: the oldest is remembered).
+const REFUSED: usize = 32;
 /// Challenges of a peer remembered as answered (a replay of one of them re-sequences nothing).
 const ANSWERED: usize = 4;
 /// Least time between two logs about one peer's unusable sequence state.

@@ -47,7 +47,7 @@ impl SeqCounter {
 
     /// Highest floor [`SeqCounter::advance_past`] jumps over: [`crate::auth::MAX_SEQUENCE`]
     /// less 2^40 sequences, so a counter that jumped keeps room to send for decades.
-    pub const MAX_FLOOR: u64 = crate::auth::MAX_SEQUENCE - (1 << 40);
+    pub const MAX_FLOOR: u64 = crate::auth::MAX_FLOOR;
 
     /// Seeds a counter; `Err` only when the reservation file exists but cannot be read, or
     /// cannot be written at start (then restart safety would silently depend on the clock).
