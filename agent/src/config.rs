@@ -360,48 +360,40 @@ impl Config {
                 list.into_inner()
             }
         };
-        let allowed_storage_paths = match guests.allowed_storage_paths {
-            None => DEFAULT_ALLOWED_STORAGE_PATHS
+        // A list of absolute paths (each checked), or the default when the key is absent.
+        let path_list = |key: &'static str,
+                         value: Option<toml::Spanned<Vec<String>>>,
+                         default: &[&str],
+                         what: &str|
+         -> Result<Vec<PathBuf>, ConfigError> {
+            let Some(list) = value else {
+                return Ok(default.iter().map(PathBuf::from).collect());
+            };
+            if let Some(bad) = list
+                .get_ref()
                 .iter()
-                .map(PathBuf::from)
-                .collect(),
-            Some(list) => {
-                if let Some(bad) = list
-                    .get_ref()
-                    .iter()
-                    .find(|p| !crate::policy::valid_prefix(p))
-                {
-                    return Err(invalid(
-                        "guests.allowed_storage_paths",
-                        list.span(),
-                        format!(
-                            "`{bad}` is not an absolute directory path without `.` or `..` components"
-                        ),
-                    ));
-                }
-                list.into_inner().into_iter().map(PathBuf::from).collect()
+                .find(|p| !crate::policy::valid_prefix(p))
+            {
+                return Err(invalid(
+                    key,
+                    list.span(),
+                    format!("`{bad}` is not an absolute {what} without `.` or `..` components"),
+                ));
             }
+            Ok(list.into_inner().into_iter().map(PathBuf::from).collect())
         };
-        let allowed_emulators = match guests.allowed_emulators {
-            None => DEFAULT_ALLOWED_EMULATORS
-                .iter()
-                .map(PathBuf::from)
-                .collect(),
-            Some(list) => {
-                if let Some(bad) = list
-                    .get_ref()
-                    .iter()
-                    .find(|p| !crate::policy::valid_prefix(p))
-                {
-                    return Err(invalid(
-                        "guests.allowed_emulators",
-                        list.span(),
-                        format!("`{bad}` is not an absolute path without `.` or `..` components"),
-                    ));
-                }
-                list.into_inner().into_iter().map(PathBuf::from).collect()
-            }
-        };
+        let allowed_storage_paths = path_list(
+            "guests.allowed_storage_paths",
+            guests.allowed_storage_paths,
+            DEFAULT_ALLOWED_STORAGE_PATHS,
+            "directory path",
+        )?;
+        let allowed_emulators = path_list(
+            "guests.allowed_emulators",
+            guests.allowed_emulators,
+            DEFAULT_ALLOWED_EMULATORS,
+            "path",
+        )?;
         let protection = match guests.protected {
             None => Protection::AllPersistent,
             Some(spec) => {
