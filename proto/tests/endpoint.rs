@@ -521,25 +521,33 @@ impl Outsider {
     }
 }
 
-fn sealed(key: &Key, seq: u64, msg: &Message) -> Vec<u8> {
+/// A frame sealed with `key` as `sender` would send it to `dest`.
+fn frame(key: &Key, sender: NodeId, dest: NodeId, seq: u64, msg: &Message) -> Vec<u8> {
     let mut buf = [0u8; MAX_FRAME];
-    let h = Header {
-        sender: NodeId::SHMC,
-        dest: AGENT,
-        seq,
-    };
+    let h = Header { sender, dest, seq };
     let n = seal(key, &h, msg, &mut buf).unwrap();
     buf[..n].to_vec()
 }
 
-#[test]
-fn test_bad_datagrams_have_no_effect_and_endpoint_keeps_working() {
-    let mut agent = endpoint(AGENT);
-    let mut out = Outsider::new();
+/// A frame as the ShMC would send it to agent AGENT (sealed with `key`).
+fn sealed(key: &Key, seq: u64, msg: &Message) -> Vec<u8> {
+    frame(key, NodeId::SHMC, AGENT, seq, msg)
+}
+
+/// An agent endpoint whose configured ShMC is an [`Outsider`]; and the agent's address.
+fn agent_and_outsider(cfg: EndpointConfig) -> (Endpoint, Outsider, SocketAddr) {
+    let mut agent = Endpoint::bind(LOCAL.parse().unwrap(), AGENT, golden_key(), cfg).unwrap();
+    let out = Outsider::new();
     agent
         .add_peer(NodeId::SHMC, Some(out.socket.local_addr().unwrap()))
         .unwrap();
     let to = agent.local_addr().unwrap();
+    (agent, out, to)
+}
+
+#[test]
+fn test_bad_datagrams_have_no_effect_and_endpoint_keeps_working() {
+    let (mut agent, mut out, to) = agent_and_outsider(config());
     // A started endpoint challenges its configured peers at once.
     assert_eq!(agent.poll(0), None);
     let (nonce, floor) = out.challenge();
@@ -672,14 +680,7 @@ fn test_bad_datagrams_have_no_effect_and_endpoint_keeps_working() {
 
 /// A frame as agent AGENT would send it to the ShMC.
 fn from_agent(seq: u64, msg: &Message) -> Vec<u8> {
-    let mut buf = [0u8; MAX_FRAME];
-    let h = Header {
-        sender: AGENT,
-        dest: NodeId::SHMC,
-        seq,
-    };
-    let n = seal(&golden_key(), &h, msg, &mut buf).unwrap();
-    buf[..n].to_vec()
+    frame(&golden_key(), AGENT, NodeId::SHMC, seq, msg)
 }
 
 fn crashed() -> Message {
@@ -892,12 +893,7 @@ fn test_replayed_challenges_cannot_keep_a_command_alive() {
 #[test]
 fn test_a_peer_that_cannot_get_above_the_floor_is_challenged_at_a_bounded_rate() {
     // The agent has seen a sequence from the ShMC that the ShMC can never reach again.
-    let mut agent = endpoint(AGENT);
-    let mut out = Outsider::new();
-    agent
-        .add_peer(NodeId::SHMC, Some(out.socket.local_addr().unwrap()))
-        .unwrap();
-    let to = agent.local_addr().unwrap();
+    let (mut agent, mut out, to) = agent_and_outsider(config());
     assert!(agent.set_floor(NodeId::SHMC, MAX_FLOOR - 1));
     assert!(
         !agent.set_floor(NodeId::SHMC, MAX_FLOOR),
@@ -951,12 +947,7 @@ fn test_a_refused_command_is_never_delivered_after_its_retries() {
         manual_ack: true,
         ..config()
     };
-    let mut agent = Endpoint::bind(LOCAL.parse().unwrap(), AGENT, golden_key(), cfg).unwrap();
-    let mut out = Outsider::new();
-    agent
-        .add_peer(NodeId::SHMC, Some(out.socket.local_addr().unwrap()))
-        .unwrap();
-    let to = agent.local_addr().unwrap();
+    let (mut agent, mut out, to) = agent_and_outsider(cfg);
     assert_eq!(agent.poll(0), None);
     out.answer_challenge(to, 10);
     poll_until(&mut agent, 0, |a| a.is_synced(NodeId::SHMC));
