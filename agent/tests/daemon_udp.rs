@@ -3,10 +3,11 @@
 //! storage, refused and accepted takeovers, duplicate orders, orders from the wrong node, and
 //! forged / tampered / replayed / oversized datagrams that must have no effect.
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use blade_agent::config::Config;
@@ -92,6 +93,35 @@ fn sealed(key: [u8; 32], sender: NodeId, seq: u64, msg: &Message) -> Vec<u8> {
     )
     .unwrap();
     buf[..n].to_vec()
+}
+
+/// Runs the agent of slot 1 (partner slot 2) on `ep` with state in `dir` and libvirt's test
+/// driver, knowing the ShMC and the partner at the given addresses; returns its stop flag and
+/// thread. `name` names the configuration in error messages.
+fn run_agent(
+    mut ep: Endpoint,
+    dir: &Path,
+    shmc: SocketAddr,
+    partner: SocketAddr,
+    name: &str,
+) -> (Arc<AtomicBool>, JoinHandle<std::io::Result<()>>) {
+    let text = format!(
+        "slot = 1\nshmc = \"{shmc}\"\nlisten = \"{}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"test:///default\"\n\
+         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{partner}\"\n[guests]\nallowed_storage_paths = [\"/guest\"]\n",
+        ep.local_addr().unwrap(),
+        dir.display(),
+    );
+    let cfg = Config::parse(&text, Path::new(name)).unwrap();
+    ep.add_peer(NodeId::SHMC, Some(cfg.shmc)).unwrap();
+    ep.add_peer(PARTNER, Some(cfg.partner.address)).unwrap();
+    let hv = Arc::new(LibvirtHypervisor::open("test:///default", dir.join("run")).unwrap());
+    let agent = Arc::new(Agent::new(hv, cfg).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let daemon = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || blade_agent::daemon::run(agent, ep, stop))
+    };
+    (stop, daemon)
 }
 
 fn partner_xml(name: &str) -> String {
@@ -585,30 +615,17 @@ fn test_unhealthy_partner_heartbeat_keeps_definitions() {
     let t0 = Instant::now();
     let shmc = endpoint(NodeId::SHMC, 1);
     let mut partner = endpoint(PARTNER, 1);
-    let mut agent_ep = agent_endpoint(AGENT, 1);
+    let agent_ep = agent_endpoint(AGENT, 1);
     partner
         .add_peer(AGENT, Some(agent_ep.local_addr().unwrap()))
         .unwrap();
-    let text = format!(
-        "slot = 1\nshmc = \"{}\"\nlisten = \"{}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"test:///default\"\n\
-         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{}\"\n[guests]\nallowed_storage_paths = [\"/guest\"]\n",
+    let (stop, daemon) = run_agent(
+        agent_ep,
+        &dir.0,
         shmc.local_addr().unwrap(),
-        agent_ep.local_addr().unwrap(),
-        dir.0.display(),
-        partner.local_addr().unwrap()
+        partner.local_addr().unwrap(),
+        "keep.toml",
     );
-    let cfg = Config::parse(&text, Path::new("keep.toml")).unwrap();
-    agent_ep.add_peer(NodeId::SHMC, Some(cfg.shmc)).unwrap();
-    agent_ep
-        .add_peer(PARTNER, Some(cfg.partner.address))
-        .unwrap();
-    let hv = Arc::new(LibvirtHypervisor::open("test:///default", dir.0.join("run")).unwrap());
-    let agent = Arc::new(Agent::new(hv, cfg).unwrap());
-    let stop = Arc::new(AtomicBool::new(false));
-    let daemon = {
-        let (agent, stop) = (Arc::clone(&agent), Arc::clone(&stop));
-        std::thread::spawn(move || blade_agent::daemon::run(agent, agent_ep, stop))
-    };
     let now = || t0.elapsed().as_millis() as u64;
     for chunk in split("pg", partner_xml("pg").as_bytes()).unwrap() {
         partner.send(AGENT, &chunk, now()).unwrap();
@@ -663,29 +680,16 @@ fn test_order_not_journaled_is_not_acknowledged_and_its_retry_is_carried_out() {
     let now = || t0.elapsed().as_millis() as u64;
     let mut shmc = endpoint(NodeId::SHMC, 1);
     let partner = endpoint(PARTNER, 1);
-    let mut agent_ep = agent_endpoint(AGENT, 1);
+    let agent_ep = agent_endpoint(AGENT, 1);
     shmc.add_peer(AGENT, Some(agent_ep.local_addr().unwrap()))
         .unwrap();
-    let text = format!(
-        "slot = 1\nshmc = \"{}\"\nlisten = \"{}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"test:///default\"\n\
-         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{}\"\n[guests]\nallowed_storage_paths = [\"/guest\"]\n",
+    let (stop, daemon) = run_agent(
+        agent_ep,
+        &dir.0,
         shmc.local_addr().unwrap(),
-        agent_ep.local_addr().unwrap(),
-        dir.0.display(),
-        partner.local_addr().unwrap()
+        partner.local_addr().unwrap(),
+        "journal.toml",
     );
-    let cfg = Config::parse(&text, Path::new("journal.toml")).unwrap();
-    agent_ep.add_peer(NodeId::SHMC, Some(cfg.shmc)).unwrap();
-    agent_ep
-        .add_peer(PARTNER, Some(cfg.partner.address))
-        .unwrap();
-    let hv = Arc::new(LibvirtHypervisor::open("test:///default", dir.0.join("run")).unwrap());
-    let agent = Arc::new(Agent::new(hv, cfg).unwrap());
-    let stop = Arc::new(AtomicBool::new(false));
-    let daemon = {
-        let (agent, stop) = (Arc::clone(&agent), Arc::clone(&stop));
-        std::thread::spawn(move || blade_agent::daemon::run(agent, agent_ep, stop))
-    };
     let (ok, _) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
         matches!(m, Message::Hello { slot: 1, .. })
     });
