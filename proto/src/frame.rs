@@ -74,6 +74,8 @@ impl core::fmt::Display for SealError {
     }
 }
 
+impl core::error::Error for SealError {}
+
 /// Encodes `msg` with `header` into `out` and appends the tag; returns the frame length.
 pub fn seal(key: &Key, header: &Header, msg: &Message, out: &mut [u8]) -> Result<usize, SealError> {
     if header.seq == 0 {
