@@ -1,5 +1,5 @@
 //! The README's first command: `shelfha demo` on every scenario, on the real
-//! binary. The demo itself fails (exit status 2) when a guest runs on both
+//! binary. The demo itself fails (exit status 1) when a guest runs on both
 //! blades at any step or a failover does not complete.
 
 use std::process::Command;
