@@ -358,3 +358,133 @@ pub fn run_source<S: IpmiSession>(
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::edge::agents::NoAgents;
+    use crate::edge::record::JsonLines;
+    use crate::wire::sel::SEL_RECORD_LEN;
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// A SEL holding one critical temperature event from 0x82 that appears
+    /// after start; bridged requests go unanswered; the session is lost
+    /// after `life` requests and the next open is refused.
+    struct OneEvent {
+        served: u32,
+        life: u32,
+    }
+
+    const EVENT: [u8; SEL_RECORD_LEN] = [
+        0x01, 0x00, 0x02, 0x10, 0, 0, 0, 0x82, 0x00, 0x04, 0x01, 0x01, 0x01, 0x59, 95, 90,
+    ];
+
+    impl IpmiSession for OneEvent {
+        fn request(
+            &mut self,
+            target: Target,
+            _net_fn: u8,
+            cmd_code: u8,
+            _rq_seq: u8,
+            data: &[u8],
+        ) -> Result<Vec<u8>, SessionError> {
+            self.served += 1;
+            if self.served > self.life {
+                return Err(SessionError::Lost("peer gone".into()));
+            }
+            if target != Target::Bmc {
+                return Err(SessionError::Timeout);
+            }
+            // The log is empty at start (history), then holds the event.
+            let present = self.served > 2;
+            match cmd_code {
+                crate::wire::cmd::CMD_GET_SEL_INFO => {
+                    let mut r = vec![0, 0x51, u8::from(present), 0];
+                    r.extend([0; 11]);
+                    Ok(r)
+                }
+                _ => {
+                    let id = u16::from_le_bytes([data[2], data[3]]);
+                    if !present || !matches!(id, 0 | 1 | 0xFFFF) {
+                        return Ok(vec![cursor::CC_NOT_PRESENT]);
+                    }
+                    let mut r = vec![0, 0xFF, 0xFF];
+                    r.extend(EVENT);
+                    Ok(r)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn test_sel_source_records_one_schema() {
+        let cfg = crate::config::file::parse(
+            "[shelf]\nown_address = 0x20\nipmb_device = \"/dev/null\"\n\
+             [[blade]]\nslot = 1\nipmb_address = 0x82\npartner = 2\n\
+             [[blade]]\nslot = 2\nipmb_address = 0x84\npartner = 1\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        let polling = Polling {
+            poll_interval_ms: 1,
+            timeout_ms: 10,
+            channel: 0,
+        };
+        let opened = Rc::new(Cell::new(0));
+        let o = opened.clone();
+        let mut open = move || {
+            o.set(o.get() + 1);
+            if o.get() > 1 {
+                Err(SessionError::Refused("no more".into()))
+            } else {
+                Ok(OneEvent {
+                    served: 0,
+                    life: 12,
+                })
+            }
+        };
+        let mut json = JsonLines::new(Vec::new(), false);
+        let r = run_source(
+            &cfg,
+            "fake",
+            polling,
+            &mut open,
+            &mut NoAgents::default(),
+            &mut json,
+            &StopSignals::none(),
+        );
+        assert!(matches!(r, Err(SourceError::Refused { .. })), "{r:?}");
+        let out = String::from_utf8(json.into_inner()).unwrap();
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["source"]["state"], "up", "{out}");
+        let event = lines.iter().find(|v| v.get("record_id").is_some()).unwrap();
+        assert_eq!(event["record_id"], 1);
+        assert_eq!(event["event"]["generator"], 0x82);
+        assert_eq!(event["event"]["generator_lun"], 0);
+        assert!(event["event"].get("m_state").is_none(), "{event}");
+        assert!(event["outcome"].as_str().unwrap().starts_with("decided"));
+        let decision = lines.iter().find(|v| v.get("decision").is_some()).unwrap();
+        let d = &decision["decision"];
+        assert_eq!(
+            (&d["incident"], &d["class"], &d["slot"]),
+            (&1.into(), &"blade_hardware".into(), &1.into())
+        );
+        assert!(
+            d["cause"].as_str().unwrap().contains("sensor type 0x01"),
+            "{d}"
+        );
+        // Field order of a decision line: as replay prints it, with incident first and cause last.
+        let line = out.lines().find(|l| l.contains("\"decision\"")).unwrap();
+        assert!(line.starts_with("{\"t_ms\":"), "{line}");
+        assert!(line.contains("{\"incident\":1,\"class\":\"blade_hardware\",\"slot\":1,\"ipmb_address\":130,\"partner_slot\":2,\"actions\":["), "{line}");
+        assert!(
+            lines.iter().any(|v| v["source"]["state"] == "down"),
+            "{out}"
+        );
+        assert_eq!(lines.last().unwrap()["source"]["state"], "refused", "{out}");
+    }
+}
