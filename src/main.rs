@@ -47,7 +47,7 @@ enum Command {
         /// Shell command run (with the IPMC address as last argument, to
         /// completion) when an IPMC enters M1 or M0, before that state is
         /// reported on the bus: what cuts a blade's power in a test.
-        #[arg(long, value_name = "CMD")]
+        #[arg(long, value_name = "CMD", allow_hyphen_values = true)]
         on_payload_off: Option<String>,
         /// Time from M6 to M1 after a deactivation [default: 20].
         #[arg(long, value_name = "N")]
@@ -101,8 +101,8 @@ fn parse_addr(s: &str) -> Result<u8, String> {
 enum Failure {
     #[error("simulator")]
     Simulator(#[source] std::io::Error),
-    #[error("demo: {0}")]
-    Demo(String),
+    #[error("demo")]
+    Demo(#[from] shelfha::demo::DemoError),
 }
 
 fn main() -> ExitCode {

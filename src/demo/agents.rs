@@ -26,6 +26,7 @@ use shmc_plugin::edge::agents::udp::{agent_input, order_message};
 use shmc_plugin::edge::agents::AgentLink;
 use shmc_plugin::engine::{AgentInput, Order};
 
+use super::error::{setup, DemoError};
 use super::timeline::Narrator;
 use super::HEARTBEAT_MS;
 
@@ -94,21 +95,21 @@ pub(super) fn open_blade(
     partner: u8,
     root: &std::path::Path,
     guests: &[String],
-) -> Result<Blade, String> {
+) -> Result<Blade, DemoError> {
     let dir = root.join(format!("slot{slot}"));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(setup(dir.display().to_string()))?;
     // Each blade gets its own node file: libvirt shares the `test:///default` node among
     // all connections of a process, but opens a private node per `test:///PATH`.
     let node = dir.join("node.xml");
     std::fs::write(&node, "<node><memory>8388608</memory></node>\n")
-        .map_err(|e| format!("{}: {e}", node.display()))?;
+        .map_err(setup(node.display().to_string()))?;
     let mut cfg = agent_config(slot, partner, dir.clone(), guests);
     cfg.libvirt_uri = format!("test://{}", node.display());
     let hv = Arc::new(
         LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone())
-            .map_err(|e| format!("slot {slot}: libvirt {}: {e}", cfg.libvirt_uri))?,
+            .map_err(setup(format!("slot {slot}: libvirt {}", cfg.libvirt_uri)))?,
     );
-    let agent = Agent::new(hv.clone(), cfg).map_err(|e| format!("slot {slot}: agent: {e}"))?;
+    let agent = Agent::new(hv.clone(), cfg).map_err(setup(format!("slot {slot}: agent")))?;
     Ok(Blade {
         slot,
         hv,
@@ -132,20 +133,27 @@ pub(super) fn running(hv: &LibvirtHypervisor) -> Vec<String> {
 }
 
 /// Pushes each blade's protected definitions to its partner, as agents do over UDP.
-pub(super) fn sync_definitions(blades: &[Blade; 2]) -> Result<(), String> {
+pub(super) fn sync_definitions(blades: &[Blade; 2]) -> Result<(), DemoError> {
     for (from, to) in [(0, 1), (1, 0)] {
         if !blades[from].powered {
             continue;
         }
-        let defs: Vec<GuestDef> = blades[from]
-            .agent
-            .local_definitions()
-            .map_err(|e| e.to_string())?;
+        let defs: Vec<GuestDef> =
+            blades[from]
+                .agent
+                .local_definitions()
+                .map_err(setup(format!(
+                    "slot {}: protected definitions",
+                    blades[from].slot
+                )))?;
         for d in defs {
             blades[to]
                 .agent
                 .store_partner_definition(d)
-                .map_err(|e| e.to_string())?;
+                .map_err(setup(format!(
+                    "slot {}: partner definition",
+                    blades[to].slot
+                )))?;
         }
     }
     Ok(())

@@ -15,7 +15,11 @@
 //! every step that no guest runs on both blades.
 
 mod agents;
+mod error;
 mod timeline;
+
+use self::error::setup;
+pub use self::error::DemoError;
 
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -112,7 +116,7 @@ impl Default for Options {
 }
 
 /// Runs the demo, printing to stdout; the error says what went wrong.
-pub fn run(opts: &Options) -> Result<(), String> {
+pub fn run(opts: &Options) -> Result<(), DemoError> {
     let state_root = std::env::temp_dir().join(format!("shelfha-demo-{}", std::process::id()));
     let result = run_in(opts, &state_root);
     let _ = std::fs::remove_dir_all(&state_root);
@@ -141,7 +145,7 @@ struct Shelfsim {
     next_heartbeat: u64,
 }
 
-fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
+fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
     let mut shelf_cfg = ShelfConfig::new(SHMC);
     for (i, &addr) in IPMC.iter().enumerate() {
         let slot = i as u8 + 1;
@@ -151,14 +155,10 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
             partner: 3 - slot,
             hot_swap_sensor: Some(crate::sim::ipmc::sensor::HOT_SWAP),
         };
-        shelf_cfg
-            .blades
-            .push(b)
-            .map_err(|_| "shelf capacity".to_string())?;
+        shelf_cfg.blades.push(b).map_err(|_| DemoError::Capacity)?;
     }
     let timing = shelf_cfg.timing;
-    let rt =
-        Runtime::new(shelf_cfg, Detail::Live).map_err(|e| format!("shelf configuration: {e}"))?;
+    let rt = Runtime::new(shelf_cfg, Detail::Live)?;
     let vms: Vec<String> = (1..=opts.guests).map(|i| format!("vm-{i}")).collect();
     let mut protected = vms.clone();
     protected.push("db-1".into());
@@ -170,14 +170,14 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
     for name in &vms {
         let hv = &blades[0].hv;
         hv.define(&agents::guest_xml(name))
-            .map_err(|e| format!("define {name}: {e}"))?;
-        hv.start(name).map_err(|e| format!("start {name}: {e}"))?;
+            .map_err(setup(format!("define {name}")))?;
+        hv.start(name).map_err(setup(format!("start {name}")))?;
     }
     blades[1]
         .hv
         .define(&agents::guest_xml("db-1"))
-        .map_err(|e| e.to_string())?;
-    blades[1].hv.start("db-1").map_err(|e| e.to_string())?;
+        .map_err(setup("define db-1"))?;
+    blades[1].hv.start("db-1").map_err(setup("start db-1"))?;
     sync_definitions(&blades)?;
 
     println!("shelfha demo: a simulated ATCA shelf with two paired blades");
@@ -266,11 +266,12 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), String> {
                 && fenced
         })?;
         if !done {
-            return Err(format!(
-                "failure {}: guests of slot {v_slot} not running on slot {p_slot} within {:?}",
-                n + 1,
-                opts.timeout
-            ));
+            return Err(DemoError::NotFailedOver {
+                failure: n + 1,
+                slot: v_slot,
+                partner: p_slot,
+                limit: opts.timeout,
+            });
         }
         let last_start = tl.starts.borrow().iter().copied().max().unwrap_or(tl.t0_us);
         let downtime = last_start.saturating_sub(tl.t0_us);
@@ -352,7 +353,7 @@ impl Shelfsim {
         &mut self,
         limit: Duration,
         done: impl Fn(&[Blade; 2], &Shelf) -> bool,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, DemoError> {
         let deadline = Instant::now() + limit;
         let mut phases: [Option<(u32, String)>; 2] = [None, None];
         let mut states: [MState; 2] = [MState::M4, MState::M4];
@@ -412,14 +413,12 @@ impl Shelfsim {
                 narrator: &narrator,
             };
             let mut story = narrator.clone();
-            self.rt
-                .carry_out(
-                    Clocks::same(now),
-                    &mut port,
-                    Some(&mut self.link),
-                    &mut story,
-                )
-                .map_err(|e| e.to_string())?;
+            self.rt.carry_out(
+                Clocks::same(now),
+                &mut port,
+                Some(&mut self.link),
+                &mut story,
+            )?;
             // Incident phases, as the core sees them.
             for (i, b) in self.link.blades.iter().enumerate() {
                 let inc = self.rt.shelf().blade(b.slot).and_then(|s| s.incident);
@@ -435,7 +434,7 @@ impl Shelfsim {
             let blades = &self.link.blades;
             let (a, b) = (running(&blades[0].hv), running(&blades[1].hv));
             if let Some(g) = a.iter().find(|g| b.contains(g)) {
-                return Err(format!("guest {g} runs on both blades"));
+                return Err(DemoError::BothBlades(g.clone()));
             }
             if done(blades, self.rt.shelf()) {
                 return Ok(true);
