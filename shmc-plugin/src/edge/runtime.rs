@@ -311,3 +311,175 @@ impl Runtime {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::config::BladeConfig;
+    use crate::edge::record::JsonLines;
+
+    /// Records what the runtime put on the bus; answers nothing itself.
+    #[derive(Default)]
+    struct Wire {
+        answers: Vec<Vec<u8>>,
+        requests: Vec<(u8, u8, u8, u8)>,
+    }
+
+    impl IpmbPort for Wire {
+        fn answer(&mut self, response: &Repr<'_>) {
+            assert!(response.is_response());
+            self.answers.push(response.data.to_vec());
+        }
+
+        fn request(&mut self, request: &Repr<'_>) -> Option<(u64, Vec<u8>)> {
+            self.requests
+                .push((request.rs_sa, request.rq_sa, request.net_fn, request.cmd));
+            None
+        }
+    }
+
+    fn runtime(detail: Detail) -> Runtime {
+        let mut cfg = ShelfConfig::new(0x20);
+        cfg.probing = false;
+        for (slot, address, partner) in [(1, 0x82, 2), (2, 0x84, 1)] {
+            cfg.blades
+                .push(BladeConfig {
+                    slot,
+                    ipmb_address: address,
+                    partner,
+                    hot_swap_sensor: None,
+                })
+                .unwrap();
+        }
+        Runtime::new(cfg, detail).unwrap()
+    }
+
+    fn request<'a>(rq_sa: u8, rs_sa: u8, net_fn: u8, cmd: u8, data: &'a [u8]) -> Repr<'a> {
+        Repr {
+            rs_sa,
+            net_fn,
+            rs_lun: 0,
+            rq_sa,
+            rq_seq: 3,
+            rq_lun: 0,
+            cmd,
+            data,
+        }
+    }
+
+    /// Critical temperature (upper critical going high) from `rq_sa`.
+    const CRITICAL: [u8; 7] = [0x04, 0x01, 0x01, 0x01, 0x59, 95, 90];
+
+    #[test]
+    fn test_platform_event_acknowledged_then_decided() {
+        let mut rt = runtime(Detail::Live);
+        let mut wire = Wire::default();
+        let ev = request(
+            0x82,
+            0x20,
+            cmd::NETFN_SENSOR_EVENT,
+            cmd::CMD_PLATFORM_EVENT,
+            &CRITICAL,
+        );
+        let got = rt.on_message(10, &ev, &mut wire);
+        assert!(
+            matches!(got, Inbound::Event { event, outcome: EventOutcome::Decided(_) } if event.generator == 0x82),
+            "{got:?}"
+        );
+        assert_eq!(wire.answers, vec![cmd::PLATFORM_EVENT_RESPONSE.to_vec()]);
+        // The fence goes out framed from our address; the decision is recorded with its incident.
+        let mut out = JsonLines::new(Vec::new(), false);
+        rt.carry_out(Clocks::same(10), &mut wire, None, &mut out)
+            .unwrap();
+        assert!(
+            wire.requests
+                .iter()
+                .any(|&(to, from, net_fn, _)| (to, from, net_fn)
+                    == (0x82, 0x20, cmd::NETFN_GROUP_EXT))
+        );
+        let text = String::from_utf8(out.into_inner()).unwrap();
+        assert!(
+            text.starts_with(
+                "{\"t_ms\":10,\"decision\":{\"incident\":1,\"class\":\"blade_hardware\","
+            ),
+            "{text}"
+        );
+        // No agent registered: no self-fence order; the partner's order waits for the fence.
+        assert_eq!(
+            rt.tally,
+            Tally {
+                requests: 1,
+                orders: 0,
+                decisions: 1,
+                alerts: 0
+            }
+        );
+    }
+
+    #[test]
+    fn test_capture_detail_prints_what_replay_prints() {
+        let mut rt = runtime(Detail::Capture);
+        let ev = request(
+            0x82,
+            0x20,
+            cmd::NETFN_SENSOR_EVENT,
+            cmd::CMD_PLATFORM_EVENT,
+            &CRITICAL,
+        );
+        let Inbound::Event { event, .. } = rt.on_message(7, &ev, &mut Silent) else {
+            panic!("not an event");
+        };
+        let mut out = JsonLines::new(Vec::new(), false);
+        out.record(&rt.event_record(7, &event)).unwrap();
+        rt.carry_out(Clocks::same(7), &mut Silent, None, &mut out)
+            .unwrap();
+        let text = String::from_utf8(out.into_inner()).unwrap();
+        assert_eq!(
+            text,
+            "{\"t_ms\":7,\"event\":{\"generator\":130,\"sensor_type\":1,\"sensor_number\":1,\"event_type\":1,\"assertion\":true,\"event_data\":[89,95,90],\"offset\":9}}\n\
+             {\"t_ms\":7,\"decision\":{\"class\":\"blade_hardware\",\"slot\":1,\"ipmb_address\":130,\"partner_slot\":2,\"actions\":[\"fence_ipmb\",\"failover_to_partner\"]}}\n"
+        );
+    }
+
+    #[test]
+    fn test_requests_sorted_and_answered() {
+        let mut rt = runtime(Detail::Live);
+        let mut wire = Wire::default();
+        // A request to us that we do not serve: invalid command.
+        let get = request(0x82, 0x20, cmd::NETFN_APP, 0x01, &[]);
+        assert_eq!(rt.on_message(1, &get, &mut wire), Inbound::Other);
+        assert_eq!(wire.answers, vec![vec![CC_INVALID_COMMAND]]);
+        // Between two others: not ours to answer.
+        let other = request(0x82, 0x84, cmd::NETFN_APP, 0x01, &[]);
+        assert_eq!(rt.on_message(1, &other, &mut wire), Inbound::Other);
+        // Another sender on our address deactivating a blade: shown to the core, not answered.
+        let deactivate = request(
+            0x20,
+            0x82,
+            cmd::NETFN_GROUP_EXT,
+            cmd::CMD_SET_FRU_ACTIVATION,
+            &[cmd::PICMG_ID, 0, 0],
+        );
+        assert_eq!(
+            rt.on_message(1, &deactivate, &mut wire),
+            Inbound::OwnRequest
+        );
+        // A Platform Event with too few bytes is acknowledged and refused.
+        let short = request(
+            0x82,
+            0x20,
+            cmd::NETFN_SENSOR_EVENT,
+            cmd::CMD_PLATFORM_EVENT,
+            &[4],
+        );
+        assert!(matches!(
+            rt.on_message(1, &short, &mut wire),
+            Inbound::BadEvent(_)
+        ));
+        assert_eq!(wire.answers.len(), 2);
+        // A response goes to the core's request tracker.
+        let rsp = Repr::response_to(&get, &[0]);
+        assert_eq!(rt.on_message(1, &rsp, &mut wire), Inbound::Response);
+        assert_eq!(rt.shelf().request_stats().unmatched, 1);
+    }
+}
