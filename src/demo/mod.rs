@@ -357,6 +357,7 @@ impl Shelfsim {
         let deadline = Instant::now() + limit;
         let mut phases: [Option<(u32, String)>; 2] = [None, None];
         let mut states: [MState; 2] = [MState::M4, MState::M4];
+        let mut finishing = false;
         loop {
             let now = self.clock.now();
             let narrator = self.link.narrator.clone();
@@ -436,8 +437,14 @@ impl Shelfsim {
             if let Some(g) = a.iter().find(|g| b.contains(g)) {
                 return Err(DemoError::BothBlades(g.clone()));
             }
-            if done(blades, self.rt.shelf()) {
+            if finishing {
                 return Ok(true);
+            }
+            if done(blades, self.rt.shelf()) {
+                // One more turn: what the agents answered last reaches the
+                // core (an agent's report closes its incident) and the timeline.
+                finishing = true;
+                continue;
             }
             if Instant::now() >= deadline {
                 return Ok(false);
