@@ -89,3 +89,22 @@ fn demo_rejects_bad_arguments() {
         assert!(!out.stderr.is_empty(), "{args:?}: an error message");
     }
 }
+
+#[test]
+fn every_subcommand_answers_help() {
+    for args in [
+        &["--help"][..],
+        &["demo", "--help"],
+        &["simulate", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_shelfha"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{args:?}"
+        );
+    }
+}
