@@ -1,5 +1,5 @@
 //! The README's first command: `shelfha demo` on every scenario, on the real
-//! binary. The demo itself fails (exit status 2) when a guest runs on both
+//! binary. The demo itself fails (exit status 1) when a guest runs on both
 //! blades at any step or a failover does not complete.
 
 use std::process::Command;
@@ -87,5 +87,24 @@ fn demo_rejects_bad_arguments() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(!out.stderr.is_empty(), "{args:?}: an error message");
+    }
+}
+
+#[test]
+fn every_subcommand_answers_help() {
+    for args in [
+        &["--help"][..],
+        &["demo", "--help"],
+        &["simulate", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_shelfha"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage:"),
+            "{args:?}"
+        );
     }
 }

@@ -204,6 +204,8 @@ impl core::fmt::Display for ConfigError {
     }
 }
 
+impl core::error::Error for ConfigError {}
+
 impl ShelfConfig {
     /// An empty shelf with default timing and probing on.
     pub const fn new(own_address: u8) -> Self {

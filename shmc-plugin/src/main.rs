@@ -1,29 +1,27 @@
-//! `shmc-plugin` binary: argument parsing and wiring only.
+//! `shmc-plugin` binary: argument parsing (`lexopt`) and wiring only.
 //!
 //! ```text
 //! shmc-plugin run --config FILE [--log LEVEL] [--decisions-json PATH|-]
 //! shmc-plugin replay --config FILE CAPTURE [--log LEVEL]
-//! shmc-plugin --help | --version
+//! shmc-plugin [COMMAND] --help | --version
 //! ```
 //! Exit codes: 0 done (`run`: stopped by SIGTERM or SIGINT), 1 runtime
 //! failure (device, I/O), 2 bad usage, bad configuration or bad capture line.
+//! A bare `shmc-plugin` prints the usage on stderr (exit code 2).
 
-use std::io::{self, BufReader, BufWriter};
+use std::ffi::OsString;
+use std::io::{self, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use shmc_plugin::config::file;
+use shmc_plugin::config::file::{self, HostConfig};
 use shmc_plugin::config::source::EventSource;
-#[cfg(feature = "rmcp")]
-use shmc_plugin::host::rmcp::{self, JsonLines};
-#[cfg(feature = "system")]
-use shmc_plugin::host::system;
-use shmc_plugin::host::{
+use shmc_plugin::edge::{
     self,
-    agent::{AgentLink, NoAgents},
-    replay, run,
+    agents::{udp::UdpAgents, AgentLink, NoAgents},
+    record::{Discard, JsonLines, RecordSink},
+    source::{ipmb, replay},
     stop::StopSignals,
-    udp::UdpAgents,
 };
 
 const USAGE: &str = "\
@@ -41,16 +39,22 @@ Usage:
   shmc-plugin replay --config FILE CAPTURE [--log LEVEL]
       Run a capture (`<t_ms> <hex message>` per line) through the same core;
       JSON lines on stdout.
-  shmc-plugin --help | --version
+  shmc-plugin [COMMAND] --help | --version
 
+Options: -c, --config FILE (also --config=FILE); --log LEVEL.
 LEVEL: error, warn, info, debug, trace (default: info for run, warn for replay).
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage, configuration or capture line.
 ";
 
+/// A usage or configuration error: exit code 2.
+const EXIT_USAGE: u8 = 2;
+/// A runtime failure: exit code 1.
+const EXIT_FAILURE: u8 = 1;
+
 enum Command {
     Run {
         config: PathBuf,
-        decisions_json: Option<String>,
+        decisions_json: Option<OsString>,
     },
     Replay {
         config: PathBuf,
@@ -58,210 +62,306 @@ enum Command {
     },
 }
 
-fn parse_args(args: &[String]) -> Result<(Command, Option<log::LevelFilter>), String> {
+enum Parsed {
+    Help,
+    Version,
+    /// No arguments at all.
+    Bare,
+    Command(Command, Option<log::LevelFilter>),
+}
+
+/// Why the command line was refused.
+#[derive(Debug, thiserror::Error)]
+enum UsageError {
+    #[error(transparent)]
+    Lexopt(#[from] lexopt::Error),
+    #[error("unknown log level {0:?}")]
+    Level(String),
+    #[error("{0}")]
+    Rule(&'static str),
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+}
+
+fn parse_args(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
+    use lexopt::prelude::*;
     let mut config = None;
     let mut level = None;
     let mut decisions_json = None;
-    let mut positional = Vec::new();
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].as_str();
-        let mut value = |name: &str| -> Result<String, String> {
-            i += 1;
-            args.get(i)
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match a {
-            "--config" | "-c" => config = Some(PathBuf::from(value("--config")?)),
-            "--decisions-json" => decisions_json = Some(value("--decisions-json")?),
-            "--log" => {
-                let v = value("--log")?;
-                level = Some(v.parse().map_err(|_| format!("unknown log level {v:?}"))?);
+    let mut positional: Vec<OsString> = Vec::new();
+    let mut any = false;
+    while let Some(arg) = parser.next()? {
+        any = true;
+        match arg {
+            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('V') | Long("version") => return Ok(Parsed::Version),
+            Short('c') | Long("config") => config = Some(PathBuf::from(parser.value()?)),
+            Long("decisions-json") => decisions_json = Some(parser.value()?),
+            Long("log") => {
+                let v = parser.value()?.string()?;
+                level = Some(v.parse().map_err(|_| UsageError::Level(v))?);
             }
-            _ if a.starts_with("--config=") => {
-                config = Some(PathBuf::from(&a["--config=".len()..]))
-            }
-            _ if a.starts_with('-') && a.len() > 1 => return Err(format!("unknown option {a:?}")),
-            _ => positional.push(a.to_string()),
+            Value(v) => positional.push(v),
+            _ => return Err(arg.unexpected().into()),
         }
-        i += 1;
     }
-    let config = config.ok_or("--config FILE is required")?;
-    match positional.as_slice() {
-        [cmd] if cmd == "run" => Ok((
-            Command::Run {
-                config,
-                decisions_json,
-            },
-            level,
-        )),
-        _ if decisions_json.is_some() => Err("--decisions-json is an option of run".into()),
-        [cmd, capture] if cmd == "replay" => Ok((
-            Command::Replay {
-                config,
-                capture: PathBuf::from(capture),
-            },
-            level,
-        )),
-        [cmd, ..] if cmd == "replay" => Err("replay needs exactly one CAPTURE file".into()),
-        [cmd, ..] => Err(format!("unknown command {cmd:?}")),
-        [] => Err("a command is required (run or replay)".into()),
+    if !any {
+        return Ok(Parsed::Bare);
     }
+    let command = match positional.first().map(|c| c.to_string_lossy()) {
+        None => return Err(UsageError::Rule("a command is required (run or replay)")),
+        Some(c) if c == "run" || c == "replay" => c.into_owned(),
+        Some(c) => return Err(UsageError::UnknownCommand(c.into_owned())),
+    };
+    let config = config.ok_or(UsageError::Rule("--config FILE is required"))?;
+    let command = match (command.as_str(), &positional[1..]) {
+        ("run", []) => Command::Run {
+            config,
+            decisions_json,
+        },
+        ("run", _) => return Err(UsageError::Rule("run takes no CAPTURE argument")),
+        _ if decisions_json.is_some() => {
+            return Err(UsageError::Rule("--decisions-json is an option of run"))
+        }
+        (_, [capture]) => Command::Replay {
+            config,
+            capture: PathBuf::from(capture),
+        },
+        _ => return Err(UsageError::Rule("replay needs exactly one CAPTURE file")),
+    };
+    Ok(Parsed::Command(command, level))
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if args.iter().any(|a| a == "--version" || a == "-V") {
-        println!("shmc-plugin {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    let (command, level) = match parse_args(&args) {
-        Ok(c) => c,
+    let (command, level) = match parse_args(lexopt::Parser::from_env()) {
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Version) => {
+            println!("shmc-plugin {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Ok(Parsed::Bare) => {
+            eprint!("{USAGE}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Ok(Parsed::Command(c, level)) => (c, level),
         Err(e) => {
             eprintln!("shmc-plugin: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
+            return ExitCode::from(EXIT_USAGE);
         }
     };
     match command {
         Command::Run {
             config,
             decisions_json,
-        } => {
-            // First, while this is the only thread: SIGTERM and SIGINT from
-            // here on wait for the run loop instead of killing the process.
-            let stop = match StopSignals::install() {
-                Ok(s) => s,
+        } => run(&config, decisions_json, level),
+        Command::Replay { config, capture } => replay_capture(&config, &capture, level),
+    }
+}
+
+/// Prints `e` with its chain of sources, `: `-separated.
+fn report(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn load(config: &std::path::Path) -> Result<HostConfig, ExitCode> {
+    file::load(config).map_err(|e| {
+        eprintln!("shmc-plugin: {}", report(&e));
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// Why `run` ended with an error.
+#[derive(Debug, thiserror::Error)]
+enum RunFailure {
+    #[error(transparent)]
+    Ipmb(#[from] ipmb::RunError),
+    #[cfg(feature = "rmcp")]
+    #[error(transparent)]
+    Sel(#[from] edge::source::sel::SourceError),
+    #[cfg(not(all(feature = "rmcp", feature = "system")))]
+    #[error("event source \"{0}\" is not in this build (cargo feature `{0}`)")]
+    NotBuilt(&'static str),
+}
+
+fn run(
+    config: &std::path::Path,
+    decisions_json: Option<OsString>,
+    level: Option<log::LevelFilter>,
+) -> ExitCode {
+    // First, while this is the only thread: SIGTERM and SIGINT from
+    // here on wait for the run loop instead of killing the process.
+    let stop = match StopSignals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("shmc-plugin: cannot set up SIGTERM/SIGINT handling: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    edge::init_logging(level.unwrap_or(log::LevelFilter::Info));
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut json_out: Option<JsonLines<Box<dyn Write>>> = match decisions_json {
+        None => None,
+        Some(_) if cfg.source == EventSource::Ipmb => {
+            eprintln!("shmc-plugin: --decisions-json needs the rmcp or system event source");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Some(path) if path == "-" => Some(JsonLines::new(Box::new(io::stdout()), true)),
+        Some(path) => match std::fs::File::create(&path) {
+            Ok(f) => Some(JsonLines::new(Box::new(f), true)),
+            Err(e) => {
+                eprintln!("shmc-plugin: cannot create {}: {e}", path.to_string_lossy());
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        },
+    };
+    let mut discard = Discard;
+    #[cfg_attr(not(feature = "rmcp"), allow(unused_variables))]
+    let records: &mut dyn RecordSink = match json_out.as_mut() {
+        Some(j) => j,
+        None => &mut discard,
+    };
+    #[cfg_attr(not(feature = "rmcp"), allow(unused_mut))]
+    let mut run_with = |agents: &mut dyn AgentLink| -> Result<(), RunFailure> {
+        match &cfg.source {
+            EventSource::Ipmb => Ok(ipmb::run(&cfg, agents, &stop)?),
+            #[cfg(feature = "rmcp")]
+            EventSource::Rmcp(src) => Ok(edge::source::sel::rmcp::run(
+                &cfg, src, agents, records, &stop,
+            )?),
+            #[cfg(feature = "system")]
+            EventSource::System(src) => Ok(edge::source::sel::system::run(
+                &cfg, src, agents, records, &stop,
+            )?),
+            #[cfg(not(all(feature = "rmcp", feature = "system")))]
+            other => Err(RunFailure::NotBuilt(other.kind())),
+        }
+    };
+    let result = match (cfg.listen, &cfg.key_file) {
+        (Some(listen), Some(key_file)) => {
+            match UdpAgents::bind(listen, key_file, cfg.sequence_file.as_deref(), &cfg.agents) {
+                Ok(mut agents) => run_with(&mut agents),
                 Err(e) => {
-                    eprintln!("shmc-plugin: cannot set up SIGTERM/SIGINT handling: {e}");
-                    return ExitCode::from(1);
-                }
-            };
-            host::init_logging(level.unwrap_or(log::LevelFilter::Info));
-            let cfg = match file::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("shmc-plugin: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            #[cfg_attr(not(feature = "rmcp"), allow(unused_mut, unused_variables))]
-            let mut json_out: Option<Box<dyn io::Write>> = match decisions_json.as_deref() {
-                None => None,
-                Some(_) if cfg.source == EventSource::Ipmb => {
-                    eprintln!(
-                        "shmc-plugin: --decisions-json needs the rmcp or system event source"
-                    );
-                    return ExitCode::from(2);
-                }
-                Some("-") => Some(Box::new(io::stdout())),
-                Some(path) => match std::fs::File::create(path) {
-                    Ok(f) => Some(Box::new(f)),
-                    Err(e) => {
-                        eprintln!("shmc-plugin: cannot create {path}: {e}");
-                        return ExitCode::from(1);
-                    }
-                },
-            };
-            #[cfg_attr(not(feature = "rmcp"), allow(unused_mut))]
-            let mut run_with = |agents: &mut dyn AgentLink| -> Result<(), String> {
-                match &cfg.source {
-                    EventSource::Ipmb => run::run(&cfg, agents, &stop).map_err(|e| e.to_string()),
-                    #[cfg(feature = "rmcp")]
-                    EventSource::Rmcp(src) => {
-                        let mut json = JsonLines::new(
-                            json_out.as_mut().map(|b| &mut **b as &mut dyn io::Write),
-                        );
-                        rmcp::run(&cfg, src, agents, &mut json, &stop).map_err(|e| e.to_string())
-                    }
-                    #[cfg(feature = "system")]
-                    EventSource::System(src) => {
-                        let mut json = JsonLines::new(
-                            json_out.as_mut().map(|b| &mut **b as &mut dyn io::Write),
-                        );
-                        system::run(&cfg, src, agents, &mut json, &stop).map_err(|e| e.to_string())
-                    }
-                    #[cfg(not(all(feature = "rmcp", feature = "system")))]
-                    other => Err(format!(
-                        "event source \"{0}\" is not in this build (cargo feature `{0}`)",
-                        other.kind()
-                    )),
-                }
-            };
-            let result = match (cfg.listen, &cfg.key_file) {
-                (Some(listen), Some(key_file)) => {
-                    match UdpAgents::bind(
-                        listen,
-                        key_file,
-                        cfg.sequence_file.as_deref(),
-                        &cfg.agents,
-                    ) {
-                        Ok(mut agents) => run_with(&mut agents),
-                        Err(e) => {
-                            eprintln!("shmc-plugin: agent link: {e}");
-                            return ExitCode::from(2);
-                        }
-                    }
-                }
-                (Some(_), None) => {
-                    eprintln!(
-                        "shmc-plugin: {}: `listen` needs `key_file`",
-                        config.display()
-                    );
-                    return ExitCode::from(2);
-                }
-                (None, _) => {
-                    log::warn!("no `listen` address configured: agent orders are logged only");
-                    run_with(&mut NoAgents::default())
-                }
-            };
-            // The decision stream is flushed per line; flush once more so a
-            // failure to do so is seen (and stdout, if that is where it goes).
-            let flushed = json_out.as_mut().map_or(Ok(()), |out| out.flush());
-            match (result, flushed) {
-                (Ok(()), Ok(())) => ExitCode::SUCCESS,
-                (Ok(()), Err(e)) => {
-                    log::error!("decision stream: {e}");
-                    ExitCode::from(1)
-                }
-                (Err(e), _) => {
-                    log::error!("{e}");
-                    ExitCode::from(1)
+                    eprintln!("shmc-plugin: agent link: {}", report(&e));
+                    return ExitCode::from(EXIT_USAGE);
                 }
             }
         }
-        Command::Replay { config, capture } => {
-            host::init_logging(level.unwrap_or(log::LevelFilter::Warn));
-            let cfg = match file::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("shmc-plugin: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let input = match std::fs::File::open(&capture) {
-                Ok(f) => BufReader::with_capacity(1 << 16, f),
-                Err(e) => {
-                    eprintln!("shmc-plugin: cannot read {}: {e}", capture.display());
-                    return ExitCode::from(1);
-                }
-            };
-            let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
-            match replay::replay(cfg.shelf, input, out) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(replay::ReplayError::BadLine { line, reason }) => {
-                    eprintln!("shmc-plugin: {}:{line}: {reason}", capture.display());
-                    ExitCode::from(2)
-                }
-                Err(e) => {
-                    eprintln!("shmc-plugin: {}: {e}", capture.display());
-                    ExitCode::from(1)
-                }
-            }
+        (Some(_), None) => {
+            eprintln!(
+                "shmc-plugin: {}: `listen` needs `key_file`",
+                config.display()
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        (None, _) => {
+            log::warn!("no `listen` address configured: agent orders are logged only");
+            run_with(&mut NoAgents::default())
+        }
+    };
+    // The decision stream is flushed per line; flush once more so a
+    // failure to do so is seen (and stdout, if that is where it goes).
+    let flushed = json_out.as_mut().map_or(Ok(()), |out| out.flush());
+    match (result, flushed) {
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        (Ok(()), Err(e)) => {
+            log::error!("decision stream: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+        (Err(e), _) => {
+            log::error!("{}", report(&e));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn replay_capture(
+    config: &std::path::Path,
+    capture: &std::path::Path,
+    level: Option<log::LevelFilter>,
+) -> ExitCode {
+    edge::init_logging(level.unwrap_or(log::LevelFilter::Warn));
+    let cfg = match load(config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let input = match std::fs::File::open(capture) {
+        Ok(f) => BufReader::with_capacity(1 << 16, f),
+        Err(e) => {
+            eprintln!("shmc-plugin: cannot read {}: {e}", capture.display());
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let out = BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    match replay::replay(cfg.shelf, input, out) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(replay::ReplayError::BadLine { line, reason }) => {
+            eprintln!("shmc-plugin: {}:{line}: {reason}", capture.display());
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e @ replay::ReplayError::Config(_)) => {
+            eprintln!("shmc-plugin: {}: {}", config.display(), report(&e));
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("shmc-plugin: {}: {}", capture.display(), report(&e));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Parsed, UsageError> {
+        parse_args(lexopt::Parser::from_args(args.iter().copied()))
+    }
+
+    #[test]
+    fn test_every_spelling_parses() {
+        for args in [
+            &["run", "--config", "a.toml"][..],
+            &["run", "-c", "a.toml", "--log", "debug"],
+            &["--config=a.toml", "run"],
+            &["run", "--config", "a.toml", "--decisions-json", "-"],
+            &["replay", "--config", "a.toml", "cap.txt"],
+            &["replay", "cap.txt", "--config", "a.toml", "--log", "info"],
+        ] {
+            assert!(matches!(parse(args), Ok(Parsed::Command(..))), "{args:?}");
+        }
+        assert!(matches!(parse(&[]), Ok(Parsed::Bare)));
+        assert!(matches!(parse(&["run", "--help"]), Ok(Parsed::Help)));
+        assert!(matches!(parse(&["replay", "-h"]), Ok(Parsed::Help)));
+        assert!(matches!(parse(&["-V"]), Ok(Parsed::Version)));
+    }
+
+    #[test]
+    fn test_usage_errors() {
+        for args in [
+            &["run"][..],
+            &["replay", "--config"],
+            &["frobnicate", "--config", "x.toml"],
+            &["replay", "--config", "a.toml"],
+            &["replay", "--config", "a.toml", "a", "b"],
+            &["replay", "--config", "a.toml", "a", "--decisions-json", "-"],
+            &["run", "--config", "a.toml", "--log", "loud"],
+            &["run", "--config", "a.toml", "--frob"],
+            &["--config", "a.toml"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?}");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The daemon's steady-state event path allocates nothing.
 //!
-//! `shmc_plugin::host::run::run` (the loop `shmc-plugin run` uses) runs on its
+//! `shmc_plugin::edge::source::ipmb::run` (the loop `shmc-plugin run` uses) runs on its
 //! own thread over a pseudo-terminal standing in for the IPMB. A counting
 //! global allocator counts the heap allocations made on that thread only.
 //! After a warm-up (start-up, every kind of event, one whole incident per
@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use std::os::fd::BorrowedFd;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use shmc_plugin::edge::agents::AgentLink;
+use shmc_plugin::edge::stop::StopSignals;
 use shmc_plugin::engine::{AgentInput, GuestName, Order, OrderKind, ReportText, Undelivered};
-use shmc_plugin::host::agent::AgentLink;
-use shmc_plugin::host::stop::StopSignals;
 use shmc_plugin::wire::cmd;
 use shmc_plugin::wire::framer::{Feed, StreamFramer};
 use shmc_plugin::wire::ipmb::{Message, Repr};
@@ -323,7 +323,7 @@ fn steady_state_event_path_allocates_nothing() {
         COUNTED.with(|c| c.set(true));
         // One allocation of our own proves the counter sees this thread.
         drop(std::hint::black_box(Vec::<u8>::with_capacity(16)));
-        shmc_plugin::host::run::run(&cfg, &mut Partner::default(), &StopSignals::none())
+        shmc_plugin::edge::source::ipmb::run(&cfg, &mut Partner::default(), &StopSignals::none())
     });
     let _slave = pty.slave;
     std::thread::sleep(Duration::from_millis(200));

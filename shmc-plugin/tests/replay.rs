@@ -236,7 +236,16 @@ fn test_cli() {
         String::from_utf8_lossy(&version.stdout).trim(),
         format!("shmc-plugin {}", env!("CARGO_PKG_VERSION"))
     );
-    assert_eq!(shmc(&[]).status.code(), Some(2));
+    // A bare command prints the usage (on stderr: it is a usage error).
+    let bare = shmc(&[]);
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("Usage:"));
+    // Every command answers --help.
+    for cmd in ["run", "replay"] {
+        let help = shmc(&[cmd, "--help"]);
+        assert!(help.status.success(), "{cmd} --help");
+        assert!(String::from_utf8_lossy(&help.stdout).contains("Usage:"));
+    }
     assert_eq!(shmc(&["replay", "--config"]).status.code(), Some(2));
     assert_eq!(
         shmc(&["frobnicate", "--config", "x.toml"]).status.code(),

@@ -3,17 +3,17 @@
 //! driver (`/dev/ipmi0`, Linux `ipmi_devintf`) and reaches blade IPMCs with
 //! the driver's IPMB addressing (the driver does the bridging; no Send
 //! Message is built here). Polling, cursor and outage handling are those of
-//! [`super::rmcp`].
+//! every SEL source ([`super::run_source`]).
 
 use std::time::Duration;
 
-use super::agent::AgentLink;
-use super::rmcp::{
-    no_answer, run_source, IpmiSession, JsonLines, SessionError, SourceError, Target,
-};
-use super::stop::StopSignals;
+use super::session::{no_answer, IpmiSession, SessionError, Target};
+use super::{run_source, SourceError};
 use crate::config::file::HostConfig;
 use crate::config::source::SystemSource;
+use crate::edge::agents::AgentLink;
+use crate::edge::record::RecordSink;
+use crate::edge::stop::StopSignals;
 
 /// A session over the IPMI character device.
 pub struct SystemSession {
@@ -118,7 +118,7 @@ pub fn run(
     cfg: &HostConfig,
     src: &SystemSource,
     agents: &mut dyn AgentLink,
-    json: &mut JsonLines<'_>,
+    records: &mut dyn RecordSink,
     stop: &StopSignals,
 ) -> Result<(), SourceError> {
     let label = format!("system {}", src.device.display());
@@ -128,7 +128,7 @@ pub fn run(
         src.polling,
         &mut || SystemSession::open(src),
         agents,
-        json,
+        records,
         stop,
     )
 }

@@ -1,8 +1,9 @@
-//! `shmc-plugin run`: the single-threaded poll loop of the daemon.
+//! The IPMB device source (`shmc-plugin run` with `ipmb_device`): the
+//! single-threaded poll loop of the daemon.
 //!
 //! Each wake-up (IPMB readable, agent socket readable, a stop signal, or the
-//! tick of [`TICK_MS`]) reads what is there, feeds the [`Shelf`] with the monotonic
-//! time since start, runs [`Shelf::poll`], and carries out every queued
+//! tick of [`TICK_MS`]) reads what is there, feeds the [`Runtime`] with the monotonic
+//! time since start, runs the core's timers, and carries out every queued
 //! output: IPMB requests are framed (rqSA = own address, LUNs 0) and written,
 //! orders go to the [`AgentLink`], decisions and alerts are logged by the core.
 //!
@@ -30,11 +31,13 @@ use log::{debug, error, info, warn};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::agent::AgentLink;
-use super::stop::{OpenWork, StopSignals};
 use crate::config::file::HostConfig;
-use crate::engine::{Output, Shelf};
-use crate::wire::cmd;
+use crate::config::ConfigError;
+use crate::edge::agents::AgentLink;
+use crate::edge::record::Discard;
+use crate::edge::runtime::{Clocks, Detail, Inbound, IpmbPort, Runtime};
+use crate::edge::stop::{OpenWork, StopSignals};
+use crate::engine::Shelf;
 use crate::wire::framer::{validate_message, Feed, FramerStats, StreamFramer};
 use crate::wire::ipmb::{FrameError, Repr};
 
@@ -42,27 +45,21 @@ use crate::wire::ipmb::{FrameError, Repr};
 pub const TICK_MS: u16 = 10;
 
 /// Why the run loop stopped.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The IPMB device could not be opened or set up.
-    Open(PathBuf, io::Error),
-    /// The IPMB device failed or closed.
-    Device(PathBuf, String),
+    #[error("cannot open IPMB device {}", .0.display())]
+    Open(PathBuf, #[source] io::Error),
+    /// The IPMB device failed.
+    #[error("IPMB device {}", .0.display())]
+    Device(PathBuf, #[source] Errno),
+    /// The IPMB device closed (end of file).
+    #[error("IPMB device {}: closed (end of file)", .0.display())]
+    Closed(PathBuf),
     /// The configuration was refused by the core.
-    Config(String),
+    #[error("configuration")]
+    Config(#[from] ConfigError),
 }
-
-impl std::fmt::Display for RunError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Open(p, e) => write!(f, "cannot open IPMB device {}: {e}", p.display()),
-            Self::Device(p, e) => write!(f, "IPMB device {}: {e}", p.display()),
-            Self::Config(e) => write!(f, "configuration: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for RunError {}
 
 /// The daemon's IPMB side: device, framing state and counters.
 struct Bus {
@@ -70,7 +67,6 @@ struct Bus {
     stream: bool,
     framer: StreamFramer,
     stats: FramerStats,
-    own_address: u8,
     write_errors: u64,
 }
 
@@ -96,72 +92,33 @@ impl Bus {
     }
 }
 
+impl IpmbPort for Bus {
+    fn answer(&mut self, response: &Repr<'_>) {
+        self.write(response);
+    }
+
+    fn request(&mut self, request: &Repr<'_>) -> Option<(u64, Vec<u8>)> {
+        // The answer comes back over the bus.
+        self.write(request);
+        None
+    }
+}
+
 fn milliseconds(start: Instant) -> u64 {
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-fn handle(shelf: &mut Shelf, bus: &mut Bus, now: u64, repr: &Repr<'_>) {
-    if repr.is_response() {
-        shelf.on_ipmb_response(
-            now,
-            repr.rq_sa,
-            repr.rq_seq,
-            repr.net_fn,
-            repr.cmd,
-            repr.data,
-        );
-        return;
-    }
-    match cmd::platform_event(repr) {
-        Some(event) => {
-            bus.write(&Repr::response_to(repr, &cmd::PLATFORM_EVENT_RESPONSE));
-            match event {
-                Ok(ev) => {
-                    let outcome = shelf.on_platform_event(now, repr.rq_seq, &ev);
-                    debug!("event from 0x{:02x}: {outcome:?}", ev.generator);
-                }
-                Err(e) => warn!("Platform Event from 0x{:02x} refused: {e}", repr.rq_sa),
-            }
+fn handle(rt: &mut Runtime, bus: &mut Bus, now: u64, repr: &Repr<'_>) {
+    match rt.on_message(now, repr, bus) {
+        Inbound::Response => {}
+        Inbound::Event { event, outcome } => {
+            debug!("event from 0x{:02x}: {outcome:?}", event.generator)
         }
-        None => {
-            if repr.rq_sa == bus.own_address {
-                // Another sender on our address (shared bus): track its deactivations.
-                shelf.on_own_request(repr.rs_sa, repr.net_fn, repr.cmd, repr.data);
-            } else if repr.rs_sa == bus.own_address {
-                // 0xC1: invalid command.
-                bus.write(&Repr::response_to(repr, &[0xC1]));
-            }
-            debug!(
-                "request netFn 0x{:02x} cmd 0x{:02x} from 0x{:02x} not handled",
-                repr.net_fn, repr.cmd, repr.rq_sa
-            );
-        }
-    }
-}
-
-fn carry_out(shelf: &mut Shelf, bus: &mut Bus, agents: &mut dyn AgentLink, now: u64) {
-    while let Some(o) = shelf.pop_output() {
-        match o {
-            Output::Ipmb {
-                dest,
-                net_fn,
-                cmd,
-                rq_seq,
-                data,
-            } => bus.write(&Repr {
-                rs_sa: dest,
-                net_fn,
-                rs_lun: 0,
-                rq_sa: bus.own_address,
-                rq_seq,
-                rq_lun: 0,
-                cmd,
-                data: &data,
-            }),
-            Output::Order { slot, order } => agents.send_order(now, slot, &order),
-            // The core logged these when it queued them.
-            Output::Decision(_) | Output::Alert(_) => {}
-        }
+        Inbound::BadEvent(e) => warn!("Platform Event from 0x{:02x} refused: {e}", repr.rq_sa),
+        Inbound::OwnRequest | Inbound::Other => debug!(
+            "request netFn 0x{:02x} cmd 0x{:02x} from 0x{:02x} not handled",
+            repr.net_fn, repr.cmd, repr.rq_sa
+        ),
     }
 }
 
@@ -183,18 +140,18 @@ fn log_totals(shelf: &Shelf, bus: &Bus) {
 
 fn open_device(cfg: &HostConfig) -> Result<File, RunError> {
     let path = &cfg.ipmb_device;
+    let open = |e: io::Error| RunError::Open(path.clone(), e);
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .map_err(|e| RunError::Open(path.clone(), e))?;
+        .map_err(open)?;
     if cfg.stream_mode() && nix::unistd::isatty(file.as_fd()).unwrap_or(false) {
-        let mut t = nix::sys::termios::tcgetattr(file.as_fd())
-            .map_err(|e| RunError::Open(path.clone(), e.into()))?;
+        let mut t = nix::sys::termios::tcgetattr(file.as_fd()).map_err(|e| open(e.into()))?;
         nix::sys::termios::cfmakeraw(&mut t);
         nix::sys::termios::tcsetattr(file.as_fd(), nix::sys::termios::SetArg::TCSANOW, &t)
-            .map_err(|e| RunError::Open(path.clone(), e.into()))?;
+            .map_err(|e| open(e.into()))?;
     }
     Ok(file)
 }
@@ -206,21 +163,20 @@ pub fn run(
     agents: &mut dyn AgentLink,
     stop: &StopSignals,
 ) -> Result<(), RunError> {
-    let mut shelf = Shelf::new(cfg.shelf.clone()).map_err(|e| RunError::Config(e.to_string()))?;
+    let mut rt = Runtime::new(cfg.shelf.clone(), Detail::Live)?;
     let file = open_device(cfg)?;
     let mut bus = Bus {
         file,
         stream: cfg.stream_mode(),
         framer: StreamFramer::new(),
         stats: FramerStats::new(),
-        own_address: cfg.shelf.own_address,
         write_errors: 0,
     };
     info!(
         "shmc-plugin running: IPMB {} ({} mode), own address 0x{:02x}, {} blade(s)",
         cfg.ipmb_device.display(),
         if bus.stream { "stream" } else { "message" },
-        cfg.shelf.own_address,
+        rt.own_address(),
         cfg.shelf.blades.len()
     );
     let start = Instant::now();
@@ -238,7 +194,7 @@ pub fn run(
             }
             match poll(&mut fds, PollTimeout::from(TICK_MS)) {
                 Ok(_) | Err(Errno::EINTR) => {}
-                Err(e) => return Err(RunError::Device(cfg.ipmb_device.clone(), e.to_string())),
+                Err(e) => return Err(RunError::Device(cfg.ipmb_device.clone(), e)),
             }
             let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
             (ready(0), stop_at.is_some_and(ready))
@@ -247,11 +203,8 @@ pub fn run(
         if ipmb_ready {
             match nix::unistd::read(bus.file.as_fd(), &mut buf) {
                 Ok(0) => {
-                    log_totals(&shelf, &bus);
-                    return Err(RunError::Device(
-                        cfg.ipmb_device.clone(),
-                        "closed (end of file)".into(),
-                    ));
+                    log_totals(rt.shelf(), &bus);
+                    return Err(RunError::Closed(cfg.ipmb_device.clone()));
                 }
                 Ok(n) => {
                     if bus.stream {
@@ -260,7 +213,7 @@ pub fn run(
                             match bus.framer.feed(rest) {
                                 Feed::Consumed => break,
                                 Feed::Message { message, remaining } => {
-                                    handle(&mut shelf, &mut bus, now, &message.repr());
+                                    handle(&mut rt, &mut bus, now, &message.repr());
                                     rest = remaining;
                                 }
                                 Feed::Rejected { reason, remaining } => {
@@ -271,7 +224,7 @@ pub fn run(
                         }
                     } else {
                         match validate_message(&buf[..n], &mut bus.stats) {
-                            Ok(repr) => handle(&mut shelf, &mut bus, now, &repr),
+                            Ok(repr) => handle(&mut rt, &mut bus, now, &repr),
                             Err(e) => {
                                 debug!("IPMB message rejected: {e}");
                                 if e == FrameError::TooLong {
@@ -284,20 +237,20 @@ pub fn run(
                 Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
                 Err(e) => {
                     error!("IPMB read failed: {e}");
-                    log_totals(&shelf, &bus);
-                    return Err(RunError::Device(cfg.ipmb_device.clone(), e.to_string()));
+                    log_totals(rt.shelf(), &bus);
+                    return Err(RunError::Device(cfg.ipmb_device.clone(), e));
                 }
             }
         }
         // Every wake-up: the link also runs its retries here.
-        agents.receive(now, &mut |slot, input| shelf.on_agent(now, slot, input));
-        agents.tick(now);
-        shelf.poll(now);
-        carry_out(&mut shelf, &mut bus, agents, now);
+        rt.on_agents(Clocks::same(now), agents);
+        rt.poll(now);
+        // Without a decision stream nothing can fail to be written.
+        let _ = rt.carry_out(Clocks::same(now), &mut bus, Some(agents), &mut Discard);
         if let Some(s) = stop_ready.then(|| stop.take()).flatten() {
             info!("stopping on {s}");
-            OpenWork::of(&shelf, agents).log();
-            log_totals(&shelf, &bus);
+            OpenWork::of(rt.shelf(), agents).log();
+            log_totals(rt.shelf(), &bus);
             stop.note_late();
             return Ok(());
         }

@@ -32,8 +32,28 @@ use shelfha_proto::{
     SeqSeed,
 };
 
-use super::agent::AgentLink;
+use super::AgentLink;
 use crate::engine::{AgentInput, Confirmation, Order, OrderKind, Undelivered};
+
+/// Why the agent link could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The shelf key could not be loaded.
+    #[error(transparent)]
+    Key(#[from] shelfha_proto::KeyFileError),
+    /// The directory of `sequence_file` could not be created.
+    #[error("sequence_file directory {}", .0.display())]
+    SequenceDir(std::path::PathBuf, #[source] std::io::Error),
+    /// The listening socket could not be bound.
+    #[error("cannot bind {0}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    /// A slot the protocol cannot name.
+    #[error("slot {0} has no node id")]
+    NoNodeId(u8),
+    /// More agents than the endpoint holds.
+    #[error("too many peers at slot {0}")]
+    TooManyPeers(u8),
+}
 
 /// Orders and agent inputs over the shelf's UDP protocol.
 pub struct UdpAgents {
@@ -66,13 +86,13 @@ impl UdpAgents {
         key_file: &Path,
         sequence_file: Option<&Path>,
         agents: &[(u8, Option<SocketAddr>)],
-    ) -> Result<Self, String> {
-        let key = load_key(key_file).map_err(|e| e.to_string())?;
+    ) -> Result<Self, LinkError> {
+        let key = load_key(key_file)?;
         let seq = match sequence_file {
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("sequence_file directory {}: {e}", dir.display()))?;
+                        .map_err(|e| LinkError::SequenceDir(dir.to_path_buf(), e))?;
                 }
                 SeqSeed::File(path.to_path_buf())
             }
@@ -86,12 +106,12 @@ impl UdpAgents {
             ..EndpointConfig::default()
         };
         let mut endpoint = Endpoint::bind(listen, NodeId::SHMC, key, config)
-            .map_err(|e| format!("cannot bind {listen}: {e}"))?;
+            .map_err(|e| LinkError::Bind(listen, e))?;
         for &(slot, addr) in agents {
-            let id = NodeId::blade(slot).ok_or_else(|| format!("slot {slot} has no node id"))?;
+            let id = NodeId::blade(slot).ok_or(LinkError::NoNodeId(slot))?;
             endpoint
                 .add_peer(id, addr)
-                .map_err(|_| format!("too many peers at slot {slot}"))?;
+                .map_err(|_| LinkError::TooManyPeers(slot))?;
         }
         let incident_base = incident_base(endpoint.next_seq());
         info!("decision #N is incident {incident_base} + N on the agent link");

@@ -23,7 +23,7 @@ use log::{info, warn};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::agent::AgentLink;
+use super::agents::AgentLink;
 use crate::classify::Class;
 use crate::engine::{Confirmation, FenceStep, Incident, Phase, Shelf};
 

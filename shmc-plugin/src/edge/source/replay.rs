@@ -1,5 +1,5 @@
-//! `shmc-plugin replay`: a capture of IPMB messages through the same [`Shelf`]
-//! core as `run`, JSON lines out. Deterministic, streaming, and the
+//! The capture source (`shmc-plugin replay`): a capture of IPMB messages through the same
+//! [`Runtime`] as `run`, JSON lines out. Deterministic, streaming, and the
 //! throughput benchmark.
 //!
 //! # Input
@@ -27,7 +27,7 @@
 //!   the core would have sent), `orders`, `alerts`.
 //!
 //! # Semantics
-//! The core runs with the capture's times: [`Shelf::poll`] before every
+//! The core runs with the capture's times: [`Shelf::poll`](crate::engine::Shelf::poll) before every
 //! message, so fence steps escalate as they would have. No IPMC answers in a
 //! replay: requests are only counted, but a fence we would have sent still
 //! makes a later M6/M1 "commanded", and so does a deactivation request the
@@ -56,15 +56,18 @@
 //! can follow. With the option off (the default) nothing is held and the
 //! output is that of the core table.
 //!
-//! The hot path reuses one line buffer and one byte buffer and formats JSON
-//! straight into a buffered stdout: no allocation per line.
+//! The records are those of every source ([`crate::edge::record`]), with the
+//! fields a capture has. The hot path reuses one line buffer and one byte
+//! buffer and serializes straight into a buffered stdout: no allocation per
+//! line.
 
 use std::io::{self, BufRead, Write};
 
-use crate::config::ShelfConfig;
-use crate::engine::{EventOutcome, Output, Shelf};
-use crate::event::{PlatformEvent, SensorType};
-use crate::wire::cmd;
+use crate::config::{ConfigError, ShelfConfig};
+pub use crate::edge::record::Summary;
+use crate::edge::record::{JsonLines, Record, RecordSink, SummaryRecord};
+use crate::edge::runtime::{Clocks, Detail, Inbound, Runtime, Silent};
+use crate::engine::EventOutcome;
 use crate::wire::framer::{validate_message, FramerStats};
 use crate::wire::ipmb::FrameError;
 
@@ -73,65 +76,22 @@ use crate::wire::ipmb::FrameError;
 const LINE_BYTES: usize = 64;
 
 /// Why a replay stopped.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     /// A line that is not `<t_ms> <hex>`.
+    #[error("line {line}: {reason}")]
     BadLine {
         /// 1-based line number.
         line: u64,
         /// What is wrong.
         reason: &'static str,
     },
+    /// The core refused the configuration.
+    #[error("configuration: {0}")]
+    Config(#[source] ConfigError),
     /// Reading the capture or writing the output failed.
-    Io(io::Error),
-}
-
-impl std::fmt::Display for ReplayError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::BadLine { line, reason } => write!(f, "line {line}: {reason}"),
-            Self::Io(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for ReplayError {}
-
-impl From<io::Error> for ReplayError {
-    fn from(e: io::Error) -> Self {
-        Self::Io(e)
-    }
-}
-
-/// Totals of one replay (the summary line).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Valid IPMB messages.
-    pub frames: u64,
-    /// Lines whose bytes are not a valid IPMB message.
-    pub bad_frames: u64,
-    /// Platform Events accepted (duplicates excluded).
-    pub events: u64,
-    /// Decisions.
-    pub decisions: u64,
-    /// Duplicate Platform Events.
-    pub duplicates: u64,
-    /// Platform Events from unconfigured generators.
-    pub unknown_generator: u64,
-    /// Platform Events with fewer than 7 data bytes.
-    pub bad_events: u64,
-    /// Responses seen.
-    pub responses: u64,
-    /// Responses matching no request of ours.
-    pub unmatched_responses: u64,
-    /// Requests other than Platform Events.
-    pub other_requests: u64,
-    /// IPMB requests the core would have sent (retries included).
-    pub requests_sent: u64,
-    /// Agent orders the core would have sent.
-    pub orders: u64,
-    /// Alerts raised.
-    pub alerts: u64,
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
 /// One parsed capture line.
@@ -212,78 +172,16 @@ fn parse_line(text: &[u8], bytes: &mut [u8; LINE_BYTES]) -> Result<Line, &'stati
     })
 }
 
-fn write_m_state(out: &mut impl Write, key: &str, m: Option<u8>) -> io::Result<()> {
-    match m {
-        Some(v) => write!(out, ",\"{key}\":{v}"),
-        None => write!(out, ",\"{key}\":null"),
-    }
-}
-
-fn write_event(out: &mut impl Write, t_ms: u64, ev: &PlatformEvent) -> io::Result<()> {
-    let st: u8 = ev.sensor_type.into();
-    let [d1, d2, d3] = ev.event_data;
-    write!(
-        out,
-        "{{\"t_ms\":{t_ms},\"event\":{{\"generator\":{},\"sensor_type\":{st},\"sensor_number\":{},\"event_type\":{},\"assertion\":{},\"event_data\":[{d1},{d2},{d3}],\"offset\":{}",
-        ev.generator,
-        ev.sensor_number,
-        ev.event_type,
-        ev.assertion,
-        ev.offset()
-    )?;
-    if ev.sensor_type == SensorType::FruHotSwap {
-        let hs = ev.hot_swap();
-        write_m_state(out, "m_state", hs.map(|h| h.current as u8))?;
-        write_m_state(
-            out,
-            "previous_m_state",
-            hs.and_then(|h| h.previous).map(|m| m as u8),
-        )?;
-        write_m_state(out, "cause", hs.and_then(|h| h.cause))?;
-        write_m_state(out, "fru_id", hs.map(|h| h.fru_id))?;
-    }
-    out.write_all(b"}}\n")
-}
-
-fn drain(shelf: &mut Shelf, out: &mut impl Write, sum: &mut Summary) -> io::Result<()> {
-    while let Some(o) = shelf.pop_output() {
-        match o {
-            Output::Decision(d) => {
-                sum.decisions += 1;
-                write!(
-                    out,
-                    "{{\"t_ms\":{},\"decision\":{{\"class\":\"{}\",\"slot\":{},\"ipmb_address\":{},\"partner_slot\":{},\"actions\":[",
-                    d.t_ms, d.class, d.slot, d.ipmb_address, d.partner_slot
-                )?;
-                for (i, a) in d.actions.iter().enumerate() {
-                    if i > 0 {
-                        out.write_all(b",")?;
-                    }
-                    write!(out, "\"{}\"", a.as_str())?;
-                }
-                out.write_all(b"]}}\n")?;
-            }
-            Output::Ipmb { .. } => sum.requests_sent += 1,
-            Output::Order { .. } => sum.orders += 1,
-            Output::Alert(_) => sum.alerts += 1,
-        }
-    }
-    Ok(())
-}
-
 /// Replays `input` through a shelf built from `cfg` (probing is switched
 /// off) and writes JSON lines to `out`; returns the summary it printed last.
 pub fn replay(
     mut cfg: ShelfConfig,
     mut input: impl BufRead,
-    mut out: impl Write,
+    out: impl Write,
 ) -> Result<Summary, ReplayError> {
     cfg.probing = false;
-    let own_address = cfg.own_address;
-    let mut shelf = Shelf::new(cfg).map_err(|_| ReplayError::BadLine {
-        line: 0,
-        reason: "invalid configuration",
-    })?;
+    let mut rt = Runtime::new(cfg, Detail::Capture).map_err(ReplayError::Config)?;
+    let mut out = JsonLines::new(out, false);
     let mut sum = Summary::default();
     let mut stats = FramerStats::new();
     let mut line = Vec::with_capacity(256);
@@ -317,64 +215,37 @@ pub fn replay(
             });
         }
         last_t = t_ms;
-        shelf.poll(t_ms);
+        rt.poll(t_ms);
         if overflow {
             stats.record_bad(FrameError::TooLong);
         } else if let Ok(repr) = validate_message(&bytes[..len], &mut stats) {
-            if repr.is_response() {
-                sum.responses += 1;
-                shelf.on_ipmb_response(
-                    t_ms,
-                    repr.rq_sa,
-                    repr.rq_seq,
-                    repr.net_fn,
-                    repr.cmd,
-                    repr.data,
-                );
-            } else {
-                match cmd::platform_event(&repr) {
-                    Some(Ok(ev)) => match shelf.on_platform_event(t_ms, repr.rq_seq, &ev) {
-                        EventOutcome::Duplicate => {}
-                        _ => write_event(&mut out, t_ms, &ev)?,
-                    },
-                    Some(Err(_)) => sum.bad_events += 1,
-                    None => {
-                        sum.other_requests += 1;
-                        if repr.rq_sa == own_address {
-                            shelf.on_own_request(repr.rs_sa, repr.net_fn, repr.cmd, repr.data);
-                        }
-                    }
-                }
+            match rt.on_message(t_ms, &repr, &mut Silent) {
+                Inbound::Response => sum.responses += 1,
+                Inbound::Event {
+                    outcome: EventOutcome::Duplicate,
+                    ..
+                } => {}
+                Inbound::Event { event, .. } => out.record(&rt.event_record(t_ms, &event))?,
+                Inbound::BadEvent(_) => sum.bad_events += 1,
+                Inbound::OwnRequest | Inbound::Other => sum.other_requests += 1,
             }
         }
-        drain(&mut shelf, &mut out, &mut sum)?;
+        rt.carry_out(Clocks::same(t_ms), &mut Silent, None, &mut out)?;
     }
-    shelf.finish_holds(last_t);
-    drain(&mut shelf, &mut out, &mut sum)?;
-    let c = shelf.counters();
+    rt.shelf_mut().finish_holds(last_t);
+    rt.carry_out(Clocks::same(last_t), &mut Silent, None, &mut out)?;
+    let c = rt.shelf().counters();
     sum.frames = stats.frames;
     sum.bad_frames = stats.bad_frames();
     sum.events = c.events;
     sum.duplicates = c.duplicates;
     sum.unknown_generator = c.unknown_generator;
-    sum.unmatched_responses = shelf.request_stats().unmatched;
-    writeln!(
-        out,
-        "{{\"summary\":{{\"frames\":{},\"bad_frames\":{},\"events\":{},\"decisions\":{},\"duplicates\":{},\"unknown_generator\":{},\"bad_events\":{},\"responses\":{},\"unmatched_responses\":{},\"other_requests\":{},\"requests_sent\":{},\"orders\":{},\"alerts\":{}}}}}",
-        sum.frames,
-        sum.bad_frames,
-        sum.events,
-        sum.decisions,
-        sum.duplicates,
-        sum.unknown_generator,
-        sum.bad_events,
-        sum.responses,
-        sum.unmatched_responses,
-        sum.other_requests,
-        sum.requests_sent,
-        sum.orders,
-        sum.alerts
-    )?;
+    sum.unmatched_responses = rt.shelf().request_stats().unmatched;
+    sum.decisions = rt.tally.decisions;
+    sum.requests_sent = rt.tally.requests;
+    sum.orders = rt.tally.orders;
+    sum.alerts = rt.tally.alerts;
+    out.record(&Record::Summary(SummaryRecord { summary: sum }))?;
     out.flush()?;
     Ok(sum)
 }

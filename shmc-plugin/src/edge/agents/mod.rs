@@ -1,4 +1,5 @@
-//! The seam between the run loop and the blade agents.
+//! The seam between the runtime and the blade agents: the [`AgentLink`]
+//! trait, [`NoAgents`], and the UDP link ([`udp`]).
 //!
 //! The core speaks [`Order`] and [`AgentInput`]; an [`AgentLink`] carries them
 //! over the ShMC <-> agent protocol (UDP, authenticated, acknowledged and
@@ -6,6 +7,8 @@
 //! [`AgentLink::poll_fd`] together with the IPMB device, calls
 //! [`AgentLink::receive`] and [`AgentLink::tick`] on every
 //! wake-up (readable or not), and hands every order the core queues to [`AgentLink::send_order`].
+
+pub mod udp;
 
 use std::os::fd::BorrowedFd;
 
