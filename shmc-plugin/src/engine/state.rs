@@ -1,0 +1,136 @@
+//! Per-blade state, counters and the outcome of an event.
+
+use super::*;
+
+/// IPMB link condition as last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Link {
+    /// Both buses (or nothing reported).
+    #[default]
+    Ok,
+    /// One bus lost.
+    Degraded,
+    /// Both buses lost.
+    Lost,
+}
+
+/// What the shelf knows about one blade (see [`Shelf::blade`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BladeStatus {
+    /// Configuration.
+    pub config: BladeConfig,
+    /// Last M-state of FRU 0 seen (event or poll).
+    pub m_state: Option<MState>,
+    /// Open incident.
+    pub incident: Option<Incident>,
+    /// We sent a deactivation or fence in the open incident.
+    pub commanded: bool,
+    /// The agent is registered.
+    pub agent_registered: bool,
+    /// IPMB link condition.
+    pub link: Link,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Blade {
+    pub(super) cfg: BladeConfig,
+    pub(super) m_state: Option<MState>,
+    pub(super) hot_swap_sensor: u8,
+    pub(super) incident: Option<Incident>,
+    pub(super) commanded: bool,
+    pub(super) link: Link,
+    pub(super) registered: bool,
+    pub(super) last_heartbeat: u64,
+    pub(super) hypervisor_down_since: Option<u64>,
+    pub(super) last_heard: Option<u64>,
+    pub(super) next_probe: u64,
+    pub(super) next_confirm_poll: u64,
+    /// When the open incident's first fence request was queued: only hot-swap
+    /// states observed after it confirm the fence.
+    pub(super) fence_began: Option<Began>,
+}
+
+/// Counters of the shelf (every drop and overflow is here).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Platform Events accepted (duplicates excluded).
+    pub events: u64,
+    /// Platform Events suppressed as duplicates.
+    pub duplicates: u64,
+    /// Platform Events from unconfigured addresses (ignored).
+    pub unknown_generator: u64,
+    /// Events recorded only.
+    pub recorded: u64,
+    /// Decisions taken.
+    pub decisions: u64,
+    /// Failures seen while the blade already had an open incident (no decision).
+    pub suppressed: u64,
+    /// IPMB link reports repeating the known condition.
+    pub link_repeats: u64,
+    /// IPMB responses received.
+    pub responses: u64,
+    /// IPMB responses from unconfigured addresses.
+    pub responses_unknown: u64,
+    /// Fence requests answered with an error completion code.
+    pub fence_rejected: u64,
+    /// Fences confirmed.
+    pub fences_confirmed: u64,
+    /// Failover orders (whole blade or one guest).
+    pub failovers: u64,
+    /// Failover attempts refused because the fence was not confirmed (must stay 0).
+    pub unsafe_failover_refused: u64,
+    /// Incidents closed.
+    pub incidents_closed: u64,
+    /// Alerts raised.
+    pub alerts: u64,
+    /// Agent inputs for unconfigured slots.
+    pub agent_unknown_slot: u64,
+    /// Agent inputs that did not fit the blade's state (ignored).
+    pub agent_ignored: u64,
+    /// Guest outcome reports.
+    pub guest_reports: u64,
+    /// Duplicate table entries evicted while live.
+    pub dedupe_evictions: u64,
+    /// Guest windows forgotten for room.
+    pub guest_evictions: u64,
+    /// Guest failovers not started because their table was full.
+    pub guest_failovers_dropped: u64,
+    /// Outputs dropped because the output queue was full.
+    pub outputs_dropped: u64,
+    /// Predictive mode: non-critical threshold holds opened.
+    pub degraded_holds: u64,
+    /// Predictive mode: holds cancelled by a deassertion within the hold time.
+    pub degraded_cancelled: u64,
+    /// Predictive mode: holds not opened because their table was full.
+    pub degraded_holds_dropped: u64,
+    /// Hot-swap M1/M0 seen during a fence but not counted as its proof,
+    /// because it was not observed after the fence began.
+    pub stale_proofs: u64,
+    /// Failover orders whose partner report came late or never (alerted).
+    pub failover_reports_overdue: u64,
+    /// Failover orders not tracked for their report because the table was full.
+    pub failover_reports_dropped: u64,
+    /// Orders the runtime reported undelivered or refused.
+    pub orders_undelivered: u64,
+    /// Unprotected-guest reports (repeats included).
+    pub unprotected_reports: u64,
+    /// Unprotected guests forgotten for room (a repeat is alerted again).
+    pub unprotected_evictions: u64,
+}
+
+/// Result of [`Shelf::on_platform_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Identical event seen within the duplicate window: counted once.
+    Duplicate,
+    /// Generator not configured: ignored.
+    UnknownGenerator,
+    /// Recorded only.
+    Recorded(Record),
+    /// IPMB link report repeating the known condition.
+    Repeated(Class),
+    /// A failure of a blade with an open incident: no new decision.
+    Suppressed(Class),
+    /// A decision was taken (queued as [`Output::Decision`]).
+    Decided(Class),
+}
