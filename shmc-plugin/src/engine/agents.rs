@@ -132,13 +132,9 @@ impl Shelf {
                 self.maybe_close_hypervisor(idx);
             }
             AgentInput::FenceSelfConfirmed { incident } => match self.blades[idx].incident {
-                Some(Incident {
-                    id,
-                    self_fence: true,
-                    confirmed: false,
-                    phase: Phase::SelfFencing { .. } | Phase::Fencing { .. },
-                    ..
-                }) if id == incident => self.fence_confirmed(now, idx, Confirmation::SelfFenced),
+                Some(inc) if inc.id == incident && inc.state.awaits_self_fence() => {
+                    self.fence_confirmed(now, idx, Confirmation::SelfFenced)
+                }
                 _ => {
                     self.counters.agent_ignored += 1;
                     warn!("slot {slot}: FenceSelf confirmation without a self-fence in progress ignored");
@@ -209,7 +205,7 @@ impl Shelf {
         let b = &mut self.blades[idx];
         if let Some(inc) = b.incident {
             if inc.class == Class::Hypervisor
-                && matches!(inc.phase, Phase::FailingOver | Phase::Recovered)
+                && inc.state.is_confirmed()
                 && b.registered
                 && b.hypervisor_down_since.is_none()
             {

@@ -9,7 +9,7 @@ impl Shelf {
     pub(super) fn order_failover(&mut self, now: u64, idx: usize) {
         let b = self.blades[idx];
         let Some(inc) = b.incident else { return };
-        let (true, Some(fence)) = (inc.confirmed, inc.proof) else {
+        let IncidentState::FailingOver { proof: fence, .. } = inc.state else {
             self.counters.unsafe_failover_refused += 1;
             warn!("slot {}: failover refused: fence not confirmed", b.cfg.slot);
             return;
@@ -29,7 +29,6 @@ impl Shelf {
             },
         });
         self.open_report(now, idx, inc.id, None);
-        self.set_phase(idx, Phase::FailingOver);
     }
 
     pub(super) fn all_reported(
@@ -46,8 +45,8 @@ impl Shelf {
         // A failover is reported by the partner; an evacuation by the
         // evacuating blade itself (it migrates its guests) or its partner.
         let evacuating = matches!(
-            self.blades[idx].incident.map(|i| i.phase),
-            Some(Phase::Evacuating { .. })
+            self.blades[idx].incident.map(|i| i.state),
+            Some(IncidentState::Migrating { .. } | IncidentState::Evacuating { .. })
         );
         let from_partner = self.blades[idx].cfg.partner == self.blades[reporter].cfg.slot;
         if !(from_partner || (evacuating && reporter == idx)) {
@@ -70,25 +69,23 @@ impl Shelf {
             }
             return;
         }
-        match self.blades[idx].incident.map(|i| i.phase) {
-            Some(Phase::FailingOver) => {
-                self.set_phase(idx, Phase::Recovered);
+        let Some(inc) = &mut self.blades[idx].incident else {
+            return;
+        };
+        match inc.state {
+            IncidentState::FailingOver { .. } => {
+                if let Some(next) = inc.state.reported() {
+                    inc.state = next;
+                }
                 info!("slot {failed_slot}: partner reported the failover done; recovered");
             }
-            Some(Phase::Evacuating { .. })
-                if self.blades[idx]
-                    .incident
-                    .is_some_and(|i| i.class == Class::BladeDegraded) =>
-            {
+            IncidentState::Migrating { .. } => {
                 info!("slot {failed_slot}: migration reported; the blade stays up");
                 self.end_degraded(idx, true);
             }
-            Some(Phase::Evacuating { .. }) => {
-                if let Some(inc) = &mut self.blades[idx].incident {
-                    inc.evacuated = true;
-                }
+            IncidentState::Evacuating { .. } => {
                 info!("slot {failed_slot}: evacuation reported; allowing deactivation");
-                self.start_ipmb_fence(now, idx);
+                self.start_ipmb_fence(now, idx, true);
             }
             _ => self.counters.agent_ignored += 1,
         }

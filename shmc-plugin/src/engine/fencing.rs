@@ -20,15 +20,18 @@ impl Shelf {
     /// A blade last seen in M1/M0 is not taken as fenced: that state may be
     /// stale (missed events, a wrapped SEL, the event that opened the
     /// incident). Its hot-swap sensor is read at once instead, and only that
-    /// reading (or a later event) confirms.
-    pub(super) fn start_ipmb_fence(&mut self, now: u64, idx: usize) {
+    /// reading (or a later event) confirms. `evacuated`: an extraction whose
+    /// evacuation was reported.
+    pub(super) fn start_ipmb_fence(&mut self, now: u64, idx: usize, evacuated: bool) {
         let cached_inactive = inactive_proof(self.blades[idx].m_state).is_some();
         let deadline = now.saturating_add(self.cfg.timing.fence_step_deadline_ms);
         if let Some(inc) = &mut self.blades[idx].incident {
-            inc.phase = Phase::Fencing {
+            inc.state = IncidentState::Fencing {
                 step: FenceStep::Deactivate,
                 deadline,
                 rounds: 0,
+                self_fence: inc.state.self_fence(),
+                evacuated,
             };
         }
         self.blades[idx].next_confirm_poll = now.saturating_add(self.cfg.timing.confirm_poll_ms);
@@ -86,10 +89,12 @@ impl Shelf {
         let Some(inc) = &mut self.blades[idx].incident else {
             return;
         };
-        inc.phase = Phase::Fencing {
+        inc.state = IncidentState::Fencing {
             step: next,
             deadline,
             rounds,
+            self_fence: inc.state.self_fence(),
+            evacuated: inc.state.evacuated(),
         };
         let id = inc.id;
         if next == FenceStep::Deactivate {
@@ -133,12 +138,7 @@ impl Shelf {
         let Some(inc) = self.blades[idx].incident else {
             return;
         };
-        if inc.confirmed
-            || !matches!(
-                inc.phase,
-                Phase::Fencing { .. } | Phase::SelfFencing { .. } | Phase::Evacuating { .. }
-            )
-        {
+        if !inc.state.awaits_proof() {
             return;
         }
         let slot = self.blades[idx].cfg.slot;
@@ -148,7 +148,7 @@ impl Shelf {
                 "slot {slot}: M{} seen by {how} is not a proof of the fence of decision #{} (not observed after the fence began); waiting for a fresh reading",
                 m as u8, inc.id
             );
-            if matches!(inc.phase, Phase::Fencing { .. }) {
+            if matches!(inc.state, IncidentState::Fencing { .. }) {
                 // Read the sensor now rather than at the next interval.
                 self.blades[idx].next_confirm_poll = now;
                 self.confirm_poll(now, idx);
@@ -162,8 +162,11 @@ impl Shelf {
     pub(super) fn fence_confirmed(&mut self, now: u64, idx: usize, proof: Confirmation) {
         let b = &mut self.blades[idx];
         let Some(inc) = &mut b.incident else { return };
-        inc.confirmed = true;
-        inc.proof = Some(proof);
+        let evacuated = inc.state.evacuated();
+        let Some(next) = inc.state.confirmed(proof) else {
+            return;
+        };
+        inc.state = next;
         let inc = *inc;
         let slot = b.cfg.slot;
         self.counters.fences_confirmed += 1;
@@ -173,7 +176,7 @@ impl Shelf {
             "slot {slot}: fence of decision #{} confirmed ({proof:?})",
             inc.id
         );
-        if inc.class == Class::BladeExtraction && inc.evacuated {
+        if inc.class == Class::BladeExtraction && evacuated {
             // Guests stopped by the evacuation (not live-migrated) start on the
             // partner now; the partner skips those already running there.
             info!("slot {slot}: evacuated and inactive; partner starts what did not migrate");

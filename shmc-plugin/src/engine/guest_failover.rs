@@ -83,4 +83,42 @@ impl Shelf {
             },
         });
     }
+
+    /// Orders the guest's own blade to restart it, or (past the restart
+    /// limit) to destroy it before the partner starts it.
+    pub(super) fn order_guest(
+        &mut self,
+        now: u64,
+        idx: usize,
+        id: u32,
+        name: GuestName,
+        failover: bool,
+    ) {
+        let slot = self.blades[idx].cfg.slot;
+        if !failover {
+            self.out.push(Output::Order {
+                slot,
+                order: Order::RestartGuest { name, incident: id },
+            });
+            return;
+        }
+        self.out.push(Output::Order {
+            slot,
+            order: Order::DestroyGuest {
+                name: name.clone(),
+                incident: id,
+            },
+        });
+        let pending = PendingGuest {
+            blade: idx,
+            name,
+            incident: id,
+            deadline: now.saturating_add(self.cfg.timing.guest_fence_timeout_ms),
+        };
+        if let Err(p) = self.pending_guests.push(pending) {
+            self.counters.guest_failovers_dropped += 1;
+            self.table_full(Table::GuestFailovers);
+            self.alert(Alert::GuestFenceUnconfirmed { slot, name: p.name });
+        }
+    }
 }

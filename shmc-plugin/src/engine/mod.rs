@@ -9,7 +9,7 @@
 //! - [`Shelf::poll`]: timers (probes, fence deadlines, confirmation polls,
 //!   retries, heartbeat timeout, hypervisor grace, evacuation and guest timeouts).
 //!
-//! # Incident machine (one open incident per blade)
+//! # Incident machine (one open incident per blade, an [`IncidentState`])
 //! ```text
 //! Healthy --blade_lost/blade_hardware/host_os--> Fencing(step, deadline)
 //!          (+ FenceSelf to the blade's agent when it is registered)
@@ -18,7 +18,7 @@
 //!          or its partner | timeout--> Fencing (deactivation, commanded)
 //! Fencing --deadline--> next step: Set FRU Activation(deactivate) -> FRU Control(cold reset)
 //!          -> Set Power Level 0 -> alert FenceUnconfirmed, next round from the first step (forever)
-//! Fencing/SelfFencing/Evacuating --hot-swap M1/M0 observed after the incident's first fence
+//! Fencing/SelfFencing/Evacuating/Migrating --hot-swap M1/M0 observed after the incident's first fence
 //!          request (event, or Get Sensor Reading sent after it), or FenceSelfConfirmed when
 //!          FenceSelf was ordered--> confirmed
 //! confirmed --> FailingOver (RestartPartnerGuests to the partner) --partner reports--> Recovered
@@ -26,7 +26,7 @@
 //! confirmed after an evacuation --> FailingOver as well: the partner starts
 //!          the guests the evacuation stopped (it skips those that migrated)
 //! any phase --hot-swap transition to M4--> closed (Healthy)
-//! Healthy --blade_degraded (predictive), partner healthy--> Evacuating (Migrate order to the
+//! Healthy --blade_degraded (predictive), partner healthy--> Migrating (Migrate order to the
 //!          blade) --IncidentDone from the blade | timeout--> closed + alert (never fenced)
 //! Healthy --blade_degraded, partner has an open incident or is not in M4--> alert only
 //! hypervisor incident in FailingOver/Recovered --agent registered, hypervisor up--> closed
@@ -86,8 +86,10 @@
 //!   blade are forgotten when any incident of it is decided (a `blade_degraded`
 //!   decision included: its other warnings are the same story).
 
+mod actions;
 mod agents;
 mod alert;
+mod decide;
 mod dedupe;
 mod events;
 mod failover;
@@ -127,7 +129,7 @@ use unprotected::Unprotected;
 pub use agents::AgentInput;
 use fencing::Began;
 use guest_failover::PendingGuest;
-pub use incident::{FenceStep, Incident, Phase};
+pub use incident::{FenceStep, Incident, IncidentState, OpenIncident, Phase};
 use predictive::Hold;
 use state::Blade;
 pub use state::{BladeStatus, Counters, EventOutcome, Link};
@@ -225,11 +227,16 @@ impl Shelf {
         Some(BladeStatus {
             config: b.cfg,
             m_state: b.m_state,
-            incident: b.incident,
+            incident: b.incident.map(|i| i.view()),
             commanded: b.commanded,
             agent_registered: b.registered,
             link: b.link,
         })
+    }
+
+    /// The open incident of the blade in `slot`, if any.
+    pub fn incident(&self, slot: u8) -> Option<OpenIncident> {
+        self.blades.iter().find(|b| b.cfg.slot == slot)?.incident
     }
 
     /// Takes the oldest queued output.

@@ -15,36 +15,34 @@ impl Shelf {
             if self.cfg.probing && b.last_heard.is_none() {
                 b.last_heard = Some(now);
             }
-            match b.incident.map(|i| i.phase) {
-                Some(Phase::Fencing {
+            match b.incident.map(|i| i.state) {
+                Some(IncidentState::Fencing {
                     step,
                     deadline,
                     rounds,
+                    ..
                 }) => {
                     if now >= deadline {
                         self.next_fence_step(now, idx, step, rounds);
                     }
                     self.confirm_poll(now, idx);
                 }
-                Some(Phase::SelfFencing { deadline }) if now >= deadline => {
+                Some(IncidentState::SelfFencing { deadline }) if now >= deadline => {
                     warn!(
                         "slot {}: no FenceSelf confirmation in {} ms; fencing over IPMB as well",
                         b.cfg.slot, t.self_fence_deadline_ms
                     );
-                    self.start_ipmb_fence(now, idx);
+                    self.start_ipmb_fence(now, idx, false);
                 }
-                Some(Phase::Evacuating { deadline })
-                    if now >= deadline
-                        && b.incident.is_some_and(|i| i.class == Class::BladeDegraded) =>
-                {
+                Some(IncidentState::Migrating { deadline }) if now >= deadline => {
                     let (slot, id) = (b.cfg.slot, b.incident.map_or(0, |i| i.id));
                     warn!("slot {slot}: migration of decision #{id} not reported in time; the blade is not fenced");
                     self.end_degraded(idx, false);
                 }
-                Some(Phase::Evacuating { deadline }) if now >= deadline => {
+                Some(IncidentState::Evacuating { deadline }) if now >= deadline => {
                     let (slot, id) = (b.cfg.slot, b.incident.map_or(0, |i| i.id));
                     self.alert(Alert::EvacuationTimeout { slot, incident: id });
-                    self.start_ipmb_fence(now, idx);
+                    self.start_ipmb_fence(now, idx, false);
                 }
                 Some(_) => {}
                 None => self.watch(now, idx),

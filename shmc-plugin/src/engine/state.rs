@@ -36,7 +36,7 @@ pub(super) struct Blade {
     pub(super) cfg: BladeConfig,
     pub(super) m_state: Option<MState>,
     pub(super) hot_swap_sensor: u8,
-    pub(super) incident: Option<Incident>,
+    pub(super) incident: Option<OpenIncident>,
     pub(super) commanded: bool,
     pub(super) link: Link,
     pub(super) registered: bool,
