@@ -4,8 +4,8 @@
 //! `heapless` with sizes from [`capacity`], byte I/O goes through `embedded-io`,
 //! and time is always passed in as milliseconds.
 //!
-//! Layers: [`wire`] (IPMB bytes <-> messages), [`event`] (what an IPMC
-//! reported), [`classify`] (event -> failure class, pure), [`engine`] (the
+//! Layers: [`wire`] (IPMB bytes <-> messages and events, [`wire::event`]:
+//! what an IPMC reported), [`classify`] (event -> failure class, pure), [`engine`] (the
 //! shelf: incidents, fencing, timers, orders), [`config`] (the core's
 //! configuration; TOML loading under `std`), and, with `std`, `host` (replay,
 //! the run loop over the IPMB device, the agent link, logging).
@@ -16,7 +16,9 @@ pub mod capacity;
 pub mod classify;
 pub mod config;
 pub mod engine;
-pub mod event;
 #[cfg(feature = "std")]
 pub mod host;
 pub mod wire;
+
+/// [`wire::event`] at its former path, for the std edge and the tools.
+pub use wire::event;

@@ -112,8 +112,8 @@ use shelfha_proto::UnprotectedReason;
 use crate::capacity::{MAX_BLADES, MAX_DEGRADED_HOLDS, MAX_FAILOVER_REPORTS, MAX_GUEST_FAILOVERS};
 use crate::classify::{classify, predictive, BladeView, Class, Record, Verdict, Warning};
 use crate::config::{BladeConfig, ConfigError, ShelfConfig};
-use crate::event::{MState, PlatformEvent};
 use crate::wire::cmd;
+use crate::wire::event::{MState, PlatformEvent};
 
 use dedupe::Dedupe;
 use guest::GuestWindows;

@@ -11,7 +11,7 @@ use crate::capacity::{
     MAX_ACTIONS, MAX_ALERT_GUESTS, MAX_GUEST_NAME, MAX_OUTPUTS, MAX_REPORT_TEXT,
 };
 use crate::classify::Class;
-use crate::event::MState;
+use crate::wire::event::MState;
 use crate::wire::ipmb::MAX_DATA_LEN;
 
 pub use super::alert::{Alert, Table};
