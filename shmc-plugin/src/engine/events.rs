@@ -116,31 +116,26 @@ impl Shelf {
         outcome
     }
 
-    /// A response to one of our requests: from 8-bit address `from`, with the
-    /// response netFn (odd), cmd, rqSeq and data (completion code first).
-    pub fn on_ipmb_response(
-        &mut self,
-        now: u64,
-        from: u8,
-        rq_seq: u8,
-        net_fn: u8,
-        cmd_code: u8,
-        data: &[u8],
-    ) {
+    /// A response to one of our requests from 8-bit address `from`, with
+    /// its rqSeq.
+    pub fn on_response(&mut self, now: u64, from: u8, rq_seq: u8, rsp: &Response) {
         self.input += 1;
         self.counters.responses += 1;
         match self.index_of_address(from) {
             Some(idx) => self.blades[idx].last_heard = Some(now),
             None => self.counters.responses_unknown += 1,
         }
-        let Some(p) = self.requests.on_response(from, rq_seq, net_fn, cmd_code) else {
-            debug!("unmatched response from 0x{from:02x} netFn 0x{net_fn:02x} cmd 0x{cmd_code:02x} rqSeq {rq_seq}");
+        let Some(p) = self.requests.on_response(from, rq_seq, rsp.net_fn, rsp.cmd) else {
+            debug!(
+                "unmatched response from 0x{from:02x} netFn 0x{:02x} cmd 0x{:02x} rqSeq {rq_seq}",
+                rsp.net_fn, rsp.cmd
+            );
             return;
         };
         match p.purpose {
             Purpose::Probe => {}
             Purpose::ConfirmPoll => {
-                if let Some(m) = cmd::hot_swap_state(data) {
+                if let Some(m) = rsp.hot_swap_state() {
                     self.blades[p.blade].m_state = Some(m);
                     if matches!(m, MState::M1 | MState::M0) {
                         // The reading was taken after the request was sent.
@@ -152,39 +147,58 @@ impl Shelf {
                 }
             }
             Purpose::Fence => {
-                if let Err(e) = cmd::check_picmg_response(data) {
+                if let Body::Failed(e) = rsp.body {
                     self.counters.fence_rejected += 1;
                     warn!(
-                        "slot {}: fence request cmd 0x{cmd_code:02x} refused: {e:?}",
-                        self.blades[p.blade].cfg.slot
+                        "slot {}: fence request cmd 0x{:02x} refused: {e:?}",
+                        self.blades[p.blade].cfg.slot, rsp.cmd
                     );
                 }
             }
         }
     }
 
-    /// A request sent by the shelf manager outside this core (seen in a
-    /// capture, or an operator command on the same bus): a deactivation of a
-    /// configured blade's FRU 0 (Set FRU Activation deactivate, Set Power
-    /// Level 0) makes its coming M4 -> M6/M1/M0 commanded, until it is back in M4.
-    pub fn on_own_request(&mut self, dest: u8, net_fn: u8, cmd_code: u8, data: &[u8]) {
+    /// [`Self::on_response`] from the raw fields: the response netFn (odd),
+    /// cmd, rqSeq and data (completion code first).
+    #[doc(hidden)]
+    // Kept for the host edge until it moves to the typed call.
+    pub fn on_ipmb_response(
+        &mut self,
+        now: u64,
+        from: u8,
+        rq_seq: u8,
+        net_fn: u8,
+        cmd_code: u8,
+        data: &[u8],
+    ) {
+        self.on_response(now, from, rq_seq, &Response::parse(net_fn, cmd_code, data));
+    }
+
+    /// A request sent to `dest` by the shelf manager outside this core (seen
+    /// in a capture, or an operator command on the same bus): a deactivation
+    /// of a configured blade's FRU 0 (Set FRU Activation deactivate, Set
+    /// Power Level 0) makes its coming M4 -> M6/M1/M0 commanded, until it is
+    /// back in M4.
+    pub fn on_manager_request(&mut self, dest: u8, req: &Request) {
         let Some(idx) = self.index_of_address(dest) else {
             return;
         };
-        let deactivation = net_fn == cmd::NETFN_GROUP_EXT
-            && matches!(
-                (cmd_code, data),
-                (
-                    cmd::CMD_SET_FRU_ACTIVATION | cmd::CMD_SET_POWER_LEVEL,
-                    [cmd::PICMG_ID, 0, 0, ..]
-                )
-            );
-        if deactivation {
+        if req.deactivates_fru0() {
             info!(
                 "slot {}: deactivation sent by the shelf manager; its next deactivation is commanded",
                 self.blades[idx].cfg.slot
             );
             self.blades[idx].commanded = true;
+        }
+    }
+
+    /// [`Self::on_manager_request`] from the raw fields; requests that are
+    /// not a [`Request`] are ignored.
+    #[doc(hidden)]
+    // Kept for the host edge until it moves to the typed call.
+    pub fn on_own_request(&mut self, dest: u8, net_fn: u8, cmd_code: u8, data: &[u8]) {
+        if let Ok(req) = Request::parse(net_fn, cmd_code, data) {
+            self.on_manager_request(dest, &req);
         }
     }
 }

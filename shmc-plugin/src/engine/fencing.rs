@@ -15,6 +15,32 @@ pub(super) struct Began {
 }
 
 impl Shelf {
+    /// Queues `req` to blade `idx`'s IPMC and tracks it for its response.
+    pub(super) fn send_request(
+        &mut self,
+        now: u64,
+        idx: usize,
+        req: Request,
+        purpose: Purpose,
+        timeout_ms: u64,
+        retries: u8,
+    ) -> request::Sent {
+        let mut data = [0u8; MAX_REQUEST_DATA];
+        let n = req.emit(&mut data);
+        self.requests.send(
+            now,
+            &mut self.out,
+            idx,
+            self.blades[idx].cfg.ipmb_address,
+            req.net_fn(),
+            req.cmd(),
+            &data[..n],
+            purpose,
+            timeout_ms,
+            retries,
+        )
+    }
+
     /// Starts (or restarts) the IPMB fence with its first step.
     ///
     /// A blade last seen in M1/M0 is not taken as fenced: that state may be
@@ -52,25 +78,10 @@ impl Shelf {
         let (dest, slot) = (b.cfg.ipmb_address, b.cfg.slot);
         let t = self.cfg.timing;
         info!("slot {slot}: fence step {step:?} sent to IPMC 0x{dest:02x}");
-        let (code, data): (u8, &[u8]) = match step {
-            FenceStep::Deactivate => (
-                cmd::CMD_SET_FRU_ACTIVATION,
-                &cmd::set_fru_activation(0, false),
-            ),
-            FenceStep::ColdReset => (
-                cmd::CMD_FRU_CONTROL,
-                &cmd::fru_control(0, cmd::FruControlOption::ColdReset),
-            ),
-            FenceStep::PowerOff => (cmd::CMD_SET_POWER_LEVEL, &cmd::set_power_level(0, 0, false)),
-        };
-        if let request::Sent::TableFull = self.requests.send(
+        if let request::Sent::TableFull = self.send_request(
             now,
-            &mut self.out,
             idx,
-            dest,
-            cmd::NETFN_GROUP_EXT,
-            code,
-            data,
+            step.request(),
             Purpose::Fence,
             t.request_timeout_ms,
             t.request_retries,
@@ -115,14 +126,12 @@ impl Shelf {
         }
         self.blades[idx].next_confirm_poll = now.saturating_add(self.cfg.timing.confirm_poll_ms);
         let timeout = self.cfg.timing.request_timeout_ms;
-        let _ = self.requests.send(
+        let _ = self.send_request(
             now,
-            &mut self.out,
             idx,
-            b.cfg.ipmb_address,
-            cmd::NETFN_SENSOR_EVENT,
-            cmd::CMD_GET_SENSOR_READING,
-            &cmd::get_sensor_reading(b.hot_swap_sensor),
+            Request::GetSensorReading {
+                sensor_number: b.hot_swap_sensor,
+            },
             Purpose::ConfirmPoll,
             timeout,
             0,

@@ -13,6 +13,27 @@ pub enum FenceStep {
     PowerOff,
 }
 
+impl FenceStep {
+    /// The IPMB request of this step (FRU 0).
+    pub const fn request(self) -> Request {
+        match self {
+            Self::Deactivate => Request::SetFruActivation {
+                fru_id: 0,
+                activate: false,
+            },
+            Self::ColdReset => Request::FruControl {
+                fru_id: 0,
+                option: FruControlOption::ColdReset,
+            },
+            Self::PowerOff => Request::SetPowerLevel {
+                fru_id: 0,
+                level: 0,
+                copy_desired: false,
+            },
+        }
+    }
+}
+
 /// Phase of an open incident, as [`Incident`] shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {

@@ -4,7 +4,8 @@
 //!
 //! # Inputs
 //! - [`Shelf::on_platform_event`]: a decoded Platform Event (IPMB, SEL, replay);
-//! - [`Shelf::on_ipmb_response`]: a response to one of our IPMB requests;
+//! - [`Shelf::on_response`]: a typed response to one of our IPMB requests;
+//! - [`Shelf::on_manager_request`]: a request of the shelf manager seen on the bus;
 //! - [`Shelf::on_agent`]: an [`AgentInput`] from a blade agent;
 //! - [`Shelf::poll`]: timers (probes, fence deadlines, confirmation polls,
 //!   retries, heartbeat timeout, hypervisor grace, evacuation and guest timeouts).
@@ -112,7 +113,8 @@ use shelfha_proto::UnprotectedReason;
 use crate::capacity::{MAX_BLADES, MAX_DEGRADED_HOLDS, MAX_FAILOVER_REPORTS, MAX_GUEST_FAILOVERS};
 use crate::classify::{classify, predictive, BladeView, Class, Record, Verdict, Warning};
 use crate::config::{BladeConfig, ConfigError, ShelfConfig};
-use crate::wire::cmd;
+use crate::wire::cmd::FruControlOption;
+use crate::wire::command::{Body, Request, Response, MAX_REQUEST_DATA};
 use crate::wire::event::{MState, PlatformEvent};
 
 use dedupe::Dedupe;

@@ -112,18 +112,7 @@ impl Shelf {
         // Keep room for decisions and fence traffic: probes wait when the queue is nearly full.
         if now >= b.next_probe && !self.requests.has(idx, Purpose::Probe) && self.out.free() > 8 {
             let timeout = t.request_timeout_ms.min(t.probe_interval_ms);
-            let _ = self.requests.send(
-                now,
-                &mut self.out,
-                idx,
-                b.cfg.ipmb_address,
-                cmd::NETFN_APP,
-                cmd::CMD_GET_DEVICE_ID,
-                &cmd::get_device_id(),
-                Purpose::Probe,
-                timeout,
-                0,
-            );
+            let _ = self.send_request(now, idx, Request::GetDeviceId, Purpose::Probe, timeout, 0);
             self.blades[idx].next_probe = now.saturating_add(t.probe_interval_ms);
         }
     }

@@ -4,6 +4,7 @@
 //! - [`ipmb`]: one IPMB message in the Linux `ipmb_dev_int` layout (IPMI v2.0 §7).
 //! - [`framer`]: whole messages out of a byte stream or a message-oriented device.
 //! - [`cmd`]: IPMI / PICMG 3.0 command codes, request builders, response decoders.
+//! - [`command`]: typed requests and responses ([`command::Request`], [`command::Response`]).
 //! - [`sel`]: 16-byte SEL system event records (IPMI v2.0 §32.1) to and from events.
 //! - `code`: the `code_enum!` macro behind every one-byte code table.
 //!
@@ -12,6 +13,7 @@
 
 pub mod cmd;
 mod code;
+pub mod command;
 pub mod event;
 pub mod framer;
 pub mod ipmb;
