@@ -83,7 +83,7 @@ impl Shelf {
     /// An input from the agent of `slot`.
     pub fn on_agent(&mut self, now: u64, slot: u8, input: AgentInput) {
         self.input += 1;
-        let Some(idx) = self.index_of_slot(slot) else {
+        let Some(idx) = self.index_of_slot(Slot(slot)) else {
             self.counters.agent_unknown_slot += 1;
             warn!("agent input for unconfigured slot {slot} ignored");
             return;
@@ -182,7 +182,7 @@ impl Shelf {
         }
     }
 
-    pub(super) fn check_hypervisor(&mut self, now: u64, idx: usize) {
+    pub(super) fn check_hypervisor(&mut self, now: u64, idx: BladeIdx) {
         let b = self.blades[idx];
         if let Some(since) = b.hypervisor_down_since {
             let down_ms = now.saturating_sub(since);
@@ -201,7 +201,7 @@ impl Shelf {
         }
     }
 
-    pub(super) fn maybe_close_hypervisor(&mut self, idx: usize) {
+    pub(super) fn maybe_close_hypervisor(&mut self, idx: BladeIdx) {
         let b = &mut self.blades[idx];
         if let Some(inc) = b.incident {
             if inc.class == Class::Hypervisor

@@ -12,7 +12,7 @@ impl Shelf {
     pub(super) fn decide(
         &mut self,
         now: u64,
-        idx: usize,
+        idx: BladeIdx,
         class: Class,
         cause: Cause,
         guest: Option<(GuestName, bool)>,
@@ -25,7 +25,7 @@ impl Shelf {
         &mut self,
         now: u64,
         t_ms: u64,
-        idx: usize,
+        idx: BladeIdx,
         class: Class,
         cause: Cause,
         guest: Option<(GuestName, bool)>,
@@ -93,7 +93,7 @@ impl Shelf {
 
     /// A failure of a blade whose `blade_degraded` incident is open drops
     /// that incident: the new decision is taken instead.
-    fn supersede_degraded(&mut self, idx: usize, class: Class) {
+    fn supersede_degraded(&mut self, idx: BladeIdx, class: Class) {
         if class == Class::BladeDegraded {
             return;
         }
@@ -111,7 +111,7 @@ impl Shelf {
     }
 
     /// One decision per incident: the blade's other warnings are the same story.
-    fn forget_holds(&mut self, idx: usize) {
+    fn forget_holds(&mut self, idx: BladeIdx) {
         let before = self.holds.len();
         self.holds.retain(|h| h.blade != idx);
         if self.holds.len() != before {
@@ -124,8 +124,8 @@ impl Shelf {
     }
 
     /// The partner of blade `idx` has no open incident and is in M4 (or not seen yet).
-    fn partner_available(&self, idx: usize) -> bool {
-        self.index_of_slot(self.blades[idx].cfg.partner)
+    fn partner_available(&self, idx: BladeIdx) -> bool {
+        self.index_of_slot(self.blades[idx].partner())
             .is_some_and(|p| {
                 let pb = &self.blades[p];
                 pb.incident.is_none() && matches!(pb.m_state, None | Some(MState::M4))
@@ -133,11 +133,11 @@ impl Shelf {
     }
 
     /// Opens the incident of decision `id` and queues its first fence request.
-    fn open_incident(&mut self, now: u64, idx: usize, id: u32, class: Class, partner_ok: bool) {
+    fn open_incident(&mut self, now: u64, idx: BladeIdx, id: u32, class: Class, partner_ok: bool) {
         let b = self.blades[idx];
         let (slot, partner) = (b.cfg.slot, b.cfg.partner);
         if self
-            .index_of_slot(partner)
+            .index_of_slot(b.partner())
             .is_some_and(|p| self.blades[p].incident.is_some())
         {
             self.alert(Alert::PartnerUnavailable { slot, partner });
@@ -229,7 +229,7 @@ impl Shelf {
         }
     }
 
-    pub(super) fn close_on_m4(&mut self, idx: usize) {
+    pub(super) fn close_on_m4(&mut self, idx: BladeIdx) {
         let b = &mut self.blades[idx];
         b.commanded = false;
         b.fence_began = None;

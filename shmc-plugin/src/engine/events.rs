@@ -37,7 +37,7 @@ impl Shelf {
     pub fn on_logged_event(&mut self, now: u64, ev: &PlatformEvent) -> EventOutcome {
         self.input += 1;
         self.counters.events += 1;
-        let Some(idx) = self.index_of_address(ev.generator) else {
+        let Some(idx) = self.index_of_address(IpmbAddr(ev.generator)) else {
             self.counters.unknown_generator += 1;
             if !self.unknown_alerted.contains(&ev.generator)
                 && self.unknown_alerted.push(ev.generator).is_ok()
@@ -118,16 +118,19 @@ impl Shelf {
 
     /// A response to one of our requests from 8-bit address `from`, with
     /// its rqSeq.
-    pub fn on_response(&mut self, now: u64, from: u8, rq_seq: u8, rsp: &Response) {
+    pub fn on_response(&mut self, now: u64, from: IpmbAddr, rq_seq: u8, rsp: &Response) {
         self.input += 1;
         self.counters.responses += 1;
         match self.index_of_address(from) {
             Some(idx) => self.blades[idx].last_heard = Some(now),
             None => self.counters.responses_unknown += 1,
         }
-        let Some(p) = self.requests.on_response(from, rq_seq, rsp.net_fn, rsp.cmd) else {
+        let Some(p) = self
+            .requests
+            .on_response(from.get(), rq_seq, rsp.net_fn, rsp.cmd)
+        else {
             debug!(
-                "unmatched response from 0x{from:02x} netFn 0x{:02x} cmd 0x{:02x} rqSeq {rq_seq}",
+                "unmatched response from {from} netFn 0x{:02x} cmd 0x{:02x} rqSeq {rq_seq}",
                 rsp.net_fn, rsp.cmd
             );
             return;
@@ -171,7 +174,12 @@ impl Shelf {
         cmd_code: u8,
         data: &[u8],
     ) {
-        self.on_response(now, from, rq_seq, &Response::parse(net_fn, cmd_code, data));
+        self.on_response(
+            now,
+            IpmbAddr(from),
+            rq_seq,
+            &Response::parse(net_fn, cmd_code, data),
+        );
     }
 
     /// A request sent to `dest` by the shelf manager outside this core (seen
@@ -179,7 +187,7 @@ impl Shelf {
     /// of a configured blade's FRU 0 (Set FRU Activation deactivate, Set
     /// Power Level 0) makes its coming M4 -> M6/M1/M0 commanded, until it is
     /// back in M4.
-    pub fn on_manager_request(&mut self, dest: u8, req: &Request) {
+    pub fn on_manager_request(&mut self, dest: IpmbAddr, req: &Request) {
         let Some(idx) = self.index_of_address(dest) else {
             return;
         };
@@ -198,7 +206,7 @@ impl Shelf {
     // Kept for the host edge until it moves to the typed call.
     pub fn on_own_request(&mut self, dest: u8, net_fn: u8, cmd_code: u8, data: &[u8]) {
         if let Ok(req) = Request::parse(net_fn, cmd_code, data) {
-            self.on_manager_request(dest, &req);
+            self.on_manager_request(IpmbAddr(dest), &req);
         }
     }
 }

@@ -6,7 +6,7 @@ use super::*;
 
 impl Shelf {
     /// The only place a whole-blade failover is ordered.
-    pub(super) fn order_failover(&mut self, now: u64, idx: usize) {
+    pub(super) fn order_failover(&mut self, now: u64, idx: BladeIdx) {
         let b = self.blades[idx];
         let Some(inc) = b.incident else { return };
         let IncidentState::FailingOver { proof: fence, .. } = inc.state else {
@@ -34,11 +34,11 @@ impl Shelf {
     pub(super) fn all_reported(
         &mut self,
         now: u64,
-        reporter: usize,
+        reporter: BladeIdx,
         failed_slot: u8,
         incident: u32,
     ) {
-        let Some(idx) = self.index_of_slot(failed_slot) else {
+        let Some(idx) = self.index_of_slot(Slot(failed_slot)) else {
             self.counters.agent_ignored += 1;
             return;
         };

@@ -19,7 +19,7 @@ impl Shelf {
     pub(super) fn send_request(
         &mut self,
         now: u64,
-        idx: usize,
+        idx: BladeIdx,
         req: Request,
         purpose: Purpose,
         timeout_ms: u64,
@@ -48,7 +48,7 @@ impl Shelf {
     /// incident). Its hot-swap sensor is read at once instead, and only that
     /// reading (or a later event) confirms. `evacuated`: an extraction whose
     /// evacuation was reported.
-    pub(super) fn start_ipmb_fence(&mut self, now: u64, idx: usize, evacuated: bool) {
+    pub(super) fn start_ipmb_fence(&mut self, now: u64, idx: BladeIdx, evacuated: bool) {
         let cached_inactive = inactive_proof(self.blades[idx].m_state).is_some();
         let deadline = now.saturating_add(self.cfg.timing.fence_step_deadline_ms);
         if let Some(inc) = &mut self.blades[idx].incident {
@@ -72,7 +72,7 @@ impl Shelf {
         }
     }
 
-    pub(super) fn send_fence_step(&mut self, now: u64, idx: usize, step: FenceStep) {
+    pub(super) fn send_fence_step(&mut self, now: u64, idx: BladeIdx, step: FenceStep) {
         let b = &mut self.blades[idx];
         b.commanded = true;
         let (dest, slot) = (b.cfg.ipmb_address, b.cfg.slot);
@@ -90,7 +90,13 @@ impl Shelf {
         }
     }
 
-    pub(super) fn next_fence_step(&mut self, now: u64, idx: usize, step: FenceStep, rounds: u32) {
+    pub(super) fn next_fence_step(
+        &mut self,
+        now: u64,
+        idx: BladeIdx,
+        step: FenceStep,
+        rounds: u32,
+    ) {
         let (next, rounds) = match step {
             FenceStep::Deactivate => (FenceStep::ColdReset, rounds),
             FenceStep::ColdReset => (FenceStep::PowerOff, rounds),
@@ -119,7 +125,7 @@ impl Shelf {
         self.send_fence_step(now, idx, next);
     }
 
-    pub(super) fn confirm_poll(&mut self, now: u64, idx: usize) {
+    pub(super) fn confirm_poll(&mut self, now: u64, idx: BladeIdx) {
         let b = self.blades[idx];
         if now < b.next_confirm_poll || self.requests.has(idx, Purpose::ConfirmPoll) {
             return;
@@ -140,7 +146,14 @@ impl Shelf {
 
     /// The blade was observed in `m` (M1 or M0): confirms its fence if one is
     /// in progress and the observation is `fresh` (made after the fence began).
-    pub(super) fn on_inactive(&mut self, now: u64, idx: usize, m: MState, fresh: bool, how: &str) {
+    pub(super) fn on_inactive(
+        &mut self,
+        now: u64,
+        idx: BladeIdx,
+        m: MState,
+        fresh: bool,
+        how: &str,
+    ) {
         let Some(proof) = inactive_proof(Some(m)) else {
             return;
         };
@@ -168,7 +181,7 @@ impl Shelf {
         self.fence_confirmed(now, idx, proof);
     }
 
-    pub(super) fn fence_confirmed(&mut self, now: u64, idx: usize, proof: Confirmation) {
+    pub(super) fn fence_confirmed(&mut self, now: u64, idx: BladeIdx, proof: Confirmation) {
         let b = &mut self.blades[idx];
         let Some(inc) = &mut b.incident else { return };
         let evacuated = inc.state.evacuated();

@@ -7,7 +7,7 @@ use super::*;
 
 #[derive(Debug, Clone)]
 pub(super) struct PendingGuest {
-    pub(super) blade: usize,
+    pub(super) blade: BladeIdx,
     pub(super) name: GuestName,
     pub(super) incident: u32,
     pub(super) deadline: u64,
@@ -23,7 +23,7 @@ impl Shelf {
             .map(|g| (self.blades[g.blade].cfg.slot, &g.name, g.incident))
     }
 
-    pub(super) fn guest_crashed(&mut self, now: u64, idx: usize, name: GuestName) {
+    pub(super) fn guest_crashed(&mut self, now: u64, idx: BladeIdx, name: GuestName) {
         let t = self.cfg.timing;
         let slot = self.blades[idx].cfg.slot;
         if let Some(inc) = self.blades[idx].incident {
@@ -56,7 +56,13 @@ impl Shelf {
         );
     }
 
-    pub(super) fn guest_destroyed(&mut self, now: u64, idx: usize, name: GuestName, incident: u32) {
+    pub(super) fn guest_destroyed(
+        &mut self,
+        now: u64,
+        idx: BladeIdx,
+        name: GuestName,
+        incident: u32,
+    ) {
         let Some(i) = self
             .pending_guests
             .iter()
@@ -89,7 +95,7 @@ impl Shelf {
     pub(super) fn order_guest(
         &mut self,
         now: u64,
-        idx: usize,
+        idx: BladeIdx,
         id: u32,
         name: GuestName,
         failover: bool,

@@ -113,6 +113,7 @@ use shelfha_proto::UnprotectedReason;
 use crate::capacity::{MAX_BLADES, MAX_DEGRADED_HOLDS, MAX_FAILOVER_REPORTS, MAX_GUEST_FAILOVERS};
 use crate::classify::{classify, predictive, BladeView, Class, Record, Verdict, Warning};
 use crate::config::{BladeConfig, ConfigError, ShelfConfig};
+use crate::wire::addr::{IpmbAddr, Slot};
 use crate::wire::cmd::FruControlOption;
 use crate::wire::command::{Body, Request, Response, MAX_REQUEST_DATA};
 use crate::wire::event::{MState, PlatformEvent};
@@ -133,8 +134,8 @@ use fencing::Began;
 use guest_failover::PendingGuest;
 pub use incident::{FenceStep, Incident, IncidentState, OpenIncident, Phase};
 use predictive::Hold;
-use state::Blade;
-pub use state::{BladeStatus, Counters, EventOutcome, Link};
+use state::Blades;
+pub use state::{BladeIdx, BladeStatus, Counters, EventOutcome, Link};
 
 /// Unknown IPMB addresses remembered for one alert each.
 const UNKNOWN_ALERTS: usize = 8;
@@ -143,7 +144,7 @@ const UNKNOWN_ALERTS: usize = 8;
 #[derive(Debug)]
 pub struct Shelf {
     cfg: ShelfConfig,
-    blades: Vec<Blade, MAX_BLADES>,
+    blades: Blades,
     requests: RequestTracker,
     dedupe: Dedupe,
     guests: GuestWindows,
@@ -165,25 +166,7 @@ impl Shelf {
     /// A shelf for a validated configuration.
     pub fn new(cfg: ShelfConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
-        let mut blades = Vec::new();
-        for b in &cfg.blades {
-            // validate() bounds the count by MAX_BLADES.
-            let _ = blades.push(Blade {
-                cfg: *b,
-                m_state: None,
-                hot_swap_sensor: b.hot_swap_sensor.unwrap_or(0),
-                incident: None,
-                commanded: false,
-                link: Link::Ok,
-                registered: false,
-                last_heartbeat: 0,
-                hypervisor_down_since: None,
-                last_heard: None,
-                next_probe: 0,
-                next_confirm_poll: 0,
-                fence_began: None,
-            });
-        }
+        let blades = Blades::new(&cfg);
         Ok(Self {
             cfg,
             blades,
@@ -225,7 +208,7 @@ impl Shelf {
 
     /// State of the blade in `slot`.
     pub fn blade(&self, slot: u8) -> Option<BladeStatus> {
-        let b = self.blades.iter().find(|b| b.cfg.slot == slot)?;
+        let b = &self.blades[self.blades.by_slot(Slot(slot))?];
         Some(BladeStatus {
             config: b.cfg,
             m_state: b.m_state,
@@ -238,7 +221,7 @@ impl Shelf {
 
     /// The open incident of the blade in `slot`, if any.
     pub fn incident(&self, slot: u8) -> Option<OpenIncident> {
-        self.blades.iter().find(|b| b.cfg.slot == slot)?.incident
+        self.blades[self.blades.by_slot(Slot(slot))?].incident
     }
 
     /// Takes the oldest queued output.
@@ -251,14 +234,12 @@ impl Shelf {
         self.out.len()
     }
 
-    fn index_of_slot(&self, slot: u8) -> Option<usize> {
-        self.blades.iter().position(|b| b.cfg.slot == slot)
+    fn index_of_slot(&self, slot: Slot) -> Option<BladeIdx> {
+        self.blades.by_slot(slot)
     }
 
-    fn index_of_address(&self, address: u8) -> Option<usize> {
-        self.blades
-            .iter()
-            .position(|b| b.cfg.ipmb_address == address)
+    fn index_of_address(&self, addr: IpmbAddr) -> Option<BladeIdx> {
+        self.blades.by_addr(addr)
     }
 
     fn alert(&mut self, alert: Alert) {

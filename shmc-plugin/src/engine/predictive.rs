@@ -8,7 +8,7 @@ use super::*;
 /// A non-critical threshold assertion waiting for its hold time.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Hold {
-    pub(super) blade: usize,
+    pub(super) blade: BladeIdx,
     pub(super) sensor_type: u8,
     pub(super) sensor_number: u8,
     pub(super) offset: u8,
@@ -55,7 +55,7 @@ impl Shelf {
         }
     }
 
-    pub(super) fn hold(&mut self, now: u64, idx: usize, ev: &PlatformEvent, cause: Cause) {
+    pub(super) fn hold(&mut self, now: u64, idx: BladeIdx, ev: &PlatformEvent, cause: Cause) {
         let key = (ev.sensor_type.into(), ev.sensor_number, ev.offset());
         let slot = self.blades[idx].cfg.slot;
         if self
@@ -86,7 +86,7 @@ impl Shelf {
         );
     }
 
-    pub(super) fn cancel_hold(&mut self, now: u64, idx: usize, ev: &PlatformEvent) {
+    pub(super) fn cancel_hold(&mut self, now: u64, idx: BladeIdx, ev: &PlatformEvent) {
         let key = (ev.sensor_type.into(), ev.sensor_number, ev.offset());
         if let Some(i) = self
             .holds
@@ -104,7 +104,7 @@ impl Shelf {
     }
 
     /// Ends a `blade_degraded` incident (no fence) and tells the operator.
-    pub(super) fn end_degraded(&mut self, idx: usize, evacuated: bool) {
+    pub(super) fn end_degraded(&mut self, idx: BladeIdx, evacuated: bool) {
         let b = &mut self.blades[idx];
         let Some(inc) = b.incident.take() else { return };
         let slot = b.cfg.slot;

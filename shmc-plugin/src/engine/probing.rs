@@ -10,7 +10,7 @@ impl Shelf {
         self.input += 1;
         self.poll_holds(now, false);
         let t = self.cfg.timing;
-        for idx in 0..self.blades.len() {
+        for idx in self.blades.indices() {
             let b = &mut self.blades[idx];
             if self.cfg.probing && b.last_heard.is_none() {
                 b.last_heard = Some(now);
@@ -74,7 +74,7 @@ impl Shelf {
 
     /// Timers of a blade without an open incident: probe loss, heartbeat
     /// loss, hypervisor grace, and the next probe.
-    pub(super) fn watch(&mut self, now: u64, idx: usize) {
+    pub(super) fn watch(&mut self, now: u64, idx: BladeIdx) {
         let t = self.cfg.timing;
         let b = self.blades[idx];
         let silent = b.last_heard.map(|h| now.saturating_sub(h));

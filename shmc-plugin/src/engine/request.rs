@@ -13,6 +13,7 @@
 use heapless::Vec;
 
 use super::output::{IpmbData, Outbox, Output};
+use super::BladeIdx;
 use crate::capacity::{MAX_BLADES, MAX_OUTSTANDING_REQUESTS};
 
 /// Why we sent a request (what to do with its answer).
@@ -30,7 +31,7 @@ pub enum Purpose {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     /// Index of the destination blade in the configuration.
-    pub blade: usize,
+    pub blade: BladeIdx,
     /// 8-bit destination address.
     pub dest: u8,
     /// Request netFn.
@@ -116,14 +117,14 @@ impl RequestTracker {
     }
 
     /// True when a request of `purpose` to blade `blade` is outstanding.
-    pub fn has(&self, blade: usize, purpose: Purpose) -> bool {
+    pub fn has(&self, blade: BladeIdx, purpose: Purpose) -> bool {
         self.pending
             .iter()
             .any(|p| p.blade == blade && p.purpose == purpose)
     }
 
-    fn allocate_seq(&mut self, blade: usize, dest: u8) -> u8 {
-        let slot = blade % MAX_BLADES;
+    fn allocate_seq(&mut self, blade: BladeIdx, dest: u8) -> u8 {
+        let slot = blade.get() % MAX_BLADES;
         // At most MAX_OUTSTANDING_REQUESTS (< 64) numbers can be in use, so
         // one of the next 64 is free.
         for _ in 0..64 {
@@ -146,7 +147,7 @@ impl RequestTracker {
         &mut self,
         now: u64,
         out: &mut Outbox,
-        blade: usize,
+        blade: BladeIdx,
         dest: u8,
         net_fn: u8,
         cmd: u8,
@@ -225,7 +226,7 @@ impl RequestTracker {
 
     /// Forgets every outstanding request of `purpose` to `blade` (a late
     /// response to one of them then counts as unmatched).
-    pub fn cancel(&mut self, blade: usize, purpose: Purpose) {
+    pub fn cancel(&mut self, blade: BladeIdx, purpose: Purpose) {
         self.pending
             .retain(|p| !(p.blade == blade && p.purpose == purpose));
     }
@@ -280,6 +281,8 @@ impl Default for RequestTracker {
 mod test {
     use super::*;
 
+    const B0: BladeIdx = BladeIdx(0);
+
     fn seq_of(out: &mut Outbox) -> u8 {
         match out.pop() {
             Some(Output::Ipmb { rq_seq, .. }) => rq_seq,
@@ -295,7 +298,7 @@ mod test {
             t.send(
                 0,
                 &mut out,
-                0,
+                B0,
                 0x82,
                 0x2C,
                 0x0C,
@@ -310,7 +313,7 @@ mod test {
             t.send(
                 0,
                 &mut out,
-                0,
+                B0,
                 0x82,
                 0x06,
                 0x01,
@@ -348,7 +351,7 @@ mod test {
         t.send(
             0,
             &mut out,
-            0,
+            B0,
             0x82,
             0x2C,
             0x0C,
@@ -359,7 +362,7 @@ mod test {
         );
         let mut seen = [false; 64];
         for i in 0..70u64 {
-            let _ = t.send(i, &mut out, 0, 0x82, 0x06, 0x01, &[], Purpose::Probe, 1, 0);
+            let _ = t.send(i, &mut out, B0, 0x82, 0x06, 0x01, &[], Purpose::Probe, 1, 0);
             let _ = t.poll::<32>(i + 2, &mut out, 1);
             while let Some(o) = out.pop() {
                 if let Output::Ipmb {
@@ -385,7 +388,7 @@ mod test {
             let s = t.send(
                 0,
                 &mut out,
-                i % 4,
+                BladeIdx((i % 4) as u8),
                 0x82 + 2 * (i % 4) as u8,
                 0x06,
                 0x01,
@@ -398,7 +401,18 @@ mod test {
             while out.pop().is_some() {}
         }
         assert_eq!(
-            t.send(0, &mut out, 0, 0x82, 0x06, 0x01, &[], Purpose::Probe, 10, 0),
+            t.send(
+                0,
+                &mut out,
+                B0,
+                0x82,
+                0x06,
+                0x01,
+                &[],
+                Purpose::Probe,
+                10,
+                0
+            ),
             Sent::TableFull
         );
         assert_eq!(t.stats().dropped, 1);
@@ -406,7 +420,7 @@ mod test {
             t.send(
                 0,
                 &mut out,
-                0,
+                B0,
                 0x82,
                 0x2C,
                 0x0C,
@@ -418,6 +432,6 @@ mod test {
             Sent::Seq(_)
         ));
         assert_eq!(t.stats().evicted, 1);
-        assert!(t.has(0, Purpose::Fence));
+        assert!(t.has(B0, Purpose::Fence));
     }
 }

@@ -31,6 +31,68 @@ pub struct BladeStatus {
     pub link: Link,
 }
 
+/// Index of a blade in the configuration (and in the shelf's blade table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BladeIdx(pub(crate) u8);
+
+impl BladeIdx {
+    /// The index.
+    pub const fn get(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// The shelf's blades in configuration order, indexed by [`BladeIdx`].
+#[derive(Debug)]
+pub(super) struct Blades(Vec<Blade, MAX_BLADES>);
+
+impl Blades {
+    /// The blades of a validated configuration (at most [`MAX_BLADES`]).
+    pub(super) fn new(cfg: &ShelfConfig) -> Self {
+        let mut blades = Vec::new();
+        for b in &cfg.blades {
+            // validate() bounds the count by MAX_BLADES.
+            let _ = blades.push(Blade::new(*b));
+        }
+        Self(blades)
+    }
+
+    /// Every index, in configuration order.
+    pub(super) fn indices(&self) -> impl Iterator<Item = BladeIdx> {
+        // At most MAX_BLADES (16) entries: the index fits a byte.
+        (0..self.0.len()).map(|i| BladeIdx(i as u8))
+    }
+
+    /// The blade in `slot`.
+    pub(super) fn by_slot(&self, slot: Slot) -> Option<BladeIdx> {
+        self.position(|b| b.slot() == slot)
+    }
+
+    /// The blade whose IPMC has `addr`.
+    pub(super) fn by_addr(&self, addr: IpmbAddr) -> Option<BladeIdx> {
+        self.position(|b| b.addr() == addr)
+    }
+
+    fn position(&self, f: impl Fn(&Blade) -> bool) -> Option<BladeIdx> {
+        self.0.iter().position(f).map(|i| BladeIdx(i as u8))
+    }
+}
+
+impl core::ops::Index<BladeIdx> for Blades {
+    type Output = Blade;
+
+    fn index(&self, i: BladeIdx) -> &Blade {
+        &self.0[i.get()]
+    }
+}
+
+impl core::ops::IndexMut<BladeIdx> for Blades {
+    fn index_mut(&mut self, i: BladeIdx) -> &mut Blade {
+        &mut self.0[i.get()]
+    }
+}
+
+/// One blade's state.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Blade {
     pub(super) cfg: BladeConfig,
@@ -48,6 +110,41 @@ pub(super) struct Blade {
     /// When the open incident's first fence request was queued: only hot-swap
     /// states observed after it confirm the fence.
     pub(super) fence_began: Option<Began>,
+}
+
+impl Blade {
+    fn new(cfg: BladeConfig) -> Self {
+        Self {
+            cfg,
+            m_state: None,
+            hot_swap_sensor: cfg.hot_swap_sensor.unwrap_or(0),
+            incident: None,
+            commanded: false,
+            link: Link::Ok,
+            registered: false,
+            last_heartbeat: 0,
+            hypervisor_down_since: None,
+            last_heard: None,
+            next_probe: 0,
+            next_confirm_poll: 0,
+            fence_began: None,
+        }
+    }
+
+    /// Its slot.
+    pub(super) const fn slot(&self) -> Slot {
+        Slot(self.cfg.slot)
+    }
+
+    /// Its IPMC's address.
+    pub(super) const fn addr(&self) -> IpmbAddr {
+        IpmbAddr(self.cfg.ipmb_address)
+    }
+
+    /// Its partner's slot.
+    pub(super) const fn partner(&self) -> Slot {
+        Slot(self.cfg.partner)
+    }
 }
 
 /// Counters of the shelf (every drop and overflow is here).

@@ -12,8 +12,9 @@ use log::{debug, warn};
 use shelfha_proto::UnprotectedReason;
 
 use super::output::{Alert, ReportText, Table};
-use super::Shelf;
+use super::{BladeIdx, Shelf};
 use crate::capacity::MAX_UNPROTECTED;
+use crate::wire::addr::Slot;
 
 /// The table of unprotected guests already alerted.
 #[derive(Debug)]
@@ -69,7 +70,7 @@ impl Shelf {
     /// The agent of blade `reporter` reports a guest of `owner_slot` unprotected.
     pub(super) fn guest_unprotected(
         &mut self,
-        reporter: usize,
+        reporter: BladeIdx,
         owner_slot: u8,
         reason: UnprotectedReason,
         name: ReportText,
@@ -79,7 +80,7 @@ impl Shelf {
         let reporter_slot = self.blades[reporter].cfg.slot;
         // The owner itself, or its partner (which refused the definition).
         let Some(owner) = self
-            .index_of_slot(owner_slot)
+            .index_of_slot(Slot(owner_slot))
             .filter(|&o| o == reporter || self.blades[o].cfg.partner == reporter_slot)
         else {
             self.counters.agent_ignored += 1;

@@ -1,5 +1,6 @@
 //! Wire formats: where IPMB bytes become typed messages and events.
 //!
+//! - [`addr`]: typed blade identities (`Slot`, `IpmbAddr`).
 //! - [`event`]: what an IPMC reported (Platform Event, hot-swap states, sensor types).
 //! - [`ipmb`]: one IPMB message in the Linux `ipmb_dev_int` layout (IPMI v2.0 §7).
 //! - [`framer`]: whole messages out of a byte stream or a message-oriented device.
@@ -11,6 +12,7 @@
 //! Everything here is `no_std` and allocates nothing; untrusted bytes only ever
 //! produce a value or a typed error.
 
+pub mod addr;
 pub mod cmd;
 mod code;
 pub mod command;
