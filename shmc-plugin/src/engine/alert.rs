@@ -2,7 +2,10 @@
 
 use core::fmt;
 
+use heapless::Vec;
 use shelfha_proto::UnprotectedReason;
+
+use crate::wire::addr::IpmbAddr;
 
 use super::output::{
     unprotected_reason_str, GuestList, GuestName, OrderKind, ReportText, Undelivered,
@@ -296,5 +299,28 @@ impl fmt::Display for Alert {
                 )
             }
         }
+    }
+}
+
+/// Unknown IPMB addresses remembered for one alert each.
+const UNKNOWN_ALERTS: usize = 8;
+
+/// Alerts raised once: per unknown generator address (the first
+/// [`UNKNOWN_ALERTS`]) and per full table.
+#[derive(Debug, Default)]
+pub(super) struct Once {
+    unknown: Vec<IpmbAddr, UNKNOWN_ALERTS>,
+    tables: [bool; Table::COUNT],
+}
+
+impl Once {
+    /// True the first time `addr` is seen (while there is room to remember it).
+    pub(super) fn unknown_generator(&mut self, addr: IpmbAddr) -> bool {
+        !self.unknown.contains(&addr) && self.unknown.push(addr).is_ok()
+    }
+
+    /// True the first time `table` is full.
+    pub(super) fn table_full(&mut self, table: Table) -> bool {
+        !core::mem::replace(&mut self.tables[table as usize], true)
     }
 }

@@ -39,9 +39,7 @@ impl Shelf {
         self.counters.events += 1;
         let Some(idx) = self.index_of_address(IpmbAddr(ev.generator)) else {
             self.counters.unknown_generator += 1;
-            if !self.unknown_alerted.contains(&ev.generator)
-                && self.unknown_alerted.push(ev.generator).is_ok()
-            {
+            if self.once.unknown_generator(IpmbAddr(ev.generator)) {
                 self.alert(Alert::UnknownGenerator {
                     address: ev.generator,
                 });

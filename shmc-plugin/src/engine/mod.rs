@@ -10,6 +10,25 @@
 //! - [`Shelf::poll`]: timers (probes, fence deadlines, confirmation polls,
 //!   retries, heartbeat timeout, hypervisor grace, evacuation and guest timeouts).
 //!
+//! # Files (one `impl Shelf` block per concern)
+//! - `mod.rs`: [`Shelf`], its construction and accessors;
+//! - `events.rs`: IPMB inputs (Platform Events, responses, the shelf
+//!   manager's own requests);
+//! - `agents.rs`: [`AgentInput`], registration, heartbeats, hypervisor watch;
+//! - `decide.rs`: a failure becomes a decision, a link condition, a guest
+//!   order or an open incident; `actions.rs`: the class-to-actions table;
+//! - `incident.rs`: [`OpenIncident`] and its [`IncidentState`];
+//! - `fencing.rs`: fence steps, confirmation polls, fence proofs;
+//! - `failover.rs`: the whole-blade failover order and the partner's report;
+//! - `guest.rs`, `guest_failover.rs`: guest crash windows, restart or move;
+//! - `predictive.rs`: non-critical holds and `blade_degraded`;
+//! - `probing.rs`: [`Shelf::poll`], probes, heartbeat and probe loss;
+//! - `report.rs`, `unprotected.rs`: failover reports, unprotected guests;
+//! - `request.rs`, `dedupe.rs`: IPMB request tracking, duplicate window;
+//! - `state.rs`: [`BladeIdx`], the blade table, [`Counters`];
+//! - `output.rs`, `alert.rs`: what comes out ([`Output`], [`Decision`],
+//!   [`Order`], [`Alert`]).
+//!
 //! # Incident machine (one open incident per blade, an [`IncidentState`])
 //! ```text
 //! Healthy --blade_lost/blade_hardware/host_os--> Fencing(step, deadline)
@@ -137,23 +156,29 @@ use predictive::Hold;
 use state::Blades;
 pub use state::{BladeIdx, BladeStatus, Counters, EventOutcome, Link};
 
-/// Unknown IPMB addresses remembered for one alert each.
-const UNKNOWN_ALERTS: usize = 8;
-
 /// The shelf core.
 #[derive(Debug)]
 pub struct Shelf {
     cfg: ShelfConfig,
+    /// Per-blade state and open incidents (`state.rs`, `incident.rs`).
     blades: Blades,
+    /// IPMB: our outstanding requests (`request.rs`) and the duplicate
+    /// window of Platform Events (`dedupe.rs`).
     requests: RequestTracker,
     dedupe: Dedupe,
+    /// Guests: crash windows (`guest.rs`), single-guest failovers awaiting
+    /// the destroy confirmation (`guest_failover.rs`), unprotected guests
+    /// alerted (`unprotected.rs`).
     guests: GuestWindows,
     pending_guests: Vec<PendingGuest, MAX_GUEST_FAILOVERS>,
-    holds: Vec<Hold, MAX_DEGRADED_HOLDS>,
-    unknown_alerted: Vec<u8, UNKNOWN_ALERTS>,
-    tables_alerted: [bool; Table::COUNT],
-    reports: Vec<Report, MAX_FAILOVER_REPORTS>,
     unprotected: Unprotected,
+    /// Predictive mode: non-critical threshold holds (`predictive.rs`).
+    holds: Vec<Hold, MAX_DEGRADED_HOLDS>,
+    /// Failover orders awaiting the partner's report (`report.rs`).
+    reports: Vec<Report, MAX_FAILOVER_REPORTS>,
+    /// What the runtime gets: alerts raised once (`alert.rs`), the output
+    /// queue, counters, and the next decision number.
+    once: alert::Once,
     out: Outbox,
     counters: Counters,
     next_incident: u32,
@@ -174,11 +199,10 @@ impl Shelf {
             dedupe: Dedupe::new(),
             guests: GuestWindows::new(),
             pending_guests: Vec::new(),
-            holds: Vec::new(),
-            unknown_alerted: Vec::new(),
-            tables_alerted: [false; Table::COUNT],
-            reports: Vec::new(),
             unprotected: Unprotected::new(),
+            holds: Vec::new(),
+            reports: Vec::new(),
+            once: alert::Once::default(),
             out: Outbox::new(),
             counters: Counters::default(),
             next_incident: 1,
@@ -249,9 +273,7 @@ impl Shelf {
     }
 
     fn table_full(&mut self, table: Table) {
-        let i = table as usize;
-        if !self.tables_alerted[i] {
-            self.tables_alerted[i] = true;
+        if self.once.table_full(table) {
             self.alert(Alert::TableFull { table });
         }
     }
