@@ -151,15 +151,28 @@ fn test_blade_lost_m7_fences_then_fails_over() {
         orders(&outs).is_empty(),
         "no failover before the fence is confirmed"
     );
+    assert!(matches!(
+        s.incident(1).unwrap().state,
+        IncidentState::Fencing {
+            step: FenceStep::Deactivate,
+            rounds: 0,
+            self_fence: false,
+            evacuated: false,
+            ..
+        }
+    ));
     // The IPMC acknowledges and walks M7 -> ... -> M1 (here straight to M1).
-    s.on_ipmb_response(
+    s.on_response(
         110,
-        A,
+        IpmbAddr(A),
         reqs[0].3,
-        cmd::NETFN_GROUP_EXT_RSP,
-        cmd::CMD_SET_FRU_ACTIVATION,
-        &[0, 0],
+        &Response::parse(
+            cmd::NETFN_GROUP_EXT_RSP,
+            cmd::CMD_SET_FRU_ACTIVATION,
+            &[0, 0],
+        ),
     );
+    assert_eq!(s.counters().fence_rejected, 0);
     assert_eq!(
         s.on_platform_event(300, 2, &hs(A, 1, Some(0x17))),
         EventOutcome::Recorded(Record::Transition)
@@ -206,12 +219,21 @@ fn test_blade_lost_m7_fences_then_fails_over() {
         s.blade(1).unwrap().incident.unwrap().phase,
         Phase::Recovered
     );
+    assert_eq!(
+        s.incident(1).unwrap().state,
+        IncidentState::Recovered {
+            proof: Confirmation::HotSwapM1,
+            self_fence: false,
+            evacuated: false
+        }
+    );
     // Back in M4: the incident ends and a new failure decides again.
     assert_eq!(
         s.on_platform_event(900, 3, &hs(A, 4, Some(0x03))),
         EventOutcome::Recorded(Record::Transition)
     );
     assert!(s.blade(1).unwrap().incident.is_none());
+    assert_eq!(s.incident(1), None);
     let (d2, _) = one_decision(&mut s, 1000, 4, &critical_temp(A));
     assert_eq!(d2.class, Class::BladeHardware);
     assert_eq!(d2.incident, d.incident + 1);
@@ -2232,4 +2254,49 @@ fn test_hold_table_overflow_is_counted() {
     assert!(d
         .iter()
         .all(|d| d.class == Class::BladeDegraded && d.t_ms == 1));
+}
+
+#[test]
+fn test_typed_manager_request_power_off_is_commanded() {
+    let mut s = shelf();
+    s.on_manager_request(
+        IpmbAddr(A),
+        &Request::SetPowerLevel {
+            fru_id: 0,
+            level: 1,
+            copy_desired: false,
+        },
+    );
+    assert!(
+        !s.blade(1).unwrap().commanded,
+        "power level 1 is no deactivation"
+    );
+    s.on_manager_request(
+        IpmbAddr(A),
+        &Request::SetPowerLevel {
+            fru_id: 0,
+            level: 0,
+            copy_desired: true,
+        },
+    );
+    assert!(s.blade(1).unwrap().commanded);
+    assert_eq!(
+        s.on_platform_event(10, 1, &hs(A, 6, Some(0x14))),
+        EventOutcome::Recorded(Record::Commanded)
+    );
+}
+
+#[test]
+fn test_typed_refused_fence_step_is_counted() {
+    let mut s = shelf();
+    let (_, outs) = one_decision(&mut s, 0, 1, &critical_temp(A));
+    let r = requests(&outs);
+    let rsp = Response::parse(r[0].1 + 1, r[0].2, &[0xC1]);
+    assert_eq!(rsp.refused(), Some(cmd::CompletionCode::InvalidCommand));
+    s.on_response(5, IpmbAddr(A), r[0].3, &rsp);
+    assert_eq!(s.counters().fence_rejected, 1);
+    // A response from an address no blade has is counted, not matched.
+    s.on_response(6, IpmbAddr(0xEE), r[0].3, &rsp);
+    assert_eq!(s.counters().responses_unknown, 1);
+    assert_eq!(s.counters().fence_rejected, 1);
 }
