@@ -95,7 +95,7 @@ impl Shelf {
                 b.last_heartbeat = now;
                 b.hypervisor_down_since = None;
                 info!("slot {slot}: agent registered");
-                self.unprotected.forget_owner(slot);
+                self.unprotected.forget_owner(Slot(slot));
                 self.maybe_close_hypervisor(idx);
             }
             AgentInput::Heartbeat { hypervisor_ok } => {

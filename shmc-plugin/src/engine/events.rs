@@ -123,10 +123,7 @@ impl Shelf {
             Some(idx) => self.blades[idx].last_heard = Some(now),
             None => self.counters.responses_unknown += 1,
         }
-        let Some(p) = self
-            .requests
-            .on_response(from.get(), rq_seq, rsp.net_fn, rsp.cmd)
-        else {
+        let Some(p) = self.requests.on_response(from, rq_seq, rsp.net_fn, rsp.cmd) else {
             debug!(
                 "unmatched response from {from} netFn 0x{:02x} cmd 0x{:02x} rqSeq {rq_seq}",
                 rsp.net_fn, rsp.cmd

@@ -31,7 +31,7 @@ impl Shelf {
             now,
             &mut self.out,
             idx,
-            self.blades[idx].cfg.ipmb_address,
+            self.blades[idx].addr(),
             req.net_fn(),
             req.cmd(),
             &data[..n],

@@ -37,13 +37,13 @@ impl Shelf {
         let evictions = self.guests.evictions();
         let n = self
             .guests
-            .record(now, t.guest_restart_window_ms, slot, &name);
+            .record(now, t.guest_restart_window_ms, Slot(slot), &name);
         if self.guests.evictions() != evictions {
             self.table_full(Table::Guests);
         }
         let failover = n > t.guest_restart_limit;
         if failover {
-            self.guests.forget(slot, &name);
+            self.guests.forget(Slot(slot), &name);
         }
         self.decide(
             now,

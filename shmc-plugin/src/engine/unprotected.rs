@@ -19,7 +19,7 @@ use crate::wire::addr::Slot;
 /// The table of unprotected guests already alerted.
 #[derive(Debug)]
 pub(super) struct Unprotected {
-    entries: Deque<(u8, ReportText, UnprotectedReason), MAX_UNPROTECTED>,
+    entries: Deque<(Slot, ReportText, UnprotectedReason), MAX_UNPROTECTED>,
     evictions: u64,
 }
 
@@ -32,7 +32,7 @@ impl Unprotected {
     }
 
     /// Records the report; true when it was not known (alert it).
-    fn first(&mut self, owner: u8, name: &ReportText, reason: UnprotectedReason) -> bool {
+    fn first(&mut self, owner: Slot, name: &ReportText, reason: UnprotectedReason) -> bool {
         if self
             .entries
             .iter()
@@ -50,7 +50,7 @@ impl Unprotected {
     }
 
     /// Forgets every entry of blade `owner`.
-    pub(super) fn forget_owner(&mut self, owner: u8) {
+    pub(super) fn forget_owner(&mut self, owner: Slot) {
         for _ in 0..self.entries.len() {
             if let Some(e) = self.entries.pop_front() {
                 if e.0 != owner {
@@ -90,7 +90,7 @@ impl Shelf {
         let evictions = self.unprotected.evictions();
         if !self
             .unprotected
-            .first(self.blades[owner].cfg.slot, &name, reason)
+            .first(self.blades[owner].slot(), &name, reason)
         {
             debug!("slot {owner_slot}: guest {name:?} still unprotected ({reason:?})");
             return;
