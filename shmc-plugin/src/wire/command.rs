@@ -4,15 +4,18 @@
 //! (`parse(emit(x)) == x`; the golden vectors below pin the bytes).
 //!
 //! Codes, builders and decoders live in [`super::cmd`]; this module puts
-//! them behind one enum per direction.
+//! them behind one enum per direction, and [`Inbound`] sorts any received
+//! message into response, Platform Event or other request.
 
 use core::fmt;
 
+use super::addr::IpmbAddr;
 use super::cmd::{
     self, check_picmg_response, check_response, CompletionCode, DeviceId, FruControlOption,
     ResponseError, SensorReading, PICMG_ID,
 };
-use super::event::MState;
+use super::event::{EventError, MState, PlatformEvent};
+use super::ipmb::Repr;
 
 /// Longest request data of a [`Request`] (Set Power Level).
 pub const MAX_REQUEST_DATA: usize = 4;
@@ -336,6 +339,67 @@ impl Response {
     }
 }
 
+/// What one IPMB message is, for the runtime's demux (the same for every
+/// source: bus, capture, demo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inbound {
+    /// A response (odd netFn) from `from` (its rqSA field).
+    Response {
+        /// Sender.
+        from: IpmbAddr,
+        /// Sequence number of the request it answers.
+        rq_seq: u8,
+        /// What it says.
+        response: Response,
+    },
+    /// A Platform Event request (the sender expects completion code 0x00).
+    PlatformEvent {
+        /// Sequence number (duplicate suppression).
+        rq_seq: u8,
+        /// The event, or why its data was refused.
+        event: Result<PlatformEvent, EventError>,
+    },
+    /// Any other request, from `from` to `to`.
+    Request {
+        /// Sender (rqSA).
+        from: IpmbAddr,
+        /// Destination (rsSA).
+        to: IpmbAddr,
+        /// netFn.
+        net_fn: u8,
+        /// Command.
+        cmd: u8,
+        /// The request, when it is one of [`Request`]'s commands.
+        request: Result<Request, RequestError>,
+    },
+}
+
+impl Inbound {
+    /// Sorts `repr`.
+    pub fn parse(repr: &Repr<'_>) -> Self {
+        if repr.is_response() {
+            return Self::Response {
+                from: IpmbAddr(repr.rq_sa),
+                rq_seq: repr.rq_seq,
+                response: Response::parse(repr.net_fn, repr.cmd, repr.data),
+            };
+        }
+        if let Some(event) = cmd::platform_event(repr) {
+            return Self::PlatformEvent {
+                rq_seq: repr.rq_seq,
+                event,
+            };
+        }
+        Self::Request {
+            from: IpmbAddr(repr.rq_sa),
+            to: IpmbAddr(repr.rs_sa),
+            net_fn: repr.net_fn,
+            cmd: repr.cmd,
+            request: Request::parse(repr.net_fn, repr.cmd, repr.data),
+        }
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -515,5 +579,67 @@ mod test {
             let typed = Response::parse(0x05, cmd::CMD_GET_SENSOR_READING, data).hot_swap_state();
             assert_eq!(typed, cmd::hot_swap_state(data), "{data:02x?}");
         }
+    }
+
+    #[test]
+    fn test_inbound_sorts_messages() {
+        let rsp = Repr {
+            rs_sa: 0x20,
+            net_fn: cmd::NETFN_GROUP_EXT_RSP,
+            rs_lun: 0,
+            rq_sa: 0x82,
+            rq_seq: 9,
+            rq_lun: 0,
+            cmd: cmd::CMD_SET_FRU_ACTIVATION,
+            data: &[0x00, 0x00],
+        };
+        assert_eq!(
+            Inbound::parse(&rsp),
+            Inbound::Response {
+                from: IpmbAddr(0x82),
+                rq_seq: 9,
+                response: Response {
+                    net_fn: cmd::NETFN_GROUP_EXT_RSP,
+                    cmd: cmd::CMD_SET_FRU_ACTIVATION,
+                    body: Body::Done
+                }
+            }
+        );
+        let ev_data = [0x04, 0xF0, 0x00, 0x6F, 0xA5, 0x24, 0x00];
+        let ev = Repr {
+            net_fn: cmd::NETFN_SENSOR_EVENT,
+            cmd: cmd::CMD_PLATFORM_EVENT,
+            data: &ev_data,
+            ..rsp
+        };
+        assert_eq!(
+            Inbound::parse(&ev),
+            Inbound::PlatformEvent {
+                rq_seq: 9,
+                event: PlatformEvent::parse(0x82, 0, &ev_data)
+            }
+        );
+        let own = Repr {
+            rs_sa: 0x84,
+            rq_sa: 0x20,
+            net_fn: cmd::NETFN_GROUP_EXT,
+            cmd: cmd::CMD_SET_POWER_LEVEL,
+            data: &[0x00, 0x00, 0x00, 0x00],
+            ..rsp
+        };
+        assert_eq!(
+            Inbound::parse(&own),
+            Inbound::Request {
+                from: IpmbAddr(0x20),
+                to: IpmbAddr(0x84),
+                net_fn: cmd::NETFN_GROUP_EXT,
+                cmd: cmd::CMD_SET_POWER_LEVEL,
+                request: Ok(Request::SetPowerLevel {
+                    fru_id: 0,
+                    level: 0,
+                    copy_desired: false
+                })
+            }
+        );
     }
 }
