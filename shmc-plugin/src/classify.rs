@@ -38,7 +38,7 @@
 //!   fencing a blade that is already off confirms at once.
 //! - M7 is `blade_lost` whatever the previous state and whoever caused it.
 
-use crate::event::{
+use crate::wire::event::{
     MState, PlatformEvent, SensorType, READING_TYPE_SENSOR_SPECIFIC, READING_TYPE_THRESHOLD,
 };
 

@@ -4,8 +4,8 @@
 //! `heapless` with sizes from [`capacity`], byte I/O goes through `embedded-io`,
 //! and time is always passed in as milliseconds.
 //!
-//! Layers: [`wire`] (IPMB bytes <-> messages), [`event`] (what an IPMC
-//! reported), [`classify`] (event -> failure class, pure), [`engine`] (the
+//! Layers: [`wire`] (IPMB bytes <-> messages and events, [`wire::event`]:
+//! what an IPMC reported), [`classify`] (event -> failure class, pure), [`engine`] (the
 //! shelf: incidents, fencing, timers, orders), [`config`] (the core's
 //! configuration; TOML loading under `std`), and, with `std`, `edge` (replay,
 //! the run loop over the IPMB device, the agent link, logging).
@@ -18,5 +18,7 @@ pub mod config;
 #[cfg(feature = "std")]
 pub mod edge;
 pub mod engine;
-pub mod event;
 pub mod wire;
+
+/// [`wire::event`] at its former path, for the std edge and the tools.
+pub use wire::event;

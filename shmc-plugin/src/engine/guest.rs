@@ -10,10 +10,11 @@ use heapless::{Deque, Vec};
 
 use super::output::GuestName;
 use crate::capacity::{CRASHES_PER_GUEST, MAX_TRACKED_GUESTS};
+use crate::wire::addr::Slot;
 
 #[derive(Debug)]
 struct Entry {
-    slot: u8,
+    slot: Slot,
     name: GuestName,
     crashes: Deque<u64, CRASHES_PER_GUEST>,
 }
@@ -41,7 +42,7 @@ impl GuestWindows {
 
     /// Records a crash of `name` on `slot`; returns the crashes within the
     /// window, this one included (at most [`CRASHES_PER_GUEST`]).
-    pub fn record(&mut self, now: u64, window_ms: u64, slot: u8, name: &GuestName) -> u8 {
+    pub fn record(&mut self, now: u64, window_ms: u64, slot: Slot, name: &GuestName) -> u8 {
         let idx = match self
             .entries
             .iter()
@@ -86,7 +87,7 @@ impl GuestWindows {
     }
 
     /// Forgets the history of `name` on `slot` (after it failed over).
-    pub fn forget(&mut self, slot: u8, name: &GuestName) {
+    pub fn forget(&mut self, slot: Slot, name: &GuestName) {
         self.entries
             .retain(|e| !(e.slot == slot && e.name == *name));
     }
@@ -110,24 +111,24 @@ mod test {
     fn test_window() {
         let mut g = GuestWindows::new();
         let w = 600_000;
-        assert_eq!(g.record(0, w, 1, &name("a")), 1);
-        assert_eq!(g.record(1000, w, 1, &name("a")), 2);
+        assert_eq!(g.record(0, w, Slot(1), &name("a")), 1);
+        assert_eq!(g.record(1000, w, Slot(1), &name("a")), 2);
         assert_eq!(
-            g.record(1000, w, 2, &name("a")),
+            g.record(1000, w, Slot(2), &name("a")),
             1,
             "same name on another blade"
         );
-        assert_eq!(g.record(2000, w, 1, &name("b")), 1);
-        assert_eq!(g.record(599_999, w, 1, &name("a")), 3);
+        assert_eq!(g.record(2000, w, Slot(1), &name("b")), 1);
+        assert_eq!(g.record(599_999, w, Slot(1), &name("a")), 3);
         // The crash at 0 left the window.
-        assert_eq!(g.record(600_000, w, 1, &name("a")), 3);
-        assert_eq!(g.record(600_001, w, 1, &name("a")), 4);
+        assert_eq!(g.record(600_000, w, Slot(1), &name("a")), 3);
+        assert_eq!(g.record(600_001, w, Slot(1), &name("a")), 4);
         assert_eq!(
-            g.record(600_002, w, 1, &name("a")),
+            g.record(600_002, w, Slot(1), &name("a")),
             4,
             "saturates at capacity"
         );
-        g.forget(1, &name("a"));
-        assert_eq!(g.record(600_003, w, 1, &name("a")), 1);
+        g.forget(Slot(1), &name("a"));
+        assert_eq!(g.record(600_003, w, Slot(1), &name("a")), 1);
     }
 }

@@ -22,14 +22,15 @@
 use log::info;
 
 use super::output::{Alert, GuestList, GuestName, Table};
-use super::Shelf;
+use super::{BladeIdx, Shelf};
 use crate::capacity::MAX_FAILOVER_REPORTS;
+use crate::wire::addr::Slot;
 
 /// One failover order awaiting its partner's report.
 #[derive(Debug, Clone)]
 pub(super) struct Report {
     /// Index of the failed blade.
-    blade: usize,
+    blade: BladeIdx,
     /// The decision the order quoted.
     incident: u32,
     /// The guest of a one-guest failover; `None` for a whole blade.
@@ -62,7 +63,7 @@ impl Shelf {
     pub(super) fn open_report(
         &mut self,
         now: u64,
-        blade: usize,
+        blade: BladeIdx,
         incident: u32,
         guest: Option<GuestName>,
     ) {
@@ -102,12 +103,12 @@ impl Shelf {
     /// `failed_slot`: booked to the open failover report it belongs to.
     pub(super) fn guest_outcome(
         &mut self,
-        reporter: usize,
+        reporter: BladeIdx,
         failed_slot: u8,
         name: &GuestName,
         started: bool,
     ) {
-        let Some(f) = self.index_of_slot(failed_slot) else {
+        let Some(f) = self.index_of_slot(Slot(failed_slot)) else {
             return;
         };
         // Only the partner starts a failed blade's guests.
@@ -136,7 +137,7 @@ impl Shelf {
 
     /// AllReported for decision `incident` about blade `blade` from its
     /// partner: settles that report. False when none was open.
-    pub(super) fn settle_report(&mut self, blade: usize, incident: u32) -> bool {
+    pub(super) fn settle_report(&mut self, blade: BladeIdx, incident: u32) -> bool {
         let Some(i) = self
             .reports
             .iter()

@@ -13,7 +13,9 @@
 use heapless::Vec;
 
 use super::output::{IpmbData, Outbox, Output};
+use super::BladeIdx;
 use crate::capacity::{MAX_BLADES, MAX_OUTSTANDING_REQUESTS};
+use crate::wire::addr::IpmbAddr;
 
 /// Why we sent a request (what to do with its answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,9 +32,9 @@ pub enum Purpose {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     /// Index of the destination blade in the configuration.
-    pub blade: usize,
-    /// 8-bit destination address.
-    pub dest: u8,
+    pub blade: BladeIdx,
+    /// Destination address.
+    pub dest: IpmbAddr,
     /// Request netFn.
     pub net_fn: u8,
     /// Command.
@@ -116,14 +118,14 @@ impl RequestTracker {
     }
 
     /// True when a request of `purpose` to blade `blade` is outstanding.
-    pub fn has(&self, blade: usize, purpose: Purpose) -> bool {
+    pub fn has(&self, blade: BladeIdx, purpose: Purpose) -> bool {
         self.pending
             .iter()
             .any(|p| p.blade == blade && p.purpose == purpose)
     }
 
-    fn allocate_seq(&mut self, blade: usize, dest: u8) -> u8 {
-        let slot = blade % MAX_BLADES;
+    fn allocate_seq(&mut self, blade: BladeIdx, dest: IpmbAddr) -> u8 {
+        let slot = blade.get() % MAX_BLADES;
         // At most MAX_OUTSTANDING_REQUESTS (< 64) numbers can be in use, so
         // one of the next 64 is free.
         for _ in 0..64 {
@@ -146,8 +148,8 @@ impl RequestTracker {
         &mut self,
         now: u64,
         out: &mut Outbox,
-        blade: usize,
-        dest: u8,
+        blade: BladeIdx,
+        dest: IpmbAddr,
         net_fn: u8,
         cmd: u8,
         data: &[u8],
@@ -183,7 +185,7 @@ impl RequestTracker {
         let _ = bytes.extend_from_slice(&data[..take]);
         let rq_seq = self.allocate_seq(blade, dest);
         out.push(Output::Ipmb {
-            dest,
+            dest: dest.get(),
             net_fn,
             cmd,
             rq_seq,
@@ -207,7 +209,13 @@ impl RequestTracker {
     }
 
     /// Matches a response from `from`; returns the request it answers.
-    pub fn on_response(&mut self, from: u8, rq_seq: u8, net_fn: u8, cmd: u8) -> Option<Pending> {
+    pub fn on_response(
+        &mut self,
+        from: IpmbAddr,
+        rq_seq: u8,
+        net_fn: u8,
+        cmd: u8,
+    ) -> Option<Pending> {
         let found = self.pending.iter().position(|p| {
             p.dest == from && p.rq_seq == rq_seq && p.net_fn | 1 == net_fn && p.cmd == cmd
         });
@@ -225,7 +233,7 @@ impl RequestTracker {
 
     /// Forgets every outstanding request of `purpose` to `blade` (a late
     /// response to one of them then counts as unmatched).
-    pub fn cancel(&mut self, blade: usize, purpose: Purpose) {
+    pub fn cancel(&mut self, blade: BladeIdx, purpose: Purpose) {
         self.pending
             .retain(|p| !(p.blade == blade && p.purpose == purpose));
     }
@@ -251,7 +259,7 @@ impl RequestTracker {
                 p.deadline = now.saturating_add(timeout_ms);
                 self.stats.retries += 1;
                 out.push(Output::Ipmb {
-                    dest: p.dest,
+                    dest: p.dest.get(),
                     net_fn: p.net_fn,
                     cmd: p.cmd,
                     rq_seq: p.rq_seq,
@@ -280,6 +288,9 @@ impl Default for RequestTracker {
 mod test {
     use super::*;
 
+    const B0: BladeIdx = BladeIdx(0);
+    const A: IpmbAddr = IpmbAddr(0x82);
+
     fn seq_of(out: &mut Outbox) -> u8 {
         match out.pop() {
             Some(Output::Ipmb { rq_seq, .. }) => rq_seq,
@@ -295,8 +306,8 @@ mod test {
             t.send(
                 0,
                 &mut out,
-                0,
-                0x82,
+                B0,
+                A,
                 0x2C,
                 0x0C,
                 &[0, 0, 0],
@@ -307,38 +318,27 @@ mod test {
             Sent::Seq(0)
         );
         assert_eq!(
-            t.send(
-                0,
-                &mut out,
-                0,
-                0x82,
-                0x06,
-                0x01,
-                &[],
-                Purpose::Probe,
-                100,
-                0
-            ),
+            t.send(0, &mut out, B0, A, 0x06, 0x01, &[], Purpose::Probe, 100, 0),
             Sent::Seq(1)
         );
         assert_eq!(seq_of(&mut out), 0);
         assert_eq!(seq_of(&mut out), 1);
         // Wrong netFn, wrong source, wrong seq: unmatched.
-        assert!(t.on_response(0x82, 0, 0x2C, 0x0C).is_none());
-        assert!(t.on_response(0x84, 0, 0x2D, 0x0C).is_none());
-        assert!(t.on_response(0x82, 5, 0x2D, 0x0C).is_none());
+        assert!(t.on_response(A, 0, 0x2C, 0x0C).is_none());
+        assert!(t.on_response(IpmbAddr(0x84), 0, 0x2D, 0x0C).is_none());
+        assert!(t.on_response(A, 5, 0x2D, 0x0C).is_none());
         assert_eq!(t.stats().unmatched, 3);
         // Timeout: the fence request is retried with the same seq, the probe expires.
         let expired = t.poll::<4>(100, &mut out, 100);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].purpose, Purpose::Probe);
         assert_eq!(seq_of(&mut out), 0);
-        let p = t.on_response(0x82, 0, 0x2D, 0x0C).unwrap();
+        let p = t.on_response(A, 0, 0x2D, 0x0C).unwrap();
         assert_eq!(p.purpose, Purpose::Fence);
         assert_eq!(t.stats().matched, 1);
         assert_eq!(t.stats().retries, 1);
         // A late duplicate response matches nothing.
-        assert!(t.on_response(0x82, 0, 0x2D, 0x0C).is_none());
+        assert!(t.on_response(A, 0, 0x2D, 0x0C).is_none());
     }
 
     #[test]
@@ -348,8 +348,8 @@ mod test {
         t.send(
             0,
             &mut out,
-            0,
-            0x82,
+            B0,
+            A,
             0x2C,
             0x0C,
             &[],
@@ -359,7 +359,7 @@ mod test {
         );
         let mut seen = [false; 64];
         for i in 0..70u64 {
-            let _ = t.send(i, &mut out, 0, 0x82, 0x06, 0x01, &[], Purpose::Probe, 1, 0);
+            let _ = t.send(i, &mut out, B0, A, 0x06, 0x01, &[], Purpose::Probe, 1, 0);
             let _ = t.poll::<32>(i + 2, &mut out, 1);
             while let Some(o) = out.pop() {
                 if let Output::Ipmb {
@@ -385,8 +385,8 @@ mod test {
             let s = t.send(
                 0,
                 &mut out,
-                i % 4,
-                0x82 + 2 * (i % 4) as u8,
+                BladeIdx((i % 4) as u8),
+                IpmbAddr(0x82 + 2 * (i % 4) as u8),
                 0x06,
                 0x01,
                 &[],
@@ -398,7 +398,7 @@ mod test {
             while out.pop().is_some() {}
         }
         assert_eq!(
-            t.send(0, &mut out, 0, 0x82, 0x06, 0x01, &[], Purpose::Probe, 10, 0),
+            t.send(0, &mut out, B0, A, 0x06, 0x01, &[], Purpose::Probe, 10, 0),
             Sent::TableFull
         );
         assert_eq!(t.stats().dropped, 1);
@@ -406,8 +406,8 @@ mod test {
             t.send(
                 0,
                 &mut out,
-                0,
-                0x82,
+                B0,
+                A,
                 0x2C,
                 0x0C,
                 &[0, 0, 0],
@@ -418,6 +418,6 @@ mod test {
             Sent::Seq(_)
         ));
         assert_eq!(t.stats().evicted, 1);
-        assert!(t.has(0, Purpose::Fence));
+        assert!(t.has(B0, Purpose::Fence));
     }
 }

@@ -12,13 +12,14 @@ use log::{debug, warn};
 use shelfha_proto::UnprotectedReason;
 
 use super::output::{Alert, ReportText, Table};
-use super::Shelf;
+use super::{BladeIdx, Shelf};
 use crate::capacity::MAX_UNPROTECTED;
+use crate::wire::addr::Slot;
 
 /// The table of unprotected guests already alerted.
 #[derive(Debug)]
 pub(super) struct Unprotected {
-    entries: Deque<(u8, ReportText, UnprotectedReason), MAX_UNPROTECTED>,
+    entries: Deque<(Slot, ReportText, UnprotectedReason), MAX_UNPROTECTED>,
     evictions: u64,
 }
 
@@ -31,7 +32,7 @@ impl Unprotected {
     }
 
     /// Records the report; true when it was not known (alert it).
-    fn first(&mut self, owner: u8, name: &ReportText, reason: UnprotectedReason) -> bool {
+    fn first(&mut self, owner: Slot, name: &ReportText, reason: UnprotectedReason) -> bool {
         if self
             .entries
             .iter()
@@ -49,7 +50,7 @@ impl Unprotected {
     }
 
     /// Forgets every entry of blade `owner`.
-    pub(super) fn forget_owner(&mut self, owner: u8) {
+    pub(super) fn forget_owner(&mut self, owner: Slot) {
         for _ in 0..self.entries.len() {
             if let Some(e) = self.entries.pop_front() {
                 if e.0 != owner {
@@ -69,7 +70,7 @@ impl Shelf {
     /// The agent of blade `reporter` reports a guest of `owner_slot` unprotected.
     pub(super) fn guest_unprotected(
         &mut self,
-        reporter: usize,
+        reporter: BladeIdx,
         owner_slot: u8,
         reason: UnprotectedReason,
         name: ReportText,
@@ -79,7 +80,7 @@ impl Shelf {
         let reporter_slot = self.blades[reporter].cfg.slot;
         // The owner itself, or its partner (which refused the definition).
         let Some(owner) = self
-            .index_of_slot(owner_slot)
+            .index_of_slot(Slot(owner_slot))
             .filter(|&o| o == reporter || self.blades[o].cfg.partner == reporter_slot)
         else {
             self.counters.agent_ignored += 1;
@@ -89,7 +90,7 @@ impl Shelf {
         let evictions = self.unprotected.evictions();
         if !self
             .unprotected
-            .first(self.blades[owner].cfg.slot, &name, reason)
+            .first(self.blades[owner].slot(), &name, reason)
         {
             debug!("slot {owner_slot}: guest {name:?} still unprotected ({reason:?})");
             return;

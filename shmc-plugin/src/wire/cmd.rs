@@ -9,8 +9,9 @@
 
 use core::fmt;
 
+use super::code::code_enum;
+use super::event::{EventError, MState, PlatformEvent};
 use super::ipmb::Repr;
-use crate::event::{EventError, MState, PlatformEvent};
 
 /// netFn Sensor/Event (requests; responses 0x05).
 pub const NETFN_SENSOR_EVENT: u8 = 0x04;
@@ -55,74 +56,33 @@ pub const PICMG_ID: u8 = 0x00;
 /// Event message revision of IPMI v1.5 / v2.0 Platform Events.
 pub const EVM_REV: u8 = 0x04;
 
-/// IPMI completion codes (IPMI v2.0 table 5-2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CompletionCode {
-    /// 0x00
-    Ok,
-    /// 0xC0
-    NodeBusy,
-    /// 0xC1
-    InvalidCommand,
-    /// 0xC3
-    Timeout,
-    /// 0xC7
-    RequestDataLength,
-    /// 0xC9
-    ParameterOutOfRange,
-    /// 0xCC
-    InvalidDataField,
-    /// 0xCE
-    CannotProvideResponse,
-    /// 0xD3
-    DestinationUnavailable,
-    /// 0xD4
-    InsufficientPrivilege,
-    /// 0xD5
-    NotSupportedInState,
-    /// 0xFF
-    Unspecified,
-    /// Any other code.
-    Unknown(u8),
-}
-
-impl From<u8> for CompletionCode {
-    fn from(code: u8) -> Self {
-        match code {
-            0x00 => Self::Ok,
-            0xC0 => Self::NodeBusy,
-            0xC1 => Self::InvalidCommand,
-            0xC3 => Self::Timeout,
-            0xC7 => Self::RequestDataLength,
-            0xC9 => Self::ParameterOutOfRange,
-            0xCC => Self::InvalidDataField,
-            0xCE => Self::CannotProvideResponse,
-            0xD3 => Self::DestinationUnavailable,
-            0xD4 => Self::InsufficientPrivilege,
-            0xD5 => Self::NotSupportedInState,
-            0xFF => Self::Unspecified,
-            other => Self::Unknown(other),
-        }
-    }
-}
-
-impl From<CompletionCode> for u8 {
-    fn from(cc: CompletionCode) -> u8 {
-        match cc {
-            CompletionCode::Ok => 0x00,
-            CompletionCode::NodeBusy => 0xC0,
-            CompletionCode::InvalidCommand => 0xC1,
-            CompletionCode::Timeout => 0xC3,
-            CompletionCode::RequestDataLength => 0xC7,
-            CompletionCode::ParameterOutOfRange => 0xC9,
-            CompletionCode::InvalidDataField => 0xCC,
-            CompletionCode::CannotProvideResponse => 0xCE,
-            CompletionCode::DestinationUnavailable => 0xD3,
-            CompletionCode::InsufficientPrivilege => 0xD4,
-            CompletionCode::NotSupportedInState => 0xD5,
-            CompletionCode::Unspecified => 0xFF,
-            CompletionCode::Unknown(c) => c,
-        }
+code_enum! {
+    /// IPMI completion codes (IPMI v2.0 table 5-2).
+    pub enum CompletionCode: open {
+        /// 0x00
+        Ok = 0x00,
+        /// 0xC0
+        NodeBusy = 0xC0,
+        /// 0xC1
+        InvalidCommand = 0xC1,
+        /// 0xC3
+        Timeout = 0xC3,
+        /// 0xC7
+        RequestDataLength = 0xC7,
+        /// 0xC9
+        ParameterOutOfRange = 0xC9,
+        /// 0xCC
+        InvalidDataField = 0xCC,
+        /// 0xCE
+        CannotProvideResponse = 0xCE,
+        /// 0xD3
+        DestinationUnavailable = 0xD3,
+        /// 0xD4
+        InsufficientPrivilege = 0xD4,
+        /// 0xD5
+        NotSupportedInState = 0xD5,
+        /// 0xFF
+        Unspecified = 0xFF,
     }
 }
 
@@ -148,30 +108,21 @@ impl fmt::Display for ResponseError {
     }
 }
 
-/// PICMG FRU Control options (PICMG 3.0 table 3-25).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum FruControlOption {
-    /// 0: cold reset.
-    ColdReset,
-    /// 1: warm reset.
-    WarmReset,
-    /// 2: graceful reboot.
-    GracefulReboot,
-    /// 3: issue diagnostic interrupt.
-    DiagnosticInterrupt,
-    /// 4: quiesce.
-    Quiesce,
-}
+impl core::error::Error for ResponseError {}
 
-impl From<FruControlOption> for u8 {
-    fn from(o: FruControlOption) -> u8 {
-        match o {
-            FruControlOption::ColdReset => 0,
-            FruControlOption::WarmReset => 1,
-            FruControlOption::GracefulReboot => 2,
-            FruControlOption::DiagnosticInterrupt => 3,
-            FruControlOption::Quiesce => 4,
-        }
+code_enum! {
+    /// PICMG FRU Control options (PICMG 3.0 table 3-25).
+    pub enum FruControlOption: closed {
+        /// 0: cold reset.
+        ColdReset = 0,
+        /// 1: warm reset.
+        WarmReset = 1,
+        /// 2: graceful reboot.
+        GracefulReboot = 2,
+        /// 3: issue diagnostic interrupt.
+        DiagnosticInterrupt = 3,
+        /// 4: quiesce.
+        Quiesce = 4,
     }
 }
 
@@ -401,7 +352,7 @@ pub fn platform_event_request<'a>(
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::event::SensorType;
+    use crate::wire::event::SensorType;
     use crate::wire::ipmb::{Frame, Message};
 
     #[test]

@@ -23,7 +23,7 @@
 use core::fmt;
 
 use super::cmd::CompletionCode;
-use crate::event::PlatformEvent;
+use crate::wire::event::PlatformEvent;
 
 /// Bytes in one SEL record.
 pub const SEL_RECORD_LEN: usize = 16;
@@ -53,6 +53,8 @@ impl fmt::Display for SelError {
         }
     }
 }
+
+impl core::error::Error for SelError {}
 
 /// One SEL system event record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +139,7 @@ pub fn parse_get_sel_entry(data: &[u8]) -> Result<(u16, SelRecord), SelError> {
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::event::{MState, SensorType, READING_TYPE_THRESHOLD};
+    use crate::wire::event::{MState, SensorType, READING_TYPE_THRESHOLD};
 
     // Record 0x0005 at 0x5F5E1000 from IPMC 0x82 (7-bit 0x41) LUN 0, channel 0:
     // PICMG hot swap M4 -> M5 by operator handle, FRU 0 (IPMI v2.0 table 32-1).

@@ -4,66 +4,31 @@
 //! RMCP+ (IPMI v2.0 §32.1) and a replayed capture all become a [`PlatformEvent`].
 //! Codes the core does not know decode to `Unknown(code)`: data, never an error.
 
-/// IPMI sensor type codes (IPMI v2.0 table 42-3, PICMG 3.0 table 3-3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SensorType {
-    /// 0x01
-    Temperature,
-    /// 0x02
-    Voltage,
-    /// 0x04
-    Fan,
-    /// 0x07
-    Processor,
-    /// 0x09
-    PowerUnit,
-    /// 0x0C
-    Memory,
-    /// 0x20
-    OsCriticalStop,
-    /// 0x23
-    Watchdog2,
-    /// 0xF0, PICMG FRU Hot Swap
-    FruHotSwap,
-    /// 0xF1, PICMG IPMB physical link
-    IpmbLink,
-    /// Any other code.
-    Unknown(u8),
-}
+use super::code::code_enum;
 
-impl From<u8> for SensorType {
-    fn from(code: u8) -> Self {
-        match code {
-            0x01 => Self::Temperature,
-            0x02 => Self::Voltage,
-            0x04 => Self::Fan,
-            0x07 => Self::Processor,
-            0x09 => Self::PowerUnit,
-            0x0C => Self::Memory,
-            0x20 => Self::OsCriticalStop,
-            0x23 => Self::Watchdog2,
-            0xF0 => Self::FruHotSwap,
-            0xF1 => Self::IpmbLink,
-            other => Self::Unknown(other),
-        }
-    }
-}
-
-impl From<SensorType> for u8 {
-    fn from(t: SensorType) -> u8 {
-        match t {
-            SensorType::Temperature => 0x01,
-            SensorType::Voltage => 0x02,
-            SensorType::Fan => 0x04,
-            SensorType::Processor => 0x07,
-            SensorType::PowerUnit => 0x09,
-            SensorType::Memory => 0x0C,
-            SensorType::OsCriticalStop => 0x20,
-            SensorType::Watchdog2 => 0x23,
-            SensorType::FruHotSwap => 0xF0,
-            SensorType::IpmbLink => 0xF1,
-            SensorType::Unknown(c) => c,
-        }
+code_enum! {
+    /// IPMI sensor type codes (IPMI v2.0 table 42-3, PICMG 3.0 table 3-3).
+    pub enum SensorType: open {
+        /// 0x01
+        Temperature = 0x01,
+        /// 0x02
+        Voltage = 0x02,
+        /// 0x04
+        Fan = 0x04,
+        /// 0x07
+        Processor = 0x07,
+        /// 0x09
+        PowerUnit = 0x09,
+        /// 0x0C
+        Memory = 0x0C,
+        /// 0x20
+        OsCriticalStop = 0x20,
+        /// 0x23
+        Watchdog2 = 0x23,
+        /// 0xF0, PICMG FRU Hot Swap
+        FruHotSwap = 0xF0,
+        /// 0xF1, PICMG IPMB physical link
+        IpmbLink = 0xF1,
     }
 }
 
@@ -72,41 +37,27 @@ pub const READING_TYPE_THRESHOLD: u8 = 0x01;
 /// Event/reading type code for sensor-specific offsets (IPMI v2.0 table 42-1).
 pub const READING_TYPE_SENSOR_SPECIFIC: u8 = 0x6F;
 
-/// PICMG 3.0 FRU hot-swap states (PICMG 3.0 §3.2.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MState {
-    /// M0 not installed
-    M0 = 0,
-    /// M1 inactive
-    M1 = 1,
-    /// M2 activation request
-    M2 = 2,
-    /// M3 activation in progress
-    M3 = 3,
-    /// M4 active
-    M4 = 4,
-    /// M5 deactivation request
-    M5 = 5,
-    /// M6 deactivation in progress
-    M6 = 6,
-    /// M7 communication lost
-    M7 = 7,
-}
-
-impl MState {
-    /// The state for a 3-bit code; `None` for 8..=15.
-    pub fn from_code(code: u8) -> Option<Self> {
-        Some(match code {
-            0 => Self::M0,
-            1 => Self::M1,
-            2 => Self::M2,
-            3 => Self::M3,
-            4 => Self::M4,
-            5 => Self::M5,
-            6 => Self::M6,
-            7 => Self::M7,
-            _ => return None,
-        })
+code_enum! {
+    /// PICMG 3.0 FRU hot-swap states (PICMG 3.0 §3.2.4); `from_code` takes
+    /// the 3-bit code.
+    #[derive(PartialOrd, Ord)]
+    pub enum MState: closed {
+        /// M0 not installed
+        M0 = 0,
+        /// M1 inactive
+        M1 = 1,
+        /// M2 activation request
+        M2 = 2,
+        /// M3 activation in progress
+        M3 = 3,
+        /// M4 active
+        M4 = 4,
+        /// M5 deactivation request
+        M5 = 5,
+        /// M6 deactivation in progress
+        M6 = 6,
+        /// M7 communication lost
+        M7 = 7,
     }
 }
 
@@ -159,6 +110,8 @@ impl core::fmt::Display for EventError {
         }
     }
 }
+
+impl core::error::Error for EventError {}
 
 impl PlatformEvent {
     /// Decodes the request data of a Platform Event Message (netFn 0x04, cmd 0x02)
