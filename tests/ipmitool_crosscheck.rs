@@ -6,7 +6,7 @@
 //! itself generates hot-swap events on the blade's FRU Hot Swap sensor. Then
 //! `ipmitool sel list -v` decodes every record, the raw records are read with
 //! Get SEL Entry (`ipmitool raw 0x0a 0x43`) and decoded with
-//! `shmc_plugin::wire::sel` + `shmc_plugin::event`, and for every record the
+//! `shmc_plugin::wire::sel` + `shmc_plugin::wire::event`, and for every record the
 //! generator, sensor type, sensor number, direction and offset must agree.
 //! The blade's hot-swap sensor is also read with Get Sensor Reading and
 //! decoded with `wire::cmd::hot_swap_state`.
@@ -28,10 +28,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ipmi_sim::IpmiSim;
-use shmc_plugin::event::{
+use shmc_plugin::wire::cmd;
+use shmc_plugin::wire::event::{
     MState, PlatformEvent, SensorType, READING_TYPE_SENSOR_SPECIFIC, READING_TYPE_THRESHOLD,
 };
-use shmc_plugin::wire::cmd;
 use shmc_plugin::wire::framer::StreamFramer;
 use shmc_plugin::wire::ipmb::{Message, Repr};
 use shmc_plugin::wire::sel::{parse_get_sel_entry, SelRecord};

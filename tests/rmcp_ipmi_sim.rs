@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use ipmi_sim::IpmiSim;
 use serde_json::Value;
-use shmc_plugin::event::{MState, PlatformEvent, SensorType, READING_TYPE_SENSOR_SPECIFIC};
 use shmc_plugin::wire::cmd;
+use shmc_plugin::wire::event::{MState, PlatformEvent, SensorType, READING_TYPE_SENSOR_SPECIFIC};
 use shmc_plugin::wire::framer::StreamFramer;
 use shmc_plugin::wire::ipmb::{Message, Repr};
 

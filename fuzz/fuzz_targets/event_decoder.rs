@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shmc_plugin::event::PlatformEvent;
+use shmc_plugin::wire::event::PlatformEvent;
 use shmc_plugin::wire::sel::{parse_get_sel_entry, SelRecord};
 
 fuzz_target!(|data: &[u8]| {

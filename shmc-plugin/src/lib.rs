@@ -19,6 +19,3 @@ pub mod config;
 pub mod edge;
 pub mod engine;
 pub mod wire;
-
-/// [`wire::event`] at its former path, for the std edge and the tools.
-pub use wire::event;

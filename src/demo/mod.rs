@@ -29,7 +29,7 @@ use blade_agent::hypervisor::Hypervisor;
 use shmc_plugin::config::{BladeConfig, ShelfConfig};
 use shmc_plugin::edge::runtime::{Clocks, Detail, Inbound, Runtime};
 use shmc_plugin::engine::{Phase, Shelf};
-use shmc_plugin::event::MState;
+use shmc_plugin::wire::event::MState;
 use shmc_plugin::wire::ipmb::Message;
 
 use self::agents::{open_blade, running, sync_definitions, Blade, MemoryAgents};
@@ -315,7 +315,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
 }
 
 /// The timeline line of a Platform Event heard by the ShMC.
-fn event_text(ev: &shmc_plugin::event::PlatformEvent) -> String {
+fn event_text(ev: &shmc_plugin::wire::event::PlatformEvent) -> String {
     let mut text = format!("IPMB event from 0x{:02x}: ", ev.generator);
     match ev.hot_swap() {
         Some(hs) => {

@@ -8,10 +8,10 @@
 
 use std::collections::VecDeque;
 
-use shmc_plugin::event::{
+use shmc_plugin::wire::cmd;
+use shmc_plugin::wire::event::{
     MState, PlatformEvent, SensorType, READING_TYPE_SENSOR_SPECIFIC, READING_TYPE_THRESHOLD,
 };
-use shmc_plugin::wire::cmd;
 use shmc_plugin::wire::ipmb::{Message, Repr};
 
 /// Sensor numbers of the emulated IPMC.

@@ -15,7 +15,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::openpty;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-use shmc_plugin::event::MState;
+use shmc_plugin::wire::event::MState;
 use shmc_plugin::wire::framer::{Feed, StreamFramer};
 use shmc_plugin::wire::ipmb::Message;
 

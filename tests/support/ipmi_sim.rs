@@ -156,7 +156,7 @@ impl IpmiSim {
     /// Adds `event` to the ShMC's (0x20) SEL with `sel_add` (the record
     /// bytes as `wire::sel` writes them; the simulator sets id and
     /// timestamp); returns the record id it assigned.
-    pub fn sel_add(&mut self, event: &shmc_plugin::event::PlatformEvent) -> u16 {
+    pub fn sel_add(&mut self, event: &shmc_plugin::wire::event::PlatformEvent) -> u16 {
         let record = shmc_plugin::wire::sel::SelRecord {
             record_id: 0,
             timestamp: 0,

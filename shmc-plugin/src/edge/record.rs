@@ -37,7 +37,7 @@ use std::io::{self, Write};
 use serde::{Serialize, Serializer};
 
 use crate::engine::{unprotected_reason_str, Alert, Decision, EventOutcome};
-use crate::event::{PlatformEvent, SensorType};
+use crate::wire::event::{PlatformEvent, SensorType};
 
 /// Serializes a value through its `Display` (a JSON string, no allocation).
 #[derive(Debug, Clone, Copy)]

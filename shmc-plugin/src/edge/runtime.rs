@@ -25,8 +25,11 @@ use super::record::{
 };
 use crate::config::{ConfigError, ShelfConfig};
 use crate::engine::{EventOutcome, Output, Shelf};
-use crate::event::{EventError, PlatformEvent};
+use crate::wire;
+use crate::wire::addr::IpmbAddr;
 use crate::wire::cmd;
+use crate::wire::command::Response;
+use crate::wire::event::{EventError, PlatformEvent};
 use crate::wire::ipmb::Repr;
 use crate::wire::sel::SelRecord;
 
@@ -166,35 +169,37 @@ impl Runtime {
     /// from our own address (another sender on it) is shown to the core; any
     /// other request addressed to us is answered with invalid command.
     pub fn on_message(&mut self, now: u64, repr: &Repr<'_>, port: &mut dyn IpmbPort) -> Inbound {
-        if repr.is_response() {
-            self.shelf.on_ipmb_response(
-                now,
-                repr.rq_sa,
-                repr.rq_seq,
-                repr.net_fn,
-                repr.cmd,
-                repr.data,
-            );
-            return Inbound::Response;
-        }
-        match cmd::platform_event(repr) {
-            Some(event) => {
+        match wire::command::Inbound::parse(repr) {
+            wire::command::Inbound::Response {
+                from,
+                rq_seq,
+                response,
+            } => {
+                self.shelf.on_response(now, from, rq_seq, &response);
+                Inbound::Response
+            }
+            wire::command::Inbound::PlatformEvent { rq_seq, event } => {
                 port.answer(&Repr::response_to(repr, &cmd::PLATFORM_EVENT_RESPONSE));
                 match event {
                     Ok(event) => {
-                        let outcome = self.shelf.on_platform_event(now, repr.rq_seq, &event);
+                        let outcome = self.shelf.on_platform_event(now, rq_seq, &event);
                         Inbound::Event { event, outcome }
                     }
                     Err(e) => Inbound::BadEvent(e),
                 }
             }
-            None if repr.rq_sa == self.own_address => {
-                self.shelf
-                    .on_own_request(repr.rs_sa, repr.net_fn, repr.cmd, repr.data);
+            wire::command::Inbound::Request {
+                from, to, request, ..
+            } if from == IpmbAddr(self.own_address) => {
+                // Only the requests the core knows can deactivate a blade;
+                // the others change nothing.
+                if let Ok(request) = request {
+                    self.shelf.on_manager_request(to, &request);
+                }
                 Inbound::OwnRequest
             }
-            None => {
-                if repr.rs_sa == self.own_address {
+            wire::command::Inbound::Request { to, .. } => {
+                if to == IpmbAddr(self.own_address) {
                     port.answer(&Repr::response_to(repr, &[CC_INVALID_COMMAND]));
                 }
                 Inbound::Other
@@ -285,8 +290,9 @@ impl Runtime {
                         data: &data,
                     };
                     if let Some((t_ms, rsp)) = port.request(&request) {
+                        let response = Response::parse(net_fn | 1, cmd, &rsp);
                         self.shelf
-                            .on_ipmb_response(t_ms, dest, rq_seq, net_fn | 1, cmd, &rsp);
+                            .on_response(t_ms, IpmbAddr(dest), rq_seq, &response);
                     }
                 }
                 Output::Order { slot, order } => {

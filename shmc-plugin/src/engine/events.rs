@@ -156,27 +156,6 @@ impl Shelf {
         }
     }
 
-    /// [`Self::on_response`] from the raw fields: the response netFn (odd),
-    /// cmd, rqSeq and data (completion code first).
-    #[doc(hidden)]
-    // Kept for the host edge until it moves to the typed call.
-    pub fn on_ipmb_response(
-        &mut self,
-        now: u64,
-        from: u8,
-        rq_seq: u8,
-        net_fn: u8,
-        cmd_code: u8,
-        data: &[u8],
-    ) {
-        self.on_response(
-            now,
-            IpmbAddr(from),
-            rq_seq,
-            &Response::parse(net_fn, cmd_code, data),
-        );
-    }
-
     /// A request sent to `dest` by the shelf manager outside this core (seen
     /// in a capture, or an operator command on the same bus): a deactivation
     /// of a configured blade's FRU 0 (Set FRU Activation deactivate, Set
@@ -192,16 +171,6 @@ impl Shelf {
                 self.blades[idx].cfg.slot
             );
             self.blades[idx].commanded = true;
-        }
-    }
-
-    /// [`Self::on_manager_request`] from the raw fields; requests that are
-    /// not a [`Request`] are ignored.
-    #[doc(hidden)]
-    // Kept for the host edge until it moves to the typed call.
-    pub fn on_own_request(&mut self, dest: u8, net_fn: u8, cmd_code: u8, data: &[u8]) {
-        if let Ok(req) = Request::parse(net_fn, cmd_code, data) {
-            self.on_manager_request(IpmbAddr(dest), &req);
         }
     }
 }

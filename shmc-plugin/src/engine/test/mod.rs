@@ -8,6 +8,44 @@ use crate::config::BladeConfig;
 use crate::wire::cmd;
 
 mod agents;
+
+/// The raw-byte inputs the engine tests are written in: an IPMB response or
+/// a shelf manager's request as the bus carries them, parsed by the wire
+/// layer into the typed inputs.
+trait RawInputs {
+    fn on_ipmb_response(
+        &mut self,
+        now: u64,
+        from: u8,
+        rq_seq: u8,
+        net_fn: u8,
+        cmd: u8,
+        data: &[u8],
+    );
+    fn on_own_request(&mut self, dest: u8, net_fn: u8, cmd: u8, data: &[u8]);
+}
+
+impl RawInputs for Shelf {
+    fn on_ipmb_response(
+        &mut self,
+        now: u64,
+        from: u8,
+        rq_seq: u8,
+        net_fn: u8,
+        cmd: u8,
+        data: &[u8],
+    ) {
+        let response = crate::wire::command::Response::parse(net_fn, cmd, data);
+        self.on_response(now, crate::wire::addr::IpmbAddr(from), rq_seq, &response);
+    }
+
+    fn on_own_request(&mut self, dest: u8, net_fn: u8, cmd: u8, data: &[u8]) {
+        if let Ok(req) = crate::wire::command::Request::parse(net_fn, cmd, data) {
+            self.on_manager_request(crate::wire::addr::IpmbAddr(dest), &req);
+        }
+    }
+}
+
 mod decisions;
 mod fencing;
 mod guests;
