@@ -25,6 +25,7 @@ use shelfha_proto::{Capabilities, Health, Message, NodeId, SoftwareVersion};
 use shmc_plugin::edge::agents::udp::{agent_input, order_message};
 use shmc_plugin::edge::agents::AgentLink;
 use shmc_plugin::engine::{AgentInput, Order};
+use shmc_plugin::wire::addr::Slot;
 
 use super::error::{setup, DemoError};
 use super::timeline::Narrator;
@@ -299,8 +300,8 @@ impl MemoryAgents {
 }
 
 impl AgentLink for MemoryAgents {
-    fn send_order(&mut self, _now_ms: u64, slot: u8, order: &Order) {
-        let Some(idx) = self.blades.iter().position(|b| b.slot == slot) else {
+    fn send_order(&mut self, _now_ms: u64, slot: Slot, order: &Order) {
+        let Some(idx) = self.blades.iter().position(|b| b.slot == slot.get()) else {
             return;
         };
         self.narrator
@@ -315,8 +316,9 @@ impl AgentLink for MemoryAgents {
         None
     }
 
-    fn receive(&mut self, _now_ms: u64, sink: &mut dyn FnMut(u8, AgentInput)) {
+    fn receive(&mut self, _now_ms: u64, sink: &mut dyn FnMut(Slot, AgentInput)) {
         while let Some((slot, message)) = self.inbox.pop_front() {
+            let slot = Slot(slot);
             if let Some(input) = agent_input(slot, message, INCIDENT_BASE) {
                 sink(slot, input);
             }

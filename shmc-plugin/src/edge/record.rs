@@ -37,6 +37,7 @@ use std::io::{self, Write};
 use serde::{Serialize, Serializer};
 
 use crate::engine::{unprotected_reason_str, Alert, Decision, EventOutcome};
+use crate::wire::addr::Slot;
 use crate::wire::event::{PlatformEvent, SensorType};
 
 /// Serializes a value through its `Display` (a JSON string, no allocation).
@@ -104,7 +105,7 @@ impl EventFields {
         let hs = ev.hot_swap();
         let when = |v: Option<u8>| hot_swap.then_some(v);
         Self {
-            generator: ev.generator,
+            generator: ev.generator.get(),
             generator_lun: with_lun.then_some(ev.generator_lun),
             sensor_type: ev.sensor_type.into(),
             sensor_number: ev.sensor_number,
@@ -208,9 +209,9 @@ impl<'a> DecisionRecord<'a> {
             decision: DecisionFields {
                 incident: live.then_some(d.incident),
                 class: d.class.as_str(),
-                slot: d.slot,
-                ipmb_address: d.ipmb_address,
-                partner_slot: d.partner_slot,
+                slot: d.slot.get(),
+                ipmb_address: d.ipmb_address.get(),
+                partner_slot: d.partner_slot.get(),
                 actions: Names(ActionNames(d)),
                 cause: live.then_some(Shown(&d.cause)),
             },
@@ -285,7 +286,7 @@ impl<'a> AlertRecord<'a> {
             t_ms,
             alert: Shown(a),
             kind: a.kind(),
-            slot: a.slot(),
+            slot: a.slot().map(Slot::get),
             incident: a.incident(),
             not_started: None,
             not_started_unnamed: None,
@@ -323,7 +324,7 @@ impl<'a> AlertRecord<'a> {
                 r.guest = Some(name.as_str());
                 r.reason = Some(unprotected_reason_str(*reason));
                 r.detail = Some(text.as_str());
-                r.reporter = Some(*reporter);
+                r.reporter = Some(reporter.get());
             }
             _ => {}
         }
@@ -495,6 +496,7 @@ impl<S: RecordSink + ?Sized> RecordSink for &mut S {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::wire::addr::IpmbAddr;
     use serde_json::Value;
 
     fn line(r: &Record<'_>) -> Value {
@@ -508,7 +510,7 @@ mod test {
         not_started.add(&GuestName::try_from("db").unwrap());
         not_started.more = 2;
         let a = Alert::GuestsNotRestarted {
-            slot: 1,
+            slot: Slot(1),
             incident: 7,
             not_started,
             started: 3,
@@ -525,7 +527,7 @@ mod test {
         assert_eq!(v["not_started_unnamed"], 2);
         assert_eq!((&v["started"], &v["reported"]), (&3.into(), &false.into()));
         let a = Alert::OrderUndelivered {
-            slot: 2,
+            slot: Slot(2),
             incident: None,
             kind: OrderKind::Evacuate,
             reason: Undelivered::Rejected,
@@ -541,8 +543,8 @@ mod test {
         );
         assert!(v.get("incident").is_none());
         let a = Alert::GuestUnprotected {
-            owner_slot: 3,
-            reporter: 4,
+            owner_slot: Slot(3),
+            reporter: Slot(4),
             reason: shelfha_proto::UnprotectedReason::HostDevice,
             name: ReportText::try_from("gpu-vm").unwrap(),
             text: ReportText::new(),
@@ -564,7 +566,9 @@ mod test {
                 &4.into()
             )
         );
-        let a = Alert::UnknownGenerator { address: 0xC2 };
+        let a = Alert::UnknownGenerator {
+            address: IpmbAddr(0xC2),
+        };
         let v = line(&Record::Alert(AlertRecord::of(1, &a)));
         assert_eq!(v["kind"], "unknown_generator");
         assert!(v.get("slot").is_none());
