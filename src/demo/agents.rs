@@ -37,7 +37,7 @@ const INCIDENT_BASE: u32 = 0;
 
 /// One blade of the demo: its hypervisor, its agent, and what the demo simulates around them.
 pub(super) struct Blade {
-    pub slot: u8,
+    pub slot: Slot,
     pub hv: Arc<LibvirtHypervisor>,
     pub agent: Agent<LibvirtHypervisor>,
     /// Heartbeats stopped (agent silent) or hypervisor reported down.
@@ -92,8 +92,8 @@ pub(super) fn guest_xml(name: &str) -> String {
 }
 
 pub(super) fn open_blade(
-    slot: u8,
-    partner: u8,
+    slot: Slot,
+    partner: Slot,
     root: &std::path::Path,
     guests: &[String],
 ) -> Result<Blade, DemoError> {
@@ -104,7 +104,7 @@ pub(super) fn open_blade(
     let node = dir.join("node.xml");
     std::fs::write(&node, "<node><memory>8388608</memory></node>\n")
         .map_err(setup(node.display().to_string()))?;
-    let mut cfg = agent_config(slot, partner, dir.clone(), guests);
+    let mut cfg = agent_config(slot.get(), partner.get(), dir.clone(), guests);
     cfg.libvirt_uri = format!("test://{}", node.display());
     let hv = Arc::new(
         LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone())
@@ -165,7 +165,7 @@ pub(super) struct MemoryAgents {
     /// Slot 1 and slot 2.
     pub blades: [Blade; 2],
     /// What the agents sent the ShMC and the core has not read yet: (slot, message).
-    inbox: VecDeque<(u8, Message)>,
+    inbox: VecDeque<(Slot, Message)>,
     /// Heartbeats sent so far.
     beat: u64,
     /// Where the timeline goes.
@@ -183,9 +183,9 @@ impl MemoryAgents {
     }
 
     /// The agent of `slot` says hello (at start, after a repair).
-    pub fn hello(&mut self, slot: u8) {
+    pub fn hello(&mut self, slot: Slot) {
         let hello = Message::Hello {
-            slot,
+            slot: slot.get(),
             version: SoftwareVersion {
                 major: 0,
                 minor: 1,
@@ -197,7 +197,7 @@ impl MemoryAgents {
     }
 
     /// The agent of `slot` reports its hypervisor down or up again.
-    pub fn hypervisor(&mut self, slot: u8, up: bool) {
+    pub fn hypervisor(&mut self, slot: Slot, up: bool) {
         let m = if up {
             Message::HypervisorUp
         } else {
@@ -273,7 +273,7 @@ impl MemoryAgents {
             }
             if streams_outcomes(order) {
                 self.inbox
-                    .push_back((slot, outcome_message(order, slot, &o)));
+                    .push_back((slot, outcome_message(order, slot.get(), &o)));
             }
         }
         match &result {
@@ -292,7 +292,7 @@ impl MemoryAgents {
                 .say(&format!("slot {slot}: order failed: {e}")),
         }
         if let Ok(r) = &result {
-            for m in final_messages(order, slot, r) {
+            for m in final_messages(order, slot.get(), r) {
                 self.inbox.push_back((slot, m));
             }
         }
@@ -301,7 +301,7 @@ impl MemoryAgents {
 
 impl AgentLink for MemoryAgents {
     fn send_order(&mut self, _now_ms: u64, slot: Slot, order: &Order) {
-        let Some(idx) = self.blades.iter().position(|b| b.slot == slot.get()) else {
+        let Some(idx) = self.blades.iter().position(|b| b.slot == slot) else {
             return;
         };
         self.narrator
@@ -318,7 +318,6 @@ impl AgentLink for MemoryAgents {
 
     fn receive(&mut self, _now_ms: u64, sink: &mut dyn FnMut(Slot, AgentInput)) {
         while let Some((slot, message)) = self.inbox.pop_front() {
-            let slot = Slot(slot);
             if let Some(input) = agent_input(slot, message, INCIDENT_BASE) {
                 sink(slot, input);
             }

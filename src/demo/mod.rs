@@ -164,8 +164,8 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
     let mut protected = vms.clone();
     protected.push("db-1".into());
     let blades = [
-        open_blade(1, 2, root, &protected)?,
-        open_blade(2, 1, root, &protected)?,
+        open_blade(Slot(1), Slot(2), root, &protected)?,
+        open_blade(Slot(2), Slot(1), root, &protected)?,
     ];
 
     for name in &vms {
@@ -204,7 +204,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
         clock,
         next_heartbeat: 0,
     };
-    for slot in [1, 2] {
+    for slot in [Slot(1), Slot(2)] {
         sim.link.hello(slot);
     }
     let mut failed = 0usize;
@@ -257,7 +257,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
             // IPMC reports nothing: its agent's self-fence is the fence).
             let fenced = matches!(scenario, Scenario::Hypervisor | Scenario::IpmcSilent)
                 || matches!(
-                    shelf.blade(Slot(v_slot)).and_then(|b| b.m_state),
+                    shelf.blade(v_slot).and_then(|b| b.m_state),
                     Some(MState::M1 | MState::M0)
                 );
             expect
@@ -423,7 +423,7 @@ impl Shelfsim {
             )?;
             // Incident phases, as the core sees them.
             for (i, b) in self.link.blades.iter().enumerate() {
-                let inc = self.rt.shelf().blade(Slot(b.slot)).and_then(|s| s.incident);
+                let inc = self.rt.shelf().blade(b.slot).and_then(|s| s.incident);
                 let cur = inc.map(|x| (x.id, phase_name(&x.phase)));
                 if cur != phases[i] {
                     if let Some((id, name)) = &cur {

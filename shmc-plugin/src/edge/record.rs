@@ -37,7 +37,7 @@ use std::io::{self, Write};
 use serde::{Serialize, Serializer};
 
 use crate::engine::{unprotected_reason_str, Alert, Decision, EventOutcome};
-use crate::wire::addr::Slot;
+use crate::wire::addr::{IpmbAddr, Slot};
 use crate::wire::event::{PlatformEvent, SensorType};
 
 /// Serializes a value through its `Display` (a JSON string, no allocation).
@@ -68,7 +68,7 @@ where
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct EventFields {
     /// 8-bit address of the generator.
-    pub generator: u8,
+    pub generator: IpmbAddr,
     /// LUN of the generator (live sources).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generator_lun: Option<u8>,
@@ -105,7 +105,7 @@ impl EventFields {
         let hs = ev.hot_swap();
         let when = |v: Option<u8>| hot_swap.then_some(v);
         Self {
-            generator: ev.generator.get(),
+            generator: ev.generator,
             generator_lun: with_lun.then_some(ev.generator_lun),
             sensor_type: ev.sensor_type.into(),
             sensor_number: ev.sensor_number,
@@ -165,11 +165,11 @@ pub struct DecisionFields<'a> {
     /// Failure class (snake_case).
     pub class: &'static str,
     /// Slot of the failed blade.
-    pub slot: u8,
+    pub slot: Slot,
     /// IPMB address of its IPMC.
-    pub ipmb_address: u8,
+    pub ipmb_address: IpmbAddr,
     /// Slot of its partner.
-    pub partner_slot: u8,
+    pub partner_slot: Slot,
     /// Recovery steps, in order.
     pub actions: Names<ActionNames<'a>>,
     /// What caused it, as text (live sources).
@@ -209,9 +209,9 @@ impl<'a> DecisionRecord<'a> {
             decision: DecisionFields {
                 incident: live.then_some(d.incident),
                 class: d.class.as_str(),
-                slot: d.slot.get(),
-                ipmb_address: d.ipmb_address.get(),
-                partner_slot: d.partner_slot.get(),
+                slot: d.slot,
+                ipmb_address: d.ipmb_address,
+                partner_slot: d.partner_slot,
                 actions: Names(ActionNames(d)),
                 cause: live.then_some(Shown(&d.cause)),
             },
@@ -231,7 +231,7 @@ pub struct AlertRecord<'a> {
     pub kind: &'static str,
     /// The blade it is about.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub slot: Option<u8>,
+    pub slot: Option<Slot>,
     /// The decision it is about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident: Option<u32>,
@@ -261,7 +261,7 @@ pub struct AlertRecord<'a> {
     pub detail: Option<&'a str>,
     /// guest_unprotected: the slot whose agent reported it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reporter: Option<u8>,
+    pub reporter: Option<Slot>,
 }
 
 /// The guest names of a guests_not_restarted alert.
@@ -286,7 +286,7 @@ impl<'a> AlertRecord<'a> {
             t_ms,
             alert: Shown(a),
             kind: a.kind(),
-            slot: a.slot().map(Slot::get),
+            slot: a.slot(),
             incident: a.incident(),
             not_started: None,
             not_started_unnamed: None,
@@ -324,7 +324,7 @@ impl<'a> AlertRecord<'a> {
                 r.guest = Some(name.as_str());
                 r.reason = Some(unprotected_reason_str(*reason));
                 r.detail = Some(text.as_str());
-                r.reporter = Some(reporter.get());
+                r.reporter = Some(*reporter);
             }
             _ => {}
         }
@@ -493,10 +493,23 @@ impl<S: RecordSink + ?Sized> RecordSink for &mut S {
     }
 }
 
+/// A slot is recorded as its number.
+impl Serialize for Slot {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.get())
+    }
+}
+
+/// An IPMB address is recorded as its 8-bit number.
+impl Serialize for IpmbAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.get())
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
-    use crate::wire::addr::IpmbAddr;
     use serde_json::Value;
 
     fn line(r: &Record<'_>) -> Value {
