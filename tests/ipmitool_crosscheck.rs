@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ipmi_sim::IpmiSim;
+use shmc_plugin::wire::addr::IpmbAddr;
 use shmc_plugin::wire::cmd;
 use shmc_plugin::wire::event::{
     MState, PlatformEvent, SensorType, READING_TYPE_SENSOR_SPECIFIC, READING_TYPE_THRESHOLD,
@@ -277,7 +278,7 @@ fn sel_decoding_agrees_with_ipmitool() {
     let cases = cases();
     for &(generator, lun, sensor_type, number, assertion, event_type, ed) in &cases {
         let event = PlatformEvent {
-            generator,
+            generator: IpmbAddr(generator),
             generator_lun: lun,
             evm_rev: cmd::EVM_REV,
             sensor_type: SensorType::from(sensor_type),
@@ -330,7 +331,7 @@ fn sel_decoding_agrees_with_ipmitool() {
             gen_id,
             (u16::from(record.channel) << 12)
                 | (u16::from(ev.generator_lun) << 8)
-                | u16::from(ev.generator),
+                | u16::from(ev.generator.get()),
             "generator, {ctx}"
         );
 

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use ipmi_sim::IpmiSim;
 use serde_json::Value;
+use shmc_plugin::wire::addr::IpmbAddr;
 use shmc_plugin::wire::cmd;
 use shmc_plugin::wire::event::{MState, PlatformEvent, SensorType, READING_TYPE_SENSOR_SPECIFIC};
 use shmc_plugin::wire::framer::StreamFramer;
@@ -216,7 +217,7 @@ fn rmcp_config(sim: &IpmiSim, password: &str) -> PathBuf {
 /// A sensor-specific assertion from `generator` (8-bit address).
 fn specific(generator: u8, sensor_type: u8, number: u8, offset: u8) -> PlatformEvent {
     PlatformEvent {
-        generator,
+        generator: IpmbAddr(generator),
         generator_lun: 0,
         evm_rev: cmd::EVM_REV,
         sensor_type: SensorType::from(sensor_type),
@@ -230,7 +231,7 @@ fn specific(generator: u8, sensor_type: u8, number: u8, offset: u8) -> PlatformE
 /// A threshold event (reading type 0x01) from `generator`.
 fn threshold(generator: u8, number: u8, offset: u8, assertion: bool) -> PlatformEvent {
     PlatformEvent {
-        generator,
+        generator: IpmbAddr(generator),
         generator_lun: 0,
         evm_rev: cmd::EVM_REV,
         sensor_type: SensorType::Temperature,
@@ -909,7 +910,7 @@ impl Relay {
             rs_sa: 0x20,
             net_fn: cmd::NETFN_SENSOR_EVENT,
             rs_lun: 0,
-            rq_sa: ev.generator,
+            rq_sa: ev.generator.get(),
             rq_seq,
             rq_lun: 0,
             cmd: cmd::CMD_PLATFORM_EVENT,

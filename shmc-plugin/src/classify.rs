@@ -276,10 +276,11 @@ fn classify_hot_swap(ev: &PlatformEvent, blade: &BladeView) -> Verdict {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::wire::addr::IpmbAddr;
 
     fn ev(sensor_type: u8, dir_type: u8, ed: [u8; 3]) -> PlatformEvent {
         PlatformEvent::parse(
-            0x82,
+            IpmbAddr(0x82),
             0,
             &[0x04, sensor_type, 0x01, dir_type, ed[0], ed[1], ed[2]],
         )

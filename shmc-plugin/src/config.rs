@@ -37,6 +37,7 @@
 use heapless::Vec;
 
 use crate::capacity::{CRASHES_PER_GUEST, MAX_BLADES};
+use crate::wire::addr::{IpmbAddr, Slot};
 
 /// Timers of the core, all in milliseconds (see the module table for defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,11 +128,11 @@ impl Default for Predictive {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BladeConfig {
     /// Slot number (the operator's name for the blade).
-    pub slot: u8,
+    pub slot: Slot,
     /// 8-bit IPMB address of the blade's IPMC.
-    pub ipmb_address: u8,
+    pub ipmb_address: IpmbAddr,
     /// Slot of the partner blade that takes over this blade's guests.
-    pub partner: u8,
+    pub partner: Slot,
     /// Sensor number of the IPMC's FRU 0 hot-swap sensor, when configured;
     /// otherwise the core learns it from the first hot-swap event (default 0).
     pub hot_swap_sensor: Option<u8>,
@@ -141,7 +142,7 @@ pub struct BladeConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShelfConfig {
     /// 8-bit IPMB address of the shelf manager (usually 0x20).
-    pub own_address: u8,
+    pub own_address: IpmbAddr,
     /// Configured blades, at most [`MAX_BLADES`].
     pub blades: Vec<BladeConfig, MAX_BLADES>,
     /// Timers.
@@ -208,7 +209,7 @@ impl core::error::Error for ConfigError {}
 
 impl ShelfConfig {
     /// An empty shelf with default timing and probing on.
-    pub const fn new(own_address: u8) -> Self {
+    pub const fn new(own_address: IpmbAddr) -> Self {
         Self {
             own_address,
             blades: Vec::new(),
@@ -219,12 +220,12 @@ impl ShelfConfig {
     }
 
     /// Index of the blade in `slot`.
-    pub fn index_of_slot(&self, slot: u8) -> Option<usize> {
+    pub fn index_of_slot(&self, slot: Slot) -> Option<usize> {
         self.blades.iter().position(|b| b.slot == slot)
     }
 
     /// Index of the blade whose IPMC has 8-bit address `address`.
-    pub fn index_of_address(&self, address: u8) -> Option<usize> {
+    pub fn index_of_address(&self, address: IpmbAddr) -> Option<usize> {
         self.blades.iter().position(|b| b.ipmb_address == address)
     }
 
@@ -256,10 +257,10 @@ impl ShelfConfig {
             return Err(ConfigError::GuestLimitTooHigh);
         }
         for (i, b) in self.blades.iter().enumerate() {
-            if b.slot == 0 || usize::from(b.slot) > MAX_BLADES {
+            if b.slot.get() == 0 || usize::from(b.slot.get()) > MAX_BLADES {
                 return Err(ConfigError::BadSlot(i));
             }
-            if b.ipmb_address == 0 || b.ipmb_address & 1 != 0 {
+            if b.ipmb_address.get() == 0 || b.ipmb_address.get() & 1 != 0 {
                 return Err(ConfigError::BadAddress(i));
             }
             let earlier = &self.blades[..i];
@@ -304,15 +305,15 @@ mod test {
 
     fn blade(slot: u8, addr: u8, partner: u8) -> BladeConfig {
         BladeConfig {
-            slot,
-            ipmb_address: addr,
-            partner,
+            slot: Slot(slot),
+            ipmb_address: IpmbAddr(addr),
+            partner: Slot(partner),
             hot_swap_sensor: None,
         }
     }
 
     fn shelf(blades: &[BladeConfig]) -> ShelfConfig {
-        let mut c = ShelfConfig::new(0x20);
+        let mut c = ShelfConfig::new(IpmbAddr(0x20));
         for b in blades {
             c.blades.push(*b).unwrap();
         }

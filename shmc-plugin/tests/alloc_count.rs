@@ -30,6 +30,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use shmc_plugin::edge::agents::AgentLink;
 use shmc_plugin::edge::stop::StopSignals;
 use shmc_plugin::engine::{AgentInput, GuestName, Order, OrderKind, ReportText, Undelivered};
+use shmc_plugin::wire::addr::Slot;
 use shmc_plugin::wire::cmd;
 use shmc_plugin::wire::framer::{Feed, StreamFramer};
 use shmc_plugin::wire::ipmb::{Message, Repr};
@@ -86,12 +87,12 @@ static AGENT_INPUTS: AtomicU64 = AtomicU64::new(0);
 /// partner that could not start one guest. Fixed buffers only.
 #[derive(Default)]
 struct Partner {
-    queue: heapless::Deque<(u8, AgentInput), 32>,
+    queue: heapless::Deque<(Slot, AgentInput), 32>,
     orders: u64,
 }
 
 impl AgentLink for Partner {
-    fn send_order(&mut self, _now_ms: u64, slot: u8, order: &Order) {
+    fn send_order(&mut self, _now_ms: u64, slot: Slot, order: &Order) {
         let Order::RestartPartnerGuests {
             failed_slot,
             incident,
@@ -143,7 +144,7 @@ impl AgentLink for Partner {
         None
     }
 
-    fn receive(&mut self, _now_ms: u64, sink: &mut dyn FnMut(u8, AgentInput)) {
+    fn receive(&mut self, _now_ms: u64, sink: &mut dyn FnMut(Slot, AgentInput)) {
         while let Some((slot, input)) = self.queue.pop_front() {
             AGENT_INPUTS.fetch_add(1, Ordering::SeqCst);
             sink(slot, input);

@@ -25,6 +25,7 @@ use shelfha_proto::{Capabilities, Health, Message, NodeId, SoftwareVersion};
 use shmc_plugin::edge::agents::udp::{agent_input, order_message};
 use shmc_plugin::edge::agents::AgentLink;
 use shmc_plugin::engine::{AgentInput, Order};
+use shmc_plugin::wire::addr::Slot;
 
 use super::error::{setup, DemoError};
 use super::timeline::Narrator;
@@ -36,7 +37,7 @@ const INCIDENT_BASE: u32 = 0;
 
 /// One blade of the demo: its hypervisor, its agent, and what the demo simulates around them.
 pub(super) struct Blade {
-    pub slot: u8,
+    pub slot: Slot,
     pub hv: Arc<LibvirtHypervisor>,
     pub agent: Agent<LibvirtHypervisor>,
     /// Heartbeats stopped (agent silent) or hypervisor reported down.
@@ -91,8 +92,8 @@ pub(super) fn guest_xml(name: &str) -> String {
 }
 
 pub(super) fn open_blade(
-    slot: u8,
-    partner: u8,
+    slot: Slot,
+    partner: Slot,
     root: &std::path::Path,
     guests: &[String],
 ) -> Result<Blade, DemoError> {
@@ -103,7 +104,7 @@ pub(super) fn open_blade(
     let node = dir.join("node.xml");
     std::fs::write(&node, "<node><memory>8388608</memory></node>\n")
         .map_err(setup(node.display().to_string()))?;
-    let mut cfg = agent_config(slot, partner, dir.clone(), guests);
+    let mut cfg = agent_config(slot.get(), partner.get(), dir.clone(), guests);
     cfg.libvirt_uri = format!("test://{}", node.display());
     let hv = Arc::new(
         LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone())
@@ -164,7 +165,7 @@ pub(super) struct MemoryAgents {
     /// Slot 1 and slot 2.
     pub blades: [Blade; 2],
     /// What the agents sent the ShMC and the core has not read yet: (slot, message).
-    inbox: VecDeque<(u8, Message)>,
+    inbox: VecDeque<(Slot, Message)>,
     /// Heartbeats sent so far.
     beat: u64,
     /// Where the timeline goes.
@@ -182,9 +183,9 @@ impl MemoryAgents {
     }
 
     /// The agent of `slot` says hello (at start, after a repair).
-    pub fn hello(&mut self, slot: u8) {
+    pub fn hello(&mut self, slot: Slot) {
         let hello = Message::Hello {
-            slot,
+            slot: slot.get(),
             version: SoftwareVersion {
                 major: 0,
                 minor: 1,
@@ -196,7 +197,7 @@ impl MemoryAgents {
     }
 
     /// The agent of `slot` reports its hypervisor down or up again.
-    pub fn hypervisor(&mut self, slot: u8, up: bool) {
+    pub fn hypervisor(&mut self, slot: Slot, up: bool) {
         let m = if up {
             Message::HypervisorUp
         } else {
@@ -272,7 +273,7 @@ impl MemoryAgents {
             }
             if streams_outcomes(order) {
                 self.inbox
-                    .push_back((slot, outcome_message(order, slot, &o)));
+                    .push_back((slot, outcome_message(order, slot.get(), &o)));
             }
         }
         match &result {
@@ -291,7 +292,7 @@ impl MemoryAgents {
                 .say(&format!("slot {slot}: order failed: {e}")),
         }
         if let Ok(r) = &result {
-            for m in final_messages(order, slot, r) {
+            for m in final_messages(order, slot.get(), r) {
                 self.inbox.push_back((slot, m));
             }
         }
@@ -299,7 +300,7 @@ impl MemoryAgents {
 }
 
 impl AgentLink for MemoryAgents {
-    fn send_order(&mut self, _now_ms: u64, slot: u8, order: &Order) {
+    fn send_order(&mut self, _now_ms: u64, slot: Slot, order: &Order) {
         let Some(idx) = self.blades.iter().position(|b| b.slot == slot) else {
             return;
         };
@@ -315,7 +316,7 @@ impl AgentLink for MemoryAgents {
         None
     }
 
-    fn receive(&mut self, _now_ms: u64, sink: &mut dyn FnMut(u8, AgentInput)) {
+    fn receive(&mut self, _now_ms: u64, sink: &mut dyn FnMut(Slot, AgentInput)) {
         while let Some((slot, message)) = self.inbox.pop_front() {
             if let Some(input) = agent_input(slot, message, INCIDENT_BASE) {
                 sink(slot, input);

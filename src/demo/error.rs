@@ -4,6 +4,7 @@ use std::error::Error;
 use std::time::Duration;
 
 use shmc_plugin::config::ConfigError;
+use shmc_plugin::wire::addr::Slot;
 
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +35,9 @@ pub enum DemoError {
         /// Number of the failure (1, 2, ...).
         failure: usize,
         /// The failed blade.
-        slot: u8,
+        slot: Slot,
         /// Its partner.
-        partner: u8,
+        partner: Slot,
         /// How long the demo waited.
         limit: Duration,
     },

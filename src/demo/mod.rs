@@ -29,6 +29,7 @@ use blade_agent::hypervisor::Hypervisor;
 use shmc_plugin::config::{BladeConfig, ShelfConfig};
 use shmc_plugin::edge::runtime::{Clocks, Detail, Inbound, Runtime};
 use shmc_plugin::engine::{Phase, Shelf};
+use shmc_plugin::wire::addr::{IpmbAddr, Slot};
 use shmc_plugin::wire::event::MState;
 use shmc_plugin::wire::ipmb::Message;
 
@@ -37,7 +38,7 @@ use self::timeline::{BackplanePort, Clock, Narrator, Timeline};
 use crate::sim::{Backplane, Fault};
 
 /// The ShMC's IPMB address.
-const SHMC: u8 = 0x20;
+const SHMC: IpmbAddr = IpmbAddr(0x20);
 /// Blade 1 (slot 1) and blade 2 (slot 2) IPMC addresses.
 const IPMC: [u8; 2] = [0x82, 0x84];
 /// Agent heartbeat period, as the agent's default.
@@ -150,9 +151,9 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
     for (i, &addr) in IPMC.iter().enumerate() {
         let slot = i as u8 + 1;
         let b = BladeConfig {
-            slot,
-            ipmb_address: addr,
-            partner: 3 - slot,
+            slot: Slot(slot),
+            ipmb_address: IpmbAddr(addr),
+            partner: Slot(3 - slot),
             hot_swap_sensor: Some(crate::sim::ipmc::sensor::HOT_SWAP),
         };
         shelf_cfg.blades.push(b).map_err(|_| DemoError::Capacity)?;
@@ -163,8 +164,8 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
     let mut protected = vms.clone();
     protected.push("db-1".into());
     let blades = [
-        open_blade(1, 2, root, &protected)?,
-        open_blade(2, 1, root, &protected)?,
+        open_blade(Slot(1), Slot(2), root, &protected)?,
+        open_blade(Slot(2), Slot(1), root, &protected)?,
     ];
 
     for name in &vms {
@@ -192,7 +193,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
     let clock = Clock::new();
     let mut sim = Shelfsim {
         rt,
-        backplane: Backplane::new(&IPMC, SHMC),
+        backplane: Backplane::new(&IPMC, SHMC.get()),
         link: MemoryAgents::new(
             blades,
             Narrator {
@@ -203,7 +204,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
         clock,
         next_heartbeat: 0,
     };
-    for slot in [1, 2] {
+    for slot in [Slot(1), Slot(2)] {
         sim.link.hello(slot);
     }
     let mut failed = 0usize;

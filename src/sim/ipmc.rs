@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use shmc_plugin::wire::addr::IpmbAddr;
 use shmc_plugin::wire::cmd;
 use shmc_plugin::wire::event::{
     MState, PlatformEvent, SensorType, READING_TYPE_SENSOR_SPECIFIC, READING_TYPE_THRESHOLD,
@@ -230,7 +231,7 @@ impl Ipmc {
         assertion: bool,
     ) {
         let event = PlatformEvent {
-            generator: self.address,
+            generator: IpmbAddr(self.address),
             generator_lun: 0,
             evm_rev: cmd::EVM_REV,
             sensor_type,

@@ -48,6 +48,7 @@ use super::source::{EventSource, RawEventSource};
 use super::toml_subset::{self, At, Table};
 use super::{BladeConfig, ConfigError, Predictive, ShelfConfig, Timing};
 use crate::capacity::MAX_BLADES;
+use crate::wire::addr::{IpmbAddr, Slot};
 
 /// How the IPMB device delivers bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +78,7 @@ pub struct HostConfig {
     /// agents then resynchronise a counter that went back through their challenges).
     pub sequence_file: Option<PathBuf>,
     /// Agent address per slot, in blade order.
-    pub agents: Vec<(u8, Option<SocketAddr>)>,
+    pub agents: Vec<(Slot, Option<SocketAddr>)>,
     /// Where events come from (`[event_source]`; `ipmb` when absent). With
     /// another source than `ipmb`, `ipmb_device` is empty and unused.
     pub source: EventSource,
@@ -288,7 +289,7 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
         ));
     }
 
-    let mut shelf = ShelfConfig::new(raw.shelf.own_address.value);
+    let mut shelf = ShelfConfig::new(IpmbAddr(raw.shelf.own_address.value));
     shelf.timing = timing;
     shelf.predictive = Predictive {
         enabled: raw.predictive.enabled.unwrap_or(false),
@@ -313,12 +314,12 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
                 )
             })?),
         };
-        agents.push((r.slot.value, agent));
+        agents.push((Slot(r.slot.value), agent));
         // Capacity was checked above, so the push cannot fail.
         let _ = shelf.blades.push(BladeConfig {
-            slot: r.slot.value,
-            ipmb_address: r.ipmb_address.value,
-            partner: r.partner.value,
+            slot: Slot(r.slot.value),
+            ipmb_address: IpmbAddr(r.ipmb_address.value),
+            partner: Slot(r.partner.value),
             hot_swap_sensor: r.hot_swap_sensor,
         });
     }
@@ -440,12 +441,15 @@ agent = \"10.0.0.12:7140\"
     #[test]
     fn test_minimal_accepted() {
         let c = parse(MINIMAL, Path::new("shelf.toml")).unwrap();
-        assert_eq!(c.shelf.own_address, 0x20);
+        assert_eq!(c.shelf.own_address, IpmbAddr(0x20));
         assert_eq!(c.shelf.blades.len(), 2);
-        assert_eq!(c.shelf.blades[0].ipmb_address, 0x82);
-        assert_eq!(c.shelf.blades[1].partner, 1);
+        assert_eq!(c.shelf.blades[0].ipmb_address, IpmbAddr(0x82));
+        assert_eq!(c.shelf.blades[1].partner, Slot(1));
         assert_eq!(c.shelf.timing, Timing::DEFAULT);
-        assert_eq!(c.agents[0], (1, Some("10.0.0.11:7140".parse().unwrap())));
+        assert_eq!(
+            c.agents[0],
+            (Slot(1), Some("10.0.0.11:7140".parse().unwrap()))
+        );
         assert!(!c.stream_mode());
         assert_eq!(c.listen, None);
     }
@@ -650,9 +654,12 @@ agent = \"10.0.0.12:7140\"
             .replace("\"10.0.0.11:7140\"", "\"10.0.0.\\u0031\\u0031:7140\"")
             .replace("\n", "\r\n");
         let c = parse(&text, Path::new("shelf.toml")).unwrap();
-        assert_eq!(c.shelf.own_address, 0x20);
+        assert_eq!(c.shelf.own_address, IpmbAddr(0x20));
         assert_eq!(c.ipmb_device, PathBuf::from("/dev/ipmb-0"));
-        assert_eq!(c.agents[0], (1, Some("10.0.0.11:7140".parse().unwrap())));
+        assert_eq!(
+            c.agents[0],
+            (Slot(1), Some("10.0.0.11:7140".parse().unwrap()))
+        );
         let bundle = include_str!("../../../cross/bundle/shmc-plugin.toml");
         let c = parse(bundle, Path::new("shmc-plugin.toml")).unwrap();
         assert_eq!(c.shelf.blades.len(), 2);

@@ -37,6 +37,7 @@ use std::io::{self, Write};
 use serde::{Serialize, Serializer};
 
 use crate::engine::{unprotected_reason_str, Alert, Decision, EventOutcome};
+use crate::wire::addr::{IpmbAddr, Slot};
 use crate::wire::event::{PlatformEvent, SensorType};
 
 /// Serializes a value through its `Display` (a JSON string, no allocation).
@@ -67,7 +68,7 @@ where
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct EventFields {
     /// 8-bit address of the generator.
-    pub generator: u8,
+    pub generator: IpmbAddr,
     /// LUN of the generator (live sources).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub generator_lun: Option<u8>,
@@ -164,11 +165,11 @@ pub struct DecisionFields<'a> {
     /// Failure class (snake_case).
     pub class: &'static str,
     /// Slot of the failed blade.
-    pub slot: u8,
+    pub slot: Slot,
     /// IPMB address of its IPMC.
-    pub ipmb_address: u8,
+    pub ipmb_address: IpmbAddr,
     /// Slot of its partner.
-    pub partner_slot: u8,
+    pub partner_slot: Slot,
     /// Recovery steps, in order.
     pub actions: Names<ActionNames<'a>>,
     /// What caused it, as text (live sources).
@@ -230,7 +231,7 @@ pub struct AlertRecord<'a> {
     pub kind: &'static str,
     /// The blade it is about.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub slot: Option<u8>,
+    pub slot: Option<Slot>,
     /// The decision it is about.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incident: Option<u32>,
@@ -260,7 +261,7 @@ pub struct AlertRecord<'a> {
     pub detail: Option<&'a str>,
     /// guest_unprotected: the slot whose agent reported it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reporter: Option<u8>,
+    pub reporter: Option<Slot>,
 }
 
 /// The guest names of a guests_not_restarted alert.
@@ -492,6 +493,20 @@ impl<S: RecordSink + ?Sized> RecordSink for &mut S {
     }
 }
 
+/// A slot is recorded as its number.
+impl Serialize for Slot {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.get())
+    }
+}
+
+/// An IPMB address is recorded as its 8-bit number.
+impl Serialize for IpmbAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.get())
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -508,7 +523,7 @@ mod test {
         not_started.add(&GuestName::try_from("db").unwrap());
         not_started.more = 2;
         let a = Alert::GuestsNotRestarted {
-            slot: 1,
+            slot: Slot(1),
             incident: 7,
             not_started,
             started: 3,
@@ -525,7 +540,7 @@ mod test {
         assert_eq!(v["not_started_unnamed"], 2);
         assert_eq!((&v["started"], &v["reported"]), (&3.into(), &false.into()));
         let a = Alert::OrderUndelivered {
-            slot: 2,
+            slot: Slot(2),
             incident: None,
             kind: OrderKind::Evacuate,
             reason: Undelivered::Rejected,
@@ -541,8 +556,8 @@ mod test {
         );
         assert!(v.get("incident").is_none());
         let a = Alert::GuestUnprotected {
-            owner_slot: 3,
-            reporter: 4,
+            owner_slot: Slot(3),
+            reporter: Slot(4),
             reason: shelfha_proto::UnprotectedReason::HostDevice,
             name: ReportText::try_from("gpu-vm").unwrap(),
             text: ReportText::new(),
@@ -564,7 +579,9 @@ mod test {
                 &4.into()
             )
         );
-        let a = Alert::UnknownGenerator { address: 0xC2 };
+        let a = Alert::UnknownGenerator {
+            address: IpmbAddr(0xC2),
+        };
         let v = line(&Record::Alert(AlertRecord::of(1, &a)));
         assert_eq!(v["kind"], "unknown_generator");
         assert!(v.get("slot").is_none());

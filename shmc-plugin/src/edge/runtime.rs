@@ -28,7 +28,7 @@ use crate::engine::{EventOutcome, Output, Shelf};
 use crate::wire;
 use crate::wire::addr::IpmbAddr;
 use crate::wire::cmd;
-use crate::wire::command::Response;
+use crate::wire::command::{Response, MAX_REQUEST_DATA};
 use crate::wire::event::{EventError, PlatformEvent};
 use crate::wire::ipmb::Repr;
 use crate::wire::sel::SelRecord;
@@ -130,7 +130,7 @@ pub struct Tally {
 #[derive(Debug)]
 pub struct Runtime {
     shelf: Shelf,
-    own_address: u8,
+    own_address: IpmbAddr,
     detail: Detail,
     /// Outputs carried out so far.
     pub tally: Tally,
@@ -159,7 +159,7 @@ impl Runtime {
     }
 
     /// The shelf manager's own IPMB address.
-    pub fn own_address(&self) -> u8 {
+    pub fn own_address(&self) -> IpmbAddr {
         self.own_address
     }
 
@@ -190,7 +190,7 @@ impl Runtime {
             }
             wire::command::Inbound::Request {
                 from, to, request, ..
-            } if from == IpmbAddr(self.own_address) => {
+            } if from == self.own_address => {
                 // Only the requests the core knows can deactivate a blade;
                 // the others change nothing.
                 if let Ok(request) = request {
@@ -199,7 +199,7 @@ impl Runtime {
                 Inbound::OwnRequest
             }
             wire::command::Inbound::Request { to, .. } => {
-                if to == IpmbAddr(self.own_address) {
+                if to == self.own_address {
                     port.answer(&Repr::response_to(repr, &[CC_INVALID_COMMAND]));
                 }
                 Inbound::Other
@@ -273,26 +273,26 @@ impl Runtime {
             match o {
                 Output::Ipmb {
                     dest,
-                    net_fn,
-                    cmd,
                     rq_seq,
-                    data,
+                    request,
                 } => {
                     self.tally.requests += 1;
-                    let request = Repr {
-                        rs_sa: dest,
+                    let mut data = [0u8; MAX_REQUEST_DATA];
+                    let n = request.emit(&mut data);
+                    let (net_fn, cmd) = (request.net_fn(), request.cmd());
+                    let frame = Repr {
+                        rs_sa: dest.get(),
                         net_fn,
                         rs_lun: 0,
-                        rq_sa: self.own_address,
+                        rq_sa: self.own_address.get(),
                         rq_seq,
                         rq_lun: 0,
                         cmd,
-                        data: &data,
+                        data: &data[..n],
                     };
-                    if let Some((t_ms, rsp)) = port.request(&request) {
+                    if let Some((t_ms, rsp)) = port.request(&frame) {
                         let response = Response::parse(net_fn | 1, cmd, &rsp);
-                        self.shelf
-                            .on_response(t_ms, IpmbAddr(dest), rq_seq, &response);
+                        self.shelf.on_response(t_ms, dest, rq_seq, &response);
                     }
                 }
                 Output::Order { slot, order } => {
@@ -323,6 +323,7 @@ mod test {
     use super::*;
     use crate::config::BladeConfig;
     use crate::edge::record::JsonLines;
+    use crate::wire::addr::Slot;
 
     /// Records what the runtime put on the bus; answers nothing itself.
     #[derive(Default)]
@@ -345,14 +346,14 @@ mod test {
     }
 
     fn runtime(detail: Detail) -> Runtime {
-        let mut cfg = ShelfConfig::new(0x20);
+        let mut cfg = ShelfConfig::new(IpmbAddr(0x20));
         cfg.probing = false;
         for (slot, address, partner) in [(1, 0x82, 2), (2, 0x84, 1)] {
             cfg.blades
                 .push(BladeConfig {
-                    slot,
-                    ipmb_address: address,
-                    partner,
+                    slot: Slot(slot),
+                    ipmb_address: IpmbAddr(address),
+                    partner: Slot(partner),
                     hot_swap_sensor: None,
                 })
                 .unwrap();
@@ -389,7 +390,7 @@ mod test {
         );
         let got = rt.on_message(10, &ev, &mut wire);
         assert!(
-            matches!(got, Inbound::Event { event, outcome: EventOutcome::Decided(_) } if event.generator == 0x82),
+            matches!(got, Inbound::Event { event, outcome: EventOutcome::Decided(_) } if event.generator == IpmbAddr(0x82)),
             "{got:?}"
         );
         assert_eq!(wire.answers, vec![cmd::PLATFORM_EVENT_RESPONSE.to_vec()]);

@@ -26,6 +26,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use super::agents::AgentLink;
 use crate::classify::Class;
 use crate::engine::{Confirmation, FenceStep, Incident, Phase, Shelf};
+use crate::wire::addr::Slot;
 
 /// The signals that stop the daemon.
 pub const STOP_SIGNALS: [Signal; 2] = [Signal::SIGTERM, Signal::SIGINT];
@@ -112,9 +113,9 @@ impl StopSignals {
 #[derive(Debug, Clone, Default)]
 pub struct OpenWork {
     /// Open incidents with their blade's slot and partner slot.
-    pub incidents: Vec<(u8, u8, Incident)>,
+    pub incidents: Vec<(Slot, Slot, Incident)>,
     /// Guest failovers waiting for DestroyGuest's confirmation: (slot, guest, decision).
-    pub guests: Vec<(u8, String, u32)>,
+    pub guests: Vec<(Slot, String, u32)>,
     /// Predictive holds pending (dropped by the stop).
     pub holds: usize,
     /// Agent orders not acknowledged yet (no longer retried).
@@ -140,7 +141,7 @@ fn proof_name(c: Option<Confirmation>) -> &'static str {
 }
 
 /// One incident in words: where it stands and what is left undone.
-pub fn describe(slot: u8, partner: u8, inc: &Incident) -> String {
+pub fn describe(slot: Slot, partner: Slot, inc: &Incident) -> String {
     let state = match inc.phase {
         Phase::Evacuating { .. } if inc.class == Class::BladeDegraded => {
             "guests being migrated (Migrate ordered, no report yet)".to_string()
@@ -249,8 +250,8 @@ mod test {
     #[test]
     fn test_unconfirmed_fence_named_with_its_step() {
         let d = describe(
-            3,
-            4,
+            Slot(3),
+            Slot(4),
             &incident(
                 Phase::Fencing {
                     step: FenceStep::ColdReset,
@@ -272,7 +273,7 @@ mod test {
         inc.confirmed = true;
         inc.proof = Some(Confirmation::HotSwapM1);
         assert_eq!(
-            describe(1, 2, &inc),
+            describe(Slot(1), Slot(2), &inc),
             "#7 blade_hardware slot 1: fence confirmed (M1), partner slot 2 ordered to restart the guests, no report yet"
         );
     }

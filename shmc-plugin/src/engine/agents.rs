@@ -40,7 +40,7 @@ pub enum AgentInput {
     /// The partner reports one guest of `failed_slot` (started / refused / failed).
     GuestOutcome {
         /// Blade whose guest it is.
-        failed_slot: u8,
+        failed_slot: Slot,
         /// The guest.
         name: GuestName,
         /// Started (true) or not.
@@ -49,7 +49,7 @@ pub enum AgentInput {
     /// The partner reported every guest of `failed_slot` (failover or evacuation done).
     AllReported {
         /// Blade whose guests were handled.
-        failed_slot: u8,
+        failed_slot: Slot,
         /// Decision quoted from the order.
         incident: u32,
     },
@@ -69,7 +69,7 @@ pub enum AgentInput {
     /// [`Alert::GuestUnprotected`] once per owner, guest and reason.
     GuestUnprotected {
         /// The blade the guest runs on.
-        owner_slot: u8,
+        owner_slot: Slot,
         /// Why it is not protected.
         reason: UnprotectedReason,
         /// The guest's name as reported (cut, possibly not a valid name).
@@ -81,9 +81,9 @@ pub enum AgentInput {
 
 impl Shelf {
     /// An input from the agent of `slot`.
-    pub fn on_agent(&mut self, now: u64, slot: u8, input: AgentInput) {
+    pub fn on_agent(&mut self, now: u64, slot: Slot, input: AgentInput) {
         self.input += 1;
-        let Some(idx) = self.index_of_slot(Slot(slot)) else {
+        let Some(idx) = self.index_of_slot(slot) else {
             self.counters.agent_unknown_slot += 1;
             warn!("agent input for unconfigured slot {slot} ignored");
             return;
@@ -95,7 +95,7 @@ impl Shelf {
                 b.last_heartbeat = now;
                 b.hypervisor_down_since = None;
                 info!("slot {slot}: agent registered");
-                self.unprotected.forget_owner(Slot(slot));
+                self.unprotected.forget_owner(slot);
                 self.maybe_close_hypervisor(idx);
             }
             AgentInput::Heartbeat { hypervisor_ok } => {

@@ -5,7 +5,7 @@ use core::fmt;
 use heapless::Vec;
 use shelfha_proto::UnprotectedReason;
 
-use crate::wire::addr::IpmbAddr;
+use crate::wire::addr::{IpmbAddr, Slot};
 
 use super::output::{
     unprotected_reason_str, GuestList, GuestName, OrderKind, ReportText, Undelivered,
@@ -21,7 +21,7 @@ pub enum Alert {
     /// keeps escalating and orders no failover.
     FenceUnconfirmed {
         /// The blade.
-        slot: u8,
+        slot: Slot,
         /// Its decision.
         incident: u32,
         /// Completed rounds of the fence steps.
@@ -30,35 +30,35 @@ pub enum Alert {
     /// One or both IPMB buses to a blade are lost.
     IpmbLink {
         /// The blade.
-        slot: u8,
+        slot: Slot,
         /// Both buses (true) or one (false).
         both: bool,
     },
     /// Extraction: the partner did not report within the timeout; deactivation proceeds.
     EvacuationTimeout {
         /// The blade.
-        slot: u8,
+        slot: Slot,
         /// Its decision.
         incident: u32,
     },
     /// Guest failover: the blade did not confirm the guest destroyed; no failover.
     GuestFenceUnconfirmed {
         /// The blade.
-        slot: u8,
+        slot: Slot,
         /// The guest.
         name: GuestName,
     },
     /// A blade failed while its partner has an open incident of its own.
     PartnerUnavailable {
         /// The failed blade.
-        slot: u8,
+        slot: Slot,
         /// Its partner.
-        partner: u8,
+        partner: Slot,
     },
     /// Platform Events from an IPMB address that is not configured (first one per address).
     UnknownGenerator {
         /// The 8-bit address.
-        address: u8,
+        address: IpmbAddr,
     },
     /// A fixed table overflowed (first time per table; counters hold the rest).
     TableFull {
@@ -71,7 +71,7 @@ pub enum Alert {
     /// report the failover done within `failover_report_timeout_ms`.
     GuestsNotRestarted {
         /// The failed blade.
-        slot: u8,
+        slot: Slot,
         /// Its decision (of the guest failover for one guest).
         incident: u32,
         /// Guests reported not started.
@@ -86,7 +86,7 @@ pub enum Alert {
     /// serviced; it was not fenced.
     BladeDegraded {
         /// The blade.
-        slot: u8,
+        slot: Slot,
         /// Its decision.
         incident: u32,
         /// Its guests were reported migrated (or moved) by the agent; false
@@ -97,7 +97,7 @@ pub enum Alert {
     /// asked for is not being done by that agent.
     OrderUndelivered {
         /// The agent's blade.
-        slot: u8,
+        slot: Slot,
         /// The decision the order served, when the link knows it.
         incident: Option<u32>,
         /// The order.
@@ -109,9 +109,9 @@ pub enum Alert {
     /// (first report per owner, guest and reason).
     GuestUnprotected {
         /// The blade the guest runs on.
-        owner_slot: u8,
+        owner_slot: Slot,
         /// The agent that reported it (the owner or its partner).
-        reporter: u8,
+        reporter: Slot,
         /// Why.
         reason: UnprotectedReason,
         /// The guest's name as reported (cut, possibly not a valid name).
@@ -140,7 +140,7 @@ impl Alert {
     }
 
     /// The blade it is about, if one.
-    pub const fn slot(&self) -> Option<u8> {
+    pub const fn slot(&self) -> Option<Slot> {
         match self {
             Self::FenceUnconfirmed { slot, .. }
             | Self::IpmbLink { slot, .. }
@@ -218,7 +218,7 @@ impl fmt::Display for Alert {
             ),
             Self::UnknownGenerator { address } => write!(
                 f,
-                "Platform Events from unconfigured IPMB address 0x{address:02x} are ignored"
+                "Platform Events from unconfigured IPMB address {address} are ignored"
             ),
             Self::TableFull { table } => write!(f, "table {table:?} full; see counters"),
             Self::GuestsNotRestarted {

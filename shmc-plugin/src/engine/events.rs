@@ -15,7 +15,7 @@ impl Shelf {
         let dup = self.dedupe.seen(
             now,
             self.cfg.timing.duplicate_window_ms,
-            ev.generator,
+            ev.generator.get(),
             ev.generator_lun,
             rq_seq,
             data,
@@ -25,7 +25,7 @@ impl Shelf {
         }
         if dup {
             self.counters.duplicates += 1;
-            debug!("duplicate event from 0x{:02x} rqSeq {rq_seq}", ev.generator);
+            debug!("duplicate event from {} rqSeq {rq_seq}", ev.generator);
             return EventOutcome::Duplicate;
         }
         self.on_logged_event(now, ev)
@@ -37,9 +37,9 @@ impl Shelf {
     pub fn on_logged_event(&mut self, now: u64, ev: &PlatformEvent) -> EventOutcome {
         self.input += 1;
         self.counters.events += 1;
-        let Some(idx) = self.index_of_address(IpmbAddr(ev.generator)) else {
+        let Some(idx) = self.index_of_address(ev.generator) else {
             self.counters.unknown_generator += 1;
-            if self.once.unknown_generator(IpmbAddr(ev.generator)) {
+            if self.once.unknown_generator(ev.generator) {
                 self.alert(Alert::UnknownGenerator {
                     address: ev.generator,
                 });

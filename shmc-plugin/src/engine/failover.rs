@@ -35,10 +35,10 @@ impl Shelf {
         &mut self,
         now: u64,
         reporter: BladeIdx,
-        failed_slot: u8,
+        failed_slot: Slot,
         incident: u32,
     ) {
-        let Some(idx) = self.index_of_slot(Slot(failed_slot)) else {
+        let Some(idx) = self.index_of_slot(failed_slot) else {
             self.counters.agent_ignored += 1;
             return;
         };

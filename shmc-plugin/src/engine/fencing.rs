@@ -25,16 +25,12 @@ impl Shelf {
         timeout_ms: u64,
         retries: u8,
     ) -> request::Sent {
-        let mut data = [0u8; MAX_REQUEST_DATA];
-        let n = req.emit(&mut data);
         self.requests.send(
             now,
             &mut self.out,
             idx,
             self.blades[idx].addr(),
-            req.net_fn(),
-            req.cmd(),
-            &data[..n],
+            req,
             purpose,
             timeout_ms,
             retries,

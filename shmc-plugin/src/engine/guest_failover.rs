@@ -17,7 +17,7 @@ impl Shelf {
     /// Guest failovers waiting for the blade's agent to confirm the guest
     /// destroyed, as (slot, guest, decision number): the partner has not been
     /// ordered to start them yet.
-    pub fn pending_guest_failovers(&self) -> impl Iterator<Item = (u8, &GuestName, u32)> + '_ {
+    pub fn pending_guest_failovers(&self) -> impl Iterator<Item = (Slot, &GuestName, u32)> + '_ {
         self.pending_guests
             .iter()
             .map(|g| (self.blades[g.blade].cfg.slot, &g.name, g.incident))
@@ -37,13 +37,13 @@ impl Shelf {
         let evictions = self.guests.evictions();
         let n = self
             .guests
-            .record(now, t.guest_restart_window_ms, Slot(slot), &name);
+            .record(now, t.guest_restart_window_ms, slot, &name);
         if self.guests.evictions() != evictions {
             self.table_full(Table::Guests);
         }
         let failover = n > t.guest_restart_limit;
         if failover {
-            self.guests.forget(Slot(slot), &name);
+            self.guests.forget(slot, &name);
         }
         self.decide(
             now,

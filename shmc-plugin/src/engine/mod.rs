@@ -134,14 +134,14 @@ use crate::classify::{classify, predictive, BladeView, Class, Record, Verdict, W
 use crate::config::{BladeConfig, ConfigError, ShelfConfig};
 use crate::wire::addr::{IpmbAddr, Slot};
 use crate::wire::cmd::FruControlOption;
-use crate::wire::command::{Body, Request, Response, MAX_REQUEST_DATA};
+use crate::wire::command::{Body, Request, Response};
 use crate::wire::event::{MState, PlatformEvent};
 
 use dedupe::Dedupe;
 use guest::GuestWindows;
 pub use output::{
     unprotected_reason_str, Action, Alert, Cause, Confirmation, Decision, GuestList, GuestName,
-    IpmbData, Order, OrderKind, Outbox, Output, ReportText, Table, Undelivered,
+    Order, OrderKind, Outbox, Output, ReportText, Table, Undelivered,
 };
 use report::Report;
 pub use request::RequestStats;
@@ -231,8 +231,8 @@ impl Shelf {
     }
 
     /// State of the blade in `slot`.
-    pub fn blade(&self, slot: u8) -> Option<BladeStatus> {
-        let b = &self.blades[self.blades.by_slot(Slot(slot))?];
+    pub fn blade(&self, slot: Slot) -> Option<BladeStatus> {
+        let b = &self.blades[self.blades.by_slot(slot)?];
         Some(BladeStatus {
             config: b.cfg,
             m_state: b.m_state,
@@ -244,8 +244,8 @@ impl Shelf {
     }
 
     /// The open incident of the blade in `slot`, if any.
-    pub fn incident(&self, slot: u8) -> Option<OpenIncident> {
-        self.blades[self.blades.by_slot(Slot(slot))?].incident
+    pub fn incident(&self, slot: Slot) -> Option<OpenIncident> {
+        self.blades[self.blades.by_slot(slot)?].incident
     }
 
     /// Takes the oldest queued output.

@@ -11,8 +11,9 @@ use crate::capacity::{
     MAX_ACTIONS, MAX_ALERT_GUESTS, MAX_GUEST_NAME, MAX_OUTPUTS, MAX_REPORT_TEXT,
 };
 use crate::classify::Class;
+use crate::wire::addr::{IpmbAddr, Slot};
+use crate::wire::command::Request;
 use crate::wire::event::MState;
-use crate::wire::ipmb::MAX_DATA_LEN;
 
 pub use super::alert::{Alert, Table};
 
@@ -213,11 +214,11 @@ pub struct Decision {
     /// Failure class.
     pub class: Class,
     /// Slot of the failed blade.
-    pub slot: u8,
+    pub slot: Slot,
     /// IPMB address of the failed blade's IPMC.
-    pub ipmb_address: u8,
+    pub ipmb_address: IpmbAddr,
     /// Slot of its partner.
-    pub partner_slot: u8,
+    pub partner_slot: Slot,
     /// Recovery steps, in order.
     pub actions: Vec<Action, MAX_ACTIONS>,
     /// What caused it.
@@ -230,7 +231,7 @@ impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "decision #{} {} for slot {} (IPMC 0x{:02x}, partner slot {}) at {} ms",
+            "decision #{} {} for slot {} (IPMC {}, partner slot {}) at {} ms",
             self.incident, self.class, self.slot, self.ipmb_address, self.partner_slot, self.t_ms
         )?;
         if let Some(g) = &self.guest {
@@ -257,7 +258,7 @@ pub enum Order {
     /// blade's fence (or, with `subset`, the guest's destruction) is confirmed.
     RestartPartnerGuests {
         /// The blade whose guests to start.
-        failed_slot: u8,
+        failed_slot: Slot,
         /// The decision whose confirmed fence allows it.
         incident: u32,
         /// How the fence was confirmed (the agent refuses an order without one).
@@ -268,7 +269,7 @@ pub enum Order {
     /// Planned: move every guest to `to_slot` (extraction).
     Evacuate {
         /// Partner that receives the guests.
-        to_slot: u8,
+        to_slot: Slot,
         /// The decision this serves.
         incident: u32,
     },
@@ -291,7 +292,7 @@ pub enum Order {
     /// the blade is not fenced).
     Migrate {
         /// Partner that receives the guests.
-        to_slot: u8,
+        to_slot: Slot,
         /// The decision this serves.
         incident: u32,
     },
@@ -420,9 +421,6 @@ pub enum Confirmation {
     GuestDestroyed,
 }
 
-/// Data bytes of one IPMB request of ours.
-pub type IpmbData = Vec<u8, MAX_DATA_LEN>;
-
 /// One thing the runtime must do.
 // Inline as well (no allocator): an alert naming guests is the largest output.
 #[allow(clippy::large_enum_variant)]
@@ -430,23 +428,19 @@ pub type IpmbData = Vec<u8, MAX_DATA_LEN>;
 pub enum Output {
     /// Send this IPMB request (the runtime frames it: rqSA = own address, LUNs 0).
     Ipmb {
-        /// 8-bit destination address.
-        dest: u8,
-        /// Network function (even: a request).
-        net_fn: u8,
-        /// Command.
-        cmd: u8,
+        /// Destination IPMC.
+        dest: IpmbAddr,
         /// Sequence number (6 bits) the response will carry.
         rq_seq: u8,
-        /// Request data.
-        data: IpmbData,
+        /// The request.
+        request: Request,
     },
     /// A decision was taken (log it; `replay` prints it).
     Decision(Decision),
     /// Send this order to the agent of `slot`.
     Order {
         /// The agent's blade.
-        slot: u8,
+        slot: Slot,
         /// The order.
         order: Order,
     },

@@ -55,7 +55,8 @@ impl Shelf {
             if p.purpose == Purpose::Fence {
                 warn!(
                     "slot {}: fence request cmd 0x{:02x} unanswered after retries",
-                    self.blades[p.blade].cfg.slot, p.cmd
+                    self.blades[p.blade].cfg.slot,
+                    p.request.cmd()
                 );
             }
         }

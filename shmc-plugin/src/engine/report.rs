@@ -104,11 +104,11 @@ impl Shelf {
     pub(super) fn guest_outcome(
         &mut self,
         reporter: BladeIdx,
-        failed_slot: u8,
+        failed_slot: Slot,
         name: &GuestName,
         started: bool,
     ) {
-        let Some(f) = self.index_of_slot(Slot(failed_slot)) else {
+        let Some(f) = self.index_of_slot(failed_slot) else {
             return;
         };
         // Only the partner starts a failed blade's guests.
@@ -193,7 +193,7 @@ impl Shelf {
     /// failed blade, decision, guest of a one-guest failover, overdue).
     pub fn pending_reports(
         &self,
-    ) -> impl Iterator<Item = (u8, u32, Option<&GuestName>, bool)> + '_ {
+    ) -> impl Iterator<Item = (Slot, u32, Option<&GuestName>, bool)> + '_ {
         self.reports.iter().map(|r| {
             (
                 self.blades[r.blade].cfg.slot,

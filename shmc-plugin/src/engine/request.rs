@@ -12,10 +12,11 @@
 
 use heapless::Vec;
 
-use super::output::{IpmbData, Outbox, Output};
+use super::output::{Outbox, Output};
 use super::BladeIdx;
 use crate::capacity::{MAX_BLADES, MAX_OUTSTANDING_REQUESTS};
 use crate::wire::addr::IpmbAddr;
+use crate::wire::command::Request;
 
 /// Why we sent a request (what to do with its answer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +36,10 @@ pub struct Pending {
     pub blade: BladeIdx,
     /// Destination address.
     pub dest: IpmbAddr,
-    /// Request netFn.
-    pub net_fn: u8,
-    /// Command.
-    pub cmd: u8,
     /// Sequence number.
     pub rq_seq: u8,
-    /// Request data (kept for retries).
-    pub data: IpmbData,
+    /// The request (kept for retries).
+    pub request: Request,
     /// Why it was sent.
     pub purpose: Purpose,
     /// When it was first sent (a response is a reading taken after this).
@@ -150,9 +147,7 @@ impl RequestTracker {
         out: &mut Outbox,
         blade: BladeIdx,
         dest: IpmbAddr,
-        net_fn: u8,
-        cmd: u8,
-        data: &[u8],
+        request: Request,
         purpose: Purpose,
         timeout_ms: u64,
         retries: u8,
@@ -179,27 +174,19 @@ impl RequestTracker {
                 }
             }
         }
-        let mut bytes = IpmbData::new();
-        // Callers pass at most a few bytes; longer data is cut to the frame's limit.
-        let take = data.len().min(bytes.capacity());
-        let _ = bytes.extend_from_slice(&data[..take]);
         let rq_seq = self.allocate_seq(blade, dest);
         out.push(Output::Ipmb {
-            dest: dest.get(),
-            net_fn,
-            cmd,
+            dest,
             rq_seq,
-            data: bytes.clone(),
+            request,
         });
         self.stats.sent += 1;
         // Not full: checked above.
         let _ = self.pending.push(Pending {
             blade,
             dest,
-            net_fn,
-            cmd,
             rq_seq,
-            data: bytes,
+            request,
             purpose,
             sent_ms: now,
             deadline: now.saturating_add(timeout_ms),
@@ -217,7 +204,10 @@ impl RequestTracker {
         cmd: u8,
     ) -> Option<Pending> {
         let found = self.pending.iter().position(|p| {
-            p.dest == from && p.rq_seq == rq_seq && p.net_fn | 1 == net_fn && p.cmd == cmd
+            p.dest == from
+                && p.rq_seq == rq_seq
+                && p.request.net_fn() | 1 == net_fn
+                && p.request.cmd() == cmd
         });
         match found {
             Some(i) => {
@@ -259,11 +249,9 @@ impl RequestTracker {
                 p.deadline = now.saturating_add(timeout_ms);
                 self.stats.retries += 1;
                 out.push(Output::Ipmb {
-                    dest: p.dest.get(),
-                    net_fn: p.net_fn,
-                    cmd: p.cmd,
+                    dest: p.dest,
                     rq_seq: p.rq_seq,
-                    data: p.data.clone(),
+                    request: p.request,
                 });
                 i += 1;
             } else if expired.is_full() {
@@ -308,9 +296,10 @@ mod test {
                 &mut out,
                 B0,
                 A,
-                0x2C,
-                0x0C,
-                &[0, 0, 0],
+                Request::SetFruActivation {
+                    fru_id: 0,
+                    activate: false
+                },
                 Purpose::Fence,
                 100,
                 1
@@ -318,7 +307,16 @@ mod test {
             Sent::Seq(0)
         );
         assert_eq!(
-            t.send(0, &mut out, B0, A, 0x06, 0x01, &[], Purpose::Probe, 100, 0),
+            t.send(
+                0,
+                &mut out,
+                B0,
+                A,
+                Request::GetDeviceId,
+                Purpose::Probe,
+                100,
+                0
+            ),
             Sent::Seq(1)
         );
         assert_eq!(seq_of(&mut out), 0);
@@ -350,20 +348,32 @@ mod test {
             &mut out,
             B0,
             A,
-            0x2C,
-            0x0C,
-            &[],
+            Request::SetFruActivation {
+                fru_id: 0,
+                activate: false,
+            },
             Purpose::Fence,
             1_000_000,
             0,
         );
         let mut seen = [false; 64];
         for i in 0..70u64 {
-            let _ = t.send(i, &mut out, B0, A, 0x06, 0x01, &[], Purpose::Probe, 1, 0);
+            let _ = t.send(
+                i,
+                &mut out,
+                B0,
+                A,
+                Request::GetDeviceId,
+                Purpose::Probe,
+                1,
+                0,
+            );
             let _ = t.poll::<32>(i + 2, &mut out, 1);
             while let Some(o) = out.pop() {
                 if let Output::Ipmb {
-                    rq_seq, cmd: 0x01, ..
+                    rq_seq,
+                    request: Request::GetDeviceId,
+                    ..
                 } = o
                 {
                     assert_ne!(rq_seq, 0, "seq 0 is still outstanding");
@@ -387,9 +397,7 @@ mod test {
                 &mut out,
                 BladeIdx((i % 4) as u8),
                 IpmbAddr(0x82 + 2 * (i % 4) as u8),
-                0x06,
-                0x01,
-                &[],
+                Request::GetDeviceId,
                 Purpose::Probe,
                 10,
                 0,
@@ -398,7 +406,16 @@ mod test {
             while out.pop().is_some() {}
         }
         assert_eq!(
-            t.send(0, &mut out, B0, A, 0x06, 0x01, &[], Purpose::Probe, 10, 0),
+            t.send(
+                0,
+                &mut out,
+                B0,
+                A,
+                Request::GetDeviceId,
+                Purpose::Probe,
+                10,
+                0
+            ),
             Sent::TableFull
         );
         assert_eq!(t.stats().dropped, 1);
@@ -408,9 +425,10 @@ mod test {
                 &mut out,
                 B0,
                 A,
-                0x2C,
-                0x0C,
-                &[0, 0, 0],
+                Request::SetFruActivation {
+                    fru_id: 0,
+                    activate: false
+                },
                 Purpose::Fence,
                 10,
                 0

@@ -133,17 +133,17 @@ impl Blade {
 
     /// Its slot.
     pub(super) const fn slot(&self) -> Slot {
-        Slot(self.cfg.slot)
+        self.cfg.slot
     }
 
     /// Its IPMC's address.
     pub(super) const fn addr(&self) -> IpmbAddr {
-        IpmbAddr(self.cfg.ipmb_address)
+        self.cfg.ipmb_address
     }
 
     /// Its partner's slot.
     pub(super) const fn partner(&self) -> Slot {
-        Slot(self.cfg.partner)
+        self.cfg.partner
     }
 }
 

@@ -71,7 +71,7 @@ impl Shelf {
     pub(super) fn guest_unprotected(
         &mut self,
         reporter: BladeIdx,
-        owner_slot: u8,
+        owner_slot: Slot,
         reason: UnprotectedReason,
         name: ReportText,
         text: ReportText,
@@ -80,7 +80,7 @@ impl Shelf {
         let reporter_slot = self.blades[reporter].cfg.slot;
         // The owner itself, or its partner (which refused the definition).
         let Some(owner) = self
-            .index_of_slot(Slot(owner_slot))
+            .index_of_slot(owner_slot)
             .filter(|&o| o == reporter || self.blades[o].cfg.partner == reporter_slot)
         else {
             self.counters.agent_ignored += 1;

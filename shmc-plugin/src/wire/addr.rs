@@ -7,11 +7,13 @@ use core::fmt;
 
 /// An 8-bit IPMB slave address (the form in a frame: the 7-bit address
 /// shifted left, e.g. 0x82 for the blade in logical slot 1 of many shelves).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// `Debug` prints the bare number, as the byte did.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpmbAddr(pub u8);
 
 /// A shelf slot number as configured (the agent protocol names blades by it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// `Debug` prints the bare number, as the byte did.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Slot(pub u8);
 
 impl IpmbAddr {
@@ -58,9 +60,27 @@ impl fmt::Display for IpmbAddr {
     }
 }
 
+impl fmt::Debug for IpmbAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::LowerHex for IpmbAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::LowerHex::fmt(&self.0, f)
+    }
+}
+
 impl fmt::Display for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
@@ -74,6 +94,9 @@ mod test {
         use std::format;
         assert_eq!(format!("{}", IpmbAddr(0x82)), "0x82");
         assert_eq!(format!("{}", Slot(7)), "7");
+        assert_eq!(format!("{:>2}", Slot(7)), " 7");
+        assert_eq!(format!("{:?}", (Slot(7), IpmbAddr(0x82))), "(7, 130)");
+        assert_eq!(format!("0x{:02x}", IpmbAddr(0x0A)), "0x0a");
         assert_eq!(u8::from(IpmbAddr::from(0x9A)), 0x9A);
         assert_eq!(Slot::from(3).get(), 3);
     }

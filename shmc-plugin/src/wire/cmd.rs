@@ -9,6 +9,7 @@
 
 use core::fmt;
 
+use super::addr::IpmbAddr;
 use super::code::code_enum;
 use super::event::{EventError, MState, PlatformEvent};
 use super::ipmb::Repr;
@@ -322,7 +323,11 @@ pub fn hot_swap_state(data: &[u8]) -> Option<MState> {
 /// (netFn 0x04, cmd 0x02); the generator is its rqSA/rqLUN.
 pub fn platform_event(repr: &Repr<'_>) -> Option<Result<PlatformEvent, EventError>> {
     if repr.net_fn == NETFN_SENSOR_EVENT && repr.cmd == CMD_PLATFORM_EVENT {
-        Some(PlatformEvent::parse(repr.rq_sa, repr.rq_lun, repr.data))
+        Some(PlatformEvent::parse(
+            IpmbAddr(repr.rq_sa),
+            repr.rq_lun,
+            repr.data,
+        ))
     } else {
         None
     }
@@ -341,7 +346,7 @@ pub fn platform_event_request<'a>(
         rs_sa: receiver,
         net_fn: NETFN_SENSOR_EVENT,
         rs_lun: 0,
-        rq_sa: event.generator,
+        rq_sa: event.generator.get(),
         rq_seq: rq_seq & 0x3F,
         rq_lun: event.generator_lun & 0x03,
         cmd: CMD_PLATFORM_EVENT,
@@ -463,7 +468,7 @@ mod test {
     #[test]
     fn test_platform_event_request_round_trip() {
         let ev = PlatformEvent {
-            generator: 0x82,
+            generator: IpmbAddr(0x82),
             generator_lun: 0,
             evm_rev: EVM_REV,
             sensor_type: SensorType::FruHotSwap,

@@ -616,7 +616,7 @@ mod test {
             Inbound::parse(&ev),
             Inbound::PlatformEvent {
                 rq_seq: 9,
-                event: PlatformEvent::parse(0x82, 0, &ev_data)
+                event: PlatformEvent::parse(IpmbAddr(0x82), 0, &ev_data)
             }
         );
         let own = Repr {

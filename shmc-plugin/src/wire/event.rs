@@ -4,6 +4,7 @@
 //! RMCP+ (IPMI v2.0 §32.1) and a replayed capture all become a [`PlatformEvent`].
 //! Codes the core does not know decode to `Unknown(code)`: data, never an error.
 
+use super::addr::IpmbAddr;
 use super::code::code_enum;
 
 code_enum! {
@@ -78,7 +79,7 @@ pub struct HotSwap {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PlatformEvent {
     /// 8-bit IPMB slave address of the generator (the frame's rqSA).
-    pub generator: u8,
+    pub generator: IpmbAddr,
     /// LUN of the generator (the frame's rqLUN).
     pub generator_lun: u8,
     /// Event message format revision (0x04 for IPMI v1.5/v2.0).
@@ -117,7 +118,7 @@ impl PlatformEvent {
     /// Decodes the request data of a Platform Event Message (netFn 0x04, cmd 0x02)
     /// sent by `generator`/`generator_lun`: `[EvMRev, type, number, dir|reading type, ED1, ED2, ED3]`.
     /// Bytes after the seventh are ignored.
-    pub fn parse(generator: u8, generator_lun: u8, data: &[u8]) -> Result<Self, EventError> {
+    pub fn parse(generator: IpmbAddr, generator_lun: u8, data: &[u8]) -> Result<Self, EventError> {
         if data.len() < 7 {
             return Err(EventError::Truncated);
         }
@@ -186,7 +187,7 @@ mod test {
 
     #[test]
     fn test_parse_hot_swap() {
-        let ev = PlatformEvent::parse(0x82, 0, &HANDLE_OPEN).unwrap();
+        let ev = PlatformEvent::parse(IpmbAddr(0x82), 0, &HANDLE_OPEN).unwrap();
         assert_eq!(ev.sensor_type, SensorType::FruHotSwap);
         assert!(ev.assertion);
         assert_eq!(ev.event_type, READING_TYPE_SENSOR_SPECIFIC);
@@ -202,8 +203,12 @@ mod test {
 
     #[test]
     fn test_openipmi_hot_swap_form() {
-        let ev =
-            PlatformEvent::parse(0x82, 0, &[0x04, 0xF0, 0x00, 0x6F, 0xA7, 0xFF, 0xFF]).unwrap();
+        let ev = PlatformEvent::parse(
+            IpmbAddr(0x82),
+            0,
+            &[0x04, 0xF0, 0x00, 0x6F, 0xA7, 0xFF, 0xFF],
+        )
+        .unwrap();
         let hs = ev.hot_swap().unwrap();
         assert_eq!(hs.current, MState::M7);
         assert_eq!(hs.previous, None);
@@ -213,8 +218,12 @@ mod test {
 
     #[test]
     fn test_deassertion_and_unknown_type() {
-        let ev =
-            PlatformEvent::parse(0x84, 1, &[0x04, 0x77, 0x05, 0x81, 0x59, 0x00, 0x00]).unwrap();
+        let ev = PlatformEvent::parse(
+            IpmbAddr(0x84),
+            1,
+            &[0x04, 0x77, 0x05, 0x81, 0x59, 0x00, 0x00],
+        )
+        .unwrap();
         assert!(!ev.assertion);
         assert_eq!(ev.event_type, READING_TYPE_THRESHOLD);
         assert_eq!(ev.sensor_type, SensorType::Unknown(0x77));
@@ -225,7 +234,7 @@ mod test {
     #[test]
     fn test_truncated() {
         assert_eq!(
-            PlatformEvent::parse(0x82, 0, &[0x04, 0x01]),
+            PlatformEvent::parse(IpmbAddr(0x82), 0, &[0x04, 0x01]),
             Err(EventError::Truncated)
         );
     }

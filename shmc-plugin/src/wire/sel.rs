@@ -23,6 +23,7 @@
 use core::fmt;
 
 use super::cmd::CompletionCode;
+use crate::wire::addr::IpmbAddr;
 use crate::wire::event::PlatformEvent;
 
 /// Bytes in one SEL record.
@@ -78,7 +79,7 @@ impl SelRecord {
         }
         // Bit 0 = 0: bits 7:1 are the 7-bit address, whose 8-bit form is the
         // byte itself. Bit 0 = 1: software id, kept as is (odd).
-        let generator = b[7];
+        let generator = IpmbAddr(b[7]);
         let event = PlatformEvent::parse(generator, b[8] & 0x03, &b[9..16])
             .map_err(|_| SelError::Truncated)?;
         Ok(SelRecord {
@@ -94,7 +95,7 @@ impl SelRecord {
         out[0..2].copy_from_slice(&self.record_id.to_le_bytes());
         out[2] = RECORD_TYPE_SYSTEM_EVENT;
         out[3..7].copy_from_slice(&self.timestamp.to_le_bytes());
-        out[7] = self.event.generator;
+        out[7] = self.event.generator.get();
         out[8] = ((self.channel & 0x0F) << 4) | (self.event.generator_lun & 0x03);
         let mut ev = [0u8; 7];
         self.event.emit(&mut ev);
@@ -110,7 +111,7 @@ impl SelRecord {
 
     /// True when system software, not an IPMB controller, generated the event.
     pub fn is_software_generated(&self) -> bool {
-        self.event.generator & 1 == 1
+        self.event.generator.get() & 1 == 1
     }
 
     /// The generator's 7-bit slave address, as SEL tools print it; `None` for software ids.
@@ -118,7 +119,7 @@ impl SelRecord {
         if self.is_software_generated() {
             None
         } else {
-            Some(self.event.generator >> 1)
+            Some(self.event.generator.get() >> 1)
         }
     }
 }
@@ -163,13 +164,17 @@ mod test {
         assert_eq!(r.generator_7bit(), Some(0x41));
         assert!(!r.is_software_generated());
         let ev = r.event;
-        assert_eq!((ev.generator, ev.generator_lun), (0x82, 0));
+        assert_eq!((ev.generator, ev.generator_lun), (IpmbAddr(0x82), 0));
         assert_eq!(ev.sensor_type, SensorType::FruHotSwap);
         assert!(ev.assertion);
         let hs = ev.hot_swap().unwrap();
         assert_eq!((hs.current, hs.previous), (MState::M5, Some(MState::M4)));
         // The same event as the golden IPMB Platform Event frame carries.
-        let ipmb = PlatformEvent::parse(0x82, 0, &[0x04, 0xF0, 0x00, 0x6F, 0xA5, 0x24, 0x00]);
+        let ipmb = PlatformEvent::parse(
+            IpmbAddr(0x82),
+            0,
+            &[0x04, 0xF0, 0x00, 0x6F, 0xA5, 0x24, 0x00],
+        );
         assert_eq!(Ok(ev), ipmb);
     }
 
@@ -179,7 +184,7 @@ mod test {
         assert_eq!(r.record_id, 0x0102);
         assert_eq!(r.timestamp, 0x1234_5678);
         let ev = r.event;
-        assert_eq!((ev.generator, ev.generator_lun), (0x84, 1));
+        assert_eq!((ev.generator, ev.generator_lun), (IpmbAddr(0x84), 1));
         assert_eq!(ev.sensor_type, SensorType::Temperature);
         assert_eq!(ev.sensor_number, 0x30);
         assert!(!ev.assertion);

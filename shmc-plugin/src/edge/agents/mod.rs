@@ -13,15 +13,16 @@ pub mod udp;
 use std::os::fd::BorrowedFd;
 
 use crate::engine::{AgentInput, Order};
+use crate::wire::addr::Slot;
 
 /// Transport to the blade agents.
 pub trait AgentLink {
     /// Delivers `order` to the agent of `slot` (the link retries until acknowledged).
-    fn send_order(&mut self, now_ms: u64, slot: u8, order: &Order);
+    fn send_order(&mut self, now_ms: u64, slot: Slot, order: &Order);
     /// A descriptor to wait on for agent traffic, if the link has one.
     fn poll_fd(&self) -> Option<BorrowedFd<'_>>;
     /// Reads what arrived and passes each authenticated input to `sink` as (slot, input).
-    fn receive(&mut self, now_ms: u64, sink: &mut dyn FnMut(u8, AgentInput));
+    fn receive(&mut self, now_ms: u64, sink: &mut dyn FnMut(Slot, AgentInput));
     /// Runs the link's timers (retries, acknowledgements).
     fn tick(&mut self, now_ms: u64);
     /// Orders sent and not acknowledged yet (still being retried).
@@ -39,7 +40,7 @@ pub struct NoAgents {
 }
 
 impl AgentLink for NoAgents {
-    fn send_order(&mut self, _now_ms: u64, slot: u8, order: &Order) {
+    fn send_order(&mut self, _now_ms: u64, slot: Slot, order: &Order) {
         self.undelivered += 1;
         log::warn!("no agent link configured: order for slot {slot} not delivered: {order:?}");
     }
@@ -48,7 +49,7 @@ impl AgentLink for NoAgents {
         None
     }
 
-    fn receive(&mut self, _now_ms: u64, _sink: &mut dyn FnMut(u8, AgentInput)) {}
+    fn receive(&mut self, _now_ms: u64, _sink: &mut dyn FnMut(Slot, AgentInput)) {}
 
     fn tick(&mut self, _now_ms: u64) {}
 }

@@ -34,6 +34,7 @@ use shelfha_proto::{
 
 use super::AgentLink;
 use crate::engine::{AgentInput, Confirmation, Order, OrderKind, Undelivered};
+use crate::wire::addr::Slot;
 
 /// Why the agent link could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -49,10 +50,10 @@ pub enum LinkError {
     Bind(SocketAddr, #[source] std::io::Error),
     /// A slot the protocol cannot name.
     #[error("slot {0} has no node id")]
-    NoNodeId(u8),
+    NoNodeId(Slot),
     /// More agents than the endpoint holds.
     #[error("too many peers at slot {0}")]
-    TooManyPeers(u8),
+    TooManyPeers(Slot),
 }
 
 /// Orders and agent inputs over the shelf's UDP protocol.
@@ -63,9 +64,9 @@ pub struct UdpAgents {
     /// Orders that could not be queued or were given up after all retries.
     pub undelivered: u64,
     /// Orders sent and not acknowledged yet: (handle, slot, kind, core decision).
-    in_flight: Vec<(u64, u8, OrderKind, u32)>,
+    in_flight: Vec<(u64, Slot, OrderKind, u32)>,
     /// Undelivered orders to hand to the core at the next `receive`.
-    failed: Vec<(u8, AgentInput)>,
+    failed: Vec<(Slot, AgentInput)>,
 }
 
 impl std::fmt::Debug for UdpAgents {
@@ -85,7 +86,7 @@ impl UdpAgents {
         listen: SocketAddr,
         key_file: &Path,
         sequence_file: Option<&Path>,
-        agents: &[(u8, Option<SocketAddr>)],
+        agents: &[(Slot, Option<SocketAddr>)],
     ) -> Result<Self, LinkError> {
         let key = load_key(key_file)?;
         let seq = match sequence_file {
@@ -108,7 +109,7 @@ impl UdpAgents {
         let mut endpoint = Endpoint::bind(listen, NodeId::SHMC, key, config)
             .map_err(|e| LinkError::Bind(listen, e))?;
         for &(slot, addr) in agents {
-            let id = NodeId::blade(slot).ok_or(LinkError::NoNodeId(slot))?;
+            let id = node_of(slot).ok_or(LinkError::NoNodeId(slot))?;
             endpoint
                 .add_peer(id, addr)
                 .map_err(|_| LinkError::TooManyPeers(slot))?;
@@ -132,6 +133,21 @@ impl UdpAgents {
 
 /// Orders remembered for their undelivered alert (the endpoint keeps at most 32 pending).
 const IN_FLIGHT: usize = 64;
+
+/// The node id of the agent in `slot` (node N is the blade in slot N).
+fn node_of(slot: Slot) -> Option<NodeId> {
+    NodeId::blade(wire_slot(slot))
+}
+
+/// The slot of the agent that is node `id`.
+fn slot_of(id: NodeId) -> Slot {
+    Slot(id.0)
+}
+
+/// A slot as messages carry it.
+const fn wire_slot(slot: Slot) -> u8 {
+    slot.get()
+}
 
 fn proof(c: Confirmation) -> FenceProof {
     match c {
@@ -166,7 +182,7 @@ pub fn order_message(order: &Order, base: u32) -> Message {
             subset,
         } => Message::RestartPartnerGuests {
             incident: wire(incident),
-            failed_slot: *failed_slot,
+            failed_slot: wire_slot(*failed_slot),
             fence: proof(*fence),
             subset: subset.as_ref().map(|name| {
                 let mut v = heapless::Vec::new();
@@ -177,7 +193,7 @@ pub fn order_message(order: &Order, base: u32) -> Message {
         },
         Order::Evacuate { to_slot, incident } => Message::Evacuate {
             incident: wire(incident),
-            to_slot: *to_slot,
+            to_slot: wire_slot(*to_slot),
         },
         Order::RestartGuest { name, incident } => Message::RestartGuest {
             incident: wire(incident),
@@ -189,17 +205,17 @@ pub fn order_message(order: &Order, base: u32) -> Message {
         },
         Order::Migrate { to_slot, incident } => Message::Migrate {
             incident: wire(incident),
-            to_slot: *to_slot,
+            to_slot: wire_slot(*to_slot),
         },
     }
 }
 
 /// The core input for a message from the agent in `slot`, if it is one;
 /// `base` is taken off its incident.
-pub fn agent_input(slot: u8, message: Message, base: u32) -> Option<AgentInput> {
+pub fn agent_input(slot: Slot, message: Message, base: u32) -> Option<AgentInput> {
     let core = |incident: u32| incident.wrapping_sub(base);
     Some(match message {
-        Message::Hello { slot: s, .. } if s == slot => AgentInput::Hello,
+        Message::Hello { slot: s, .. } if Slot(s) == slot => AgentInput::Hello,
         Message::Hello { slot: s, .. } => {
             warn!("agent of slot {slot} says it is slot {s}: ignored");
             return None;
@@ -228,14 +244,14 @@ pub fn agent_input(slot: u8, message: Message, base: u32) -> Option<AgentInput> 
             outcome,
             ..
         } => AgentInput::GuestOutcome {
-            failed_slot: of,
+            failed_slot: Slot(of),
             name,
             started: outcome == Outcome::Started,
         },
         Message::IncidentDone {
             incident, slot: of, ..
         } => AgentInput::AllReported {
-            failed_slot: of,
+            failed_slot: Slot(of),
             incident: core(incident),
         },
         Message::GuestDestroyed { incident, name, .. } => AgentInput::GuestDestroyed {
@@ -250,7 +266,7 @@ pub fn agent_input(slot: u8, message: Message, base: u32) -> Option<AgentInput> 
         } => {
             warn!("slot {slot}: guest {name} of slot {owner_slot} is not protected: {reason:?} {text}");
             AgentInput::GuestUnprotected {
-                owner_slot,
+                owner_slot: Slot(owner_slot),
                 reason,
                 name,
                 text,
@@ -280,13 +296,13 @@ pub fn agent_input(slot: u8, message: Message, base: u32) -> Option<AgentInput> 
 }
 
 impl AgentLink for UdpAgents {
-    fn send_order(&mut self, now_ms: u64, slot: u8, order: &Order) {
+    fn send_order(&mut self, now_ms: u64, slot: Slot, order: &Order) {
         let undelivered = AgentInput::OrderUndelivered {
             kind: order.kind(),
             incident: Some(order.incident()),
             reason: Undelivered::NotSent,
         };
-        let Some(id) = NodeId::blade(slot) else {
+        let Some(id) = node_of(slot) else {
             self.undelivered += 1;
             self.failed.push((slot, undelivered));
             return;
@@ -319,15 +335,16 @@ impl AgentLink for UdpAgents {
         self.endpoint.pending()
     }
 
-    fn receive(&mut self, now_ms: u64, sink: &mut dyn FnMut(u8, AgentInput)) {
+    fn receive(&mut self, now_ms: u64, sink: &mut dyn FnMut(Slot, AgentInput)) {
         for (slot, input) in self.failed.drain(..) {
             sink(slot, input);
         }
         while let Some(event) = self.endpoint.poll(now_ms) {
             match event {
                 Event::Message { from, message, .. } => {
-                    if let Some(input) = agent_input(from.0, message, self.incident_base) {
-                        sink(from.0, input);
+                    let slot = slot_of(from);
+                    if let Some(input) = agent_input(slot, message, self.incident_base) {
+                        sink(slot, input);
                     }
                 }
                 Event::Acked {
@@ -368,7 +385,7 @@ impl UdpAgents {
 /// Tells the core that an order to `to` did not get through (orders only: other
 /// commands, e.g. acks to agents, are not the core's).
 fn undelivered(
-    sink: &mut dyn FnMut(u8, AgentInput),
+    sink: &mut dyn FnMut(Slot, AgentInput),
     to: NodeId,
     kind: shelfha_proto::Kind,
     order: Option<(OrderKind, u32)>,
@@ -382,7 +399,7 @@ fn undelivered(
         },
     };
     sink(
-        to.0,
+        slot_of(to),
         AgentInput::OrderUndelivered {
             kind,
             incident,
@@ -401,7 +418,7 @@ mod test {
         let name = GuestName::try_from("vm1").unwrap();
         let m = order_message(
             &Order::RestartPartnerGuests {
-                failed_slot: 1,
+                failed_slot: Slot(1),
                 incident: 7,
                 fence: Confirmation::GuestDestroyed,
                 subset: Some(name.clone()),
@@ -427,9 +444,9 @@ mod test {
             killed: 0,
             remaining,
         };
-        assert_eq!(agent_input(1, m(1), 0), None);
+        assert_eq!(agent_input(Slot(1), m(1), 0), None);
         assert_eq!(
-            agent_input(1, m(0), 0),
+            agent_input(Slot(1), m(0), 0),
             Some(AgentInput::FenceSelfConfirmed { incident: 3 })
         );
     }
@@ -462,11 +479,11 @@ mod test {
         // The answer maps back to the core's number; one to the earlier run's
         // order is not the later run's decision #1.
         assert_eq!(
-            agent_input(1, confirmed(first + 1), first),
+            agent_input(Slot(1), confirmed(first + 1), first),
             Some(AgentInput::FenceSelfConfirmed { incident: 1 })
         );
         assert_ne!(
-            agent_input(1, confirmed(first + 1), later),
+            agent_input(Slot(1), confirmed(first + 1), later),
             Some(AgentInput::FenceSelfConfirmed { incident: 1 })
         );
         let done = Message::IncidentDone {
@@ -477,10 +494,10 @@ mod test {
             failed: 0,
         };
         assert!(matches!(
-            agent_input(1, done, u32::MAX),
+            agent_input(Slot(1), done, u32::MAX),
             Some(AgentInput::AllReported {
                 incident: 3,
-                failed_slot: 2
+                failed_slot: Slot(2)
             })
         ));
     }

@@ -29,10 +29,10 @@ fn test_probe_loss_is_blade_lost() {
     assert_eq!(lost.len(), 1);
     assert_eq!(
         (lost[0].class, lost[0].slot, lost[0].t_ms),
-        (Class::BladeLost, 1, 1500)
+        (Class::BladeLost, Slot(1), 1500)
     );
     assert_eq!(lost[0].cause, Cause::ProbeLoss { silent_ms: 1500 });
-    assert!(s.blade(2).unwrap().incident.is_none());
+    assert!(s.blade(Slot(2)).unwrap().incident.is_none());
 }
 
 #[test]
@@ -66,14 +66,14 @@ fn test_heartbeat_loss_while_m4_is_host_os() {
     let mut s = Shelf::new(config(true)).unwrap();
     let found = run_answering(&mut s, 3000, |s, now| {
         if now == 0 {
-            s.on_agent(0, 1, AgentInput::Hello);
-            s.on_agent(0, 2, AgentInput::Hello);
+            s.on_agent(0, Slot(1), AgentInput::Hello);
+            s.on_agent(0, Slot(2), AgentInput::Hello);
         }
         // Slot 2 keeps beating; slot 1 stops after 200 ms.
         if now % 200 == 0 {
             s.on_agent(
                 now,
-                2,
+                Slot(2),
                 AgentInput::Heartbeat {
                     hypervisor_ok: true,
                 },
@@ -81,7 +81,7 @@ fn test_heartbeat_loss_while_m4_is_host_os() {
             if now <= 200 {
                 s.on_agent(
                     now,
-                    1,
+                    Slot(1),
                     AgentInput::Heartbeat {
                         hypervisor_ok: true,
                     },
@@ -92,11 +92,11 @@ fn test_heartbeat_loss_while_m4_is_host_os() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(
         (found[0].class, found[0].slot, found[0].t_ms),
-        (Class::HostOs, 1, 1200)
+        (Class::HostOs, Slot(1), 1200)
     );
     assert_eq!(found[0].cause, Cause::HeartbeatLoss { silent_ms: 1000 });
     // The fenced blade's agent must register again before it is watched.
-    assert!(!s.blade(1).unwrap().agent_registered);
+    assert!(!s.blade(Slot(1)).unwrap().agent_registered);
 }
 
 #[test]
@@ -107,7 +107,7 @@ fn test_heartbeat_loss_needs_m4_and_registration() {
         if now == 0 {
             s.on_platform_event(0, 1, &hs(A, 1, Some(0x16)));
             let _ = drain(s);
-            s.on_agent(0, 1, AgentInput::Hello);
+            s.on_agent(0, Slot(1), AgentInput::Hello);
         }
     });
     // The M6 -> M1 event alone decides nothing; the silence neither.
@@ -120,10 +120,10 @@ fn test_heartbeat_loss_needs_m4_and_registration() {
 #[test]
 fn test_hypervisor_grace_then_self_fence() {
     let mut s = shelf();
-    s.on_agent(0, 1, AgentInput::Hello);
-    s.on_agent(100, 1, AgentInput::HypervisorDown);
+    s.on_agent(0, Slot(1), AgentInput::Hello);
+    s.on_agent(100, Slot(1), AgentInput::HypervisorDown);
     s.poll(599);
-    s.on_agent(599, 1, AgentInput::HypervisorUp);
+    s.on_agent(599, Slot(1), AgentInput::HypervisorUp);
     s.poll(700);
     assert!(
         drain(&mut s).is_empty(),
@@ -131,7 +131,7 @@ fn test_hypervisor_grace_then_self_fence() {
     );
     s.on_agent(
         1000,
-        1,
+        Slot(1),
         AgentInput::Heartbeat {
             hypervisor_ok: false,
         },
@@ -142,12 +142,12 @@ fn test_hypervisor_grace_then_self_fence() {
     let outs = drain(&mut s);
     let d = decisions(&outs);
     assert_eq!(d.len(), 1);
-    assert_eq!((d[0].class, d[0].slot), (Class::Hypervisor, 1));
+    assert_eq!((d[0].class, d[0].slot), (Class::Hypervisor, Slot(1)));
     assert_eq!(actions(&d[0]), ["self_fence", "failover_to_partner"]);
     assert_eq!(
         orders(&outs),
         [(
-            1,
+            Slot(1),
             Order::FenceSelf {
                 incident: d[0].incident
             }
@@ -162,7 +162,7 @@ fn test_hypervisor_grace_then_self_fence() {
     // A confirmation quoting another decision confirms nothing.
     s.on_agent(
         1650,
-        1,
+        Slot(1),
         AgentInput::FenceSelfConfirmed {
             incident: d[0].incident + 1,
         },
@@ -170,7 +170,7 @@ fn test_hypervisor_grace_then_self_fence() {
     assert!(orders(&drain(&mut s)).is_empty());
     s.on_agent(
         1700,
-        1,
+        Slot(1),
         AgentInput::FenceSelfConfirmed {
             incident: d[0].incident,
         },
@@ -178,9 +178,9 @@ fn test_hypervisor_grace_then_self_fence() {
     assert_eq!(
         orders(&drain(&mut s)),
         [(
-            2,
+            Slot(2),
             Order::RestartPartnerGuests {
-                failed_slot: 1,
+                failed_slot: Slot(1),
                 incident: d[0].incident,
                 fence: Confirmation::SelfFenced,
                 subset: None
@@ -190,19 +190,19 @@ fn test_hypervisor_grace_then_self_fence() {
     // The hypervisor comes back: the incident closes, the blade is watched again.
     s.on_agent(
         2000,
-        1,
+        Slot(1),
         AgentInput::Heartbeat {
             hypervisor_ok: true,
         },
     );
-    assert!(s.blade(1).unwrap().incident.is_none());
+    assert!(s.blade(Slot(1)).unwrap().incident.is_none());
 }
 
 #[test]
 fn test_hypervisor_self_fence_timeout_adds_ipmb_fence() {
     let mut s = shelf();
-    s.on_agent(0, 1, AgentInput::Hello);
-    s.on_agent(0, 1, AgentInput::HypervisorDown);
+    s.on_agent(0, Slot(1), AgentInput::Hello);
+    s.on_agent(0, Slot(1), AgentInput::HypervisorDown);
     s.poll(500);
     let _ = drain(&mut s);
     s.poll(2499);
@@ -211,7 +211,11 @@ fn test_hypervisor_self_fence_timeout_adds_ipmb_fence() {
     let r = requests(&drain(&mut s));
     assert_eq!(r[0].2, cmd::CMD_SET_FRU_ACTIVATION);
     // Either confirmation now counts; the late agent confirmation does.
-    s.on_agent(2600, 1, AgentInput::FenceSelfConfirmed { incident: 1 });
+    s.on_agent(
+        2600,
+        Slot(1),
+        AgentInput::FenceSelfConfirmed { incident: 1 },
+    );
     assert!(is_failover(&orders(&drain(&mut s))[0].1));
 }
 
@@ -219,7 +223,7 @@ fn test_hypervisor_self_fence_timeout_adds_ipmb_fence() {
 fn test_fence_self_confirmation_does_not_confirm_a_hardware_fence() {
     let mut s = shelf();
     one_decision(&mut s, 0, 1, &critical_temp(A));
-    s.on_agent(10, 1, AgentInput::FenceSelfConfirmed { incident: 1 });
+    s.on_agent(10, Slot(1), AgentInput::FenceSelfConfirmed { incident: 1 });
     assert!(orders(&drain(&mut s)).is_empty());
     assert_eq!(s.counters().agent_ignored, 1);
 }
@@ -227,7 +231,7 @@ fn test_fence_self_confirmation_does_not_confirm_a_hardware_fence() {
 #[test]
 fn test_registered_agent_self_fences_in_parallel_with_ipmb_fence() {
     let mut s = shelf();
-    s.on_agent(0, 1, AgentInput::Hello);
+    s.on_agent(0, Slot(1), AgentInput::Hello);
     s.on_platform_event(10, 1, &critical_temp(A));
     let outs = drain(&mut s);
     let d = decisions(&outs);
@@ -238,7 +242,7 @@ fn test_registered_agent_self_fences_in_parallel_with_ipmb_fence() {
     assert_eq!(
         orders(&outs),
         [(
-            1,
+            Slot(1),
             Order::FenceSelf {
                 incident: d[0].incident
             }
@@ -248,7 +252,7 @@ fn test_registered_agent_self_fences_in_parallel_with_ipmb_fence() {
     // The IPMC never answers (silent); the agent's confirmation is the fence.
     s.on_agent(
         60,
-        1,
+        Slot(1),
         AgentInput::FenceSelfConfirmed {
             incident: d[0].incident + 1,
         },
@@ -259,18 +263,18 @@ fn test_registered_agent_self_fences_in_parallel_with_ipmb_fence() {
     );
     s.on_agent(
         70,
-        1,
+        Slot(1),
         AgentInput::FenceSelfConfirmed {
             incident: d[0].incident,
         },
     );
     let o = orders(&drain(&mut s));
     assert_eq!(o.len(), 1);
-    assert_eq!(o[0].0, 2, "the partner is ordered");
+    assert_eq!(o[0].0, Slot(2), "the partner is ordered");
     assert!(matches!(
         o[0].1,
         Order::RestartPartnerGuests {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             fence: Confirmation::SelfFenced,
             ..
         }
@@ -282,7 +286,7 @@ fn test_order_undelivered_is_alerted() {
     let mut s = shelf();
     s.on_agent(
         5,
-        2,
+        Slot(2),
         AgentInput::OrderUndelivered {
             kind: OrderKind::RestartPartnerGuests,
             incident: Some(4),
@@ -293,7 +297,7 @@ fn test_order_undelivered_is_alerted() {
     assert_eq!(
         a,
         [Alert::OrderUndelivered {
-            slot: 2,
+            slot: Slot(2),
             incident: Some(4),
             kind: OrderKind::RestartPartnerGuests,
             reason: Undelivered::Unacknowledged,
@@ -308,7 +312,7 @@ fn test_order_undelivered_is_alerted() {
     // An unconfigured slot is counted, not alerted.
     s.on_agent(
         6,
-        9,
+        Slot(9),
         AgentInput::OrderUndelivered {
             kind: OrderKind::FenceSelf,
             incident: None,

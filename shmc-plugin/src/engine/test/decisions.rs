@@ -11,9 +11,9 @@ fn test_extraction_evacuates_then_deactivates() {
     assert_eq!(
         orders(&outs),
         [(
-            1,
+            Slot(1),
             Order::Evacuate {
-                to_slot: 2,
+                to_slot: Slot(2),
                 incident: d.incident
             }
         )]
@@ -25,9 +25,9 @@ fn test_extraction_evacuates_then_deactivates() {
     // A report quoting another decision is ignored.
     s.on_agent(
         20,
-        1,
+        Slot(1),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: d.incident + 1,
         },
     );
@@ -35,9 +35,9 @@ fn test_extraction_evacuates_then_deactivates() {
     // The evacuating blade's agent reports when its guests have moved.
     s.on_agent(
         30,
-        1,
+        Slot(1),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: d.incident,
         },
     );
@@ -57,29 +57,29 @@ fn test_extraction_evacuates_then_deactivates() {
     // Inactive: the partner starts what the evacuation stopped (migrated guests are skipped there).
     let o = orders(&outs);
     assert_eq!(o.len(), 1);
-    assert_eq!(o[0].0, 2);
+    assert_eq!(o[0].0, Slot(2));
     assert!(matches!(
         o[0].1,
         Order::RestartPartnerGuests {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             fence: Confirmation::HotSwapM1,
             ..
         }
     ));
     s.on_agent(
         70,
-        2,
+        Slot(2),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: d.incident,
         },
     );
     assert_eq!(
-        s.blade(1).unwrap().incident.unwrap().phase,
+        s.blade(Slot(1)).unwrap().incident.unwrap().phase,
         Phase::Recovered
     );
     s.on_platform_event(90, 4, &hs(A, 4, Some(0x03)));
-    assert!(s.blade(1).unwrap().incident.is_none());
+    assert!(s.blade(Slot(1)).unwrap().incident.is_none());
 }
 
 #[test]
@@ -88,17 +88,17 @@ fn test_evacuation_report_from_partner_or_self_only() {
         let mut c = config(false);
         c.blades
             .push(BladeConfig {
-                slot: 3,
-                ipmb_address: 0x86,
-                partner: 4,
+                slot: Slot(3),
+                ipmb_address: IpmbAddr(0x86),
+                partner: Slot(4),
                 hot_swap_sensor: None,
             })
             .unwrap();
         c.blades
             .push(BladeConfig {
-                slot: 4,
-                ipmb_address: 0x88,
-                partner: 3,
+                slot: Slot(4),
+                ipmb_address: IpmbAddr(0x88),
+                partner: Slot(3),
                 hot_swap_sensor: None,
             })
             .unwrap();
@@ -107,16 +107,16 @@ fn test_evacuation_report_from_partner_or_self_only() {
     .unwrap();
     let (d, _) = one_decision(&mut s, 0, 1, &hs(A, 5, Some(0x24)));
     let report = AgentInput::AllReported {
-        failed_slot: 1,
+        failed_slot: Slot(1),
         incident: d.incident,
     };
-    s.on_agent(10, 3, report.clone());
+    s.on_agent(10, Slot(3), report.clone());
     assert!(
         requests(&drain(&mut s)).is_empty(),
         "slot 3 is not involved"
     );
     assert_eq!(s.counters().agent_ignored, 1);
-    s.on_agent(20, 2, report);
+    s.on_agent(20, Slot(2), report);
     assert_eq!(requests(&drain(&mut s))[0].2, cmd::CMD_SET_FRU_ACTIVATION);
 }
 
@@ -129,7 +129,7 @@ fn test_extraction_timeout_deactivates_and_fails_over_the_rest() {
     s.poll(120_000);
     let outs = drain(&mut s);
     assert!(alerts(&outs).contains(&Alert::EvacuationTimeout {
-        slot: 1,
+        slot: Slot(1),
         incident: 1
     }));
     assert_eq!(requests(&outs)[0].2, cmd::CMD_SET_FRU_ACTIVATION);
@@ -159,7 +159,7 @@ fn test_every_hardware_and_os_row() {
         let mut s = shelf();
         let (d, outs) = one_decision(&mut s, 7, 1, &ev(B, st, rt, [offset, 0xFF, 0xFF]));
         assert_eq!(d.class, class, "type {st:#x} offset {offset}");
-        assert_eq!((d.slot, d.partner_slot), (2, 1));
+        assert_eq!((d.slot, d.partner_slot), (Slot(2), Slot(1)));
         assert_eq!(actions(&d), ["fence_ipmb", "failover_to_partner"]);
         assert_eq!(requests(&outs)[0].0, B);
     }
@@ -204,7 +204,7 @@ fn test_ipmb_link_is_alert_only() {
     assert_eq!(
         alerts(&outs),
         [Alert::IpmbLink {
-            slot: 1,
+            slot: Slot(1),
             both: false
         }]
     );
@@ -239,7 +239,7 @@ fn test_one_decision_per_incident() {
             EventOutcome::Suppressed(_)
         ));
     }
-    s.on_agent(200, 1, AgentInput::GuestCrashed { name: name("vm1") });
+    s.on_agent(200, Slot(1), AgentInput::GuestCrashed { name: name("vm1") });
     assert!(decisions(&drain(&mut s)).is_empty());
     assert_eq!(s.counters().decisions, 1);
     assert_eq!(s.counters().suppressed, 5);
@@ -280,14 +280,19 @@ fn test_retransmits_within_and_after_window() {
 fn test_unknown_generator_ignored_and_counted() {
     let mut s = shelf();
     assert_eq!(
-        s.on_platform_event(0, 1, &critical_temp(0x90)),
+        s.on_platform_event(0, 1, &critical_temp(IpmbAddr(0x90))),
         EventOutcome::UnknownGenerator
     );
     let outs = drain(&mut s);
     assert!(decisions(&outs).is_empty() && requests(&outs).is_empty());
-    assert_eq!(alerts(&outs), [Alert::UnknownGenerator { address: 0x90 }]);
     assert_eq!(
-        s.on_platform_event(10, 2, &critical_temp(0x90)),
+        alerts(&outs),
+        [Alert::UnknownGenerator {
+            address: IpmbAddr(0x90)
+        }]
+    );
+    assert_eq!(
+        s.on_platform_event(10, 2, &critical_temp(IpmbAddr(0x90))),
         EventOutcome::UnknownGenerator
     );
     assert!(drain(&mut s).is_empty(), "one alert per address");

@@ -9,7 +9,7 @@ fn test_blade_lost_m7_fences_then_fails_over() {
     assert_eq!(d.class, Class::BladeLost);
     assert_eq!(
         (d.slot, d.ipmb_address, d.partner_slot, d.t_ms),
-        (1, A, 2, 100)
+        (Slot(1), A, Slot(2), 100)
     );
     assert_eq!(actions(&d), ["fence_ipmb", "failover_to_partner"]);
     let reqs = requests(&outs);
@@ -22,7 +22,7 @@ fn test_blade_lost_m7_fences_then_fails_over() {
         "no failover before the fence is confirmed"
     );
     assert!(matches!(
-        s.incident(1).unwrap().state,
+        s.incident(Slot(1)).unwrap().state,
         IncidentState::Fencing {
             step: FenceStep::Deactivate,
             rounds: 0,
@@ -34,7 +34,7 @@ fn test_blade_lost_m7_fences_then_fails_over() {
     // The IPMC acknowledges and walks M7 -> ... -> M1 (here straight to M1).
     s.on_response(
         110,
-        IpmbAddr(A),
+        A,
         reqs[0].3,
         &Response::parse(
             cmd::NETFN_GROUP_EXT_RSP,
@@ -51,9 +51,9 @@ fn test_blade_lost_m7_fences_then_fails_over() {
     assert_eq!(
         orders(&outs),
         [(
-            2,
+            Slot(2),
             Order::RestartPartnerGuests {
-                failed_slot: 1,
+                failed_slot: Slot(1),
                 incident: d.incident,
                 fence: Confirmation::HotSwapM1,
                 subset: None
@@ -61,36 +61,36 @@ fn test_blade_lost_m7_fences_then_fails_over() {
         )]
     );
     assert_eq!(
-        s.blade(1).unwrap().incident.unwrap().phase,
+        s.blade(Slot(1)).unwrap().incident.unwrap().phase,
         Phase::FailingOver
     );
     // A report quoting another decision is ignored.
     s.on_agent(
         390,
-        2,
+        Slot(2),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: d.incident + 7,
         },
     );
     assert_eq!(
-        s.blade(1).unwrap().incident.unwrap().phase,
+        s.blade(Slot(1)).unwrap().incident.unwrap().phase,
         Phase::FailingOver
     );
     s.on_agent(
         400,
-        2,
+        Slot(2),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: d.incident,
         },
     );
     assert_eq!(
-        s.blade(1).unwrap().incident.unwrap().phase,
+        s.blade(Slot(1)).unwrap().incident.unwrap().phase,
         Phase::Recovered
     );
     assert_eq!(
-        s.incident(1).unwrap().state,
+        s.incident(Slot(1)).unwrap().state,
         IncidentState::Recovered {
             proof: Confirmation::HotSwapM1,
             self_fence: false,
@@ -102,8 +102,8 @@ fn test_blade_lost_m7_fences_then_fails_over() {
         s.on_platform_event(900, 3, &hs(A, 4, Some(0x03))),
         EventOutcome::Recorded(Record::Transition)
     );
-    assert!(s.blade(1).unwrap().incident.is_none());
-    assert_eq!(s.incident(1), None);
+    assert!(s.blade(Slot(1)).unwrap().incident.is_none());
+    assert_eq!(s.incident(Slot(1)), None);
     let (d2, _) = one_decision(&mut s, 1000, 4, &critical_temp(A));
     assert_eq!(d2.class, Class::BladeHardware);
     assert_eq!(d2.incident, d.incident + 1);
@@ -120,7 +120,7 @@ fn test_m4_to_inactive_uncommanded_is_blade_lost() {
             !orders(&outs).iter().any(|(_, o)| is_failover(o)),
             "M4 -> M{cur}: failover on the event that opened the incident"
         );
-        assert!(!s.blade(1).unwrap().incident.unwrap().confirmed);
+        assert!(!s.blade(Slot(1)).unwrap().incident.unwrap().confirmed);
         let reqs = requests(&outs);
         assert_eq!(reqs[0].2, cmd::CMD_SET_FRU_ACTIVATION, "the fence starts");
         if cur == 6 {
@@ -143,9 +143,9 @@ fn test_m4_to_inactive_uncommanded_is_blade_lost() {
         assert_eq!(
             o,
             [(
-                2,
+                Slot(2),
                 Order::RestartPartnerGuests {
-                    failed_slot: 1,
+                    failed_slot: Slot(1),
                     incident: d.incident,
                     fence: proof,
                     subset: None
@@ -167,7 +167,7 @@ fn test_cached_inactive_state_is_no_fence_proof() {
     );
     s.on_platform_event(0, 1, &hs(A, 6, Some(4)));
     s.on_platform_event(10, 2, &hs(A, 1, Some(6)));
-    assert_eq!(s.blade(1).unwrap().m_state, Some(MState::M1));
+    assert_eq!(s.blade(Slot(1)).unwrap().m_state, Some(MState::M1));
     assert!(drain(&mut s).is_empty());
     // ... and was activated again, but M2..M4 were missed (a wrapped SEL, a
     // lost event): the shelf still believes M1 when the blade overheats.
@@ -182,7 +182,7 @@ fn test_cached_inactive_state_is_no_fence_proof() {
     assert!(requests(&outs).iter().any(is_sensor_poll));
     assert_eq!(answer_polls(&mut s, 60_005, &outs, 4), 1);
     assert!(orders(&drain(&mut s)).is_empty());
-    assert_eq!(s.blade(1).unwrap().m_state, Some(MState::M4));
+    assert_eq!(s.blade(Slot(1)).unwrap().m_state, Some(MState::M4));
     // The fence goes on; a later reading of M1 is the proof.
     s.poll(60_050);
     let outs = drain(&mut s);
@@ -192,7 +192,7 @@ fn test_cached_inactive_state_is_no_fence_proof() {
     assert!(matches!(
         o[0].1,
         Order::RestartPartnerGuests {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             fence: Confirmation::HotSwapM1,
             ..
         }
@@ -225,8 +225,8 @@ fn test_hypervisor_fence_on_a_blade_last_seen_inactive_needs_a_reading() {
         &[0, 0, 0],
     );
     s.on_platform_event(0, 1, &hs(A, 1, Some(6)));
-    s.on_agent(10, 1, AgentInput::Hello);
-    s.on_agent(10, 1, AgentInput::HypervisorDown);
+    s.on_agent(10, Slot(1), AgentInput::Hello);
+    s.on_agent(10, Slot(1), AgentInput::HypervisorDown);
     s.poll(600);
     let d = decisions(&drain(&mut s));
     assert_eq!(d[0].class, Class::Hypervisor);
@@ -246,7 +246,7 @@ fn test_m4_to_m6_commanded_by_us_is_no_new_failure() {
     let (d, outs) = one_decision(&mut s, 0, 1, &critical_temp(A));
     assert_eq!(d.class, Class::BladeHardware);
     assert_eq!(requests(&outs).len(), 1);
-    assert!(s.blade(1).unwrap().commanded);
+    assert!(s.blade(Slot(1)).unwrap().commanded);
     assert_eq!(
         s.on_platform_event(50, 2, &hs(A, 6, Some(0x14))),
         EventOutcome::Recorded(Record::Commanded)
@@ -284,7 +284,7 @@ fn test_deactivation_sent_by_the_shelf_manager_is_commanded() {
         cmd::CMD_SET_FRU_ACTIVATION,
         &[0, 0, 0],
     );
-    assert!(!s.blade(1).unwrap().commanded);
+    assert!(!s.blade(Slot(1)).unwrap().commanded);
     s.on_own_request(
         A,
         cmd::NETFN_GROUP_EXT,
@@ -299,7 +299,7 @@ fn test_deactivation_sent_by_the_shelf_manager_is_commanded() {
     assert!(drain(&mut s).is_empty());
     // Back in M4: the next uncommanded deactivation is a failure again.
     s.on_platform_event(30, 3, &hs(A, 4, Some(0x03)));
-    assert!(!s.blade(1).unwrap().commanded);
+    assert!(!s.blade(Slot(1)).unwrap().commanded);
     let (d, _) = one_decision(&mut s, 40, 4, &hs(A, 6, Some(0x94)));
     assert_eq!(d.class, Class::BladeLost);
 }
@@ -318,13 +318,13 @@ fn test_unconfirmed_fence_escalates_and_never_fails_over() {
         if now == 5000 {
             s.on_agent(
                 now,
-                2,
+                Slot(2),
                 AgentInput::AllReported {
-                    failed_slot: 1,
+                    failed_slot: Slot(1),
                     incident: 1,
                 },
             );
-            s.on_agent(now, 1, AgentInput::FenceSelfConfirmed { incident: 1 });
+            s.on_agent(now, Slot(1), AgentInput::FenceSelfConfirmed { incident: 1 });
         }
         let outs = drain(&mut s);
         let sent = orders(&outs);
@@ -346,24 +346,24 @@ fn test_unconfirmed_fence_escalates_and_never_fails_over() {
         all_alerts,
         [
             Alert::FenceUnconfirmed {
-                slot: 1,
+                slot: Slot(1),
                 incident: 1,
                 rounds: 1
             },
             Alert::FenceUnconfirmed {
-                slot: 1,
+                slot: Slot(1),
                 incident: 1,
                 rounds: 2
             },
             Alert::FenceUnconfirmed {
-                slot: 1,
+                slot: Slot(1),
                 incident: 1,
                 rounds: 3
             },
         ]
     );
     assert_eq!(s.counters().failovers, 0);
-    assert!(!s.blade(1).unwrap().incident.unwrap().confirmed);
+    assert!(!s.blade(Slot(1)).unwrap().incident.unwrap().confirmed);
 }
 
 #[test]
@@ -419,7 +419,7 @@ fn test_confirmation_by_get_sensor_reading() {
         &[0x00, 0x00, 0xC0, 0x40, 0x80],
     );
     assert!(orders(&drain(&mut s)).is_empty());
-    assert_eq!(s.blade(1).unwrap().m_state, Some(MState::M6));
+    assert_eq!(s.blade(Slot(1)).unwrap().m_state, Some(MState::M6));
     s.poll(110);
     let r = requests(&drain(&mut s));
     let seq = r[0].3;
@@ -444,16 +444,16 @@ fn test_confirmation_by_get_sensor_reading() {
     assert_eq!(
         orders(&drain(&mut s)),
         [(
-            2,
+            Slot(2),
             Order::RestartPartnerGuests {
-                failed_slot: 1,
+                failed_slot: Slot(1),
                 incident: d.incident,
                 fence: Confirmation::HotSwapM1,
                 subset: None
             }
         )]
     );
-    assert!(s.blade(1).unwrap().incident.unwrap().confirmed);
+    assert!(s.blade(Slot(1)).unwrap().incident.unwrap().confirmed);
 }
 
 #[test]
@@ -462,8 +462,8 @@ fn test_incident_ends_on_m4_even_unconfirmed() {
     one_decision(&mut s, 0, 1, &hs(A, 5, Some(0x24)));
     // Handle closed again before evacuation finished.
     s.on_platform_event(500, 2, &hs(A, 4, Some(0x25)));
-    assert!(s.blade(1).unwrap().incident.is_none());
-    assert!(!s.blade(1).unwrap().commanded);
+    assert!(s.blade(Slot(1)).unwrap().incident.is_none());
+    assert!(!s.blade(Slot(1)).unwrap().commanded);
     s.poll(200_000);
     let outs = drain(&mut s);
     assert!(requests(&outs).is_empty() && orders(&outs).is_empty());
@@ -509,7 +509,7 @@ fn test_fence_request_retried() {
 fn test_typed_manager_request_power_off_is_commanded() {
     let mut s = shelf();
     s.on_manager_request(
-        IpmbAddr(A),
+        A,
         &Request::SetPowerLevel {
             fru_id: 0,
             level: 1,
@@ -517,18 +517,18 @@ fn test_typed_manager_request_power_off_is_commanded() {
         },
     );
     assert!(
-        !s.blade(1).unwrap().commanded,
+        !s.blade(Slot(1)).unwrap().commanded,
         "power level 1 is no deactivation"
     );
     s.on_manager_request(
-        IpmbAddr(A),
+        A,
         &Request::SetPowerLevel {
             fru_id: 0,
             level: 0,
             copy_desired: true,
         },
     );
-    assert!(s.blade(1).unwrap().commanded);
+    assert!(s.blade(Slot(1)).unwrap().commanded);
     assert_eq!(
         s.on_platform_event(10, 1, &hs(A, 6, Some(0x14))),
         EventOutcome::Recorded(Record::Commanded)
@@ -542,7 +542,7 @@ fn test_typed_refused_fence_step_is_counted() {
     let r = requests(&outs);
     let rsp = Response::parse(r[0].1 + 1, r[0].2, &[0xC1]);
     assert_eq!(rsp.refused(), Some(cmd::CompletionCode::InvalidCommand));
-    s.on_response(5, IpmbAddr(A), r[0].3, &rsp);
+    s.on_response(5, A, r[0].3, &rsp);
     assert_eq!(s.counters().fence_rejected, 1);
     // A response from an address no blade has is counted, not matched.
     s.on_response(6, IpmbAddr(0xEE), r[0].3, &rsp);

@@ -6,6 +6,7 @@
 use super::*;
 use crate::config::BladeConfig;
 use crate::wire::cmd;
+use crate::wire::command::MAX_REQUEST_DATA;
 
 mod agents;
 
@@ -16,32 +17,32 @@ trait RawInputs {
     fn on_ipmb_response(
         &mut self,
         now: u64,
-        from: u8,
+        from: IpmbAddr,
         rq_seq: u8,
         net_fn: u8,
         cmd: u8,
         data: &[u8],
     );
-    fn on_own_request(&mut self, dest: u8, net_fn: u8, cmd: u8, data: &[u8]);
+    fn on_own_request(&mut self, dest: IpmbAddr, net_fn: u8, cmd: u8, data: &[u8]);
 }
 
 impl RawInputs for Shelf {
     fn on_ipmb_response(
         &mut self,
         now: u64,
-        from: u8,
+        from: IpmbAddr,
         rq_seq: u8,
         net_fn: u8,
         cmd: u8,
         data: &[u8],
     ) {
         let response = crate::wire::command::Response::parse(net_fn, cmd, data);
-        self.on_response(now, crate::wire::addr::IpmbAddr(from), rq_seq, &response);
+        self.on_response(now, from, rq_seq, &response);
     }
 
-    fn on_own_request(&mut self, dest: u8, net_fn: u8, cmd: u8, data: &[u8]) {
+    fn on_own_request(&mut self, dest: IpmbAddr, net_fn: u8, cmd: u8, data: &[u8]) {
         if let Ok(req) = crate::wire::command::Request::parse(net_fn, cmd, data) {
-            self.on_manager_request(crate::wire::addr::IpmbAddr(dest), &req);
+            self.on_manager_request(dest, &req);
         }
     }
 }
@@ -53,19 +54,19 @@ mod predictive;
 mod reports;
 mod safety;
 
-const A: u8 = 0x82;
+const A: IpmbAddr = IpmbAddr(0x82);
 
-const B: u8 = 0x84;
+const B: IpmbAddr = IpmbAddr(0x84);
 
 fn config(probing: bool) -> ShelfConfig {
-    let mut c = ShelfConfig::new(0x20);
+    let mut c = ShelfConfig::new(IpmbAddr(0x20));
     c.probing = probing;
     for (slot, addr, partner) in [(1, A, 2), (2, B, 1)] {
         c.blades
             .push(BladeConfig {
-                slot,
+                slot: Slot(slot),
                 ipmb_address: addr,
-                partner,
+                partner: Slot(partner),
                 hot_swap_sensor: None,
             })
             .unwrap();
@@ -77,7 +78,7 @@ fn shelf() -> Shelf {
     Shelf::new(config(false)).unwrap()
 }
 
-fn ev(generator: u8, sensor_type: u8, dir_type: u8, ed: [u8; 3]) -> PlatformEvent {
+fn ev(generator: IpmbAddr, sensor_type: u8, dir_type: u8, ed: [u8; 3]) -> PlatformEvent {
     PlatformEvent::parse(
         generator,
         0,
@@ -87,14 +88,14 @@ fn ev(generator: u8, sensor_type: u8, dir_type: u8, ed: [u8; 3]) -> PlatformEven
 }
 
 /// FRU 0 hot-swap event, cause 0 (or 0xFF form when `prev` is None).
-fn hs(generator: u8, cur: u8, prev: Option<u8>) -> PlatformEvent {
+fn hs(generator: IpmbAddr, cur: u8, prev: Option<u8>) -> PlatformEvent {
     match prev {
         Some(p) => ev(generator, 0xF0, 0x6F, [0xA0 | cur, p, 0]),
         None => ev(generator, 0xF0, 0x6F, [0xA0 | cur, 0xFF, 0xFF]),
     }
 }
 
-fn critical_temp(generator: u8) -> PlatformEvent {
+fn critical_temp(generator: IpmbAddr) -> PlatformEvent {
     ev(generator, 0x01, 0x01, [0x59, 95, 90])
 }
 
@@ -111,7 +112,7 @@ fn decisions(outs: &[Output]) -> std::vec::Vec<Decision> {
         .collect()
 }
 
-fn orders(outs: &[Output]) -> std::vec::Vec<(u8, Order)> {
+fn orders(outs: &[Output]) -> std::vec::Vec<(Slot, Order)> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Order { slot, order } => Some((*slot, order.clone())),
@@ -120,17 +121,26 @@ fn orders(outs: &[Output]) -> std::vec::Vec<(u8, Order)> {
         .collect()
 }
 
-/// (dest, netFn, cmd, rqSeq, data) of every IPMB request.
-fn requests(outs: &[Output]) -> std::vec::Vec<(u8, u8, u8, u8, std::vec::Vec<u8>)> {
+/// (dest, netFn, cmd, rqSeq, data) of every IPMB request, as the runtime
+/// emits them.
+fn requests(outs: &[Output]) -> std::vec::Vec<(IpmbAddr, u8, u8, u8, std::vec::Vec<u8>)> {
     outs.iter()
         .filter_map(|o| match o {
             Output::Ipmb {
                 dest,
-                net_fn,
-                cmd,
                 rq_seq,
-                data,
-            } => Some((*dest, *net_fn, *cmd, *rq_seq, data.to_vec())),
+                request,
+            } => {
+                let mut data = [0u8; MAX_REQUEST_DATA];
+                let n = request.emit(&mut data);
+                Some((
+                    *dest,
+                    request.net_fn(),
+                    request.cmd(),
+                    *rq_seq,
+                    data[..n].to_vec(),
+                ))
+            }
             _ => None,
         })
         .collect()
@@ -200,7 +210,7 @@ fn answer_polls(s: &mut Shelf, now: u64, outs: &[Output], m: u8) -> usize {
     n
 }
 
-fn is_sensor_poll(r: &(u8, u8, u8, u8, std::vec::Vec<u8>)) -> bool {
+fn is_sensor_poll(r: &(IpmbAddr, u8, u8, u8, std::vec::Vec<u8>)) -> bool {
     r.1 == cmd::NETFN_SENSOR_EVENT && r.2 == cmd::CMD_GET_SENSOR_READING
 }
 
@@ -255,12 +265,12 @@ fn run_answering(
 
 /// A blade failed over on its agent's self-fence; returns its decision.
 fn failed_over(s: &mut Shelf, now: u64) -> u32 {
-    s.on_agent(now, 1, AgentInput::Hello);
+    s.on_agent(now, Slot(1), AgentInput::Hello);
     s.on_platform_event(now, 1, &critical_temp(A));
     let d = decisions(&drain(s)).remove(0);
     s.on_agent(
         now,
-        1,
+        Slot(1),
         AgentInput::FenceSelfConfirmed {
             incident: d.incident,
         },
@@ -269,19 +279,19 @@ fn failed_over(s: &mut Shelf, now: u64) -> u32 {
     d.incident
 }
 
-fn outcome(s: &mut Shelf, now: u64, from: u8, guest: &str, started: bool) {
+fn outcome(s: &mut Shelf, now: u64, from: Slot, guest: &str, started: bool) {
     s.on_agent(
         now,
         from,
         AgentInput::GuestOutcome {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             name: name(guest),
             started,
         },
     );
 }
 
-fn unprotected(s: &mut Shelf, from: u8, owner: u8, guest: &str, reason: UnprotectedReason) {
+fn unprotected(s: &mut Shelf, from: Slot, owner: Slot, guest: &str, reason: UnprotectedReason) {
     s.on_agent(
         0,
         from,
@@ -306,11 +316,11 @@ fn predictive_shelf(enabled: bool) -> Shelf {
 }
 
 /// Upper non-critical going high (offset 7) on temperature sensor `number`.
-fn unc(generator: u8, number: u8, assertion: bool) -> PlatformEvent {
+fn unc(generator: IpmbAddr, number: u8, assertion: bool) -> PlatformEvent {
     let dir = if assertion { 0x01 } else { 0x81 };
     PlatformEvent::parse(generator, 0, &[0x04, 0x01, number, dir, 0x57, 70, 65]).unwrap()
 }
 
-fn ecc_limit(generator: u8) -> PlatformEvent {
+fn ecc_limit(generator: IpmbAddr) -> PlatformEvent {
     ev(generator, 0x0C, 0x6F, [0x05, 0xFF, 0xFF])
 }

@@ -26,9 +26,9 @@ fn test_degraded_held_past_hold_migrates_without_fence() {
     assert_eq!(
         orders(&outs),
         [(
-            1,
+            Slot(1),
             Order::Migrate {
-                to_slot: 2,
+                to_slot: Slot(2),
                 incident: d[0].incident
             }
         )]
@@ -42,9 +42,9 @@ fn test_degraded_held_past_hold_migrates_without_fence() {
     // The blade's own agent reports: the incident ends with an alert, still no fence.
     s.on_agent(
         1500,
-        1,
+        Slot(1),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: d[0].incident,
         },
     );
@@ -54,12 +54,12 @@ fn test_degraded_held_past_hold_migrates_without_fence() {
     assert_eq!(
         alerts(&outs),
         [Alert::BladeDegraded {
-            slot: 1,
+            slot: Slot(1),
             incident: d[0].incident,
             evacuated: true
         }]
     );
-    assert!(s.blade(1).unwrap().incident.is_none());
+    assert!(s.blade(Slot(1)).unwrap().incident.is_none());
     assert_eq!(s.counters().fences_confirmed, 0);
     assert_eq!(s.counters().failovers, 0);
 }
@@ -95,20 +95,23 @@ fn test_degraded_off_by_default_records_only() {
     assert!(decisions(&outs).is_empty(), "{outs:?}");
     assert!(orders(&outs).is_empty());
     assert_eq!(s.pending_holds(), 0);
-    assert!(!ShelfConfig::new(0x20).predictive.enabled);
+    assert!(!ShelfConfig::new(IpmbAddr(0x20)).predictive.enabled);
 }
 
 #[test]
 fn test_ecc_limit_is_immediate() {
     let mut s = predictive_shelf(true);
     let (d, outs) = one_decision(&mut s, 50, 1, &ecc_limit(B));
-    assert_eq!((d.class, d.slot, d.t_ms), (Class::BladeDegraded, 2, 50));
+    assert_eq!(
+        (d.class, d.slot, d.t_ms),
+        (Class::BladeDegraded, Slot(2), 50)
+    );
     assert_eq!(
         orders(&outs),
         [(
-            2,
+            Slot(2),
             Order::Migrate {
-                to_slot: 1,
+                to_slot: Slot(1),
                 incident: d.incident
             }
         )]
@@ -125,11 +128,11 @@ fn test_degraded_with_partner_in_trouble_alerts_only() {
     assert_eq!(actions(&d), ["alert"]);
     assert!(orders(&outs).is_empty(), "{outs:?}");
     assert!(alerts(&outs).contains(&Alert::BladeDegraded {
-        slot: 1,
+        slot: Slot(1),
         incident: d.incident,
         evacuated: false
     }));
-    assert!(s.blade(1).unwrap().incident.is_none());
+    assert!(s.blade(Slot(1)).unwrap().incident.is_none());
 }
 
 #[test]
@@ -143,12 +146,12 @@ fn test_degraded_timeout_closes_without_fence() {
     assert_eq!(
         alerts(&outs),
         [Alert::BladeDegraded {
-            slot: 1,
+            slot: Slot(1),
             incident: d.incident,
             evacuated: false
         }]
     );
-    assert!(s.blade(1).unwrap().incident.is_none());
+    assert!(s.blade(Slot(1)).unwrap().incident.is_none());
 }
 
 #[test]
@@ -170,17 +173,17 @@ fn test_critical_failure_supersedes_degraded() {
     // A late migration report of the superseded decision changes nothing.
     s.on_agent(
         30,
-        1,
+        Slot(1),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: d1.incident,
         },
     );
-    assert_eq!(s.blade(1).unwrap().incident.unwrap().id, d2.incident);
+    assert_eq!(s.blade(Slot(1)).unwrap().incident.unwrap().id, d2.incident);
     s.on_platform_event(40, 5, &hs(A, 1, Some(0x14)));
     let o = orders(&drain(&mut s));
     assert!(
-        o.iter().any(|(slot, o)| *slot == 2 && is_failover(o)),
+        o.iter().any(|(slot, o)| *slot == Slot(2) && is_failover(o)),
         "{o:?}"
     );
 }

@@ -5,12 +5,12 @@ use super::*;
 #[test]
 fn test_guests_not_restarted_raise_an_alert() {
     let mut s = shelf();
-    s.on_agent(0, 1, AgentInput::Hello);
+    s.on_agent(0, Slot(1), AgentInput::Hello);
     s.on_platform_event(10, 1, &critical_temp(A));
     let d = decisions(&drain(&mut s)).remove(0);
     s.on_agent(
         20,
-        1,
+        Slot(1),
         AgentInput::FenceSelfConfirmed {
             incident: d.incident,
         },
@@ -19,9 +19,9 @@ fn test_guests_not_restarted_raise_an_alert() {
     for (n, started) in [("g1", true), ("g2", false)] {
         s.on_agent(
             30,
-            2,
+            Slot(2),
             AgentInput::GuestOutcome {
-                failed_slot: 1,
+                failed_slot: Slot(1),
                 name: name(n),
                 started,
             },
@@ -29,9 +29,9 @@ fn test_guests_not_restarted_raise_an_alert() {
     }
     s.on_agent(
         40,
-        2,
+        Slot(2),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: d.incident,
         },
     );
@@ -39,7 +39,7 @@ fn test_guests_not_restarted_raise_an_alert() {
     assert_eq!(
         alerts(&outs),
         [Alert::GuestsNotRestarted {
-            slot: 1,
+            slot: Slot(1),
             incident: d.incident,
             not_started: guest_list(&["g2"], 0),
             started: 1,
@@ -48,7 +48,7 @@ fn test_guests_not_restarted_raise_an_alert() {
         "the guest not started is named"
     );
     assert_eq!(
-        s.blade(1).unwrap().incident.unwrap().phase,
+        s.blade(Slot(1)).unwrap().incident.unwrap().phase,
         Phase::Recovered
     );
     // The report is settled: no late alert follows.
@@ -62,16 +62,16 @@ fn test_failover_report_overdue_names_what_is_known() {
     let mut s = shelf();
     let id = failed_over(&mut s, 10);
     let due = 10 + s.config().timing.failover_report_timeout_ms;
-    outcome(&mut s, 20, 2, "web", true);
-    outcome(&mut s, 30, 2, "db", false);
+    outcome(&mut s, 20, Slot(2), "web", true);
+    outcome(&mut s, 30, Slot(2), "db", false);
     // Slot 1's own agent does not start its guests elsewhere: not booked.
-    outcome(&mut s, 31, 1, "mail", false);
+    outcome(&mut s, 31, Slot(1), "mail", false);
     s.poll(due - 1);
     assert!(alerts(&drain(&mut s)).is_empty());
     // The partner never sends its final report (a start that hung).
     s.poll(due);
     let not_reported = Alert::GuestsNotRestarted {
-        slot: 1,
+        slot: Slot(1),
         incident: id,
         not_started: guest_list(&["db"], 0),
         started: 1,
@@ -85,22 +85,22 @@ fn test_failover_report_overdue_names_what_is_known() {
     assert!(alerts(&drain(&mut s)).is_empty());
     assert_eq!(
         s.pending_reports().collect::<std::vec::Vec<_>>(),
-        [(1, id, None, true)]
+        [(Slot(1), id, None, true)]
     );
     // A late final report is still heard: its word is final.
-    outcome(&mut s, due + 200_000, 2, "crm", false);
+    outcome(&mut s, due + 200_000, Slot(2), "crm", false);
     s.on_agent(
         due + 200_001,
-        2,
+        Slot(2),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: id,
         },
     );
     assert_eq!(
         alerts(&drain(&mut s)),
         [Alert::GuestsNotRestarted {
-            slot: 1,
+            slot: Slot(1),
             incident: id,
             not_started: guest_list(&["db", "crm"], 0),
             started: 1,
@@ -108,7 +108,7 @@ fn test_failover_report_overdue_names_what_is_known() {
         }]
     );
     assert_eq!(
-        s.blade(1).unwrap().incident.unwrap().phase,
+        s.blade(Slot(1)).unwrap().incident.unwrap().phase,
         Phase::Recovered
     );
     assert_eq!(s.pending_reports().count(), 0);
@@ -120,13 +120,13 @@ fn test_failover_report_outlives_the_incident() {
     let id = failed_over(&mut s, 0);
     // The blade is repaired and back in M4 before the partner reports.
     s.on_platform_event(5000, 2, &hs(A, 4, Some(0x03)));
-    assert!(s.blade(1).unwrap().incident.is_none());
+    assert!(s.blade(Slot(1)).unwrap().incident.is_none());
     s.poll(s.config().timing.failover_report_timeout_ms);
     let a = alerts(&drain(&mut s));
     assert!(
         matches!(
             a.as_slice(),
-            [Alert::GuestsNotRestarted { slot: 1, incident, reported: false, .. }] if *incident == id
+            [Alert::GuestsNotRestarted { slot: Slot(1), incident, reported: false, .. }] if *incident == id
         ),
         "{a:?}"
     );
@@ -134,9 +134,9 @@ fn test_failover_report_outlives_the_incident() {
     let ignored = s.counters().agent_ignored;
     s.on_agent(
         200_000,
-        2,
+        Slot(2),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: id,
         },
     );
@@ -151,16 +151,16 @@ fn test_guests_not_restarted_are_bounded() {
     let id = failed_over(&mut s, 0);
     let names: std::vec::Vec<String> = (0..11).map(|i| format!("g{i}")).collect();
     for n in &names {
-        outcome(&mut s, 10, 2, n, false);
+        outcome(&mut s, 10, Slot(2), n, false);
     }
     // Repeats are not counted twice; a guest started after all leaves the list.
-    outcome(&mut s, 11, 2, "g0", false);
-    outcome(&mut s, 12, 2, "g1", true);
+    outcome(&mut s, 11, Slot(2), "g0", false);
+    outcome(&mut s, 12, Slot(2), "g1", true);
     s.on_agent(
         20,
-        2,
+        Slot(2),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: id,
         },
     );
@@ -196,12 +196,12 @@ fn test_guest_failover_report_overdue_names_the_guest() {
     let mut s = shelf();
     let vm = name("vm1");
     for t in [0u64, 1, 2, 3] {
-        s.on_agent(t, 1, AgentInput::GuestCrashed { name: vm.clone() });
+        s.on_agent(t, Slot(1), AgentInput::GuestCrashed { name: vm.clone() });
     }
     let d = decisions(&drain(&mut s)).pop().unwrap();
     s.on_agent(
         10,
-        1,
+        Slot(1),
         AgentInput::GuestDestroyed {
             name: vm.clone(),
             incident: d.incident,
@@ -212,7 +212,7 @@ fn test_guest_failover_report_overdue_names_the_guest() {
     assert_eq!(
         alerts(&drain(&mut s)),
         [Alert::GuestsNotRestarted {
-            slot: 1,
+            slot: Slot(1),
             incident: d.incident,
             not_started: guest_list(&["vm1"], 0),
             started: 0,
@@ -226,23 +226,23 @@ fn test_guest_failover_reported_started_raises_nothing() {
     let mut s = shelf();
     let vm = name("vm1");
     for t in [0u64, 1, 2, 3] {
-        s.on_agent(t, 1, AgentInput::GuestCrashed { name: vm.clone() });
+        s.on_agent(t, Slot(1), AgentInput::GuestCrashed { name: vm.clone() });
     }
     let d = decisions(&drain(&mut s)).pop().unwrap();
     s.on_agent(
         10,
-        1,
+        Slot(1),
         AgentInput::GuestDestroyed {
             name: vm.clone(),
             incident: d.incident,
         },
     );
-    outcome(&mut s, 20, 2, "vm1", true);
+    outcome(&mut s, 20, Slot(2), "vm1", true);
     s.on_agent(
         30,
-        2,
+        Slot(2),
         AgentInput::AllReported {
-            failed_slot: 1,
+            failed_slot: Slot(1),
             incident: d.incident,
         },
     );
@@ -254,13 +254,13 @@ fn test_guest_failover_reported_started_raises_nothing() {
 #[test]
 fn test_guest_unprotected_alerted_once_per_guest_and_reason() {
     let mut s = shelf();
-    unprotected(&mut s, 1, 1, "db", UnprotectedReason::DiskPath);
+    unprotected(&mut s, Slot(1), Slot(1), "db", UnprotectedReason::DiskPath);
     let a = alerts(&drain(&mut s));
     assert_eq!(
         a,
         [Alert::GuestUnprotected {
-            owner_slot: 1,
-            reporter: 1,
+            owner_slot: Slot(1),
+            reporter: Slot(1),
             reason: UnprotectedReason::DiskPath,
             name: ReportText::try_from("db").unwrap(),
             text: ReportText::try_from("/local/disk.img").unwrap(),
@@ -272,12 +272,24 @@ fn test_guest_unprotected_alerted_once_per_guest_and_reason() {
         "guest \"db\" of slot 1 is not protected (disk_path: /local/disk.img, reported by slot 1); its partner cannot start it after a failure"
     );
     // The same again (from the owner or the partner): nothing new.
-    unprotected(&mut s, 1, 1, "db", UnprotectedReason::DiskPath);
-    unprotected(&mut s, 2, 1, "db", UnprotectedReason::DiskPath);
+    unprotected(&mut s, Slot(1), Slot(1), "db", UnprotectedReason::DiskPath);
+    unprotected(&mut s, Slot(2), Slot(1), "db", UnprotectedReason::DiskPath);
     assert!(alerts(&drain(&mut s)).is_empty());
     // Another reason, another guest: alerted.
-    unprotected(&mut s, 2, 1, "db", UnprotectedReason::StoreFailed);
-    unprotected(&mut s, 1, 1, "web", UnprotectedReason::Unknown(42));
+    unprotected(
+        &mut s,
+        Slot(2),
+        Slot(1),
+        "db",
+        UnprotectedReason::StoreFailed,
+    );
+    unprotected(
+        &mut s,
+        Slot(1),
+        Slot(1),
+        "web",
+        UnprotectedReason::Unknown(42),
+    );
     let a = alerts(&drain(&mut s));
     assert_eq!(a.len(), 2, "{a:?}");
     assert!(a[1].to_string().contains("(unknown 42"), "{}", a[1]);
@@ -287,9 +299,9 @@ fn test_guest_unprotected_alerted_once_per_guest_and_reason() {
         for (slot, addr, partner) in [(3, 0x86, 4), (4, 0x88, 3)] {
             c.blades
                 .push(BladeConfig {
-                    slot,
-                    ipmb_address: addr,
-                    partner,
+                    slot: Slot(slot),
+                    ipmb_address: IpmbAddr(addr),
+                    partner: Slot(partner),
                     hot_swap_sensor: None,
                 })
                 .unwrap();
@@ -297,14 +309,20 @@ fn test_guest_unprotected_alerted_once_per_guest_and_reason() {
         c
     })
     .unwrap();
-    unprotected(&mut s3, 3, 1, "db", UnprotectedReason::DiskPath);
-    unprotected(&mut s3, 3, 12, "db", UnprotectedReason::DiskPath);
+    unprotected(&mut s3, Slot(3), Slot(1), "db", UnprotectedReason::DiskPath);
+    unprotected(
+        &mut s3,
+        Slot(3),
+        Slot(12),
+        "db",
+        UnprotectedReason::DiskPath,
+    );
     assert!(drain(&mut s3).is_empty());
     assert_eq!(s3.counters().agent_ignored, 2);
     assert_eq!(s3.counters().unprotected_reports, 2);
     // The owner's agent registering again re-arms its guests.
-    s.on_agent(10, 1, AgentInput::Hello);
-    unprotected(&mut s, 1, 1, "db", UnprotectedReason::DiskPath);
+    s.on_agent(10, Slot(1), AgentInput::Hello);
+    unprotected(&mut s, Slot(1), Slot(1), "db", UnprotectedReason::DiskPath);
     assert_eq!(alerts(&drain(&mut s)).len(), 1);
 }
 
@@ -313,7 +331,13 @@ fn test_guest_unprotected_table_full_forgets_the_oldest() {
     let mut s = shelf();
     let n = crate::capacity::MAX_UNPROTECTED;
     for i in 0..=n {
-        unprotected(&mut s, 1, 1, &format!("g{i}"), UnprotectedReason::BadXml);
+        unprotected(
+            &mut s,
+            Slot(1),
+            Slot(1),
+            &format!("g{i}"),
+            UnprotectedReason::BadXml,
+        );
     }
     let a = alerts(&drain(&mut s));
     // Every report alerted, plus one TableFull.
@@ -331,8 +355,8 @@ fn test_guest_unprotected_table_full_forgets_the_oldest() {
     );
     assert_eq!(s.counters().unprotected_evictions, 1);
     // g0 was forgotten: alerted again; g1 still known.
-    unprotected(&mut s, 1, 1, "g1", UnprotectedReason::BadXml);
+    unprotected(&mut s, Slot(1), Slot(1), "g1", UnprotectedReason::BadXml);
     assert!(alerts(&drain(&mut s)).is_empty());
-    unprotected(&mut s, 1, 1, "g0", UnprotectedReason::BadXml);
+    unprotected(&mut s, Slot(1), Slot(1), "g0", UnprotectedReason::BadXml);
     assert_eq!(alerts(&drain(&mut s)).len(), 1);
 }

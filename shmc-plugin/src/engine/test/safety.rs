@@ -25,13 +25,13 @@ fn test_safety_no_failover_without_confirmed_fence() {
     let mut by_event = 0;
     let mut by_poll = 0;
     // (dest, netFn, cmd, rqSeq, input that sent it, time it was sent).
-    let mut outstanding: std::vec::Vec<(u8, u8, u8, u8, usize, u64)> = std::vec::Vec::new();
+    let mut outstanding: std::vec::Vec<(IpmbAddr, u8, u8, u8, usize, u64)> = std::vec::Vec::new();
     // Per slot: (decision, input that opened it, time) of the open incident.
     let mut began: [Option<(u32, usize, u64)>; 3] = [None; 3];
     for step in 0..200_000usize {
         now += rnd(40);
         let gen = if rnd(2) == 0 { A } else { B };
-        let slot = if gen == A { 1 } else { 2 };
+        let slot = if gen == A { Slot(1) } else { Slot(2) };
         let mut self_fence_fed = None;
         let mut event_of = None;
         let mut answered = None;
@@ -57,9 +57,9 @@ fn test_safety_no_failover_without_confirmed_fence() {
             }
             2 => {
                 // Half the time the agent quotes the open decision, else any number.
-                let open = |slot: u8| s.blade(slot).and_then(|b| b.incident).map_or(0, |i| i.id);
+                let open = |slot: Slot| s.blade(slot).and_then(|b| b.incident).map_or(0, |i| i.id);
                 let (quoted, partner_quoted) = if rnd(2) == 0 {
-                    (open(slot), open(3 - slot))
+                    (open(slot), open(Slot(3 - slot.get())))
                 } else {
                     (rnd(40) as u32, rnd(40) as u32)
                 };
@@ -80,7 +80,7 @@ fn test_safety_no_failover_without_confirmed_fence() {
                         incident: quoted,
                     },
                     7 => AgentInput::GuestOutcome {
-                        failed_slot: 3 - slot,
+                        failed_slot: Slot(3 - slot.get()),
                         name: name(["g", "h"][rnd(2) as usize]),
                         started: rnd(2) == 0,
                     },
@@ -90,13 +90,13 @@ fn test_safety_no_failover_without_confirmed_fence() {
                         reason: Undelivered::Unacknowledged,
                     },
                     9 => AgentInput::GuestUnprotected {
-                        owner_slot: rnd(4) as u8,
+                        owner_slot: Slot(rnd(4) as u8),
                         reason: UnprotectedReason::DiskPath,
                         name: ReportText::try_from("g").unwrap(),
                         text: ReportText::new(),
                     },
                     _ => AgentInput::AllReported {
-                        failed_slot: 3 - slot,
+                        failed_slot: Slot(3 - slot.get()),
                         incident: partner_quoted,
                     },
                 };
@@ -127,16 +127,15 @@ fn test_safety_no_failover_without_confirmed_fence() {
                 Output::Decision(d) => {
                     let b = s.blade(d.slot).unwrap();
                     if b.incident.is_some_and(|i| i.id == d.incident) {
-                        began[usize::from(d.slot)] = Some((d.incident, step, now));
+                        began[usize::from(d.slot.get())] = Some((d.incident, step, now));
                     }
                 }
                 Output::Ipmb {
                     dest,
-                    net_fn,
-                    cmd,
                     rq_seq,
-                    ..
+                    request,
                 } => {
+                    let (net_fn, cmd) = (request.net_fn(), request.cmd());
                     outstanding.push((dest, net_fn, cmd, rq_seq, step, now));
                     if outstanding.len() > 64 {
                         outstanding.remove(0);
@@ -157,7 +156,7 @@ fn test_safety_no_failover_without_confirmed_fence() {
                     let inc = b.incident.expect("failover without an incident");
                     assert!(inc.confirmed);
                     assert_eq!(inc.proof, Some(fence));
-                    let (id, began_in, began_at) = began[usize::from(failed_slot)]
+                    let (id, began_in, began_at) = began[usize::from(failed_slot.get())]
                         .expect("failover of an incident never opened");
                     assert_eq!(id, inc.id, "failover of another incident");
                     match fence {

@@ -17,6 +17,7 @@ use crate::config::source::RmcpSource;
 use crate::edge::agents::AgentLink;
 use crate::edge::record::RecordSink;
 use crate::edge::stop::StopSignals;
+use crate::wire::addr::IpmbAddr;
 use crate::wire::cmd;
 use crate::wire::ipmb::Repr;
 
@@ -97,7 +98,7 @@ fn activation_error(e: ipmi_rs::rmcp::ActivationError) -> SessionError {
 impl RmcpSession {
     /// Opens a session to `src` and raises it to ADMINISTRATOR; bridged
     /// requests carry `own_address` as requester.
-    pub fn open(src: &RmcpSource, own_address: u8) -> Result<RmcpSession, SessionError> {
+    pub fn open(src: &RmcpSource, own_address: IpmbAddr) -> Result<RmcpSession, SessionError> {
         let timeout = Duration::from_millis(src.polling.timeout_ms);
         let mut rmcp = ipmi_rs::rmcp::Rmcp::new((src.host.as_str(), src.port), timeout)
             .map_err(|e| SessionError::Lost(format!("{}:{}: {e}", src.host, src.port)))?;
@@ -107,7 +108,7 @@ impl RmcpSession {
         .map_err(activation_error)?;
         let mut s = RmcpSession {
             rmcp,
-            own_address,
+            own_address: own_address.get(),
             timeout,
             stray: 0,
             messages: 0,
