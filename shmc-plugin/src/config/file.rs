@@ -39,7 +39,8 @@
 //!
 //! What a file must satisfy depends on its [`Use`]: [`Use::Run`] (`run` and
 //! `check-config`, which apply exactly the same rules through [`load`])
-//! also requires `ipmb_device` for the `ipmb` source and, with `listen`, a
+//! also requires `ipmb_device` for the `ipmb` source, an event source that
+//! is in this build (cargo features `rmcp`, `system`) and, with `listen`, a
 //! usable key file (present, not accessible to group or others, random);
 //! [`Use::Replay`] (`replay`) reads no device and no key, so it needs
 //! neither. Loading never opens a device or a socket.
@@ -445,10 +446,25 @@ fn build(text: &str, path: &Path, what: Use) -> Result<(HostConfig, Option<usize
         return Err(err(span, format!("{e}{detail}")));
     }
 
+    let kind_line = raw.event_source.as_ref().map(|s| s.kind_line());
     let source = match raw.event_source {
         None => EventSource::Ipmb,
         Some(s) => s.resolve().map_err(|(span, message)| err(span, message))?,
     };
+    let built = match source {
+        EventSource::Ipmb => true,
+        EventSource::Rmcp(_) => cfg!(feature = "rmcp"),
+        EventSource::System(_) => cfg!(feature = "system"),
+    };
+    if what == Use::Run && !built {
+        return Err(err(
+            kind_line,
+            format!(
+                "event source \"{0}\" is not in this build (cargo feature `{0}`)",
+                source.kind()
+            ),
+        ));
+    }
     let ipmb_device = match (&source, raw.shelf.ipmb_device) {
         (EventSource::Ipmb, None) if what == Use::Run => {
             return Err(err(
