@@ -23,6 +23,29 @@
 //! | `evacuation_timeout_ms` | 120000 | extraction: partner's report awaited this long before deactivation proceeds anyway |
 //! | `guest_fence_timeout_ms` | 10000 | guest failover: local destroy confirmation awaited this long (then alert, no failover) |
 //! | `failover_report_timeout_ms` | 120000 | failover: the partner's final report awaited this long, then an alert names the guests not reported started |
+//! | `agent_heartbeat_ms` | 200 | the blade agents' heartbeat interval (blade-agent `heartbeat_ms`, whose default is 200); only checked against `heartbeat_timeout_ms` at start |
+//!
+//! # Timing that cannot work
+//!
+//! [`ShelfConfig::check_workable`] refuses, before anything runs, a shelf
+//! whose timers contradict each other ([`Unworkable`]); the file loader names
+//! the file and the line of the key. The rules, exactly:
+//!
+//! | rule | why |
+//! |---|---|
+//! | at least one `[[blade]]` | a shelf with no blade watches nothing |
+//! | `probe_timeout_ms >= 2 * probe_interval_ms` | otherwise one unanswered probe declares a blade lost |
+//! | `probe_timeout_ms >= 2 * request_timeout_ms` | otherwise an IPMC gets less than two answer times before it is lost |
+//! | `heartbeat_timeout_ms >= 3 * agent_heartbeat_ms` (only with `listen`) | otherwise two late heartbeats make a live host `host_os` |
+//! | `10 <= agent_heartbeat_ms <= 10000` | the range blade-agent accepts for `heartbeat_ms` |
+//! | `confirm_poll_ms + request_timeout_ms <= fence_step_deadline_ms` | otherwise a fence step escalates before its first hot-swap reading can be answered |
+//! | `request_timeout_ms * (request_retries + 1) <= fence_step_deadline_ms` | otherwise a step's request is still retried after the next, stronger step was sent (a cold reset retried after the power-off) |
+//!
+//! The defaults satisfy every rule. The agents' real heartbeat interval is
+//! known only when they register; at start the plugin checks against
+//! `agent_heartbeat_ms`, the interval the shelf's agents are configured with
+//! (the agent's own default when the key is absent). Without `listen` no
+//! heartbeat is heard and the heartbeat rule is not applied.
 //!
 //! # Predictive migration (`[predictive]`, default off)
 //!
@@ -72,6 +95,10 @@ pub struct Timing {
     pub guest_fence_timeout_ms: u64,
     /// How long the partner's final report of a failover order is awaited.
     pub failover_report_timeout_ms: u64,
+    /// The blade agents' heartbeat interval as configured on the blades
+    /// (blade-agent `heartbeat_ms`); only checked against
+    /// `heartbeat_timeout_ms` at start ([`ShelfConfig::check_workable`]).
+    pub agent_heartbeat_ms: u64,
 }
 
 impl Timing {
@@ -92,8 +119,166 @@ impl Timing {
         evacuation_timeout_ms: 120_000,
         guest_fence_timeout_ms: 10_000,
         failover_report_timeout_ms: 120_000,
+        agent_heartbeat_ms: AGENT_HEARTBEAT_MS,
     };
 }
+
+/// blade-agent's default heartbeat interval (`heartbeat_ms`), milliseconds.
+pub const AGENT_HEARTBEAT_MS: u64 = 200;
+/// Range of heartbeat intervals blade-agent accepts, milliseconds.
+pub const AGENT_HEARTBEAT_RANGE: core::ops::RangeInclusive<u64> = 10..=10_000;
+/// Heartbeats an agent may miss in a row without being declared silent, plus one.
+pub const HEARTBEATS_PER_TIMEOUT: u64 = 3;
+/// Probe intervals an IPMC may stay silent without being declared lost.
+pub const PROBES_PER_TIMEOUT: u64 = 2;
+/// Request timeouts an IPMC gets to answer before it may be declared lost.
+pub const REQUESTS_PER_PROBE_TIMEOUT: u64 = 2;
+
+/// A configuration whose timers cannot work ([`ShelfConfig::check_workable`]).
+///
+/// Each variant carries the values it compared; [`Unworkable::keys`] names
+/// the `[timing]` keys involved, the one to change first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unworkable {
+    /// No blade is configured.
+    NoBlades,
+    /// `probe_timeout_ms < 2 * probe_interval_ms`.
+    ProbeTimeoutBelowTwoIntervals {
+        /// `probe_timeout_ms`.
+        timeout: u64,
+        /// `probe_interval_ms`.
+        interval: u64,
+    },
+    /// `probe_timeout_ms < 2 * request_timeout_ms`.
+    ProbeTimeoutBelowTwoRequests {
+        /// `probe_timeout_ms`.
+        timeout: u64,
+        /// `request_timeout_ms`.
+        request: u64,
+    },
+    /// `heartbeat_timeout_ms < 3 * agent_heartbeat_ms`.
+    HeartbeatTimeoutBelowThreeHeartbeats {
+        /// `heartbeat_timeout_ms`.
+        timeout: u64,
+        /// `agent_heartbeat_ms`.
+        heartbeat: u64,
+    },
+    /// `agent_heartbeat_ms` outside what blade-agent accepts.
+    AgentHeartbeatOutOfRange(u64),
+    /// `confirm_poll_ms + request_timeout_ms > fence_step_deadline_ms`.
+    ConfirmPollBeyondStep {
+        /// `confirm_poll_ms`.
+        poll: u64,
+        /// `request_timeout_ms`.
+        request: u64,
+        /// `fence_step_deadline_ms`.
+        step: u64,
+    },
+    /// `request_timeout_ms * (request_retries + 1) > fence_step_deadline_ms`.
+    FenceRetriesBeyondStep {
+        /// `request_timeout_ms`.
+        request: u64,
+        /// `request_retries`.
+        retries: u8,
+        /// `fence_step_deadline_ms`.
+        step: u64,
+    },
+}
+
+impl Unworkable {
+    /// The `[timing]` keys the rule compares, the one to change first
+    /// (empty for [`Unworkable::NoBlades`]).
+    pub fn keys(&self) -> &'static [&'static str] {
+        match self {
+            Self::NoBlades => &[],
+            Self::ProbeTimeoutBelowTwoIntervals { .. } => {
+                &["probe_timeout_ms", "probe_interval_ms"]
+            }
+            Self::ProbeTimeoutBelowTwoRequests { .. } => {
+                &["probe_timeout_ms", "request_timeout_ms"]
+            }
+            Self::HeartbeatTimeoutBelowThreeHeartbeats { .. } => {
+                &["heartbeat_timeout_ms", "agent_heartbeat_ms"]
+            }
+            Self::AgentHeartbeatOutOfRange(_) => &["agent_heartbeat_ms"],
+            Self::ConfirmPollBeyondStep { .. } => &[
+                "confirm_poll_ms",
+                "fence_step_deadline_ms",
+                "request_timeout_ms",
+            ],
+            Self::FenceRetriesBeyondStep { .. } => &[
+                "request_timeout_ms",
+                "request_retries",
+                "fence_step_deadline_ms",
+            ],
+        }
+    }
+}
+
+impl core::fmt::Display for Unworkable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Self::NoBlades => f.write_str(
+                "no [[blade]] configured: a shelf with no blade watches nothing",
+            ),
+            Self::ProbeTimeoutBelowTwoIntervals { timeout, interval } => write!(
+                f,
+                "probe_timeout_ms ({timeout}) must be at least {PROBES_PER_TIMEOUT} x probe_interval_ms \
+                 ({PROBES_PER_TIMEOUT} x {interval} = {}): otherwise one unanswered probe declares a \
+                 live blade lost",
+                interval.saturating_mul(PROBES_PER_TIMEOUT)
+            ),
+            Self::ProbeTimeoutBelowTwoRequests { timeout, request } => write!(
+                f,
+                "probe_timeout_ms ({timeout}) must be at least {REQUESTS_PER_PROBE_TIMEOUT} x \
+                 request_timeout_ms ({REQUESTS_PER_PROBE_TIMEOUT} x {request} = {}): otherwise an \
+                 IPMC is declared lost before it had two answer times",
+                request.saturating_mul(REQUESTS_PER_PROBE_TIMEOUT)
+            ),
+            Self::HeartbeatTimeoutBelowThreeHeartbeats { timeout, heartbeat } => write!(
+                f,
+                "heartbeat_timeout_ms ({timeout}) must be at least {HEARTBEATS_PER_TIMEOUT} x the \
+                 agents' heartbeat interval ({HEARTBEATS_PER_TIMEOUT} x agent_heartbeat_ms {heartbeat} \
+                 = {}): otherwise two late heartbeats make a live host `host_os` (set \
+                 agent_heartbeat_ms to the blades' `heartbeat_ms` if they are configured faster \
+                 than blade-agent's default {AGENT_HEARTBEAT_MS})",
+                heartbeat.saturating_mul(HEARTBEATS_PER_TIMEOUT)
+            ),
+            Self::AgentHeartbeatOutOfRange(v) => write!(
+                f,
+                "agent_heartbeat_ms ({v}) must be between {} and {} (the range blade-agent accepts \
+                 for heartbeat_ms)",
+                AGENT_HEARTBEAT_RANGE.start(),
+                AGENT_HEARTBEAT_RANGE.end()
+            ),
+            Self::ConfirmPollBeyondStep {
+                poll,
+                request,
+                step,
+            } => write!(
+                f,
+                "confirm_poll_ms ({poll}) plus request_timeout_ms ({request}) = {} must not exceed \
+                 fence_step_deadline_ms ({step}): otherwise a fence step escalates before its first \
+                 hot-swap reading can be answered",
+                poll.saturating_add(request)
+            ),
+            Self::FenceRetriesBeyondStep {
+                request,
+                retries,
+                step,
+            } => write!(
+                f,
+                "request_timeout_ms ({request}) x (request_retries ({retries}) + 1) = {} must not \
+                 exceed fence_step_deadline_ms ({step}): otherwise a fence step's request is still \
+                 retried after the next, stronger step was sent",
+                request.saturating_mul(u64::from(retries) + 1)
+            ),
+        }
+    }
+}
+
+impl core::error::Error for Unworkable {}
 
 impl Default for Timing {
     fn default() -> Self {
@@ -290,6 +475,65 @@ impl ShelfConfig {
         }
         Ok(())
     }
+
+    /// Checks that the timers can work together and that there is a blade
+    /// to watch (the rules of the module table); the first violation found
+    /// is returned. `agent_link`: agents are heard (`listen` is set), so the
+    /// heartbeat timeout is checked against `agent_heartbeat_ms`.
+    ///
+    /// Separate from [`ShelfConfig::validate`]: the core runs any shelf that
+    /// validates (tests build odd ones); a shelf that is started for real
+    /// (`run`, `check-config`, `replay`) must pass both.
+    pub fn check_workable(&self, agent_link: bool) -> Result<(), Unworkable> {
+        let t = &self.timing;
+        if self.blades.is_empty() {
+            return Err(Unworkable::NoBlades);
+        }
+        if t.probe_timeout_ms < t.probe_interval_ms.saturating_mul(PROBES_PER_TIMEOUT) {
+            return Err(Unworkable::ProbeTimeoutBelowTwoIntervals {
+                timeout: t.probe_timeout_ms,
+                interval: t.probe_interval_ms,
+            });
+        }
+        if t.probe_timeout_ms
+            < t.request_timeout_ms
+                .saturating_mul(REQUESTS_PER_PROBE_TIMEOUT)
+        {
+            return Err(Unworkable::ProbeTimeoutBelowTwoRequests {
+                timeout: t.probe_timeout_ms,
+                request: t.request_timeout_ms,
+            });
+        }
+        if !AGENT_HEARTBEAT_RANGE.contains(&t.agent_heartbeat_ms) {
+            return Err(Unworkable::AgentHeartbeatOutOfRange(t.agent_heartbeat_ms));
+        }
+        if agent_link
+            && t.heartbeat_timeout_ms < t.agent_heartbeat_ms.saturating_mul(HEARTBEATS_PER_TIMEOUT)
+        {
+            return Err(Unworkable::HeartbeatTimeoutBelowThreeHeartbeats {
+                timeout: t.heartbeat_timeout_ms,
+                heartbeat: t.agent_heartbeat_ms,
+            });
+        }
+        if t.confirm_poll_ms.saturating_add(t.request_timeout_ms) > t.fence_step_deadline_ms {
+            return Err(Unworkable::ConfirmPollBeyondStep {
+                poll: t.confirm_poll_ms,
+                request: t.request_timeout_ms,
+                step: t.fence_step_deadline_ms,
+            });
+        }
+        if t.request_timeout_ms
+            .saturating_mul(u64::from(t.request_retries) + 1)
+            > t.fence_step_deadline_ms
+        {
+            return Err(Unworkable::FenceRetriesBeyondStep {
+                request: t.request_timeout_ms,
+                retries: t.request_retries,
+                step: t.fence_step_deadline_ms,
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(feature = "std")]
@@ -354,6 +598,80 @@ mod test {
             shelf(&[blade(1, 0x83, 2), blade(2, 0x84, 1)]).validate(),
             Err(ConfigError::BadAddress(0))
         );
+    }
+
+    #[test]
+    fn test_defaults_are_workable_and_each_rule_bites() {
+        let pair = [blade(1, 0x82, 2), blade(2, 0x84, 1)];
+        assert_eq!(shelf(&pair).check_workable(true), Ok(()));
+        assert_eq!(shelf(&[]).check_workable(false), Err(Unworkable::NoBlades));
+        let with = |f: fn(&mut Timing)| {
+            let mut c = shelf(&pair);
+            f(&mut c.timing);
+            c.check_workable(true)
+        };
+        assert_eq!(
+            with(|t| t.probe_interval_ms = 5000),
+            Err(Unworkable::ProbeTimeoutBelowTwoIntervals {
+                timeout: 1500,
+                interval: 5000
+            })
+        );
+        // Exactly two intervals is enough.
+        assert_eq!(with(|t| t.probe_interval_ms = 750), Ok(()));
+        assert_eq!(
+            with(|t| {
+                t.probe_timeout_ms = 400;
+                t.probe_interval_ms = 100;
+            }),
+            Err(Unworkable::ProbeTimeoutBelowTwoRequests {
+                timeout: 400,
+                request: 250
+            })
+        );
+        assert_eq!(
+            with(|t| t.heartbeat_timeout_ms = 599),
+            Err(Unworkable::HeartbeatTimeoutBelowThreeHeartbeats {
+                timeout: 599,
+                heartbeat: 200
+            })
+        );
+        assert_eq!(with(|t| t.heartbeat_timeout_ms = 600), Ok(()));
+        assert_eq!(
+            with(|t| {
+                t.heartbeat_timeout_ms = 300;
+                t.agent_heartbeat_ms = 100;
+            }),
+            Ok(())
+        );
+        assert_eq!(
+            with(|t| t.agent_heartbeat_ms = 5),
+            Err(Unworkable::AgentHeartbeatOutOfRange(5))
+        );
+        assert_eq!(
+            with(|t| t.confirm_poll_ms = 1751),
+            Err(Unworkable::ConfirmPollBeyondStep {
+                poll: 1751,
+                request: 250,
+                step: 2000
+            })
+        );
+        assert_eq!(with(|t| t.confirm_poll_ms = 1750), Ok(()));
+        assert_eq!(
+            with(|t| t.request_retries = 8),
+            Err(Unworkable::FenceRetriesBeyondStep {
+                request: 250,
+                retries: 8,
+                step: 2000
+            })
+        );
+        assert_eq!(with(|t| t.request_retries = 7), Ok(()));
+        // Without an agent link the heartbeat timeout is not checked.
+        let mut c = shelf(&pair);
+        c.timing.heartbeat_timeout_ms = 1;
+        assert_eq!(c.check_workable(false), Ok(()));
+        // Saturating arithmetic: huge values are refused, never wrap.
+        assert!(with(|t| t.probe_interval_ms = u64::MAX).is_err());
     }
 
     #[test]

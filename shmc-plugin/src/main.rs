@@ -3,10 +3,16 @@
 //! ```text
 //! shmc-plugin run --config FILE [--log LEVEL] [--decisions-json PATH|-]
 //! shmc-plugin replay --config FILE CAPTURE [--log LEVEL]
+//! shmc-plugin check-config --config FILE
 //! shmc-plugin [COMMAND] --help | --version
 //! ```
-//! Exit codes: 0 done (`run`: stopped by SIGTERM or SIGINT), 1 runtime
-//! failure (device, I/O), 2 bad usage, bad configuration or bad capture line.
+//! Exit codes: 0 done (`run`: stopped by SIGTERM or SIGINT; `check-config`:
+//! valid), 1 runtime failure (device, I/O), 2 bad usage, bad configuration or
+//! bad capture line.
+//!
+//! `run` and `check-config` load the file with the same function
+//! ([`file::load`]), so they refuse exactly the same files; `check-config`
+//! stops there, before any device or socket is opened.
 //! A bare `shmc-plugin` prints the usage on stderr (exit code 2).
 
 use std::ffi::OsString;
@@ -14,7 +20,7 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use shmc_plugin::config::file::{self, HostConfig};
+use shmc_plugin::config::file::{self, HostConfig, Use};
 use shmc_plugin::config::source::EventSource;
 use shmc_plugin::edge::{
     self,
@@ -38,7 +44,17 @@ Usage:
       totals are logged, outputs flushed, exit code 0.
   shmc-plugin replay --config FILE CAPTURE [--log LEVEL]
       Run a capture (`<t_ms> <hex message>` per line) through the same core;
-      JSON lines on stdout.
+      JSON lines on stdout: events, decisions, alerts, then a summary.
+      Silence is not judged: a capture has no agents and no probe answers,
+      so nothing is decided on a silent IPMC or agent (no blade_lost by
+      probe loss, no host_os by heartbeat loss); only the capture's events
+      count. FILE needs no ipmb_device; its key file is not read.
+  shmc-plugin check-config --config FILE
+      Apply every rule `run` applies to FILE (keys, pairs, timing that can
+      work together, ipmb_device, `listen` with `key_file`, the key file
+      present and not readable by group or others) without opening a
+      device or a socket. Valid: one summary line on stdout, exit code 0;
+      invalid: the reason with file and line on stderr, exit code 2.
   shmc-plugin [COMMAND] --help | --version
 
 Options: -c, --config FILE (also --config=FILE); --log LEVEL.
@@ -59,6 +75,9 @@ enum Command {
     Replay {
         config: PathBuf,
         capture: PathBuf,
+    },
+    CheckConfig {
+        config: PathBuf,
     },
 }
 
@@ -109,8 +128,12 @@ fn parse_args(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
         return Ok(Parsed::Bare);
     }
     let command = match positional.first().map(|c| c.to_string_lossy()) {
-        None => return Err(UsageError::Rule("a command is required (run or replay)")),
-        Some(c) if c == "run" || c == "replay" => c.into_owned(),
+        None => {
+            return Err(UsageError::Rule(
+                "a command is required (run, replay or check-config)",
+            ))
+        }
+        Some(c) if c == "run" || c == "replay" || c == "check-config" => c.into_owned(),
         Some(c) => return Err(UsageError::UnknownCommand(c.into_owned())),
     };
     let config = config.ok_or(UsageError::Rule("--config FILE is required"))?;
@@ -122,6 +145,10 @@ fn parse_args(mut parser: lexopt::Parser) -> Result<Parsed, UsageError> {
         ("run", _) => return Err(UsageError::Rule("run takes no CAPTURE argument")),
         _ if decisions_json.is_some() => {
             return Err(UsageError::Rule("--decisions-json is an option of run"))
+        }
+        ("check-config", []) => Command::CheckConfig { config },
+        ("check-config", _) => {
+            return Err(UsageError::Rule("check-config takes no CAPTURE argument"))
         }
         (_, [capture]) => Command::Replay {
             config,
@@ -158,7 +185,61 @@ fn main() -> ExitCode {
             decisions_json,
         } => run(&config, decisions_json, level),
         Command::Replay { config, capture } => replay_capture(&config, &capture, level),
+        Command::CheckConfig { config } => check_config(&config),
     }
+}
+
+/// `check-config`: the rules of `run` ([`file::load`]), nothing opened.
+fn check_config(config: &std::path::Path) -> ExitCode {
+    match file::load(config) {
+        Ok(cfg) => {
+            println!("{}: valid: {}", config.display(), summary_of(&cfg));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("shmc-plugin: {}", report(&e));
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// One line saying what a valid configuration sets up.
+fn summary_of(cfg: &HostConfig) -> String {
+    let t = &cfg.shelf.timing;
+    let pairs: Vec<String> = cfg
+        .shelf
+        .blades
+        .iter()
+        .filter(|b| b.slot.get() < b.partner.get())
+        .map(|b| format!("{}+{}", b.slot, b.partner))
+        .collect();
+    let source = match &cfg.source {
+        EventSource::Ipmb => format!(
+            "ipmb {} ({})",
+            cfg.ipmb_device.display(),
+            if cfg.stream_mode() {
+                "stream"
+            } else {
+                "message"
+            }
+        ),
+        other => other.kind().to_string(),
+    };
+    let agents = match cfg.listen {
+        Some(l) => format!(
+            "agents on {l} (heartbeat timeout {} ms)",
+            t.heartbeat_timeout_ms
+        ),
+        None => "no agent link".to_string(),
+    };
+    format!(
+        "{} blades (pairs {}), event source {source}, {agents}, probe every {} ms, lost after {} ms, fence step {} ms",
+        cfg.shelf.blades.len(),
+        pairs.join(" "),
+        t.probe_interval_ms,
+        t.probe_timeout_ms,
+        t.fence_step_deadline_ms
+    )
 }
 
 /// Prints `e` with its chain of sources, `: `-separated.
@@ -293,9 +374,12 @@ fn replay_capture(
     level: Option<log::LevelFilter>,
 ) -> ExitCode {
     edge::init_logging(level.unwrap_or(log::LevelFilter::Warn));
-    let cfg = match load(config) {
+    let cfg = match file::load_for(config, Use::Replay) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("shmc-plugin: {}", report(&e));
+            return ExitCode::from(EXIT_USAGE);
+        }
     };
     let input = match std::fs::File::open(capture) {
         Ok(f) => BufReader::with_capacity(1 << 16, f),
@@ -339,6 +423,8 @@ mod test {
             &["run", "--config", "a.toml", "--decisions-json", "-"],
             &["replay", "--config", "a.toml", "cap.txt"],
             &["replay", "cap.txt", "--config", "a.toml", "--log", "info"],
+            &["check-config", "--config", "a.toml"],
+            &["check-config", "-c", "a.toml"],
         ] {
             assert!(matches!(parse(args), Ok(Parsed::Command(..))), "{args:?}");
         }
@@ -360,6 +446,15 @@ mod test {
             &["run", "--config", "a.toml", "--log", "loud"],
             &["run", "--config", "a.toml", "--frob"],
             &["--config", "a.toml"],
+            &["check-config"],
+            &["check-config", "--config", "a.toml", "cap.txt"],
+            &[
+                "check-config",
+                "--config",
+                "a.toml",
+                "--decisions-json",
+                "-",
+            ],
         ] {
             assert!(parse(args).is_err(), "{args:?}");
         }

@@ -3,6 +3,12 @@
 //! Each capture's stdout must equal its reviewed `.jsonl` file byte for
 //! byte; independently of those files, the decisions each capture must cause
 //! are listed here by hand from the classifier table.
+//!
+//! The contract of the classifier on captures: alert lines only add to the
+//! output. Without its alert lines, each capture's output is byte for byte
+//! what it was before replay printed alerts; [`EVENTS_AND_DECISIONS`] pins
+//! a digest of those lines per golden file, so no regeneration of a golden
+//! can change an event or decision line unnoticed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -47,6 +53,79 @@ fn decisions(stdout: &str) -> Vec<(u64, String, u64)> {
         .collect()
 }
 
+/// FNV-1a (64 bits) of the event, decision and summary lines of each golden
+/// file, taken when replay had no alert lines.
+const EVENTS_AND_DECISIONS: &[(&str, u64)] = &[
+    ("blade_extraction.jsonl", 0xf502_8c86_84ce_18ed),
+    ("blade_hardware.jsonl", 0xbcf1_fbf8_e6d0_7ff3),
+    ("blade_lost.jsonl", 0x13a5_44bf_4c1c_343f),
+    ("commanded.jsonl", 0x28a8_5991_6d84_2888),
+    ("degraded.jsonl", 0xbd2f_5cc5_bf94_63ef),
+    ("degraded_off.jsonl", 0x6842_39a0_7101_f897),
+    ("duplicates.jsonl", 0xa115_1444_b163_8673),
+    ("garbage.jsonl", 0xe09a_4afe_64da_c0a6),
+    ("host_os.jsonl", 0xb584_3418_05a3_b7ac),
+    ("ipmb_link.jsonl", 0x27f0_34de_9442_6e28),
+    ("operator_deactivate.jsonl", 0x69ee_8ca2_fedc_d1aa),
+    ("record_only.jsonl", 0xfe32_9fb4_fe6c_02f2),
+    ("unknown_generator.jsonl", 0x1734_c49a_82b2_930d),
+];
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Whether `line` is an alert line (a top-level `alert` key; a decision's
+/// `"actions":["alert"]` is not one).
+fn is_alert(line: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()
+        .is_some_and(|v| v.get("alert").is_some())
+}
+
+/// `text` without its alert lines (every other line kept as it is).
+fn without_alerts(text: &str) -> String {
+    text.split_inclusive('\n')
+        .filter(|l| !is_alert(l))
+        .collect()
+}
+
+/// The classifier's contract on `stdout`, the output for `golden`: without
+/// alert lines it is the golden without alert lines, and that is what it was
+/// before replay printed alerts; every alert line is an alert record and the
+/// summary counts them.
+fn check_contract(golden: &str, stdout: &str) {
+    let golden_text = std::fs::read_to_string(captures().join(golden)).unwrap();
+    let kept = without_alerts(stdout);
+    assert_eq!(
+        kept,
+        without_alerts(&golden_text),
+        "{golden}: event or decision lines differ"
+    );
+    let pinned = EVENTS_AND_DECISIONS
+        .iter()
+        .find(|(g, _)| *g == golden)
+        .unwrap_or_else(|| panic!("{golden}: no digest in EVENTS_AND_DECISIONS"))
+        .1;
+    assert_eq!(
+        fnv1a(kept.as_bytes()),
+        pinned,
+        "{golden}: the event and decision lines changed; only alert lines may be added"
+    );
+    let mut alerts = 0;
+    for line in stdout.lines().filter(|l| is_alert(l)) {
+        alerts += 1;
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(v["t_ms"].is_u64(), "{line}");
+        assert!(v["alert"].is_string(), "{line}");
+        assert!(v["kind"].is_string(), "{line}");
+        assert!(v.get("decision").is_none() && v.get("event").is_none());
+    }
+    assert_eq!(summary(stdout)["alerts"].as_u64(), Some(alerts), "{golden}");
+}
+
 fn summary(stdout: &str) -> serde_json::Value {
     let last = stdout.lines().last().expect("output");
     serde_json::from_str::<serde_json::Value>(last).unwrap()["summary"].clone()
@@ -62,6 +141,7 @@ fn check(capture: &str, want: &[(u64, &str, u64)]) -> String {
     );
     let golden =
         std::fs::read_to_string(captures().join(capture.replace(".cap", ".jsonl"))).unwrap();
+    check_contract(&capture.replace(".cap", ".jsonl"), &stdout);
     assert_eq!(
         stdout, golden,
         "{capture}: output differs from the reviewed golden file"
@@ -301,6 +381,7 @@ fn check_with(config: &str, capture: &str, golden: &str, want: &[(u64, &str, u64
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
+    check_contract(golden, &stdout);
     let golden_text = std::fs::read_to_string(dir.join(golden)).unwrap();
     assert_eq!(
         stdout, golden_text,
@@ -377,4 +458,110 @@ fn test_end_of_capture_makes_holds_due() {
     // The decision is printed after the last event, before the summary.
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[lines.len() - 2].contains("\"decision\""), "{stdout}");
+}
+
+#[test]
+fn test_every_golden_keeps_its_events_and_decisions() {
+    // Every golden file is pinned, and none lost an event or decision line.
+    let mut goldens: Vec<String> = std::fs::read_dir(captures())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".jsonl"))
+        .collect();
+    goldens.sort();
+    let pinned: Vec<&str> = EVENTS_AND_DECISIONS.iter().map(|(g, _)| *g).collect();
+    assert_eq!(goldens, pinned);
+    for (golden, digest) in EVENTS_AND_DECISIONS {
+        let text = std::fs::read_to_string(captures().join(golden)).unwrap();
+        assert_eq!(
+            fnv1a(without_alerts(&text).as_bytes()),
+            *digest,
+            "{golden}: only alert lines may be added to a golden file"
+        );
+    }
+    // The filter keeps alert-only decisions: their action is named "alert".
+    assert!(!is_alert(
+        "{\"t_ms\":1,\"decision\":{\"class\":\"ipmb_link_lost\",\"actions\":[\"alert\"]}}"
+    ));
+    assert!(is_alert(
+        "{\"t_ms\":1,\"alert\":\"x\",\"kind\":\"ipmb_link\"}"
+    ));
+}
+
+#[test]
+fn test_alert_lines_follow_their_decision() {
+    // ipmb_link.cap: each alert-only decision is followed by its alert line,
+    // the record every source writes (kind, slot).
+    let out = check(
+        "ipmb_link.cap",
+        &[
+            (100, "ipmb_link_degraded", 1),
+            (300, "ipmb_link_lost", 1),
+            (500, "ipmb_link_degraded", 2),
+        ],
+    );
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let alerts: Vec<&serde_json::Value> =
+        lines.iter().filter(|v| v.get("alert").is_some()).collect();
+    assert_eq!(alerts.len(), 3, "{out}");
+    for (a, (t, slot)) in alerts.iter().zip([(100, 1), (300, 1), (500, 2)]) {
+        assert_eq!(a["kind"], "ipmb_link", "{a}");
+        assert_eq!(a["t_ms"], t, "{a}");
+        assert_eq!(a["slot"], slot, "{a}");
+    }
+}
+
+#[test]
+fn test_replay_says_it_judges_no_silence() {
+    let out = replay("record_only.cap");
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("replay judges no silence: a capture has no agents and no probe answers"),
+        "{stderr}"
+    );
+    let help = String::from_utf8(shmc(&["replay", "--help"]).stdout).unwrap();
+    assert!(help.contains("Silence is not judged"), "{help}");
+}
+
+#[test]
+fn test_replay_needs_no_ipmb_device_nor_key() {
+    // The capture stands for the device, and no agent is heard: neither
+    // `ipmb_device` nor the key file (absent here) is needed.
+    let dir = std::env::temp_dir().join(format!("shmc-nodev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("shelf.toml");
+    let text = std::fs::read_to_string(captures().join("shelf.toml")).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("ipmb_device"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = text.replace(
+        "[shelf]\n",
+        &format!(
+            "[shelf]\nlisten = \"127.0.0.1:7140\"\nkey_file = {:?}\n",
+            dir.join("absent.key").to_str().unwrap()
+        ),
+    );
+    assert!(!text.contains("ipmb_device"), "{text}");
+    std::fs::write(&config, &text).unwrap();
+    let out = shmc(&[
+        "replay",
+        "--config",
+        config.to_str().unwrap(),
+        captures().join("blade_lost.cap").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let golden = std::fs::read_to_string(captures().join("blade_lost.jsonl")).unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), golden);
+    // `run` needs both: the same file is refused by check-config.
+    let check = shmc(&["check-config", "--config", config.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -458,3 +458,166 @@ fn test_system_source_sigterm_stops_cleanly_and_ends_the_decision_stream() {
         "cannot open a session",
     );
 }
+
+/// Runs `shmc-plugin ARGS` to its end (no device is ever opened by the
+/// commands tested with it).
+fn shmc(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_shmc-plugin"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// A two-blade configuration; `shelf_extra` goes into `[shelf]` (from line 4), `timing`
+/// into `[timing]` (from line 13 when `shelf_extra` is empty).
+fn two_blades(ipmb_device: &str, shelf_extra: &str, timing: &str) -> String {
+    format!(
+        "[shelf]\nown_address = 0x20\nipmb_device = {ipmb_device:?}\n{shelf_extra}\
+         [[blade]]\nslot = 1\nipmb_address = 0x82\npartner = 2\n\
+         [[blade]]\nslot = 2\nipmb_address = 0x84\npartner = 1\n\
+         [timing]\n{timing}"
+    )
+}
+
+#[test]
+fn test_check_config_valid_opens_nothing() {
+    let dir = scratch("check-valid");
+    let key = dir.join("shelf.key");
+    shelfha_proto::write_key_file(&key, &shelfha_proto::generate_key().unwrap()).unwrap();
+    // The port is taken and the device does not exist: check-config neither
+    // binds nor opens, so neither matters.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let config = dir.join("shelf.toml");
+    std::fs::write(
+        &config,
+        two_blades(
+            "/nonexistent/ipmb-0",
+            &format!(
+                "listen = \"{}\"\nkey_file = {:?}\n",
+                taken.local_addr().unwrap(),
+                key.to_str().unwrap()
+            ),
+            "probe_interval_ms = 250\n",
+        ),
+    )
+    .unwrap();
+    let out = shmc(&["check-config", "--config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
+    assert!(stdout.contains(": valid: 2 blades (pairs 1+2)"), "{stdout}");
+    assert!(
+        stdout.contains("probe every 250 ms, lost after 1500 ms"),
+        "{stdout}"
+    );
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn test_check_config_and_run_refuse_the_same_files_naming_the_line() {
+    let dir = scratch("check-invalid");
+    let key = dir.join("shelf.key");
+    let listen = format!(
+        "listen = \"127.0.0.1:1\"\nkey_file = {:?}\n",
+        key.to_str().unwrap()
+    );
+    // (config, line, message): the first `[timing]` key is on line 13 (15 with `listen`).
+    let cases: Vec<(String, usize, &str)> = vec![
+        (
+            two_blades("/dev/null", "", "probe_interval_ms = 5000\n"),
+            13,
+            "probe_timeout_ms (1500) must be at least 2 x probe_interval_ms",
+        ),
+        (
+            two_blades("/dev/null", "", "probe_timeout_ms = 100\n"),
+            13,
+            "probe_timeout_ms (100) must be at least 2 x probe_interval_ms",
+        ),
+        (
+            two_blades("/dev/null", "", "confirm_poll_ms = 2500\n"),
+            13,
+            "confirm_poll_ms (2500) plus request_timeout_ms (250) = 2750 must not exceed fence_step_deadline_ms (2000)",
+        ),
+        (
+            two_blades("/dev/null", "", "request_retries = 2\nrequest_timeout_ms = 700\n"),
+            14,
+            "request_timeout_ms (700) x (request_retries (2) + 1) = 2100 must not exceed fence_step_deadline_ms (2000)",
+        ),
+        (
+            two_blades("/dev/null", &listen, "heartbeat_timeout_ms = 400\n"),
+            15,
+            "heartbeat_timeout_ms (400) must be at least 3 x the agents' heartbeat interval",
+        ),
+        (
+            "[shelf]\nown_address = 0x20\nipmb_device = \"/dev/null\"\n".to_string(),
+            1,
+            "no [[blade]] configured",
+        ),
+        (
+            two_blades("/dev/null", "listen = \"127.0.0.1:1\"\n", ""),
+            4,
+            "`listen` needs `key_file`",
+        ),
+        // The key file is missing.
+        (
+            two_blades("/dev/null", &listen, ""),
+            5,
+            "key_file: the shelf key cannot be used: key file",
+        ),
+    ];
+    let config = dir.join("shelf.toml");
+    for (text, line, message) in &cases {
+        std::fs::write(&config, text).unwrap();
+        let want = format!("shelf.toml:{line}: {message}");
+        let check = shmc(&["check-config", "--config", config.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&check.stderr).into_owned();
+        assert_eq!(check.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(&want), "{text}: {stderr}");
+        assert!(check.stdout.is_empty());
+        // run refuses it the same way, before opening anything.
+        let run = shmc(&["run", "--config", config.to_str().unwrap()]);
+        let run_err = String::from_utf8_lossy(&run.stderr).into_owned();
+        assert_eq!(run.status.code(), Some(2), "{text}: {run_err}");
+        assert!(run_err.contains(&want), "{text}: {run_err}");
+    }
+    // The key file readable by others: refused, naming the key_file line.
+    shelfha_proto::write_key_file(&key, &shelfha_proto::generate_key().unwrap()).unwrap();
+    std::fs::write(&config, two_blades("/dev/null", &listen, "")).unwrap();
+    assert_eq!(
+        shmc(&["check-config", "--config", config.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let check = shmc(&["check-config", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&check.stderr).into_owned();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(check.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("shelf.toml:5: key_file:"), "{stderr}");
+    assert!(stderr.contains("mode 0640"), "{stderr}");
+}
+
+#[test]
+fn test_check_config_usage() {
+    let help = shmc(&["check-config", "--help"]);
+    assert!(help.status.success());
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("shmc-plugin check-config --config FILE")
+    );
+    assert_eq!(shmc(&["check-config"]).status.code(), Some(2));
+    assert_eq!(
+        shmc(&["check-config", "--config", "/nonexistent.toml"])
+            .status
+            .code(),
+        Some(2)
+    );
+}

@@ -32,7 +32,18 @@
 //! anything else (pty, FIFO, socket) as a byte stream that is re-framed.
 //! Every error names the file and line: unknown keys, wrong types, out-of-range
 //! numbers, duplicate slots or addresses, partners that are missing or not
-//! mutual, and more blades than [`MAX_BLADES`].
+//! mutual, and more blades than [`MAX_BLADES`]; `listen` without `key_file`;
+//! timers that cannot work together and a shelf without blades
+//! ([`ShelfConfig::check_workable`], the rules are listed in `config`), the
+//! line being that of the key to change (or of `[shelf]` for "no blade").
+//!
+//! What a file must satisfy depends on its [`Use`]: [`Use::Run`] (`run` and
+//! `check-config`, which apply exactly the same rules through [`load`])
+//! also requires `ipmb_device` for the `ipmb` source, an event source that
+//! is in this build (cargo features `rmcp`, `system`) and, with `listen`, a
+//! usable key file (present, not accessible to group or others, random);
+//! [`Use::Replay`] (`replay`) reads no device and no key, so it needs
+//! neither. Loading never opens a device or a socket.
 //!
 //! The file is read by the plugin's own parser for the part of TOML used above
 //! (module `config::toml_subset`, written for the firmware size budget): comments,
@@ -46,7 +57,7 @@ use std::path::{Path, PathBuf};
 
 use super::source::{EventSource, RawEventSource};
 use super::toml_subset::{self, At, Table};
-use super::{BladeConfig, ConfigError, Predictive, ShelfConfig, Timing};
+use super::{BladeConfig, ConfigError, Predictive, ShelfConfig, Timing, Unworkable};
 use crate::capacity::MAX_BLADES;
 use crate::wire::addr::{IpmbAddr, Slot};
 
@@ -80,7 +91,8 @@ pub struct HostConfig {
     /// Agent address per slot, in blade order.
     pub agents: Vec<(Slot, Option<SocketAddr>)>,
     /// Where events come from (`[event_source]`; `ipmb` when absent). With
-    /// another source than `ipmb`, `ipmb_device` is empty and unused.
+    /// another source than `ipmb`, or loaded for [`Use::Replay`] without
+    /// one, `ipmb_device` is empty and unused.
     pub source: EventSource,
 }
 
@@ -93,6 +105,17 @@ impl HostConfig {
             IpmbMode::Auto => !self.ipmb_device.to_string_lossy().starts_with("/dev/ipmb-"),
         }
     }
+}
+
+/// What the configuration is loaded for: the rules that depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// `run` and `check-config`: the event source's device and, with
+    /// `listen`, the key file are required ([`load`] checks the key file).
+    Run,
+    /// `replay`: a capture is read instead of a device and no agent is
+    /// heard, so neither `ipmb_device` nor the key file is required.
+    Replay,
 }
 
 /// A configuration file that could not be used.
@@ -133,11 +156,13 @@ struct RawPredictive {
 }
 
 struct RawShelf {
+    /// Line of the `[shelf]` header.
+    line: Option<usize>,
     own_address: At<u8>,
     ipmb_device: Option<String>,
     ipmb_mode: IpmbMode,
     listen: Option<At<String>>,
-    key_file: Option<PathBuf>,
+    key_file: Option<At<String>>,
     sequence_file: Option<PathBuf>,
 }
 
@@ -168,6 +193,7 @@ fn raw_file(root: &Table) -> Result<RawFile<'_>, toml_subset::Error> {
         Ok(s.string(key)?.map(|v| PathBuf::from(v.value)))
     };
     let shelf = RawShelf {
+        line: s.line,
         own_address: s
             .int("own_address")?
             .ok_or_else(|| s.missing("own_address"))?,
@@ -179,7 +205,7 @@ fn raw_file(root: &Table) -> Result<RawFile<'_>, toml_subset::Error> {
             Some(_) => IpmbMode::Stream,
         },
         listen: s.string("listen")?,
-        key_file: path("key_file")?,
+        key_file: s.string("key_file")?,
         sequence_file: path("sequence_file")?,
     };
     let mut blade = Vec::new();
@@ -225,18 +251,49 @@ fn raw_file(root: &Table) -> Result<RawFile<'_>, toml_subset::Error> {
     })
 }
 
-/// Reads and validates the configuration file at `path`.
+/// Reads and validates the configuration file at `path` for `run` (and
+/// `check-config`): every rule of [`parse`], and with `listen` the key file
+/// must be usable (read, not kept). Opens no device and no socket.
 pub fn load(path: &Path) -> Result<HostConfig, FileError> {
+    load_for(path, Use::Run)
+}
+
+/// Reads and validates the configuration file at `path` for `what`.
+pub fn load_for(path: &Path, what: Use) -> Result<HostConfig, FileError> {
     let text = std::fs::read_to_string(path).map_err(|e| FileError {
         path: path.to_path_buf(),
         line: None,
         message: format!("cannot read: {e}"),
     })?;
-    parse(&text, path)
+    let (cfg, key_line) = build(&text, path, what)?;
+    if what == Use::Run && cfg.listen.is_some() {
+        if let Some(key_file) = &cfg.key_file {
+            if let Err(e) = shelfha_proto::load_key(key_file) {
+                return Err(FileError {
+                    path: path.to_path_buf(),
+                    line: key_line,
+                    message: format!("key_file: the shelf key cannot be used: {e}"),
+                });
+            }
+        }
+    }
+    Ok(cfg)
 }
 
-/// Parses and validates configuration `text`; `path` only names it in errors.
+/// Parses and validates configuration `text` with the rules of `run`, short
+/// of reading the key file; `path` only names it in errors.
 pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
+    parse_for(text, path, Use::Run)
+}
+
+/// Parses and validates configuration `text` for `what`, short of reading
+/// the key file; `path` only names it in errors.
+pub fn parse_for(text: &str, path: &Path, what: Use) -> Result<HostConfig, FileError> {
+    build(text, path, what).map(|(cfg, _)| cfg)
+}
+
+/// The configuration and the line of `key_file`.
+fn build(text: &str, path: &Path, what: Use) -> Result<(HostConfig, Option<usize>), FileError> {
     let err = |line: Option<usize>, message: String| FileError {
         path: path.to_path_buf(),
         line,
@@ -276,7 +333,8 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
         self_fence_deadline_ms,
         evacuation_timeout_ms,
         guest_fence_timeout_ms,
-        failover_report_timeout_ms
+        failover_report_timeout_ms,
+        agent_heartbeat_ms
     );
 
     if raw.blade.len() > MAX_BLADES {
@@ -388,14 +446,29 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
         return Err(err(span, format!("{e}{detail}")));
     }
 
+    let kind_line = raw.event_source.as_ref().map(|s| s.kind_line());
     let source = match raw.event_source {
         None => EventSource::Ipmb,
         Some(s) => s.resolve().map_err(|(span, message)| err(span, message))?,
     };
+    let built = match source {
+        EventSource::Ipmb => true,
+        EventSource::Rmcp(_) => cfg!(feature = "rmcp"),
+        EventSource::System(_) => cfg!(feature = "system"),
+    };
+    if what == Use::Run && !built {
+        return Err(err(
+            kind_line,
+            format!(
+                "event source \"{0}\" is not in this build (cargo feature `{0}`)",
+                source.kind()
+            ),
+        ));
+    }
     let ipmb_device = match (&source, raw.shelf.ipmb_device) {
-        (EventSource::Ipmb, None) => {
+        (EventSource::Ipmb, None) if what == Use::Run => {
             return Err(err(
-                None,
+                raw.shelf.line,
                 "missing field `ipmb_device` in [shelf] (required with event source \"ipmb\")"
                     .into(),
             ))
@@ -403,16 +476,49 @@ pub fn parse(text: &str, path: &Path) -> Result<HostConfig, FileError> {
         (_, d) => PathBuf::from(d.unwrap_or_default()),
     };
 
-    Ok(HostConfig {
-        shelf,
-        ipmb_device,
-        ipmb_mode: raw.shelf.ipmb_mode,
-        listen,
-        key_file: raw.shelf.key_file,
-        sequence_file: raw.shelf.sequence_file,
-        agents,
-        source,
-    })
+    if let (Some(l), None) = (&raw.shelf.listen, &raw.shelf.key_file) {
+        return Err(err(
+            Some(l.line),
+            "`listen` needs `key_file` in [shelf]: the agent link is authenticated with the \
+             shelf key"
+                .into(),
+        ));
+    }
+    if let Err(e) = shelf.check_workable(listen.is_some()) {
+        let line_of = |key: &str| spans.iter().find(|(k, _)| *k == key).map(|(_, l)| *l);
+        let span = match e {
+            Unworkable::NoBlades => raw.shelf.line,
+            _ => e.keys().iter().find_map(|k| line_of(k)),
+        };
+        let mut message = e.to_string();
+        if !e.keys().is_empty() {
+            let set: Vec<String> = e
+                .keys()
+                .iter()
+                .map(|k| match line_of(k) {
+                    Some(l) => format!("{k}: line {l}"),
+                    None => format!("{k}: default"),
+                })
+                .collect();
+            message.push_str(&format!(" [{}]", set.join(", ")));
+        }
+        return Err(err(span, message));
+    }
+
+    let key_line = raw.shelf.key_file.as_ref().map(|k| k.line);
+    Ok((
+        HostConfig {
+            shelf,
+            ipmb_device,
+            ipmb_mode: raw.shelf.ipmb_mode,
+            listen,
+            key_file: raw.shelf.key_file.map(|k| PathBuf::from(k.value)),
+            sequence_file: raw.shelf.sequence_file,
+            agents,
+            source,
+        },
+        key_line,
+    ))
 }
 
 #[cfg(test)]
@@ -667,6 +773,197 @@ agent = \"10.0.0.12:7140\"
             c.sequence_file,
             Some(PathBuf::from("/var/lib/shelfha/sequence"))
         );
+    }
+
+    /// `MINIMAL` with a `[timing]` table of `keys` appended (its first key on line 15).
+    fn timed(keys: &str) -> String {
+        format!("{MINIMAL}[timing]\n{keys}")
+    }
+
+    #[test]
+    fn test_no_blades_refused_naming_shelf_line() {
+        let e = bad("# a shelf\n[shelf]\nown_address = 0x20\nipmb_device = \"/dev/ipmb-0\"\n");
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("shelf.toml:2: no [[blade]] configured"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn test_unworkable_timing_refused_naming_line() {
+        for (keys, line, rule) in [
+            // The issue's case: probes every 5 s, lost after the default 1.5 s.
+            (
+                "probe_interval_ms = 5000\n",
+                15,
+                "probe_timeout_ms (1500) must be at least 2 x probe_interval_ms (2 x 5000 = 10000)",
+            ),
+            (
+                "probe_timeout_ms = 100\n",
+                15,
+                "probe_timeout_ms (100) must be at least 2 x probe_interval_ms (2 x 500 = 1000)",
+            ),
+            (
+                "probe_interval_ms = 100\nprobe_timeout_ms = 400\n",
+                16,
+                "probe_timeout_ms (400) must be at least 2 x request_timeout_ms (2 x 250 = 500)",
+            ),
+            (
+                "agent_heartbeat_ms = 5\n",
+                15,
+                "agent_heartbeat_ms (5) must be between 10 and 10000",
+            ),
+            (
+                "confirm_poll_ms = 1900\n",
+                15,
+                "confirm_poll_ms (1900) plus request_timeout_ms (250) = 2150 must not exceed fence_step_deadline_ms (2000)",
+            ),
+            // Only the deadline is set: its line is named.
+            (
+                "fence_step_deadline_ms = 200\n",
+                15,
+                "confirm_poll_ms (50) plus request_timeout_ms (250) = 300 must not exceed fence_step_deadline_ms (200)",
+            ),
+            (
+                "request_retries = 9\n",
+                15,
+                "request_timeout_ms (250) x (request_retries (9) + 1) = 2500 must not exceed fence_step_deadline_ms (2000)",
+            ),
+            (
+                "fence_step_deadline_ms = 600\nrequest_timeout_ms = 201\n",
+                16,
+                "request_timeout_ms (201) x (request_retries (2) + 1) = 603 must not exceed fence_step_deadline_ms (600)",
+            ),
+        ] {
+            let text = timed(keys);
+            let e = bad(&text);
+            assert_eq!(e.line, Some(line), "{keys}: {e}");
+            assert!(
+                e.to_string().starts_with(&format!("shelf.toml:{line}: {rule}")),
+                "{keys}: {e}"
+            );
+        }
+        // Where each value came from is said.
+        let e = bad(&timed("probe_timeout_ms = 100\n"));
+        assert!(
+            e.message
+                .ends_with("[probe_timeout_ms: line 15, probe_interval_ms: default]"),
+            "{e}"
+        );
+        // The boundaries are accepted.
+        for keys in [
+            "probe_interval_ms = 750\n",
+            "fence_step_deadline_ms = 750\n",
+            "confirm_poll_ms = 1750\n",
+            "request_retries = 7\n",
+            "fence_step_deadline_ms = 600\nrequest_timeout_ms = 200\n",
+        ] {
+            parse(&timed(keys), Path::new("s.toml")).unwrap_or_else(|e| panic!("{keys}: {e}"));
+        }
+    }
+
+    #[test]
+    fn test_heartbeat_timeout_checked_with_an_agent_link() {
+        let linked = MINIMAL.replace(
+            "ipmb_device = \"/dev/ipmb-0\"",
+            "ipmb_device = \"/dev/ipmb-0\"\nlisten = \"0.0.0.0:7140\"\nkey_file = \"/etc/k\"",
+        );
+        // [timing] on line 16, its first key on 17.
+        let with = |keys: &str| format!("{linked}[timing]\n{keys}");
+        let e = bad(&with("heartbeat_timeout_ms = 500\n"));
+        assert_eq!(e.line, Some(17), "{e}");
+        assert!(
+            e.message.starts_with(
+                "heartbeat_timeout_ms (500) must be at least 3 x the agents' heartbeat interval (3 x agent_heartbeat_ms 200 = 600)"
+            ),
+            "{e}"
+        );
+        // Agents configured faster are stated, and then the timeout fits.
+        parse(
+            &with("heartbeat_timeout_ms = 500\nagent_heartbeat_ms = 100\n"),
+            Path::new("s.toml"),
+        )
+        .unwrap();
+        // The interval's line is named when the timeout is the default.
+        let e = bad(&with("agent_heartbeat_ms = 400\n"));
+        assert_eq!(e.line, Some(17), "{e}");
+        assert!(
+            e.message.contains("3 x agent_heartbeat_ms 400 = 1200"),
+            "{e}"
+        );
+        // No agent link: no heartbeat is heard, the timeout is not checked.
+        parse(&timed("heartbeat_timeout_ms = 500\n"), Path::new("s.toml")).unwrap();
+    }
+
+    #[test]
+    fn test_listen_needs_key_file_naming_line() {
+        let text = MINIMAL.replace(
+            "ipmb_device = \"/dev/ipmb-0\"",
+            "ipmb_device = \"/dev/ipmb-0\"\nlisten = \"0.0.0.0:7140\"",
+        );
+        let e = bad(&text);
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("`listen` needs `key_file`"), "{e}");
+        // The same rule for replay: it is the file's consistency, not a resource.
+        let e = parse_for(&text, Path::new("shelf.toml"), Use::Replay).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+    }
+
+    #[test]
+    fn test_replay_needs_no_ipmb_device() {
+        let text = MINIMAL.replace("ipmb_device = \"/dev/ipmb-0\"\n", "");
+        let e = bad(&text);
+        assert_eq!(e.line, Some(1), "{e}");
+        assert!(e.message.contains("missing field `ipmb_device`"), "{e}");
+        let c = parse_for(&text, Path::new("shelf.toml"), Use::Replay).unwrap();
+        assert_eq!(c.ipmb_device, PathBuf::new());
+        assert_eq!(c.shelf.blades.len(), 2);
+        // Every other rule still holds for replay.
+        let e = parse_for(
+            &format!("{text}[timing]\nprobe_timeout_ms = 100\n"),
+            Path::new("shelf.toml"),
+            Use::Replay,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(14), "{e}");
+    }
+
+    #[test]
+    fn test_run_checks_the_key_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("shmc-keycheck-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("shelf.key");
+        let config = dir.join("shelf.toml");
+        let text = MINIMAL.replace(
+            "ipmb_device = \"/dev/ipmb-0\"",
+            &format!(
+                "ipmb_device = \"/dev/ipmb-0\"\nlisten = \"127.0.0.1:7140\"\nkey_file = {:?}",
+                key.to_str().unwrap()
+            ),
+        );
+        std::fs::write(&config, &text).unwrap();
+        // Missing.
+        let e = load(&config).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(
+            e.message
+                .starts_with("key_file: the shelf key cannot be used"),
+            "{e}"
+        );
+        // Present, mode 0600: accepted; replay never reads it.
+        let k = shelfha_proto::generate_key().unwrap();
+        shelfha_proto::write_key_file(&key, &k).unwrap();
+        load(&config).unwrap();
+        // Readable by others.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = load(&config).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+        assert!(e.message.contains("mode 0644"), "{e}");
+        load_for(&config, Use::Replay).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -231,6 +231,11 @@ pub fn read_password_file(path: &std::path::Path) -> Result<Password, String> {
 
 impl RawEventSource {
     /// Validates the table; errors carry the span of the offending value.
+    /// Line of the `kind` key.
+    pub(super) fn kind_line(&self) -> usize {
+        self.kind.line
+    }
+
     pub(super) fn resolve(self) -> Result<EventSource, SpanError> {
         let kind = self.kind.value;
         let name = match kind {

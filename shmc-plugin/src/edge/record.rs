@@ -15,7 +15,7 @@
 //! |------|--------|
 //! | event | `t_ms`, *`record_id`*, *`timestamp`*, `event` ([`EventFields`]), *`outcome`* |
 //! | decision | `t_ms` (of the causing input), `decision` ([`DecisionFields`]) |
-//! | alert (live only) | `t_ms`, `alert`, `kind`, `slot`?, `incident`?, then per kind: `not_started`, `not_started_unnamed`, `started`, `reported` (guests_not_restarted); `order`, `reason` (order_undelivered); `guest`, `reason`, `detail`, `reporter` (guest_unprotected) |
+//! | alert (every source; replay too) | `t_ms`, `alert`, `kind`, `slot`?, `incident`?, then per kind: `not_started`, `not_started_unnamed`, `started`, `reported` (guests_not_restarted); `order`, `reason` (order_undelivered); `guest`, `reason`, `detail`, `reporter` (guest_unprotected) |
 //! | source (live only) | `t_ms`, `source`: `state` (`up`, `down`, `refused`), `outage_ms` (up) or `reason` (down, refused) |
 //! | stop (live only) | `t_ms`, `stop`: `signal`, `open_decisions` |
 //! | summary (replay only, last) | `summary` ([`Summary`]) |

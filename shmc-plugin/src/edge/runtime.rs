@@ -39,10 +39,10 @@ pub const CC_INVALID_COMMAND: u8 = 0xC1;
 /// How much the records of a run say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detail {
-    /// A capture (`replay`): the fields replay has always printed; alerts
-    /// are counted and logged, not recorded.
+    /// A capture (`replay`): the event and decision fields replay has always
+    /// printed, and alert lines (the same alert records as a live source).
     Capture,
-    /// A live source: incident numbers, causes, outcomes and alerts too.
+    /// A live source: incident numbers, causes and outcomes too.
     Live,
 }
 
@@ -308,9 +308,7 @@ impl Runtime {
                 }
                 Output::Alert(a) => {
                     self.tally.alerts += 1;
-                    if self.detail == Detail::Live {
-                        records.record(&Record::Alert(AlertRecord::of(now.core_ms, &a)))?;
-                    }
+                    records.record(&Record::Alert(AlertRecord::of(now.core_ms, &a)))?;
                 }
             }
         }

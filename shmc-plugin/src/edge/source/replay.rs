@@ -20,6 +20,11 @@
 //!   and `"fru_id"` as numbers (null when unknown);
 //! - per decision: `{"t_ms":..,"decision":{"class":..,"slot":..,"ipmb_address":..,"partner_slot":..,"actions":[..]}}`
 //!   with the time of the causing event;
+//! - per alert the core raises: `{"t_ms":..,"alert":"<text>","kind":"<kind>",...}`, the
+//!   alert record of every source ([`crate::edge::record::AlertRecord`]: `slot`,
+//!   `incident` and the fields of its kind), at the capture's time when it was raised.
+//!   Alert lines only add to the output: the event and decision lines of a
+//!   capture are the same with or without them (`tests/replay.rs` checks it);
 //! - last: `{"summary":{...}}` with `frames` (valid IPMB messages), `bad_frames`,
 //!   `events`, `decisions`, `duplicates`, `unknown_generator`, `bad_events`
 //!   (Platform Events with fewer than 7 data bytes), `responses`,
@@ -32,9 +37,14 @@
 //! replay: requests are only counted, but a fence we would have sent still
 //! makes a later M6/M1 "commanded", and so does a deactivation request the
 //! capture shows the shelf manager (`own_address`) sending to a blade
-//! (Set FRU Activation deactivate or Set Power Level 0 for FRU 0). Probing is off: only the capture's events
-//! count (a capture holds no silence worth judging). Alerts go to the log
-//! (stderr), never to stdout.
+//! (Set FRU Activation deactivate or Set Power Level 0 for FRU 0).
+//!
+//! **Silence is not judged.** A capture has no agents and nobody answers a
+//! probe, so probing is off and no heartbeat is expected: no `blade_lost` by
+//! probe loss, no `host_os` by heartbeat loss, nothing decided on a silence.
+//! Only the capture's events (and the fences and timers they start) count.
+//! Replay says so in its first log line ([`SILENCE_NOTE`], level warn, on
+//! stderr). Alerts are printed as JSON lines on stdout and also logged.
 //!
 //! A fence is confirmed only by a hot-swap M1/M0 observed after it began, as
 //! in the daemon: a later event of the capture, or a response in the capture
@@ -70,6 +80,11 @@ use crate::edge::runtime::{Clocks, Detail, Inbound, Runtime, Silent};
 use crate::engine::EventOutcome;
 use crate::wire::framer::{validate_message, FramerStats};
 use crate::wire::ipmb::FrameError;
+
+/// What replay does with silence: its first log line.
+pub const SILENCE_NOTE: &str = "replay judges no silence: a capture has no agents and no probe \
+answers, so no blade_lost by probe loss and no host_os by heartbeat loss is decided; only the \
+capture's events count";
 
 /// Longest message a line may carry before it is rejected as too long; a
 /// longer line is still read to its end and counted as a bad frame.
@@ -180,6 +195,7 @@ pub fn replay(
     out: impl Write,
 ) -> Result<Summary, ReplayError> {
     cfg.probing = false;
+    log::warn!("{SILENCE_NOTE}");
     let mut rt = Runtime::new(cfg, Detail::Capture).map_err(ReplayError::Config)?;
     let mut out = JsonLines::new(out, false);
     let mut sum = Summary::default();
