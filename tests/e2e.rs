@@ -164,7 +164,8 @@ fn ignored_deactivation_with_dead_agent_starts_nothing_on_b_and_escalates() {
     let mut rig = Rig::start(
         "nofence",
         Options {
-            timing: vec![("fence_step_deadline_ms", 300)],
+            // Short fence steps; requests retried within a step (3 x 100 ms).
+            timing: vec![("fence_step_deadline_ms", 300), ("request_timeout_ms", 100)],
             ..Options::default()
         },
     );
