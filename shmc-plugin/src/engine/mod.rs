@@ -23,6 +23,8 @@
 //! - `guest.rs`, `guest_failover.rs`: guest crash windows, restart or move;
 //! - `predictive.rs`: non-critical holds and `blade_degraded`;
 //! - `probing.rs`: [`Shelf::poll`], probes, heartbeat and probe loss;
+//! - `silence.rs`: the rules of evidence on silence (corroboration, the
+//!   shelf manager's own suspicion, the pair, the watchdog proof);
 //! - `report.rs`, `unprotected.rs`: failover reports, unprotected guests;
 //! - `request.rs`, `dedupe.rs`: IPMB request tracking, duplicate window;
 //! - `state.rs`: [`BladeIdx`], the blade table, [`Counters`];
@@ -122,6 +124,7 @@ mod predictive;
 mod probing;
 mod report;
 pub mod request;
+mod silence;
 mod state;
 mod unprotected;
 
@@ -176,6 +179,8 @@ pub struct Shelf {
     holds: Vec<Hold, MAX_DEGRADED_HOLDS>,
     /// Failover orders awaiting the partner's report (`report.rs`).
     reports: Vec<Report, MAX_FAILOVER_REPORTS>,
+    /// The shelf manager's suspicion of its own channels (`silence.rs`).
+    suspect: silence::Suspect,
     /// What the runtime gets: alerts raised once (`alert.rs`), the output
     /// queue, counters, and the next decision number.
     once: alert::Once,
@@ -202,6 +207,7 @@ impl Shelf {
             unprotected: Unprotected::new(),
             holds: Vec::new(),
             reports: Vec::new(),
+            suspect: silence::Suspect::default(),
             once: alert::Once::default(),
             out: Outbox::new(),
             counters: Counters::default(),
