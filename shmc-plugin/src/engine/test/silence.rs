@@ -531,3 +531,58 @@ fn test_announced_heartbeat_interval_is_checked() {
         assert!(drain(&mut s).is_empty(), "{fits}");
     }
 }
+
+#[test]
+fn test_watchdog_proof_never_while_the_bus_is_suspect() {
+    const C: IpmbAddr = IpmbAddr(0x86);
+    const D: IpmbAddr = IpmbAddr(0x88);
+    let mut c = config(true);
+    for (slot, addr, partner) in [(3, C, 4), (4, D, 3)] {
+        c.blades
+            .push(BladeConfig {
+                slot: Slot(slot),
+                ipmb_address: addr,
+                partner: Slot(partner),
+                hot_swap_sensor: None,
+            })
+            .unwrap();
+    }
+    let mut s = Shelf::new(c).unwrap();
+    // A and its agent go dark at 0; every other IPMC stops answering at 2000.
+    let outs = run(
+        &mut s,
+        0,
+        10_000,
+        |now, a| a != A && now < 2000,
+        |s, now| {
+            if now == 0 {
+                s.on_agent(0, Slot(1), hello(Some(3000), false));
+            }
+        },
+    );
+    assert_eq!(classes(&outs), [(Class::HostOs, Slot(1), 1000)]);
+    assert!(kinds(&outs).contains(&"ipmb_suspect"));
+    assert!(
+        orders(&outs).iter().all(|(_, o)| !is_failover(o)),
+        "no watchdog proof while the bus is suspect"
+    );
+    // The bus answers again: A's clock resumed, capped at half a probe
+    // timeout of silence (9250 ms), proof past 9250 + 3000 + 1000 ms.
+    let outs = run(&mut s, 10_010, 13_250, |_, a| a != A, |_, _| {});
+    assert!(orders(&outs).iter().all(|(_, o)| !is_failover(o)));
+    let outs = run(&mut s, 13_260, 14_000, |_, a| a != A, |_, _| {});
+    let o = orders(&outs);
+    assert!(
+        matches!(
+            o.as_slice(),
+            [(
+                Slot(2),
+                Order::RestartPartnerGuests {
+                    fence: Confirmation::WatchdogExpired,
+                    ..
+                }
+            )]
+        ),
+        "{o:?}"
+    );
+}
