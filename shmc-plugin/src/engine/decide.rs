@@ -58,7 +58,9 @@ impl Shelf {
             registered: b.registered,
             guest_failover: matches!(guest, Some((_, true))),
             partner_available: self.partner_available(idx),
-            live_migration: b.registered && b.evidence.live_migration,
+            live_migration: b.registered
+                && b.evidence.live_migration
+                && self.agent_heard_within(now, idx, self.cfg.timing.heartbeat_timeout_ms),
         };
         let mut list = Vec::new();
         for a in actions(class, &facts) {

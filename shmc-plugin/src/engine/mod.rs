@@ -43,6 +43,8 @@
 //! Fencing/SelfFencing/Evacuating/Migrating --hot-swap M1/M0 observed after the incident's first fence
 //!          request (event, or Get Sensor Reading sent after it), or FenceSelfConfirmed when
 //!          FenceSelf was ordered--> confirmed
+//! Fencing --announced watchdog T, no channel heard the blade for > T + heartbeat timeout,
+//!          no channel suspect--> confirmed (WatchdogExpired)
 //! confirmed --> FailingOver (RestartPartnerGuests to the partner) --partner reports--> Recovered
 //!          (no report within failover_report_timeout_ms: alert naming what was reported)
 //! confirmed after an evacuation --> FailingOver as well: the partner starts
@@ -87,6 +89,12 @@
 //!   the guest (DestroyGuest), confirms, then the partner starts it.
 //! - Probing is skipped for blades with an open incident (fence requests and
 //!   confirmation polls watch them); silence is measured from the first poll.
+//! - Silence decides only under the rules of evidence of `silence.rs`:
+//!   corroborated by the other channel (else the alert-only classes
+//!   `ipmc_lost`, `agent_link_lost`), not while the shelf manager suspects
+//!   its own IPMB or network, never leaving both blades of a pair fenced;
+//!   an announced armed watchdog makes a long silence on every channel a
+//!   fence proof ([`Confirmation::WatchdogExpired`]).
 //!
 //! # Predictive mode (`[predictive] enabled`, off by default)
 //! - A non-critical threshold assertion (offsets 0, 1, 6, 7) opens a hold in

@@ -17,7 +17,8 @@
 //!   decision `ipmc_lost` (alert only, once per silence); a registered agent
 //!   that announced live migration is ordered to migrate its guests to the
 //!   partner ([`Order::Migrate`]: nothing is stopped, the blade is not
-//!   fenced) when the partner can take them. Otherwise `blade_lost`.
+//!   fenced) when the partner can take them and the agent is heard here
+//!   (the order must reach it). Otherwise `blade_lost`.
 //! - Registered agent silent >= `heartbeat_timeout` while its IPMC answers
 //!   in M4: when the partner heard X within `heartbeat_timeout`, decision
 //!   `agent_link_lost` (alert only, once per silence); otherwise `host_os`.
@@ -132,6 +133,14 @@ impl Shelf {
         }
     }
 
+    /// The agent of `idx` sent something within the last `ms`.
+    pub(super) fn agent_heard_within(&self, now: u64, idx: BladeIdx, ms: u64) -> bool {
+        self.blades[idx]
+            .evidence
+            .agent_seen
+            .is_some_and(|h| now.saturating_sub(h) < ms)
+    }
+
     /// The partner of `idx` heard its heartbeat within the heartbeat timeout.
     fn partner_hears(&self, now: u64, idx: BladeIdx) -> bool {
         let t = self.cfg.timing.heartbeat_timeout_ms;
@@ -149,11 +158,7 @@ impl Shelf {
         }
         let hb = self.cfg.timing.heartbeat_timeout_ms;
         let b = self.blades[idx];
-        let agent_alive = b
-            .evidence
-            .agent_seen
-            .is_some_and(|h| now.saturating_sub(h) < hb);
-        if agent_alive || self.partner_hears(now, idx) {
+        if self.agent_heard_within(now, idx, hb) || self.partner_hears(now, idx) {
             if !b.evidence.ipmc_lost {
                 self.blades[idx].evidence.ipmc_lost = true;
                 self.decide(

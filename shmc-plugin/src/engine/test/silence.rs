@@ -217,6 +217,32 @@ fn test_ipmc_lost_live_migrates_without_fence() {
     assert_eq!(s.counters().agent_ignored, ignored);
     assert!(s.blade(Slot(1)).unwrap().incident.is_none());
 
+    // Only its partner hears it: an order would not reach it, alert only.
+    let mut s = Shelf::new(config(true)).unwrap();
+    let outs = run(
+        &mut s,
+        0,
+        3000,
+        |_, a| a == B,
+        |s, now| {
+            if now == 0 {
+                s.on_agent(0, Slot(1), hello(None, true));
+            }
+            if now.is_multiple_of(200) {
+                beat(s, now, 2, Some(30));
+            }
+        },
+    );
+    assert_eq!(
+        classes(&outs),
+        [
+            (Class::AgentLinkLost, Slot(1), 1000),
+            (Class::IpmcLost, Slot(1), 1500)
+        ]
+    );
+    assert_eq!(actions(&decisions(&outs)[1]), ["alert"]);
+    assert!(orders(&outs).is_empty());
+
     // The partner not in M4: alert only.
     let mut s = Shelf::new(config(true)).unwrap();
     s.on_platform_event(0, 1, &hs(B, 1, Some(0)));
