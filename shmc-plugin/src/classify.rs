@@ -64,6 +64,13 @@ pub enum Class {
     /// Predictive mode: the blade warns (non-critical threshold held, or
     /// correctable-ECC logging limit); its guests live-migrate, it is not fenced.
     BladeDegraded,
+    /// The IPMC is silent while the blade's agent is heard (at the shelf
+    /// manager or by its partner): the blade is in service but cannot be
+    /// managed over IPMB (alert only; its guests may live-migrate away).
+    IpmcLost,
+    /// The agent is not heard at the shelf manager while its IPMC answers
+    /// in M4 and its partner still hears it: a network fault (alert only).
+    AgentLinkLost,
 }
 
 impl Class {
@@ -79,6 +86,8 @@ impl Class {
             Self::IpmbLinkDegraded => "ipmb_link_degraded",
             Self::IpmbLinkLost => "ipmb_link_lost",
             Self::BladeDegraded => "blade_degraded",
+            Self::IpmcLost => "ipmc_lost",
+            Self::AgentLinkLost => "agent_link_lost",
         }
     }
 
@@ -87,7 +96,11 @@ impl Class {
     pub const fn opens_incident(self) -> bool {
         !matches!(
             self,
-            Self::Guest | Self::IpmbLinkDegraded | Self::IpmbLinkLost
+            Self::Guest
+                | Self::IpmbLinkDegraded
+                | Self::IpmbLinkLost
+                | Self::IpmcLost
+                | Self::AgentLinkLost
         )
     }
 

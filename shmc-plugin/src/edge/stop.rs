@@ -136,6 +136,7 @@ fn proof_name(c: Option<Confirmation>) -> &'static str {
         Some(Confirmation::HotSwapM0) => "M0",
         Some(Confirmation::SelfFenced) => "self-fence",
         Some(Confirmation::GuestDestroyed) => "guest destroyed",
+        Some(Confirmation::WatchdogExpired) => "watchdog expired",
         None => "confirmed",
     }
 }

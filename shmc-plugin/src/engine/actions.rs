@@ -17,6 +17,9 @@ pub(super) enum When {
     GuestFailover,
     /// The partner has no open incident and is in M4 (or not seen yet).
     PartnerAvailable,
+    /// The blade's registered agent live-migrates to its partner, and the
+    /// partner is available.
+    LiveMigration,
 }
 
 /// Facts about the blade a row's condition reads.
@@ -28,6 +31,8 @@ pub(super) struct Facts {
     pub guest_failover: bool,
     /// The partner can take the blade's guests now.
     pub partner_available: bool,
+    /// The blade's registered agent announced live migration to its partner.
+    pub live_migration: bool,
 }
 
 impl When {
@@ -37,6 +42,7 @@ impl When {
             Self::AgentRegistered => f.registered,
             Self::GuestFailover => f.guest_failover,
             Self::PartnerAvailable => f.partner_available,
+            Self::LiveMigration => f.live_migration && f.partner_available,
         }
     }
 }
@@ -92,6 +98,9 @@ pub(super) const ACTIONS: &[Row] = &[
     row(Class::IpmbLinkLost, Always, &[Alert]),
     row(Class::BladeDegraded, PartnerAvailable, &[Evacuate, Alert]),
     row(Class::BladeDegraded, Always, &[Alert]),
+    row(Class::IpmcLost, LiveMigration, &[Evacuate, Alert]),
+    row(Class::IpmcLost, Always, &[Alert]),
+    row(Class::AgentLinkLost, Always, &[Alert]),
 ];
 
 /// The actions of a decision of `class` for a blade with `facts`.
@@ -106,7 +115,7 @@ pub(super) fn actions(class: Class, facts: &Facts) -> &'static [Action] {
 mod tests {
     use super::*;
 
-    const CLASSES: [Class; 9] = [
+    const CLASSES: [Class; 11] = [
         Class::BladeLost,
         Class::BladeExtraction,
         Class::BladeHardware,
@@ -116,6 +125,8 @@ mod tests {
         Class::IpmbLinkDegraded,
         Class::IpmbLinkLost,
         Class::BladeDegraded,
+        Class::IpmcLost,
+        Class::AgentLinkLost,
     ];
 
     #[test]
@@ -139,11 +150,13 @@ mod tests {
             registered: false,
             guest_failover: false,
             partner_available: false,
+            live_migration: false,
         };
         let all = Facts {
             registered: true,
             guest_failover: true,
             partner_available: true,
+            live_migration: true,
         };
         assert_eq!(
             actions(Class::HostOs, &none),
@@ -157,5 +170,13 @@ mod tests {
         assert_eq!(actions(Class::Guest, &all), [FenceGuest, FailoverGuest]);
         assert_eq!(actions(Class::BladeDegraded, &none), [Alert]);
         assert_eq!(actions(Class::BladeDegraded, &all), [Evacuate, Alert]);
+        assert_eq!(actions(Class::IpmcLost, &none), [Alert]);
+        assert_eq!(actions(Class::IpmcLost, &all), [Evacuate, Alert]);
+        let no_partner = Facts {
+            partner_available: false,
+            ..all
+        };
+        assert_eq!(actions(Class::IpmcLost, &no_partner), [Alert]);
+        assert_eq!(actions(Class::AgentLinkLost, &all), [Alert]);
     }
 }

@@ -9,11 +9,23 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentInput {
     /// The agent registered (start-up or re-registration).
-    Hello,
+    Hello {
+        /// The agent's heartbeat interval (0: not announced).
+        heartbeat_interval_ms: u32,
+        /// The agent armed the blade's hardware watchdog with this timeout
+        /// (`None`: not announced, no watchdog proof for this blade).
+        watchdog_ms: Option<u32>,
+        /// The agent live-migrates its guests to its partner (the partner's
+        /// libvirt URI is configured).
+        live_migration: bool,
+    },
     /// Periodic heartbeat; whether the hypervisor (libvirtd) is healthy.
     Heartbeat {
         /// Hypervisor healthy.
         hypervisor_ok: bool,
+        /// How long ago this agent last heard its partner's heartbeat
+        /// (`None`: not reported, no corroboration for the partner).
+        partner_heard_ago_ms: Option<u32>,
     },
     /// The hypervisor is down (grace period starts).
     HypervisorDown,
@@ -88,17 +100,41 @@ impl Shelf {
             warn!("agent input for unconfigured slot {slot} ignored");
             return;
         };
+        if !matches!(input, AgentInput::OrderUndelivered { .. }) {
+            // Fed by the agent itself: the blade's host runs.
+            self.agent_heard(now, idx);
+        }
         match input {
-            AgentInput::Hello => {
+            AgentInput::Hello {
+                heartbeat_interval_ms,
+                watchdog_ms,
+                live_migration,
+            } => {
                 let b = &mut self.blades[idx];
+                let again =
+                    b.registered && b.evidence.heartbeat_interval_ms == heartbeat_interval_ms;
                 b.registered = true;
                 b.last_heartbeat = now;
                 b.hypervisor_down_since = None;
+                b.evidence.heartbeat_interval_ms = heartbeat_interval_ms;
+                b.evidence.watchdog_ms = watchdog_ms;
+                b.evidence.live_migration = live_migration;
                 info!("slot {slot}: agent registered");
+                if !again {
+                    self.check_heartbeat_timing(idx);
+                }
                 self.unprotected.forget_owner(slot);
                 self.maybe_close_hypervisor(idx);
             }
-            AgentInput::Heartbeat { hypervisor_ok } => {
+            AgentInput::Heartbeat {
+                hypervisor_ok,
+                partner_heard_ago_ms,
+            } => {
+                // What it heard of its partner counts even when this
+                // heartbeat does not (evidence of the partner being alive).
+                if let Some(ago) = partner_heard_ago_ms {
+                    self.partner_report(now, idx, ago);
+                }
                 let b = &mut self.blades[idx];
                 if !b.registered {
                     if b.incident.is_some() {

@@ -5,6 +5,7 @@ use core::fmt;
 use heapless::Vec;
 use shelfha_proto::UnprotectedReason;
 
+use crate::classify::Class;
 use crate::wire::addr::{IpmbAddr, Slot};
 
 use super::output::{
@@ -119,6 +120,53 @@ pub enum Alert {
         /// Detail (e.g. the offending disk path), may be empty.
         text: ReportText,
     },
+    /// The blade's IPMC is silent while its agent is heard: it stays in
+    /// service, nothing is fenced (decision `ipmc_lost`).
+    IpmcLost {
+        /// The blade.
+        slot: Slot,
+        /// Its agent was ordered to live-migrate its guests to the partner.
+        migrating: bool,
+    },
+    /// The blade's agent is not heard by the shelf manager while its IPMC
+    /// answers in M4 and its partner hears it: not fenced (decision
+    /// `agent_link_lost`).
+    AgentLinkLost {
+        /// The blade.
+        slot: Slot,
+    },
+    /// Several IPMCs went silent together: the shelf manager suspects its
+    /// own IPMB and decides nothing on IPMC silence until one answers.
+    IpmbSuspect {
+        /// IPMCs silent when it was raised.
+        silent: u8,
+    },
+    /// Several agents went silent together: the shelf manager suspects its
+    /// own network and decides nothing on agent silence until one is heard.
+    NetworkSuspect {
+        /// Agents silent when it was raised.
+        silent: u8,
+    },
+    /// A fence on silence was not started: the blade's partner has an open
+    /// incident, and a silence never leaves both blades of a pair fenced.
+    FenceWithheld {
+        /// The silent blade.
+        slot: Slot,
+        /// Its partner.
+        partner: Slot,
+        /// The decision that was withheld.
+        class: Class,
+    },
+    /// An agent announced a heartbeat interval that the heartbeat timeout
+    /// does not cover three times.
+    HeartbeatTiming {
+        /// The agent's blade.
+        slot: Slot,
+        /// Its announced interval.
+        interval_ms: u32,
+        /// The configured heartbeat timeout.
+        timeout_ms: u64,
+    },
 }
 
 impl Alert {
@@ -136,6 +184,12 @@ impl Alert {
             Self::BladeDegraded { .. } => "blade_degraded",
             Self::OrderUndelivered { .. } => "order_undelivered",
             Self::GuestUnprotected { .. } => "guest_unprotected",
+            Self::IpmcLost { .. } => "ipmc_lost",
+            Self::AgentLinkLost { .. } => "agent_link_lost",
+            Self::IpmbSuspect { .. } => "ipmb_suspect",
+            Self::NetworkSuspect { .. } => "network_suspect",
+            Self::FenceWithheld { .. } => "fence_withheld",
+            Self::HeartbeatTiming { .. } => "heartbeat_timing",
         }
     }
 
@@ -149,9 +203,16 @@ impl Alert {
             | Self::PartnerUnavailable { slot, .. }
             | Self::GuestsNotRestarted { slot, .. }
             | Self::BladeDegraded { slot, .. }
-            | Self::OrderUndelivered { slot, .. } => Some(*slot),
+            | Self::OrderUndelivered { slot, .. }
+            | Self::IpmcLost { slot, .. }
+            | Self::AgentLinkLost { slot }
+            | Self::FenceWithheld { slot, .. }
+            | Self::HeartbeatTiming { slot, .. } => Some(*slot),
             Self::GuestUnprotected { owner_slot, .. } => Some(*owner_slot),
-            Self::UnknownGenerator { .. } | Self::TableFull { .. } => None,
+            Self::UnknownGenerator { .. }
+            | Self::TableFull { .. }
+            | Self::IpmbSuspect { .. }
+            | Self::NetworkSuspect { .. } => None,
         }
     }
 
@@ -298,6 +359,43 @@ impl fmt::Display for Alert {
                     ", reported by slot {reporter}); its partner cannot start it after a failure"
                 )
             }
+            Self::IpmcLost { slot, migrating } => write!(
+                f,
+                "slot {slot}: IPMC silent while its agent is heard; the blade stays in service, not fenced{}",
+                if *migrating {
+                    "; its guests are live-migrating to the partner"
+                } else {
+                    ""
+                }
+            ),
+            Self::AgentLinkLost { slot } => write!(
+                f,
+                "slot {slot}: agent not heard here while its IPMC answers in M4 and its partner hears it; not fenced"
+            ),
+            Self::IpmbSuspect { silent } => write!(
+                f,
+                "{silent} IPMCs went silent together: suspecting this shelf manager's IPMB; no decision on IPMC silence until one answers"
+            ),
+            Self::NetworkSuspect { silent } => write!(
+                f,
+                "{silent} agents went silent together: suspecting this shelf manager's network; no decision on agent silence until one is heard"
+            ),
+            Self::FenceWithheld {
+                slot,
+                partner,
+                class,
+            } => write!(
+                f,
+                "slot {slot}: {class} on silence not decided: its partner slot {partner} has an open incident, and a silence never fences both of a pair; operator action needed"
+            ),
+            Self::HeartbeatTiming {
+                slot,
+                interval_ms,
+                timeout_ms,
+            } => write!(
+                f,
+                "slot {slot}: agent heartbeat interval {interval_ms} ms is not covered three times by heartbeat_timeout_ms = {timeout_ms}"
+            ),
         }
     }
 }

@@ -58,6 +58,9 @@ impl Shelf {
             registered: b.registered,
             guest_failover: matches!(guest, Some((_, true))),
             partner_available: self.partner_available(idx),
+            live_migration: b.registered
+                && b.evidence.live_migration
+                && self.agent_heard_within(now, idx, self.cfg.timing.heartbeat_timeout_ms),
         };
         let mut list = Vec::new();
         for a in actions(class, &facts) {
@@ -85,6 +88,9 @@ impl Shelf {
             });
         } else if let Some((name, failover)) = guest {
             self.order_guest(now, idx, id, name, failover);
+        } else if !class.opens_incident() {
+            let migrate = actions(class, &facts).contains(&Action::Evacuate);
+            self.silence_alert(idx, id, class, migrate);
         } else {
             self.open_incident(now, idx, id, class, facts.partner_available);
         }
@@ -229,10 +235,38 @@ impl Shelf {
         }
     }
 
+    /// An alert-only decision on silence (`ipmc_lost`, `agent_link_lost`);
+    /// `migrate`: the blade's agent moves its guests to the partner by live
+    /// migration, nothing stopped, the blade not fenced.
+    fn silence_alert(&mut self, idx: BladeIdx, id: u32, class: Class, migrate: bool) {
+        let (slot, partner) = (self.blades[idx].cfg.slot, self.blades[idx].partner());
+        if class == Class::AgentLinkLost {
+            self.alert(Alert::AgentLinkLost { slot });
+            return;
+        }
+        if migrate {
+            self.blades[idx].evidence.migration = Some(id);
+            info!("slot {slot}: live-migrating its guests to slot {partner}; the blade stays in service");
+            self.out.push(Output::Order {
+                slot,
+                order: Order::Migrate {
+                    to_slot: partner,
+                    incident: id,
+                },
+            });
+        }
+        self.alert(Alert::IpmcLost {
+            slot,
+            migrating: migrate,
+        });
+    }
+
     pub(super) fn close_on_m4(&mut self, idx: BladeIdx) {
         let b = &mut self.blades[idx];
         b.commanded = false;
         b.fence_began = None;
+        // Back in M4: its agent registers (and announces its watchdog) again.
+        b.evidence.watchdog_ms = None;
         let Some(inc) = b.incident.take() else { return };
         if inc.state.is_confirmed() || inc.class == Class::BladeExtraction {
             info!(

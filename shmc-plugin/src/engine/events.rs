@@ -46,8 +46,8 @@ impl Shelf {
             }
             return EventOutcome::UnknownGenerator;
         };
+        self.ipmc_heard(now, idx);
         let blade = &mut self.blades[idx];
-        blade.last_heard = Some(now);
         let hs = ev.hot_swap().filter(|h| h.fru_id == 0 && ev.assertion);
         if hs.is_some() && blade.cfg.hot_swap_sensor.is_none() {
             blade.hot_swap_sensor = ev.sensor_number;
@@ -120,7 +120,7 @@ impl Shelf {
         self.input += 1;
         self.counters.responses += 1;
         match self.index_of_address(from) {
-            Some(idx) => self.blades[idx].last_heard = Some(now),
+            Some(idx) => self.ipmc_heard(now, idx),
             None => self.counters.responses_unknown += 1,
         }
         let Some(p) = self.requests.on_response(from, rq_seq, rsp.net_fn, rsp.cmd) else {

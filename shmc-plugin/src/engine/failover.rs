@@ -42,6 +42,11 @@ impl Shelf {
             self.counters.agent_ignored += 1;
             return;
         };
+        if reporter == idx && self.blades[idx].evidence.migration == Some(incident) {
+            self.blades[idx].evidence.migration = None;
+            info!("slot {failed_slot}: migration of decision #{incident} reported; the blade stays in service");
+            return;
+        }
         // A failover is reported by the partner; an evacuation by the
         // evacuating blade itself (it migrates its guests) or its partner.
         let evacuating = matches!(

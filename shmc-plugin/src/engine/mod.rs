@@ -23,6 +23,8 @@
 //! - `guest.rs`, `guest_failover.rs`: guest crash windows, restart or move;
 //! - `predictive.rs`: non-critical holds and `blade_degraded`;
 //! - `probing.rs`: [`Shelf::poll`], probes, heartbeat and probe loss;
+//! - `silence.rs`: the rules of evidence on silence (corroboration, the
+//!   shelf manager's own suspicion, the pair, the watchdog proof);
 //! - `report.rs`, `unprotected.rs`: failover reports, unprotected guests;
 //! - `request.rs`, `dedupe.rs`: IPMB request tracking, duplicate window;
 //! - `state.rs`: [`BladeIdx`], the blade table, [`Counters`];
@@ -41,6 +43,8 @@
 //! Fencing/SelfFencing/Evacuating/Migrating --hot-swap M1/M0 observed after the incident's first fence
 //!          request (event, or Get Sensor Reading sent after it), or FenceSelfConfirmed when
 //!          FenceSelf was ordered--> confirmed
+//! Fencing --announced watchdog T, no channel heard the blade for > T + heartbeat timeout,
+//!          no channel suspect--> confirmed (WatchdogExpired)
 //! confirmed --> FailingOver (RestartPartnerGuests to the partner) --partner reports--> Recovered
 //!          (no report within failover_report_timeout_ms: alert naming what was reported)
 //! confirmed after an evacuation --> FailingOver as well: the partner starts
@@ -85,6 +89,12 @@
 //!   the guest (DestroyGuest), confirms, then the partner starts it.
 //! - Probing is skipped for blades with an open incident (fence requests and
 //!   confirmation polls watch them); silence is measured from the first poll.
+//! - Silence decides only under the rules of evidence of `silence.rs`:
+//!   corroborated by the other channel (else the alert-only classes
+//!   `ipmc_lost`, `agent_link_lost`), not while the shelf manager suspects
+//!   its own IPMB or network, never leaving both blades of a pair fenced;
+//!   an announced armed watchdog makes a long silence on every channel a
+//!   fence proof ([`Confirmation::WatchdogExpired`]).
 //!
 //! # Predictive mode (`[predictive] enabled`, off by default)
 //! - A non-critical threshold assertion (offsets 0, 1, 6, 7) opens a hold in
@@ -122,6 +132,7 @@ mod predictive;
 mod probing;
 mod report;
 pub mod request;
+mod silence;
 mod state;
 mod unprotected;
 
@@ -176,6 +187,8 @@ pub struct Shelf {
     holds: Vec<Hold, MAX_DEGRADED_HOLDS>,
     /// Failover orders awaiting the partner's report (`report.rs`).
     reports: Vec<Report, MAX_FAILOVER_REPORTS>,
+    /// The shelf manager's suspicion of its own channels (`silence.rs`).
+    suspect: silence::Suspect,
     /// What the runtime gets: alerts raised once (`alert.rs`), the output
     /// queue, counters, and the next decision number.
     once: alert::Once,
@@ -202,6 +215,7 @@ impl Shelf {
             unprotected: Unprotected::new(),
             holds: Vec::new(),
             reports: Vec::new(),
+            suspect: silence::Suspect::default(),
             once: alert::Once::default(),
             out: Outbox::new(),
             counters: Counters::default(),

@@ -419,6 +419,10 @@ pub enum Confirmation {
     SelfFenced,
     /// The guest's blade confirmed the guest destroyed (per-guest failover).
     GuestDestroyed,
+    /// The blade's agent announced a hardware watchdog armed with timeout T,
+    /// and no channel heard the blade for longer than T and a heartbeat
+    /// timeout (see `silence.rs`): the watchdog has reset it.
+    WatchdogExpired,
 }
 
 /// One thing the runtime must do.

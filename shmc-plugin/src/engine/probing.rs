@@ -22,6 +22,13 @@ impl Shelf {
                     rounds,
                     ..
                 }) => {
+                    self.watchdog_proof(now, idx);
+                    if !matches!(
+                        self.blades[idx].incident.map(|i| i.state),
+                        Some(IncidentState::Fencing { .. })
+                    ) {
+                        continue;
+                    }
                     if now >= deadline {
                         self.next_fence_step(now, idx, step, rounds);
                     }
@@ -74,21 +81,18 @@ impl Shelf {
     }
 
     /// Timers of a blade without an open incident: probe loss, heartbeat
-    /// loss, hypervisor grace, and the next probe.
+    /// loss (both under the rules of `silence.rs`), hypervisor grace, and
+    /// the next probe.
     pub(super) fn watch(&mut self, now: u64, idx: BladeIdx) {
         let t = self.cfg.timing;
         let b = self.blades[idx];
         let silent = b.last_heard.map(|h| now.saturating_sub(h));
         if self.cfg.probing {
             if let Some(silent_ms) = silent.filter(|&s| s >= t.probe_timeout_ms) {
-                self.decide(
-                    now,
-                    idx,
-                    Class::BladeLost,
-                    Cause::ProbeLoss { silent_ms },
-                    None,
-                );
-                return;
+                self.ipmc_silent(now, idx, silent_ms);
+                if self.blades[idx].incident.is_some() {
+                    return;
+                }
             }
         }
         let ipmc_alive = !self.cfg.probing || silent.is_some_and(|s| s < t.probe_timeout_ms);
@@ -96,14 +100,10 @@ impl Shelf {
         if b.registered && ipmc_alive && in_m4 {
             let silent_ms = now.saturating_sub(b.last_heartbeat);
             if silent_ms >= t.heartbeat_timeout_ms {
-                self.decide(
-                    now,
-                    idx,
-                    Class::HostOs,
-                    Cause::HeartbeatLoss { silent_ms },
-                    None,
-                );
-                return;
+                self.agent_silent(now, idx, silent_ms);
+                if self.blades[idx].incident.is_some() {
+                    return;
+                }
             }
         }
         self.check_hypervisor(now, idx);

@@ -110,6 +110,37 @@ pub(super) struct Blade {
     /// When the open incident's first fence request was queued: only hot-swap
     /// states observed after it confirm the fence.
     pub(super) fence_began: Option<Began>,
+    /// The rules of evidence on silence (`silence.rs`).
+    pub(super) evidence: Evidence,
+}
+
+/// What one blade's agent announced, and what each channel last heard of
+/// the blade, beyond the IPMC's `last_heard` and the agent's `last_heartbeat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Evidence {
+    /// Last input from the blade's own agent (any message it sent).
+    pub(super) agent_seen: Option<u64>,
+    /// When the partner's agent last heard this blade's heartbeat, as the
+    /// partner reported it (time of its report minus the age it gave).
+    pub(super) partner_heard: Option<u64>,
+    /// Announced in the agent's registration: heartbeat interval (0: unknown).
+    pub(super) heartbeat_interval_ms: u32,
+    /// Announced in the agent's registration: an armed hardware watchdog
+    /// with this timeout. Kept through a fence, forgotten when the blade is
+    /// back in M4 (its agent registers again).
+    pub(super) watchdog_ms: Option<u32>,
+    /// Announced in the agent's registration: it live-migrates its guests to
+    /// its partner.
+    pub(super) live_migration: bool,
+    /// `ipmc_lost` was raised in the current IPMC silence.
+    pub(super) ipmc_lost: bool,
+    /// `agent_link_lost` was raised in the current agent silence.
+    pub(super) agent_link_lost: bool,
+    /// A silence-based fence (of this class) was withheld by the rule of the
+    /// pair in this silence.
+    pub(super) withheld: Option<Class>,
+    /// The `ipmc_lost` migration ordered (its decision), until reported.
+    pub(super) migration: Option<u32>,
 }
 
 impl Blade {
@@ -128,6 +159,7 @@ impl Blade {
             next_probe: 0,
             next_confirm_poll: 0,
             fence_began: None,
+            evidence: Evidence::default(),
         }
     }
 

@@ -28,8 +28,8 @@ use std::path::Path;
 
 use log::{error, info, warn};
 use shelfha_proto::{
-    load_key, Endpoint, EndpointConfig, Event, FenceProof, Health, Message, NodeId, Outcome,
-    SeqSeed,
+    load_key, Capabilities, Endpoint, EndpointConfig, Event, FenceProof, Health, Message, NodeId,
+    Outcome, SeqSeed,
 };
 
 use super::AgentLink;
@@ -149,12 +149,18 @@ const fn wire_slot(slot: Slot) -> u8 {
     slot.get()
 }
 
+/// The wire code a watchdog proof is sent with (the next free [`FenceProof`] code).
+const WATCHDOG_EXPIRED: u8 = 7;
+
 fn proof(c: Confirmation) -> FenceProof {
     match c {
         Confirmation::HotSwapM1 => FenceProof::HotSwapM1,
         Confirmation::HotSwapM0 => FenceProof::HotSwapM0,
         Confirmation::SelfFenced => FenceProof::SelfFenced,
         Confirmation::GuestDestroyed => FenceProof::GuestDestroyed,
+        // No protocol code yet: agents refuse an order quoting an unknown
+        // proof, so no guest starts on it until the protocol names it.
+        Confirmation::WatchdogExpired => FenceProof::Unknown(WATCHDOG_EXPIRED),
     }
 }
 
@@ -215,13 +221,25 @@ pub fn order_message(order: &Order, base: u32) -> Message {
 pub fn agent_input(slot: Slot, message: Message, base: u32) -> Option<AgentInput> {
     let core = |incident: u32| incident.wrapping_sub(base);
     Some(match message {
-        Message::Hello { slot: s, .. } if Slot(s) == slot => AgentInput::Hello,
+        // The protocol does not carry the heartbeat interval nor the
+        // watchdog yet: not announced (no watchdog proof, no timing check).
+        Message::Hello {
+            slot: s,
+            capabilities,
+            ..
+        } if Slot(s) == slot => AgentInput::Hello {
+            heartbeat_interval_ms: 0,
+            watchdog_ms: None,
+            live_migration: capabilities.contains(Capabilities::EVACUATE),
+        },
         Message::Hello { slot: s, .. } => {
             warn!("agent of slot {slot} says it is slot {s}: ignored");
             return None;
         }
+        // Nor how long ago the agent heard its partner: no corroboration.
         Message::Heartbeat { health, .. } => AgentInput::Heartbeat {
             hypervisor_ok: health != Health::Down,
+            partner_heard_ago_ms: None,
         },
         Message::GuestCrashed { name } => AgentInput::GuestCrashed { name },
         Message::HypervisorDown => AgentInput::HypervisorDown,

@@ -66,8 +66,8 @@ fn test_heartbeat_loss_while_m4_is_host_os() {
     let mut s = Shelf::new(config(true)).unwrap();
     let found = run_answering(&mut s, 3000, |s, now| {
         if now == 0 {
-            s.on_agent(0, Slot(1), AgentInput::Hello);
-            s.on_agent(0, Slot(2), AgentInput::Hello);
+            s.on_agent(0, Slot(1), HELLO);
+            s.on_agent(0, Slot(2), HELLO);
         }
         // Slot 2 keeps beating; slot 1 stops after 200 ms.
         if now % 200 == 0 {
@@ -76,6 +76,7 @@ fn test_heartbeat_loss_while_m4_is_host_os() {
                 Slot(2),
                 AgentInput::Heartbeat {
                     hypervisor_ok: true,
+                    partner_heard_ago_ms: None,
                 },
             );
             if now <= 200 {
@@ -84,6 +85,7 @@ fn test_heartbeat_loss_while_m4_is_host_os() {
                     Slot(1),
                     AgentInput::Heartbeat {
                         hypervisor_ok: true,
+                        partner_heard_ago_ms: None,
                     },
                 );
             }
@@ -107,7 +109,7 @@ fn test_heartbeat_loss_needs_m4_and_registration() {
         if now == 0 {
             s.on_platform_event(0, 1, &hs(A, 1, Some(0x16)));
             let _ = drain(s);
-            s.on_agent(0, Slot(1), AgentInput::Hello);
+            s.on_agent(0, Slot(1), HELLO);
         }
     });
     // The M6 -> M1 event alone decides nothing; the silence neither.
@@ -120,7 +122,7 @@ fn test_heartbeat_loss_needs_m4_and_registration() {
 #[test]
 fn test_hypervisor_grace_then_self_fence() {
     let mut s = shelf();
-    s.on_agent(0, Slot(1), AgentInput::Hello);
+    s.on_agent(0, Slot(1), HELLO);
     s.on_agent(100, Slot(1), AgentInput::HypervisorDown);
     s.poll(599);
     s.on_agent(599, Slot(1), AgentInput::HypervisorUp);
@@ -134,6 +136,7 @@ fn test_hypervisor_grace_then_self_fence() {
         Slot(1),
         AgentInput::Heartbeat {
             hypervisor_ok: false,
+            partner_heard_ago_ms: None,
         },
     );
     s.poll(1499);
@@ -193,6 +196,7 @@ fn test_hypervisor_grace_then_self_fence() {
         Slot(1),
         AgentInput::Heartbeat {
             hypervisor_ok: true,
+            partner_heard_ago_ms: None,
         },
     );
     assert!(s.blade(Slot(1)).unwrap().incident.is_none());
@@ -201,7 +205,7 @@ fn test_hypervisor_grace_then_self_fence() {
 #[test]
 fn test_hypervisor_self_fence_timeout_adds_ipmb_fence() {
     let mut s = shelf();
-    s.on_agent(0, Slot(1), AgentInput::Hello);
+    s.on_agent(0, Slot(1), HELLO);
     s.on_agent(0, Slot(1), AgentInput::HypervisorDown);
     s.poll(500);
     let _ = drain(&mut s);
@@ -231,7 +235,7 @@ fn test_fence_self_confirmation_does_not_confirm_a_hardware_fence() {
 #[test]
 fn test_registered_agent_self_fences_in_parallel_with_ipmb_fence() {
     let mut s = shelf();
-    s.on_agent(0, Slot(1), AgentInput::Hello);
+    s.on_agent(0, Slot(1), HELLO);
     s.on_platform_event(10, 1, &critical_temp(A));
     let outs = drain(&mut s);
     let d = decisions(&outs);

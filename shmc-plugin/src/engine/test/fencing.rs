@@ -225,7 +225,7 @@ fn test_hypervisor_fence_on_a_blade_last_seen_inactive_needs_a_reading() {
         &[0, 0, 0],
     );
     s.on_platform_event(0, 1, &hs(A, 1, Some(6)));
-    s.on_agent(10, Slot(1), AgentInput::Hello);
+    s.on_agent(10, Slot(1), HELLO);
     s.on_agent(10, Slot(1), AgentInput::HypervisorDown);
     s.poll(600);
     let d = decisions(&drain(&mut s));

@@ -53,8 +53,16 @@ mod guests;
 mod predictive;
 mod reports;
 mod safety;
+mod silence;
 
 const A: IpmbAddr = IpmbAddr(0x82);
+
+/// A registration announcing nothing (no interval, no watchdog, no migration).
+const HELLO: AgentInput = AgentInput::Hello {
+    heartbeat_interval_ms: 0,
+    watchdog_ms: None,
+    live_migration: false,
+};
 
 const B: IpmbAddr = IpmbAddr(0x84);
 
@@ -265,7 +273,7 @@ fn run_answering(
 
 /// A blade failed over on its agent's self-fence; returns its decision.
 fn failed_over(s: &mut Shelf, now: u64) -> u32 {
-    s.on_agent(now, Slot(1), AgentInput::Hello);
+    s.on_agent(now, Slot(1), HELLO);
     s.on_platform_event(now, 1, &critical_temp(A));
     let d = decisions(&drain(s)).remove(0);
     s.on_agent(

@@ -5,7 +5,7 @@ use super::*;
 #[test]
 fn test_guests_not_restarted_raise_an_alert() {
     let mut s = shelf();
-    s.on_agent(0, Slot(1), AgentInput::Hello);
+    s.on_agent(0, Slot(1), HELLO);
     s.on_platform_event(10, 1, &critical_temp(A));
     let d = decisions(&drain(&mut s)).remove(0);
     s.on_agent(
@@ -321,7 +321,7 @@ fn test_guest_unprotected_alerted_once_per_guest_and_reason() {
     assert_eq!(s3.counters().agent_ignored, 2);
     assert_eq!(s3.counters().unprotected_reports, 2);
     // The owner's agent registering again re-arms its guests.
-    s.on_agent(10, Slot(1), AgentInput::Hello);
+    s.on_agent(10, Slot(1), HELLO);
     unprotected(&mut s, Slot(1), Slot(1), "db", UnprotectedReason::DiskPath);
     assert_eq!(alerts(&drain(&mut s)).len(), 1);
 }
