@@ -41,6 +41,19 @@ pub enum DemoError {
         /// How long the demo waited.
         limit: Duration,
     },
+    /// A blade whose IPMC alone went silent was not kept in service with its guests.
+    #[error(
+        "failure {failure}: slot {slot} (IPMC silent, host alive) not kept in service with its guests within {}s",
+        limit.as_secs()
+    )]
+    NotKeptInService {
+        /// Number of the failure (1, 2, ...).
+        failure: usize,
+        /// The blade.
+        slot: Slot,
+        /// How long the demo waited.
+        limit: Duration,
+    },
     /// The timeline could not be written.
     #[error("timeline")]
     Timeline(#[from] std::io::Error),

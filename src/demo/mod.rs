@@ -251,11 +251,46 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
             .narrator
             .say(&format!("injected: {}", scenario.describe()));
         let expect: Vec<String> = before.clone();
+        if scenario == Scenario::IpmcSilent {
+            // Its host and agent still run and still heartbeat: the IPMC's silence is not
+            // corroborated, so the blade stays in service (alert `ipmc_lost`, nothing restarted).
+            let tl2 = tl.clone();
+            let done = sim.step_until(opts.timeout, |blades, _| {
+                tl2.alerts.borrow().iter().any(|k| k == "ipmc_lost")
+                    && running(&blades[victim].hv) == expect
+                    && !expect
+                        .iter()
+                        .any(|g| running(&blades[partner].hv).contains(g))
+            })?;
+            if !done {
+                return Err(DemoError::NotKeptInService {
+                    failure: n + 1,
+                    slot: v_slot,
+                    limit: opts.timeout,
+                });
+            }
+            println!(
+                "  no downtime: slot {v_slot} stays in service and still runs {:?}; slot {p_slot} runs {:?}",
+                running(&sim.link.blades[victim].hv),
+                running(&sim.link.blades[partner].hv)
+            );
+            sim.link.narrator.timeline = None;
+            // Repair: the IPMC is replaced or reset and answers again; nothing else changed.
+            if let Some(i) = sim.backplane.ipmc(IPMC[victim]) {
+                i.recover(clock.now());
+            }
+            sim.step_until(Duration::from_millis(600), |_, _| false)?;
+            println!(
+                "  repaired: slot {v_slot}'s IPMC answers again ({:?})",
+                sim.backplane.ipmc(IPMC[victim]).map(|i| i.state())
+            );
+            continue;
+        }
         let done = sim.step_until(opts.timeout, |blades, shelf| {
             // Done when every guest runs on the partner and, where the failure
-            // fences over IPMB, the ShMC has seen the blade reach M1/M0 (a silent
-            // IPMC reports nothing: its agent's self-fence is the fence).
-            let fenced = matches!(scenario, Scenario::Hypervisor | Scenario::IpmcSilent)
+            // fences over IPMB, the ShMC has seen the blade reach M1/M0 (a hypervisor
+            // failure is fenced by its agent's self-fence).
+            let fenced = scenario == Scenario::Hypervisor
                 || matches!(
                     shelf.blade(v_slot).and_then(|b| b.m_state),
                     Some(MState::M1 | MState::M0)
@@ -290,12 +325,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> Result<(), DemoError> {
         // Repair: the blade comes back (activated, agent registered) and the pair is healthy again.
         let now = clock.now();
         if let Some(i) = sim.backplane.ipmc(IPMC[victim]) {
-            if scenario == Scenario::IpmcSilent {
-                // Its IPMC never left M4 for the ShMC: the repair cycles the blade's FRU.
-                i.cycle(now);
-            } else {
-                i.recover(now);
-            }
+            i.recover(now);
         }
         // A repaired blade boots with a fresh agent: new state directory, no fence latched.
         let fresh = open_blade(v_slot, p_slot, &root.join(format!("repair{n}")), &protected)?;

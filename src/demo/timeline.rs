@@ -42,6 +42,8 @@ pub(super) struct Timeline {
     pub t0_us: u128,
     /// When each guest of the failed blade was started on the partner (clock micros).
     pub starts: RefCell<Vec<u128>>,
+    /// The kinds of the alerts raised since the injection.
+    pub alerts: RefCell<Vec<String>>,
 }
 
 impl Timeline {
@@ -49,6 +51,7 @@ impl Timeline {
         Self {
             t0_us: clock.micros(),
             starts: Default::default(),
+            alerts: Default::default(),
         }
     }
 
@@ -102,7 +105,12 @@ impl RecordSink for Narrator {
                     actions.join(", ")
                 ));
             }
-            Record::Alert(a) => self.say(&format!("ALERT {}: {}", a.kind, a.alert.0)),
+            Record::Alert(a) => {
+                self.say(&format!("ALERT {}: {}", a.kind, a.alert.0));
+                if let Some(tl) = &self.timeline {
+                    tl.alerts.borrow_mut().push(a.kind.to_string());
+                }
+            }
             _ => {}
         }
         Ok(())
