@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use blade_agent::config::Config;
+use blade_agent::execute::Agent;
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
-use blade_agent::logic::Agent;
 use shelfha_proto::{Endpoint, EndpointConfig, NodeId, SeqSeed};
 
 const DEFAULT_CONFIG: &str = "/etc/blade-agent/agent.toml";

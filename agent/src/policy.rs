@@ -2333,9 +2333,9 @@ mod agent_test {
     use std::sync::Arc;
 
     use super::*;
+    use crate::execute::{Acceptance, Agent, AgentError};
     use crate::hypervisor::fake::FakeHypervisor;
     use crate::hypervisor::GuestState;
-    use crate::logic::{Acceptance, Agent, AgentError};
     use crate::order::{GuestOutcome, GuestResult, Order, OrderResult};
     use crate::store::definitions::GuestDef;
     use crate::testutil::TempDir;

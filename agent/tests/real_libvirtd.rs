@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blade_agent::config::Config;
+use blade_agent::execute::fence::is_running;
+use blade_agent::execute::{Acceptance, Agent};
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
 use blade_agent::hypervisor::{GuestState, Hypervisor};
-use blade_agent::logic::fence::is_running;
-use blade_agent::logic::{Acceptance, Agent};
-use blade_agent::net::failure_reason;
 use blade_agent::order::{GuestOutcome, GuestResult, Order, OrderResult};
+use blade_agent::wire_map::failure_reason;
 use shelfha_proto::message::guest_name;
 use shelfha_proto::{
     Endpoint, EndpointConfig, Event, Key, Message, NodeId, Outcome, ReasonCode, SeqSeed,

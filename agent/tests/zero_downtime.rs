@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blade_agent::config::Config;
+use blade_agent::execute::{Acceptance, Agent, AgentError};
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
 use blade_agent::hypervisor::{GuestState, Hypervisor};
-use blade_agent::logic::{Acceptance, Agent, AgentError};
 use blade_agent::order::{GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 use blade_agent::store::definitions::GuestDef;
 use shelfha_proto::UnprotectedReason;

@@ -531,7 +531,7 @@ impl Hypervisor for FakeHypervisor {
         }
         Ok(g.processes
             .iter()
-            .filter(|(_, pid)| crate::logic::fence::is_running(*pid))
+            .filter(|(_, pid)| crate::execute::fence::is_running(*pid))
             .map(|(guest, pid)| QemuProcess {
                 pid: *pid,
                 guest: guest.clone(),

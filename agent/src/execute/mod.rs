@@ -17,8 +17,6 @@
 //! stopped here, and a migration hands the guest over inside libvirt.
 
 pub mod fence;
-pub mod standby;
-pub mod sync;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::Path;
@@ -622,7 +620,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
         }
         let checked = crate::policy::check_definition(&self.cfg, &def.name, &def.xml)
             .map_err(|r| format!("warm standby refused for guest `{}`: {r}", def.name))
-            .and_then(|()| standby::check_disks(&def.name, &def.xml));
+            .and_then(|()| crate::decide::standby::check_disks(&def.name, &def.xml));
         match checked {
             Ok(()) => {
                 lock(&self.standby_refused).remove(&def.name);
@@ -811,7 +809,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     /// Everything held for the partner, by name: its stored definitions and the pushes the
     /// policy refused, each with its digest. This is what the partner's heartbeat digest is
-    /// compared with ([`sync::Keeper::on_heartbeat`]).
+    /// compared with ([`crate::decide::sync::Keeper::on_heartbeat`]).
     pub fn partner_held(&self) -> Vec<crate::store::definitions::HeldDefinition> {
         lock(&self.partner).held()
     }

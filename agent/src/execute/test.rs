@@ -783,7 +783,7 @@ fn test_evacuate_falls_back_to_stop_when_migration_fails_or_times_out() {
         vec!["web".to_string()],
         "the hung job was aborted"
     );
-    let msg = crate::net::moved_message(
+    let msg = crate::wire_map::moved_message(
         &Order::Evacuate {
             incident: 31,
             to_slot: PARTNER,
@@ -832,7 +832,7 @@ fn test_migrate_order_never_stops_a_guest() {
     assert!(result.is_some());
     let moved: Vec<_> = out
         .iter()
-        .filter_map(|o| crate::net::moved_message(&order, 3, o))
+        .filter_map(|o| crate::wire_map::moved_message(&order, 3, o))
         .collect();
     assert!(moved.iter().any(|m| matches!(
         m,
