@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod decide;
 pub mod execute;
+pub mod failure;
 pub mod hypervisor;
 pub mod order;
 pub mod policy;

@@ -2496,8 +2496,13 @@ mod agent_test {
         let out = restart(&a, 2);
         let db = out.iter().find(|o| o.name == "db").unwrap();
         match &db.result {
-            GuestResult::Failed { reason } => {
-                assert!(reason.contains("definition refused"), "{reason}")
+            GuestResult::Failed {
+                reason: reason @ crate::failure::Failure::DefinitionRefused { .. },
+            } => {
+                assert!(
+                    reason.to_string().contains("definition refused"),
+                    "{reason}"
+                )
             }
             other => panic!("db: {other:?}"),
         }

@@ -383,7 +383,8 @@ fn test_warm_standby_resume_after_fence_and_refusals() {
         GuestResult::Failed { reason } => {
             println!("early resume refused: {reason}");
             assert!(
-                reason.contains("resource busy") || reason.contains("Lockspace"),
+                reason.to_string().contains("resource busy")
+                    || reason.to_string().contains("Lockspace"),
                 "{reason}"
             );
         }

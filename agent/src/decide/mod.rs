@@ -3,7 +3,11 @@
 //! these modules what to do.
 //!
 //! - `sync`: keeping the definitions exchanged with the partner in step.
+//! - `fence`: what the readings of a fence prove, and its counts.
+//! - `evacuate`: what becomes of each guest of an Evacuate or Migrate order.
 //! - `standby`: which guest definitions may be kept started-paused on the partner.
 
+pub mod evacuate;
+pub mod fence;
 pub mod standby;
 pub mod sync;

@@ -9,36 +9,58 @@
 //! virtlockd protects disks, so with none the resume of a standby could never be refused
 //! while the original still runs.
 //!
-//! The check reads libvirt's domain XML with a small scanner (libvirt writes well-formed XML
-//! with quoted attributes); it looks at every `<disk>` element of `device='disk'` (the
-//! default) and ignores CD-ROM and floppy devices.
+//! The check parses the domain XML with a real XML parser (`roxmltree`): comments are not
+//! elements, entities are resolved, and XML that does not parse is refused. It looks at every
+//! `<disk>` element under `<domain><devices>` of `device='disk'` (the default) and ignores
+//! CD-ROM and floppy devices.
+
+use roxmltree::{Document, Node, ParsingOptions};
+
+/// Most XML nodes a definition may have (entity expansion included).
+const NODES_LIMIT: u32 = 100_000;
+
+/// The first child element of `node` named `name` (no namespace).
+fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
+    node.children().find(|c| {
+        c.is_element() && c.tag_name().name() == name && c.tag_name().namespace().is_none()
+    })
+}
+
+/// Attribute `key` of the first child element `tag` of `node`.
+fn child_attr<'a>(node: Node<'a, '_>, tag: &str, key: &str) -> Option<&'a str> {
+    child(node, tag)?.attribute(key)
+}
 
 /// Why a guest cannot have a warm standby, naming the guest and the disk.
 pub fn check_disks(guest: &str, xml: &str) -> Result<(), String> {
+    let opts = ParsingOptions {
+        allow_dtd: true,
+        nodes_limit: NODES_LIMIT,
+        ..ParsingOptions::default()
+    };
+    let doc = Document::parse_with_options(xml, opts).map_err(|e| {
+        format!("warm standby refused for guest `{guest}`: its domain XML does not parse ({e})")
+    })?;
+    let disks_of = doc
+        .root_element()
+        .children()
+        .filter(|n| n.is_element() && n.tag_name().name() == "devices")
+        .flat_map(|d| d.children())
+        .filter(|n| {
+            n.is_element() && n.tag_name().name() == "disk" && n.tag_name().namespace().is_none()
+        });
     let mut disks = 0usize;
-    let mut rest = xml;
-    while let Some(start) = find_tag(rest, "disk") {
-        let tail = &rest[start..];
-        let open_end = tail.find('>').unwrap_or(tail.len());
-        let open = &tail[..open_end];
-        let self_closing = open.ends_with('/');
-        let body_end = if self_closing {
-            open_end
-        } else {
-            tail.find("</disk>").unwrap_or(tail.len())
-        };
-        let body = &tail[open_end.min(body_end)..body_end];
-        rest = &tail[body_end..];
-        let device = attr(open, "device").unwrap_or("disk");
+    for disk in disks_of {
+        let device = disk.attribute("device").unwrap_or("disk");
         if device != "disk" {
             continue;
         }
         disks += 1;
-        let kind = attr(open, "type").unwrap_or("file");
-        let target = tag_attr(body, "target", "dev").unwrap_or("?");
-        let source = tag_attr(body, "source", "dev")
-            .or_else(|| tag_attr(body, "source", "file"))
-            .or_else(|| tag_attr(body, "source", "name"))
+        let kind = disk.attribute("type").unwrap_or("file");
+        let target = child_attr(disk, "target", "dev").unwrap_or("?");
+        let source = child_attr(disk, "source", "dev")
+            .or_else(|| child_attr(disk, "source", "file"))
+            .or_else(|| child_attr(disk, "source", "name"))
             .unwrap_or("?");
         let what = format!("warm standby refused for guest `{guest}`: disk {target} ({source})");
         if kind != "block" {
@@ -47,21 +69,21 @@ pub fn check_disks(guest: &str, xml: &str) -> Result<(), String> {
                  (<disk type='block'>) can be kept open by a paused standby"
             ));
         }
-        let format = tag_attr(body, "driver", "type").unwrap_or("raw");
+        let format = child_attr(disk, "driver", "type").unwrap_or("raw");
         if format != "raw" {
             return Err(format!(
                 "{what} has format '{format}'; only raw is safe (the standby would cache \
                  stale {format} metadata)"
             ));
         }
-        let cache = tag_attr(body, "driver", "cache").unwrap_or("default");
+        let cache = child_attr(disk, "driver", "cache").unwrap_or("default");
         if cache != "none" {
             return Err(format!(
                 "{what} uses cache='{cache}'; only cache='none' is safe (no host page cache \
                  on the standby)"
             ));
         }
-        if body.contains("<shareable") {
+        if child(disk, "shareable").is_some() {
             return Err(format!(
                 "{what} is <shareable/>: virtlockd would not stop a second writer"
             ));
@@ -74,50 +96,6 @@ pub fn check_disks(guest: &str, xml: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// Byte offset of the next `<name` start tag (not `<name2`) in `s`.
-fn find_tag(s: &str, name: &str) -> Option<usize> {
-    let pat = format!("<{name}");
-    let mut from = 0;
-    while let Some(i) = s[from..].find(&pat) {
-        let at = from + i;
-        match s[at + pat.len()..].chars().next() {
-            Some(c) if c.is_whitespace() || c == '>' || c == '/' => return Some(at),
-            _ => from = at + pat.len(),
-        }
-    }
-    None
-}
-
-/// Value of attribute `key` in the start tag text `tag` (quoted with ' or ").
-fn attr<'a>(tag: &'a str, key: &str) -> Option<&'a str> {
-    let mut from = 0;
-    while let Some(i) = tag[from..].find(key) {
-        let at = from + i;
-        from = at + key.len();
-        let before_ok = tag[..at].ends_with(|c: char| c.is_whitespace());
-        let after = tag[at + key.len()..].trim_start();
-        if !before_ok || !after.starts_with('=') {
-            continue;
-        }
-        let value = after[1..].trim_start();
-        let quote = value.chars().next()?;
-        if quote != '\'' && quote != '"' {
-            return None;
-        }
-        let end = value[1..].find(quote)?;
-        return Some(&value[1..1 + end]);
-    }
-    None
-}
-
-/// Attribute `key` of the first `<tag ...>` inside `body`.
-fn tag_attr<'a>(body: &'a str, tag: &str, key: &str) -> Option<&'a str> {
-    let start = find_tag(body, tag)?;
-    let t = &body[start..];
-    let end = t.find('>').unwrap_or(t.len());
-    attr(&t[..end], key)
 }
 
 #[cfg(test)]
@@ -183,12 +161,64 @@ mod test {
     }
 
     #[test]
-    fn test_scanner_edges() {
-        assert_eq!(find_tag("<disks><disk type='a'>", "disk"), Some(7));
-        assert_eq!(attr("<disk xtype='a' type='b'", "type"), Some("b"));
-        assert_eq!(attr("<disk type = \"c\"", "type"), Some("c"));
-        assert_eq!(attr("<disk type=c", "type"), None);
+    fn test_parser_edges() {
         // Truncated XML: no panic, a refusal.
         assert!(check_disks("x", "<domain><devices><disk type='block'").is_err());
+        // Double quotes, spaces around `=`.
+        let spaced = BLOCK.replace("type='block'", "type = \"block\"");
+        assert_eq!(check_disks("db", &domain(&spaced)), Ok(()));
+        // `<disks>` is not a disk.
+        let e = check_disks("db", &domain("<disks type='block'/>")).unwrap_err();
+        assert!(e.contains("no disk"), "{e}");
+    }
+
+    #[test]
+    fn test_comments_do_not_fool_the_check() {
+        // The only disk is inside a comment: there is no disk, refused.
+        let hidden = format!("<!-- {BLOCK} -->");
+        let e = check_disks("db", &domain(&hidden)).unwrap_err();
+        assert!(e.contains("no disk"), "{e}");
+        // A file disk commented out next to a safe block disk: only the real one counts.
+        let commented_file = "<!-- <disk type='file' device='disk'><source file='/img/db.qcow2'/>\
+                              <target dev='vdb'/></disk> -->";
+        assert_eq!(
+            check_disks("db", &domain(&format!("{BLOCK}{commented_file}"))),
+            Ok(())
+        );
+        // A real file disk after a comment that mentions `</disk>`.
+        let tricky = "<disk type='file' device='disk'><!-- </disk> --><source file='/img/x.img'/>\
+                      <target dev='vdb'/><driver name='qemu' type='raw' cache='none'/></disk>";
+        let e = check_disks("db", &domain(&format!("{BLOCK}{tricky}"))).unwrap_err();
+        assert!(
+            e.contains("vdb (/img/x.img)") && e.contains("type 'file'"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn test_entities_are_resolved() {
+        // The disk's type and path given through entities: judged by their values.
+        let dtd = "<!DOCTYPE domain [<!ENTITY kind \"file\"><!ENTITY img \"/img/db.qcow2\">]>";
+        let xml = format!(
+            "{dtd}{}",
+            domain(
+                "<disk type='&kind;' device='disk'><driver name='qemu' type='raw' cache='none'/>\
+                 <source file='&img;'/><target dev='vda'/></disk>"
+            )
+        );
+        let e = check_disks("db", &xml).unwrap_err();
+        assert!(
+            e.contains("vda (/img/db.qcow2)") && e.contains("type 'file'"),
+            "{e}"
+        );
+        // A safe disk spelled with character references is still safe.
+        let xml = domain(&BLOCK.replace("'block'", "'&#98;lock'"));
+        assert_eq!(check_disks("db", &xml), Ok(()));
+        // A disk whose cache comes from an entity.
+        let dtd = "<!DOCTYPE domain [<!ENTITY c \"writeback\">]>";
+        let xml = format!("{dtd}{}", domain(&BLOCK.replace("'none'", "'&c;'")));
+        assert!(check_disks("db", &xml)
+            .unwrap_err()
+            .contains("cache='writeback'"));
     }
 }

@@ -1,247 +1,300 @@
-//! Killing a QEMU process directly: the first step of every fence of a guest whose QEMU pid
-//! is known (libvirt's own destroy sends SIGTERM and looks again only 200 ms later, which
-//! would be most of a failover's fence time), and the way out when libvirt does not answer.
-//!
-//! After libvirt's destroys (and without libvirt), every guest is accounted for by
-//! [`account`] from two readings of the agent's own: its pid file and a scan of the process
-//! table ([`Hypervisor::qemu_processes`]). libvirt can lose track of a QEMU (its state file
-//! removed, libvirtd restarted: the guest is listed "shut off" while its QEMU runs), so its
-//! listing never stands alone. Every QEMU of the guest either reading finds is SIGKILLed and
-//! must be seen gone. A guest is proven stopped only by a positive reading: its QEMU seen gone
-//! after SIGKILL, or a complete scan that shows no QEMU of that name (or, with the scan
-//! failed, libvirt's own successful destroy). A missing pid file proves nothing; a guest with
-//! no pid found and no complete scan is [`Accounted::Remaining`].
+//! FenceSelf and DestroyGuest, carried out: no start begins any more, every protected guest is
+//! stopped at once, and each is accounted for with the agent's own readings ([`super::kill`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use nix::errno::Errno;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use super::kill::{self, Accounted, Prior};
+use super::{deadline, lock, ms, Agent, AgentError, KILL_WAIT};
+use crate::config::Protection;
+use crate::decide::fence::tally;
+use crate::failure::Failure;
+use crate::hypervisor::{GuestInfo, Hypervisor, HypervisorError};
+use crate::order::{FenceReport, GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 
-use crate::hypervisor::{Hypervisor, HypervisorError, QemuProcess};
+impl<H: Hypervisor + 'static> Agent<H> {
+    // ----- FenceSelf -----
 
-/// How often [`kill_and_wait`] looks whether the process is gone.
-const POLL: Duration = Duration::from_millis(10);
-
-/// Whether `pid` still runs: it exists in `/proc` and is not a zombie (a SIGKILLed QEMU whose
-/// parent, libvirtd, is stuck stays a zombie until reaped, but it no longer runs the guest).
-pub fn is_running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Format: "pid (comm) S ...": the state follows the last ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
-}
-
-/// Stops guest `name` at once, as a fence must, and hands the outcome to `done` as soon as it
-/// is known: `Ok(Some(pid))` when the hypervisor's pid file named a live QEMU of the guest and
-/// it was SIGKILLed and seen gone within `timeout` (libvirt's destroy then follows as its
-/// bookkeeping, after `done`, so a hung libvirt cannot delay the answer); otherwise libvirt's
-/// destroy decides (`Ok(None)` or its error): no QEMU pid known (libvirt's test driver, a
-/// guest already stopped) or the process survived.
-pub fn stop_now<H: Hypervisor + ?Sized>(
-    hv: &H,
-    name: &str,
-    timeout: Duration,
-    done: impl FnOnce(Result<Option<i32>, HypervisorError>),
-) {
-    if let Some(pid) = hv.qemu_pid(name).filter(|&pid| kill_and_wait(pid, timeout)) {
-        done(Ok(Some(pid)));
-        if let Err(e) = hv.destroy(name) {
-            log::debug!("libvirt destroy of killed `{name}`: {e}");
+    /// Destroys every protected guest and accounts for each one with a fresh reading:
+    /// 1. no start begins any more (with `fence_blade`), and the starts inside libvirt get
+    ///    `fence_timeout` to return; those still inside count as remaining (a pending call
+    ///    may create a QEMU after any reading);
+    /// 2. libvirt lists the guests within `fence_timeout` (the listing refreshes the stored
+    ///    protected set); each active protected guest is stopped at once ([`kill::stop_now`]);
+    /// 3. then, whatever libvirt said (it can lose track of a QEMU and list a running guest
+    ///    "shut off"), every protected name (libvirt's protected guests, the stored protected
+    ///    set, the configured list) is accounted for with the agent's own readings
+    ///    ([`kill::account`]: pid file and process-table scan, SIGKILL, seen gone). When
+    ///    libvirt does not list and the protected set is not known either, every QEMU the scan
+    ///    finds is killed, and a failed scan leaves at least one guest remaining.
+    ///
+    /// With `fence_blade`, this agent then refuses every start (see [`Agent::is_fenced`]).
+    pub(super) fn fence_self(&self, started: Instant, fence_blade: bool) -> FenceReport {
+        let in_flight = self.gate.close(fence_blade, self.cfg.fence_timeout);
+        if !in_flight.is_empty() {
+            log::error!(
+                "fence: starts of {in_flight:?} still inside libvirt after {} ms: counted remaining",
+                self.cfg.fence_timeout.as_millis()
+            );
         }
-        return;
-    }
-    done(hv.destroy(name).map(|()| None));
-}
-
-/// How one guest was accounted for by a fence or a destroy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Accounted {
-    /// libvirt destroyed it (its destroy call succeeded).
-    Destroyed,
-    /// Its QEMU was SIGKILLed by the agent and seen gone.
-    Killed,
-    /// A positive reading that it does not run: libvirt lists it inactive or has no such
-    /// domain, or a complete process-table scan shows no QEMU of that name.
-    NotRunning,
-    /// Not proven stopped, with why: it counts as still running.
-    Remaining(String),
-}
-
-/// What was known of a guest before the process table was read (see [`account`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prior {
-    /// Nothing: libvirt did not answer, failed, or was not asked.
-    Nothing,
-    /// Its QEMU (found by the pid file) was SIGKILLed by the agent and seen gone.
-    Killed,
-    /// libvirt's destroy of it succeeded: libvirt had its QEMU and stopped it.
-    Destroyed,
-    /// libvirt lists it inactive or has no such domain: libvirt's bookkeeping only, which
-    /// loses a QEMU whose state file is gone (it then lists a running guest "shut off").
-    LibvirtInactive,
-}
-
-/// Accounts for the guests of `prior` with the agent's own readings, whatever libvirt said:
-/// every QEMU of each found by its pid file or by `scan` (one reading of the process table,
-/// taken after libvirt's destroys) is SIGKILLed, and each must be seen gone within `timeout`
-/// (all are killed first, then waited for together). A guest counts as stopped only when
-/// (a) every QEMU of it found was seen gone (or its prior is [`Prior::Killed`] and none is
-/// left), (b) the scan is complete and shows no QEMU of it, or (c) the scan failed and
-/// libvirt's destroy of it succeeded ([`Prior::Destroyed`]: a reading of libvirt's, logged as
-/// resting on libvirt alone). A guest libvirt merely lists inactive or does not know is not
-/// proven stopped by a failed scan: that is an absence in libvirt's books.
-pub fn account<H: Hypervisor + ?Sized>(
-    hv: &H,
-    prior: &BTreeMap<String, Prior>,
-    scan: &Result<Vec<QemuProcess>, String>,
-    timeout: Duration,
-) -> BTreeMap<String, Accounted> {
-    let mut targets: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
-    for name in prior.keys() {
-        let pids = targets.entry(name).or_default();
-        pids.extend(hv.qemu_pid(name));
-        if let Ok(procs) = scan {
-            pids.extend(procs.iter().filter(|p| &p.guest == name).map(|p| p.pid));
+        let deadline = Instant::now() + self.cfg.fence_timeout;
+        let mut done: BTreeMap<String, Accounted> = BTreeMap::new();
+        // Every guest to look for in the process table, with what libvirt said of it.
+        let mut prior: BTreeMap<String, Prior> = in_flight
+            .iter()
+            .map(|n| (n.clone(), Prior::Nothing))
+            .collect();
+        // Why the guests of this blade cannot be known (libvirt silent, no stored set).
+        let mut unknown: Option<String> = None;
+        // The stored set and the configured list: libvirt may not list a guest whose QEMU
+        // it lost.
+        let stored = lock(&self.protected).names().cloned();
+        if let Protection::List(names) = &self.cfg.protection {
+            for n in names {
+                prior.entry(n.clone()).or_insert(Prior::Nothing);
+            }
         }
-    }
-    let all: BTreeSet<i32> = targets.values().flatten().copied().collect();
-    let survivors = kill_all_and_wait(&all, timeout);
-    targets
-        .into_iter()
-        .map(|(name, pids)| {
-            let before = prior.get(name).copied().unwrap_or(Prior::Nothing);
-            let left: Vec<i32> = pids.intersection(&survivors).copied().collect();
-            let a = if !left.is_empty() {
-                Accounted::Remaining(format!("QEMU pid {left:?} still runs after SIGKILL"))
-            } else if !pids.is_empty() {
-                if matches!(before, Prior::Destroyed | Prior::LibvirtInactive) {
-                    log::error!(
-                        "`{name}`: libvirt said it was stopped, but QEMU pid {pids:?} ran: \
-                         killed directly (libvirt lost track of it)"
-                    );
-                } else {
-                    log::warn!("`{name}`: QEMU pid {pids:?} killed directly");
+        match self.list_bounded("fence: list", self.cfg.fence_timeout) {
+            Ok(all) => {
+                for n in stored.iter().flatten() {
+                    prior.entry(n.clone()).or_insert(Prior::Nothing);
                 }
-                Accounted::Killed
-            } else {
-                match (scan, before) {
-                    (_, Prior::Killed) => Accounted::Killed,
-                    (Ok(_), Prior::Destroyed) => Accounted::Destroyed,
-                    (Ok(_), _) => Accounted::NotRunning,
-                    (Err(e), Prior::Destroyed) => {
-                        log::warn!(
-                            "`{name}`: the process table could not be read ({e}): the proof \
-                             that it stopped rests on libvirt's destroy alone"
-                        );
-                        Accounted::Destroyed
+                let protected: Vec<GuestInfo> =
+                    self.protected_of(&all).into_iter().cloned().collect();
+                let mut asked = Vec::new();
+                for g in protected {
+                    if !g.state.is_active() {
+                        prior.insert(g.name.clone(), Prior::LibvirtInactive);
+                        continue;
                     }
-                    (Err(e), Prior::LibvirtInactive) => Accounted::Remaining(format!(
-                        "libvirt lists it not running, but libvirt can lose track of a QEMU \
-                         and the process table could not be read ({e})"
-                    )),
-                    (Err(e), Prior::Nothing) => Accounted::Remaining(format!(
-                        "no QEMU pid file, and the process table could not be read ({e})"
-                    )),
+                    prior.insert(g.name.clone(), Prior::Nothing);
+                    // Its death must not be reported as a crash.
+                    lock(&self.stopping).insert(g.name.clone());
+                    let hv = Arc::clone(&self.hv);
+                    let n = g.name.clone();
+                    match deadline::spawn(
+                        format!("destroy of `{n}`"),
+                        "fence-destroy",
+                        move |reply| {
+                            kill::stop_now(&*hv, &n, KILL_WAIT, |r| {
+                                let _ = reply.send(r);
+                            });
+                        },
+                    ) {
+                        Ok(p) => asked.push((g.name, p)),
+                        Err(e) => log::warn!("fence: {e}"),
+                    }
                 }
-            };
-            (name.to_owned(), a)
-        })
-        .collect()
-}
-
-/// Sends SIGKILL to every pid, then waits up to `timeout` until none runs. Returns the ones
-/// still running (pid 0 and 1 are never killed and count as running).
-pub fn kill_all_and_wait(pids: &BTreeSet<i32>, timeout: Duration) -> BTreeSet<i32> {
-    let mut left = BTreeSet::new();
-    for &pid in pids {
-        if pid <= 1 {
-            left.insert(pid);
-            continue;
-        }
-        match kill(Pid::from_raw(pid), Signal::SIGKILL) {
-            Ok(()) => {
-                left.insert(pid);
+                // One deadline for all of them: they run at once.
+                let mut unanswered = BTreeSet::new();
+                for (name, pending) in asked {
+                    let Ok(r) = pending.wait_until(deadline) else {
+                        unanswered.insert(name);
+                        continue;
+                    };
+                    let p = match r {
+                        Ok(Some(pid)) => {
+                            log::info!("fence: `{name}` QEMU pid {pid} killed");
+                            Prior::Killed
+                        }
+                        Ok(None) => {
+                            log::info!("fence: `{name}` destroyed through libvirt");
+                            Prior::Destroyed
+                        }
+                        Err(HypervisorError::NoSuchGuest(_)) => {
+                            log::info!("fence: `{name}` no longer exists in libvirt");
+                            Prior::LibvirtInactive
+                        }
+                        Err(e) => {
+                            log::warn!("fence: libvirt destroy `{name}` failed: {e}");
+                            Prior::Nothing
+                        }
+                    };
+                    prior.insert(name, p);
+                }
+                if !unanswered.is_empty() {
+                    log::warn!(
+                        "fence: libvirt did not destroy {unanswered:?} within {} ms; killing their QEMU",
+                        self.cfg.fence_timeout.as_millis()
+                    );
+                }
             }
-            Err(Errno::ESRCH) => {}
+            Err(e) => match stored {
+                Some(set) => {
+                    log::warn!(
+                        "fence: libvirt cannot list the guests ({e}); accounting for the {} \
+                         stored protected guests without it",
+                        set.len()
+                    );
+                    for n in set {
+                        prior.entry(n).or_insert(Prior::Nothing);
+                    }
+                }
+                None => {
+                    log::error!(
+                        "fence: libvirt cannot list the guests ({e}) and no protected set is \
+                         stored: killing every QEMU of this blade"
+                    );
+                    unknown = Some(e.to_string());
+                }
+            },
+        }
+        // libvirt can lose track of a QEMU: whatever it said, the process table is read (after
+        // its destroys) and every QEMU of a protected guest found is killed and seen gone.
+        let scan = self.scan_bounded();
+        if unknown.is_some() {
+            if let Ok(procs) = &scan {
+                for p in procs {
+                    prior.entry(p.guest.clone()).or_insert(Prior::Nothing);
+                }
+            }
+        }
+        lock(&self.stopping).extend(prior.keys().cloned());
+        done.extend(kill::account(&*self.hv, &prior, &scan, KILL_WAIT));
+        if let (Some(why), Err(e)) = (&unknown, &scan) {
+            done.insert(
+                "(guests of this blade)".into(),
+                Accounted::Remaining(format!(
+                    "libvirt does not answer ({why}), no protected set is stored, and the \
+                     process table could not be read ({e})"
+                )),
+            );
+        }
+        for name in in_flight {
+            done.insert(
+                name,
+                Accounted::Remaining("its start is still inside libvirt".into()),
+            );
+        }
+        let (report, remaining) = tally(done, ms(started));
+        for (name, why) in remaining {
+            log::error!("fence: `{name}` not confirmed stopped: {why}");
+        }
+        report
+    }
+
+    // ----- DestroyGuest -----
+
+    pub(super) fn destroy_guest(
+        &self,
+        order: &Order,
+        incident: u32,
+        name: &str,
+        started: Instant,
+        emit: &(dyn Fn(&GuestOutcome) + Sync),
+    ) -> Result<OrderResult, AgentError> {
+        // Listing may hang like any libvirt call: fall back to the stored protected set (a
+        // guest cannot be refused as unprotected when the set is not known). A guest of the
+        // stored set is protected also when libvirt no longer lists it (libvirt can lose a
+        // guest whose QEMU still runs); the set is read before the listing replaces it.
+        let stored = lock(&self.protected).contains(name);
+        let protected = match self.list_bounded("destroy: list", self.cfg.fence_timeout) {
+            Ok(all) => stored || self.protected_of(&all).iter().any(|g| g.name == name),
             Err(e) => {
-                log::error!("kill -9 {pid}: {e}");
-                left.insert(pid);
+                log::warn!(
+                    "{}: {e}; deciding from the stored protected set",
+                    order.key()
+                );
+                let set = lock(&self.protected);
+                set.names().is_none()
+                    || set.contains(name)
+                    || matches!(&self.cfg.protection, Protection::List(l) if l.iter().any(|n| n == name))
             }
+        };
+        if !protected {
+            log::warn!("{}: `{name}` is not a protected guest here", order.key());
+            return Ok(OrderResult::Refused(Refusal::NotProtected(name.to_owned())));
         }
+        lock(&self.stopping).insert(name.to_owned());
+        let deadline = started + self.cfg.fence_timeout;
+        let (hv, n) = (Arc::clone(&self.hv), name.to_owned());
+        let answer = deadline::spawn(format!("destroy of `{name}`"), "destroy", move |reply| {
+            kill::stop_now(&*hv, &n, KILL_WAIT, |r| {
+                let _ = reply.send(r);
+            });
+        })
+        .ok()
+        .and_then(|p| p.wait_until(deadline).ok());
+        let (prior, libvirt) = match answer {
+            Some(Ok(Some(pid))) => (
+                Prior::Killed,
+                Libvirt::Said(format!("QEMU pid {pid} killed")),
+            ),
+            Some(Ok(None)) => (
+                Prior::Destroyed,
+                Libvirt::Said("destroyed through libvirt".into()),
+            ),
+            Some(Err(HypervisorError::NoSuchGuest(_))) => (
+                Prior::LibvirtInactive,
+                Libvirt::Said("libvirt has no such domain".into()),
+            ),
+            // "not running" and the like: the process table decides.
+            Some(Err(e)) => (Prior::Nothing, Libvirt::Failed(e)),
+            None => (
+                Prior::Nothing,
+                Libvirt::Said("libvirt did not answer".into()),
+            ),
+        };
+        let result = self.kill_guest(name, prior, &libvirt);
+        self.single_outcome(order, incident, name, result, started, emit)
     }
-    let deadline = Instant::now() + timeout;
-    loop {
-        left.retain(|&p| p <= 1 || is_running(p));
-        if left.iter().all(|&p| p <= 1) || Instant::now() >= deadline {
-            return left;
+
+    /// Accounts for one guest with the agent's own readings ([`kill::account`]) after
+    /// libvirt's destroy: `prior` and `libvirt` are what libvirt did or said. libvirt can lose
+    /// track of a QEMU, so the process table is read whatever it said. Destroyed only on a
+    /// positive reading.
+    fn kill_guest(&self, name: &str, prior: Prior, libvirt: &Libvirt) -> GuestResult {
+        let scan = self.scan_bounded();
+        let prior = BTreeMap::from([(name.to_owned(), prior)]);
+        match kill::account(&*self.hv, &prior, &scan, KILL_WAIT).remove(name) {
+            Some(Accounted::Killed) => {
+                log::warn!("`{name}`: QEMU killed directly ({libvirt})");
+                GuestResult::Destroyed { killed: true }
+            }
+            Some(Accounted::NotRunning | Accounted::Destroyed) => {
+                log::info!("`{name}`: no QEMU of it runs ({libvirt})");
+                GuestResult::Destroyed { killed: false }
+            }
+            Some(Accounted::Remaining(why)) => GuestResult::Failed {
+                reason: Failure::NotStopped {
+                    detail: format!("{why}; {libvirt}"),
+                    hypervisor_unavailable: libvirt.unavailable(),
+                },
+            },
+            None => GuestResult::Failed {
+                reason: Failure::NotStopped {
+                    detail: format!("not accounted for; {libvirt}"),
+                    hypervisor_unavailable: libvirt.unavailable(),
+                },
+            },
         }
-        std::thread::sleep(POLL);
     }
 }
 
-/// Sends SIGKILL to `pid` and waits up to `timeout` until it no longer runs.
-/// Returns whether the process is confirmed gone.
-pub fn kill_and_wait(pid: i32, timeout: Duration) -> bool {
-    if pid <= 1 {
-        return false;
-    }
-    match kill(Pid::from_raw(pid), Signal::SIGKILL) {
-        Ok(()) => {}
-        Err(Errno::ESRCH) => return true,
-        Err(e) => {
-            log::error!("kill -9 {pid}: {e}");
-            return !is_running(pid);
-        }
-    }
-    let deadline = Instant::now() + timeout;
-    loop {
-        if !is_running(pid) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(POLL);
+/// What libvirt did or said about a destroy, for the log and the failure.
+enum Libvirt {
+    /// What it did (log text).
+    Said(String),
+    /// Its error.
+    Failed(HypervisorError),
+}
+
+impl Libvirt {
+    /// Whether libvirt could not be reached.
+    fn unavailable(&self) -> bool {
+        matches!(
+            self,
+            Libvirt::Failed(HypervisorError::Unavailable(_) | HypervisorError::NoAnswer(_))
+        )
     }
 }
 
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    #[test]
-    fn test_kill_child() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        assert!(is_running(pid));
-        // The child becomes a zombie until waited for: that counts as gone.
-        assert!(kill_and_wait(pid, Duration::from_secs(5)));
-        assert!(!child.wait().unwrap().success());
-        assert!(!is_running(pid));
-        assert!(
-            !kill_and_wait(1, Duration::from_millis(1)),
-            "pid 1 is never killed"
-        );
-    }
-
-    #[test]
-    fn test_kill_all_reports_survivors() {
-        let mut a = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = a.id() as i32;
-        let left = kill_all_and_wait(&[1, pid].into(), Duration::from_secs(5));
-        assert_eq!(left, [1].into(), "pid 1 survives, the child is gone");
-        a.wait().unwrap();
+impl std::fmt::Display for Libvirt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Libvirt::Said(s) => f.write_str(s),
+            Libvirt::Failed(e) => e.fmt(f),
+        }
     }
 }

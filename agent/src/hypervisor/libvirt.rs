@@ -248,11 +248,7 @@ impl LibvirtHypervisor {
             self.drop_connection();
             return HypervisorError::Unavailable(format!("{op} `{name}`: {e}"));
         }
-        HypervisorError::Failed {
-            op,
-            name: name.to_owned(),
-            message: e.message().to_owned(),
-        }
+        HypervisorError::failed(op, name, e.message().to_owned())
     }
 
     fn drop_connection(&self) {
