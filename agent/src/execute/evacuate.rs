@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::deadline::{self, DeadlineError};
 use super::{lock, ms, Agent, AgentError, SHUTDOWN_POLL};
 use crate::decide::evacuate::{route, Room, Route};
+use crate::decide::orders::by_priority;
 use crate::failure::{Failure, MigrationFailure};
 use crate::hypervisor::{GuestInfo, Hypervisor, HypervisorError};
 use crate::order::{GuestOutcome, GuestResult, Order, OrderResult};
@@ -33,10 +34,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
         let all = self.list_bounded("list", self.cfg.start_timeout)?;
         let mut protected: Vec<GuestInfo> = self.protected_of(&all).into_iter().cloned().collect();
         // Highest priority first, as for a takeover.
-        protected.sort_by(|a, b| {
-            let (pa, pb) = (self.cfg.priority_of(&a.name), self.cfg.priority_of(&b.name));
-            pb.cmp(&pa).then_with(|| a.name.cmp(&b.name))
-        });
+        by_priority(&mut protected, |g| &g.name, |n| self.cfg.priority_of(n));
         let dest = self
             .cfg
             .partner

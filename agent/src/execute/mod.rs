@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
+use crate::decide::orders::precondition;
 use crate::hypervisor::{GuestInfo, Hypervisor, HypervisorError, QemuProcess};
 use crate::order::{GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 use crate::store::definitions::{DefinitionError, PartnerStore};
@@ -231,32 +232,9 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     /// Decides what to do with an order, without calling the hypervisor.
     pub fn accept(&self, order: &Order) -> Result<Acceptance, AgentError> {
-        if let Order::RestartPartnerGuests {
-            failed_slot,
-            fence_confirmed,
-            ..
-        } = order
-        {
-            if *failed_slot != self.cfg.partner.slot {
-                log::warn!(
-                    "refusing {}: slot {failed_slot} is not our partner",
-                    order.key()
-                );
-                return Ok(Acceptance::Refused(Refusal::NotPartner(*failed_slot)));
-            }
-            if !fence_confirmed {
-                log::warn!(
-                    "refusing {}: fence of slot {failed_slot} not confirmed",
-                    order.key()
-                );
-                return Ok(Acceptance::Refused(Refusal::FenceNotConfirmed(
-                    *failed_slot,
-                )));
-            }
-        }
-        if self.is_fenced() && !matches!(order, Order::FenceSelf { .. }) {
-            log::warn!("refusing {}: this blade is fenced", order.key());
-            return Ok(Acceptance::Refused(Refusal::Fenced));
+        if let Err(refusal) = precondition(order, self.cfg.partner.slot, self.is_fenced()) {
+            log::warn!("refusing {}: {refusal}", order.key());
+            return Ok(Acceptance::Refused(refusal));
         }
         let key = order.key();
         let mut running = lock(&self.running);

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::deadline::{self, DeadlineError};
 use super::gate::StartGate;
 use super::{lock, ms, Agent, AgentError};
+use crate::decide::orders::{by_priority, plan_takeover, Step};
 use crate::failure::Failure;
 use crate::hypervisor::{GuestState, Hypervisor, HypervisorError};
 use crate::order::{GuestOutcome, GuestResult, Order, OrderResult, Refusal};
@@ -137,10 +138,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 .collect()
         };
         // Highest priority first (the restarting agent's configuration), then by name.
-        defs.sort_by(|a, b| {
-            let (pa, pb) = (self.cfg.priority_of(&a.name), self.cfg.priority_of(&b.name));
-            pb.cmp(&pa).then_with(|| a.name.cmp(&b.name))
-        });
+        by_priority(&mut defs, |d| &d.name, |n| self.cfg.priority_of(n));
         let mut outcomes = Vec::new();
         for name in subset.unwrap_or(&[]) {
             if !defs.iter().any(|d| &d.name == name) {
@@ -161,7 +159,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
         // Unknown free memory (some hosts and libvirt drivers cannot tell) must not block a
         // takeover: the guests are then started without the check, and libvirt refuses what
         // does not fit.
-        let mut budget = match self.bounded("free memory", self.cfg.start_timeout, |hv| {
+        let budget = match self.bounded("free memory", self.cfg.start_timeout, |hv| {
             hv.free_memory_kib()
         }) {
             Ok(free) => free.saturating_sub(self.cfg.memory_reserve_kib),
@@ -173,37 +171,21 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 u64::MAX
             }
         };
+        let steps = plan_takeover(
+            defs,
+            &recorded,
+            &local,
+            |n| self.warm_standby_listed(n),
+            budget,
+        );
         let mut plan = Vec::new();
-        for def in defs {
-            if let Some(prev) = recorded.get(&def.name).filter(|o| o.result.is_success()) {
-                // Finished before an agent restart: repeat, do not redo.
-                emit(prev);
-                outcomes.push(prev.clone());
-                continue;
-            }
-            let standby = local
-                .get(&def.name)
-                .is_some_and(|s| *s == GuestState::Paused && self.warm_standby_listed(&def.name));
-            let result = if standby {
-                // Resumed, not started: its memory is already allocated here.
-                None
-            } else if local.get(&def.name).is_some_and(|s| s.is_active()) {
-                Some(GuestResult::AlreadyRunning)
-            } else {
-                // A definition without a readable <memory> is started without a memory check.
-                let needed = def.memory_kib().unwrap_or(0);
-                if needed > budget {
-                    Some(GuestResult::NoMemory {
-                        needed_kib: needed,
-                        available_kib: budget,
-                    })
-                } else {
-                    budget -= needed;
-                    None
+        for (def, step) in steps {
+            match step {
+                Step::Repeat(prev) => {
+                    emit(&prev);
+                    outcomes.push(prev);
                 }
-            };
-            match result {
-                Some(r) => {
+                Step::Report(r) => {
                     log::info!("{}: partner guest `{}`: {r:?}", order.key(), def.name);
                     let o = GuestOutcome {
                         incident,
@@ -213,7 +195,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     };
                     outcomes.push(self.record(order, o, emit)?);
                 }
-                None => plan.push(def),
+                Step::Start => plan.push(def),
             }
         }
         log::info!(

@@ -577,7 +577,10 @@ const REAL_XML: &[(&str, &str)] = &[
         "g3",
         include_str!("../../tests/fixtures/libvirt-9.0/g3.live.xml"),
     ),
-    ("srv", include_str!("../../tests/fixtures/libvirt-9.0/srv.xml")),
+    (
+        "srv",
+        include_str!("../../tests/fixtures/libvirt-9.0/srv.xml"),
+    ),
     (
         "srv",
         include_str!("../../tests/fixtures/libvirt-9.0/srv.inactive.xml"),
