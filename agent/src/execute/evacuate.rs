@@ -55,7 +55,8 @@ impl<H: Hypervisor + 'static> Agent<H> {
             }
         }
         if !live_only {
-            lock(&self.stopping).extend(protected.iter().map(|g| g.name.clone()));
+            self.guests
+                .stopping(protected.iter().map(|g| g.name.clone()));
         }
         // Migrations share the link: a bounded number at once; shutdowns run in parallel.
         let workers = if dest.is_some() {
@@ -161,7 +162,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     order.key(),
                     g.name
                 );
-                lock(&self.stopping).insert(g.name.clone());
+                self.guests.stopping([g.name.clone()]);
                 match self.stop_gracefully(&g.name) {
                     GuestResult::Stopped { graceful } => GuestResult::StoppedAfterMigration {
                         reason: why,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::kill::{self, Accounted, Prior};
-use super::{deadline, lock, ms, Agent, AgentError, KILL_WAIT};
+use super::{deadline, ms, Agent, AgentError, KILL_WAIT};
 use crate::config::Protection;
 use crate::decide::fence::tally;
 use crate::failure::Failure;
@@ -31,7 +31,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
     ///
     /// With `fence_blade`, this agent then refuses every start (see [`Agent::is_fenced`]).
     pub(super) fn fence_self(&self, started: Instant, fence_blade: bool) -> FenceReport {
-        let in_flight = self.gate.close(fence_blade, self.cfg.fence_timeout);
+        let in_flight = self.guests.close(fence_blade, self.cfg.fence_timeout);
         if !in_flight.is_empty() {
             log::error!(
                 "fence: starts of {in_flight:?} still inside libvirt after {} ms: counted remaining",
@@ -49,7 +49,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
         let mut unknown: Option<String> = None;
         // The stored set and the configured list: libvirt may not list a guest whose QEMU
         // it lost.
-        let stored = lock(&self.protected).names().cloned();
+        let stored = self.guests.protected(|p| p.names().cloned());
         if let Protection::List(names) = &self.cfg.protection {
             for n in names {
                 prior.entry(n.clone()).or_insert(Prior::Nothing);
@@ -70,7 +70,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     }
                     prior.insert(g.name.clone(), Prior::Nothing);
                     // Its death must not be reported as a crash.
-                    lock(&self.stopping).insert(g.name.clone());
+                    self.guests.stopping([g.name.clone()]);
                     let hv = Arc::clone(&self.hv);
                     let n = g.name.clone();
                     match deadline::spawn(
@@ -150,7 +150,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 }
             }
         }
-        lock(&self.stopping).extend(prior.keys().cloned());
+        self.guests.stopping(prior.keys().cloned());
         done.extend(kill::account(&*self.hv, &prior, &scan, KILL_WAIT));
         if let (Some(why), Err(e)) = (&unknown, &scan) {
             done.insert(
@@ -188,7 +188,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
         // guest cannot be refused as unprotected when the set is not known). A guest of the
         // stored set is protected also when libvirt no longer lists it (libvirt can lose a
         // guest whose QEMU still runs); the set is read before the listing replaces it.
-        let stored = lock(&self.protected).contains(name);
+        let stored = self.guests.protected(|p| p.contains(name));
         let protected = match self.list_bounded("destroy: list", self.cfg.fence_timeout) {
             Ok(all) => stored || self.protected_of(&all).iter().any(|g| g.name == name),
             Err(e) => {
@@ -196,9 +196,11 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     "{}: {e}; deciding from the stored protected set",
                     order.key()
                 );
-                let set = lock(&self.protected);
-                set.names().is_none()
-                    || set.contains(name)
+                let (unknown, listed) = self
+                    .guests
+                    .protected(|set| (set.names().is_none(), set.contains(name)));
+                unknown
+                    || listed
                     || matches!(&self.cfg.protection, Protection::List(l) if l.iter().any(|n| n == name))
             }
         };
@@ -206,7 +208,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             log::warn!("{}: `{name}` is not a protected guest here", order.key());
             return Ok(OrderResult::Refused(Refusal::NotProtected(name.to_owned())));
         }
-        lock(&self.stopping).insert(name.to_owned());
+        self.guests.stopping([name.to_owned()]);
         let deadline = started + self.cfg.fence_timeout;
         let (hv, n) = (Arc::clone(&self.hv), name.to_owned());
         let answer = deadline::spawn(format!("destroy of `{name}`"), "destroy", move |reply| {

@@ -29,12 +29,12 @@ pub mod deadline;
 mod definitions;
 mod evacuate;
 mod fence;
-mod gate;
+mod guests;
 pub mod kill;
 mod standby;
 mod takeover;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ use crate::store::fenced;
 use crate::store::journal::{Begin, Journal, JournalError, TakenOver};
 use crate::store::protected::ProtectedSet;
 use deadline::DeadlineError;
-use gate::StartGate;
+use guests::GuestTable;
 
 /// How long a directly killed QEMU gets to disappear before the fence counts it failed; also
 /// the bound of one process-table scan.
@@ -104,16 +104,13 @@ pub struct Agent<H: Hypervisor> {
     cfg: Config,
     journal: Mutex<Journal>,
     partner: Mutex<PartnerStore>,
+    /// The orders being carried out right now (journal keys).
     running: Mutex<HashSet<String>>,
-    /// The fenced flag and the starts inside libvirt right now.
-    gate: Arc<StartGate>,
+    /// Per guest: stopping on order, starts inside libvirt, standby refusal; the protected
+    /// set and the fenced flag (see [`GuestTable`]).
+    guests: Arc<GuestTable>,
     /// FenceSelf orders an earlier process accepted and did not finish (journal keys).
     inherited_fences: Mutex<HashSet<String>>,
-    /// This blade's protected guests, as last listed (and stored: `protected.json`).
-    protected: Arc<Mutex<ProtectedSet>>,
-    stopping: Mutex<HashSet<String>>,
-    /// Warm-standby guests refused (unsafe disks), with the reason; logged once each.
-    standby_refused: Mutex<BTreeMap<String, String>>,
     /// The kernel's boot id at start (`None`: not readable), recorded with a fence.
     boot_id: Option<String>,
 }
@@ -164,12 +161,11 @@ impl<H: Hypervisor + 'static> Agent<H> {
             taken,
             journal.unfinished().len()
         );
-        let protected = ProtectedSet::open(&cfg.state_dir);
         let boot_id = fenced::boot_id(boot_id_file);
-        let gate = StartGate::default();
+        let guests = GuestTable::new(ProtectedSet::open(&cfg.state_dir));
         if let Some(why) = fenced::in_force(&cfg.state_dir, boot_id.as_deref()) {
             log::warn!("this blade is fenced: {why}; it starts nothing until it reboots");
-            gate.set_fenced();
+            guests.set_fenced();
         } else if !inherited_fences.is_empty() && !cfg.state_dir.join(fenced::FILE).exists() {
             // Accepted, but its record never written: whether the blade rebooted since cannot
             // be told, so the fence holds for this boot.
@@ -180,7 +176,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             if let Err(e) = fenced::save(&cfg.state_dir, boot_id.as_deref(), "unfinished fence") {
                 log::error!("{}: cannot record the fence: {e}", fenced::FILE);
             }
-            gate.set_fenced();
+            guests.set_fenced();
         }
         Ok(Agent {
             hv,
@@ -188,11 +184,8 @@ impl<H: Hypervisor + 'static> Agent<H> {
             journal: Mutex::new(journal),
             partner: Mutex::new(partner),
             running: Mutex::new(HashSet::new()),
-            gate: Arc::new(gate),
+            guests: Arc::new(guests),
             inherited_fences: Mutex::new(inherited_fences),
-            protected: Arc::new(Mutex::new(protected)),
-            stopping: Mutex::new(HashSet::new()),
-            standby_refused: Mutex::new(BTreeMap::new()),
             boot_id,
         })
     }
@@ -209,7 +202,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     /// Whether this blade has fenced itself (it then starts nothing and reports no crashes).
     pub fn is_fenced(&self) -> bool {
-        self.gate.is_fenced()
+        self.guests.is_fenced()
     }
 
     /// Orders accepted before an agent restart and not finished; the caller executes them again.
@@ -421,16 +414,14 @@ impl<H: Hypervisor + 'static> Agent<H> {
             .iter()
             .map(|g| g.name.clone())
             .collect();
-        lock(&self.protected).listed(names, at);
+        self.guests.protected(|p| p.listed(names, at));
     }
 
     /// Whether a lifecycle crash of `name` should be reported to the ShMC.
     /// Not for a guest this agent is stopping on order (DestroyGuest, Evacuate): killing its
     /// QEMU looks like a crash to libvirt.
     pub fn reports_crash_of(&self, name: &str) -> bool {
-        !self.is_fenced()
-            && !lock(&self.stopping).contains(name)
-            && lock(&self.protected).contains(name)
+        !self.is_fenced() && self.guests.crash_is_news(name)
     }
 
     /// Records, logs and returns the one outcome of a single-guest order.

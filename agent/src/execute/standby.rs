@@ -40,14 +40,15 @@ impl<H: Hypervisor + 'static> Agent<H> {
             .and_then(|()| crate::decide::standby::check_disks(&def.name, &def.xml));
         match checked {
             Ok(()) => {
-                lock(&self.standby_refused).remove(&def.name);
+                self.guests.set_standby_refusal(&def.name, None);
                 true
             }
             Err(why) => {
-                let mut refused = lock(&self.standby_refused);
-                if refused.get(&def.name) != Some(&why) {
+                if self
+                    .guests
+                    .set_standby_refusal(&def.name, Some(why.clone()))
+                {
                     log::error!("{why}; it is restarted cold on failover instead");
-                    refused.insert(def.name.clone(), why);
                 }
                 false
             }
@@ -56,7 +57,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     /// Warm-standby guests refused so far (unsafe disks), with the reason.
     pub fn standby_refusals(&self) -> BTreeMap<String, String> {
-        lock(&self.standby_refused).clone()
+        self.guests.standby_refusals()
     }
 
     /// The start-time check of `[guests] warm_standby` against this blade's own guests
@@ -70,8 +71,8 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 xml: g.xml.clone(),
             };
             if !self.standby_allowed(&def) {
-                if let Some(why) = lock(&self.standby_refused).get(&g.name) {
-                    refusals.push(why.clone());
+                if let Some(why) = self.guests.standby_refusal(&g.name) {
+                    refusals.push(why);
                 }
             }
         }
@@ -106,12 +107,12 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 Err(e) => return Err(e.into()),
             }
             let t0 = Instant::now();
-            let Some(defined) = self.gate.call(&def.name, || self.hv.define(&def.xml)) else {
+            let Some(defined) = self.guests.call(&def.name, || self.hv.define(&def.xml)) else {
                 break;
             };
             defined?;
             let Some(started) = self
-                .gate
+                .guests
                 .call(&def.name, || self.hv.start_paused(&def.name))
             else {
                 break;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::deadline::{self, DeadlineError};
-use super::gate::StartGate;
+use super::guests::GuestTable;
 use super::{lock, ms, Agent, AgentError};
 use crate::decide::orders::{by_priority, plan_takeover, Step};
 use crate::failure::Failure;
@@ -20,7 +20,7 @@ use crate::store::journal::TakenOver;
 /// gate; run on its own thread, bounded by `start_timeout` by the caller.
 fn start_partner_guest<H: Hypervisor + ?Sized>(
     hv: &H,
-    gate: &StartGate,
+    gate: &GuestTable,
     def: &GuestDef,
     standby_listed: bool,
 ) -> GuestResult {
@@ -59,18 +59,14 @@ impl<H: Hypervisor + 'static> Agent<H> {
     fn start_bounded(
         &self,
         name: &str,
-        job: impl FnOnce(&H, &StartGate) -> GuestResult + Send + 'static,
+        job: impl FnOnce(&H, &GuestTable) -> GuestResult + Send + 'static,
     ) -> GuestResult {
         let timeout = self.cfg.start_timeout;
-        let (hv, gate, protected) = (
-            Arc::clone(&self.hv),
-            Arc::clone(&self.gate),
-            Arc::clone(&self.protected),
-        );
+        let (hv, gate) = (Arc::clone(&self.hv), Arc::clone(&self.guests));
         let n = name.to_owned();
         let spawned = deadline::spawn(format!("start of `{name}`"), "guest-start", move |reply| {
             let r = job(&*hv, &gate);
-            lock(&protected).start_ended(&n);
+            gate.protected(|p| p.start_ended(&n));
             if let Err(r) = reply.send(r) {
                 if matches!(r, GuestResult::Started | GuestResult::Resumed) {
                     log::error!(
@@ -89,7 +85,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
         let pending = match spawned {
             Ok(p) => p,
             Err(DeadlineError::NoThread { what, source }) => {
-                lock(&self.protected).start_ended(name);
+                self.guests.protected(|p| p.start_ended(name));
                 return GuestResult::Failed {
                     reason: Failure::NoThread {
                         what,
@@ -205,7 +201,8 @@ impl<H: Hypervisor + 'static> Agent<H> {
             self.cfg.start_workers
         );
         // Stored before libvirt is asked: a restarted agent fences what these starts create.
-        lock(&self.protected).starting(plan.iter().map(|d| d.name.as_str()));
+        self.guests
+            .protected(|p| p.starting(plan.iter().map(|d| d.name.as_str())));
         let queue = Mutex::new(plan.into_iter().collect::<VecDeque<GuestDef>>());
         let results = Mutex::new(Vec::new());
         let workers = self.cfg.start_workers.max(1);
@@ -217,7 +214,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     };
                     // A fence cancels the queued starts (the gate refuses the ones that race it).
                     let result = if self.is_fenced() {
-                        lock(&self.protected).start_ended(&def.name);
+                        self.guests.protected(|p| p.start_ended(&def.name));
                         GuestResult::Fenced
                     } else {
                         self.define_and_start(&def)
@@ -272,7 +269,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 },
             };
         }
-        lock(&self.stopping).remove(&def.name);
+        self.guests.not_stopping(&def.name);
         let standby = self.warm_standby_listed(&def.name);
         let d = def.clone();
         self.start_bounded(&def.name, move |hv, gate| {
@@ -293,7 +290,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             log::warn!("{}: `{name}` is not a protected guest here", order.key());
             return Ok(OrderResult::Refused(Refusal::NotProtected(name.to_owned())));
         };
-        lock(&self.stopping).remove(name);
+        self.guests.not_stopping(name);
         let result = if g.state.is_active() && g.state != GuestState::Crashed {
             GuestResult::AlreadyRunning
         } else {
