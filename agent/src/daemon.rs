@@ -26,7 +26,7 @@ use shelfha_proto::{
 
 use crate::decide::sync::{Keeper, KeeperAction, Outbox};
 use crate::execute::{Acceptance, Agent, AgentError};
-use crate::hypervisor::{Hypervisor, HypervisorEvent, LifecycleKind};
+use crate::hypervisor::{Hypervisor, HypervisorError, HypervisorEvent, LifecycleKind};
 use crate::order::{Order, OrderResult};
 use crate::wire_map;
 
@@ -565,11 +565,14 @@ fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<Hypervi
     }
 }
 
-fn prober_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, results: Sender<Result<(), String>>) {
+fn prober_loop<H: Hypervisor + 'static>(
+    s: &Arc<Shared<H>>,
+    results: Sender<Result<(), HypervisorError>>,
+) {
     let interval = s.agent.config().heartbeat;
     let mut last_refresh: Option<Instant> = None;
     while !s.stop.load(Ordering::SeqCst) {
-        let r = s.agent.hypervisor().ping().map_err(|e| e.to_string());
+        let r = s.agent.hypervisor().ping();
         let ok = r.is_ok();
         if results.send(r).is_err() {
             return;
@@ -609,14 +612,14 @@ fn prober_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, results: Sender<Resu
 
 fn watchdog_loop<H: Hypervisor + 'static>(
     s: &Arc<Shared<H>>,
-    results: Receiver<Result<(), String>>,
+    results: Receiver<Result<(), HypervisorError>>,
 ) {
     // A ping that has not answered after this long means libvirt does not answer.
     let timeout = (s.agent.config().heartbeat * 3).max(Duration::from_millis(1000));
     while !s.stop.load(Ordering::SeqCst) {
         let (healthy, why) = match results.recv_timeout(timeout) {
             Ok(Ok(())) => (true, String::new()),
-            Ok(Err(e)) => (false, e),
+            Ok(Err(e)) => (false, e.to_string()),
             Err(RecvTimeoutError::Timeout) => (
                 false,
                 format!("no answer within {} ms", timeout.as_millis()),

@@ -231,7 +231,7 @@ pub enum Refusal {
     Fenced,
     /// The hypervisor could not be asked.
     #[error("hypervisor unavailable: {0}")]
-    Hypervisor(String),
+    Hypervisor(Failure),
 }
 
 /// The final answer to an order, kept in the journal and re-sent for duplicates.

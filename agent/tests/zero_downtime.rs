@@ -297,7 +297,7 @@ fn test_warm_standby_resume_after_fence_and_refusals() {
     let refused = agent_a.check_warm_standby_config().unwrap();
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(
-        refused[0].contains("guest `dq`") && refused[0].contains(&image),
+        refused[0].to_string().contains("guest `dq`") && refused[0].to_string().contains(&image),
         "{}",
         refused[0]
     );
@@ -356,7 +356,10 @@ fn test_warm_standby_resume_after_fence_and_refusals() {
         "genuine pushes replace the refusals"
     );
     let refusals = agent_b.standby_refusals();
-    let why = refusals.get("dq").expect("dq refused on arrival");
+    let why = refusals
+        .get("dq")
+        .expect("dq refused on arrival")
+        .to_string();
     assert!(why.contains("guest `dq`") && why.contains("qcow2"), "{why}");
     assert_eq!(agent_b.ensure_standbys().unwrap(), vec!["db".to_string()]);
     assert_eq!(hv_b.state("db").unwrap(), GuestState::Paused);

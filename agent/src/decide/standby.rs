@@ -31,15 +31,103 @@ fn child_attr<'a>(node: Node<'a, '_>, tag: &str, key: &str) -> Option<&'a str> {
     child(node, tag)?.attribute(key)
 }
 
+/// One disk of a guest, as a refusal names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    /// The guest.
+    pub guest: String,
+    /// Its target device (`vda`), `?` if none.
+    pub target: String,
+    /// Its source (device, file or name), `?` if none.
+    pub source: String,
+}
+
+impl std::fmt::Display for Disk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "warm standby refused for guest `{}`: disk {} ({})",
+            self.guest, self.target, self.source
+        )
+    }
+}
+
 /// Why a guest cannot have a warm standby, naming the guest and the disk.
-pub fn check_disks(guest: &str, xml: &str) -> Result<(), String> {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StandbyRefusal {
+    /// The definition policy refuses the definition.
+    #[error("warm standby refused for guest `{guest}`: {refusal}")]
+    Policy {
+        /// The guest.
+        guest: String,
+        /// The policy's refusal.
+        refusal: crate::policy::Refusal,
+    },
+    /// The domain XML does not parse.
+    #[error("warm standby refused for guest `{guest}`: its domain XML does not parse ({detail})")]
+    Unparsable {
+        /// The guest.
+        guest: String,
+        /// The parser's message.
+        detail: String,
+    },
+    /// A disk is not a block device.
+    #[error(
+        "{disk} is of type '{kind}'; only raw block devices seen by both blades \
+         (<disk type='block'>) can be kept open by a paused standby"
+    )]
+    NotBlock {
+        /// The disk.
+        disk: Disk,
+        /// Its type.
+        kind: String,
+    },
+    /// A disk's format is not raw.
+    #[error(
+        "{disk} has format '{format}'; only raw is safe (the standby would cache stale \
+         {format} metadata)"
+    )]
+    NotRaw {
+        /// The disk.
+        disk: Disk,
+        /// Its format.
+        format: String,
+    },
+    /// A disk is cached by the host.
+    #[error("{disk} uses cache='{cache}'; only cache='none' is safe (no host page cache on the standby)")]
+    Cached {
+        /// The disk.
+        disk: Disk,
+        /// Its cache mode.
+        cache: String,
+    },
+    /// A disk is shareable.
+    #[error("{disk} is <shareable/>: virtlockd would not stop a second writer")]
+    Shareable {
+        /// The disk.
+        disk: Disk,
+    },
+    /// The guest has no disk.
+    #[error(
+        "warm standby refused for guest `{guest}`: it has no disk, so virtlockd could not \
+         refuse a resume while the original still runs"
+    )]
+    NoDisk {
+        /// The guest.
+        guest: String,
+    },
+}
+
+/// Whether the disks of `guest` (domain XML `xml`) allow a warm standby.
+pub fn check_disks(guest: &str, xml: &str) -> Result<(), StandbyRefusal> {
     let opts = ParsingOptions {
         allow_dtd: true,
         nodes_limit: NODES_LIMIT,
         ..ParsingOptions::default()
     };
-    let doc = Document::parse_with_options(xml, opts).map_err(|e| {
-        format!("warm standby refused for guest `{guest}`: its domain XML does not parse ({e})")
+    let doc = Document::parse_with_options(xml, opts).map_err(|e| StandbyRefusal::Unparsable {
+        guest: guest.to_owned(),
+        detail: e.to_string(),
     })?;
     let disks_of = doc
         .root_element()
@@ -50,50 +138,50 @@ pub fn check_disks(guest: &str, xml: &str) -> Result<(), String> {
             n.is_element() && n.tag_name().name() == "disk" && n.tag_name().namespace().is_none()
         });
     let mut disks = 0usize;
-    for disk in disks_of {
-        let device = disk.attribute("device").unwrap_or("disk");
+    for node in disks_of {
+        let device = node.attribute("device").unwrap_or("disk");
         if device != "disk" {
             continue;
         }
         disks += 1;
-        let kind = disk.attribute("type").unwrap_or("file");
-        let target = child_attr(disk, "target", "dev").unwrap_or("?");
-        let source = child_attr(disk, "source", "dev")
-            .or_else(|| child_attr(disk, "source", "file"))
-            .or_else(|| child_attr(disk, "source", "name"))
+        let kind = node.attribute("type").unwrap_or("file");
+        let source = child_attr(node, "source", "dev")
+            .or_else(|| child_attr(node, "source", "file"))
+            .or_else(|| child_attr(node, "source", "name"))
             .unwrap_or("?");
-        let what = format!("warm standby refused for guest `{guest}`: disk {target} ({source})");
+        let disk = Disk {
+            guest: guest.to_owned(),
+            target: child_attr(node, "target", "dev").unwrap_or("?").to_owned(),
+            source: source.to_owned(),
+        };
         if kind != "block" {
-            return Err(format!(
-                "{what} is of type '{kind}'; only raw block devices seen by both blades \
-                 (<disk type='block'>) can be kept open by a paused standby"
-            ));
+            return Err(StandbyRefusal::NotBlock {
+                disk,
+                kind: kind.to_owned(),
+            });
         }
-        let format = child_attr(disk, "driver", "type").unwrap_or("raw");
+        let format = child_attr(node, "driver", "type").unwrap_or("raw");
         if format != "raw" {
-            return Err(format!(
-                "{what} has format '{format}'; only raw is safe (the standby would cache \
-                 stale {format} metadata)"
-            ));
+            return Err(StandbyRefusal::NotRaw {
+                disk,
+                format: format.to_owned(),
+            });
         }
-        let cache = child_attr(disk, "driver", "cache").unwrap_or("default");
+        let cache = child_attr(node, "driver", "cache").unwrap_or("default");
         if cache != "none" {
-            return Err(format!(
-                "{what} uses cache='{cache}'; only cache='none' is safe (no host page cache \
-                 on the standby)"
-            ));
+            return Err(StandbyRefusal::Cached {
+                disk,
+                cache: cache.to_owned(),
+            });
         }
-        if child(disk, "shareable").is_some() {
-            return Err(format!(
-                "{what} is <shareable/>: virtlockd would not stop a second writer"
-            ));
+        if child(node, "shareable").is_some() {
+            return Err(StandbyRefusal::Shareable { disk });
         }
     }
     if disks == 0 {
-        return Err(format!(
-            "warm standby refused for guest `{guest}`: it has no disk, so virtlockd could not \
-             refuse a resume while the original still runs"
-        ));
+        return Err(StandbyRefusal::NoDisk {
+            guest: guest.to_owned(),
+        });
     }
     Ok(())
 }
@@ -127,36 +215,41 @@ mod test {
     fn test_unsafe_disks_refused_with_guest_and_disk() {
         let qcow2 = "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
                      <source file='/var/lib/images/db.qcow2'/><target dev='vda' bus='virtio'/></disk>";
-        let e = check_disks("db", &domain(qcow2)).unwrap_err();
+        let e = check_disks("db", &domain(qcow2)).unwrap_err().to_string();
         assert!(e.contains("guest `db`"), "{e}");
         assert!(e.contains("vda (/var/lib/images/db.qcow2)"), "{e}");
         assert!(e.contains("type 'file'"), "{e}");
         let block_qcow2 = BLOCK.replace("type='raw'", "type='qcow2'");
-        let e = check_disks("db", &domain(&block_qcow2)).unwrap_err();
+        let e = check_disks("db", &domain(&block_qcow2))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("format 'qcow2'") && e.contains("/dev/shared/db"),
             "{e}"
         );
         let cached = BLOCK.replace(" cache='none'", "");
-        let e = check_disks("db", &domain(&cached)).unwrap_err();
+        let e = check_disks("db", &domain(&cached)).unwrap_err().to_string();
         assert!(e.contains("cache='default'"), "{e}");
         let writeback = BLOCK.replace("cache='none'", "cache='writeback'");
         assert!(check_disks("db", &domain(&writeback))
             .unwrap_err()
+            .to_string()
             .contains("cache='writeback'"));
         let shared = BLOCK.replace("</disk>", "<shareable/></disk>");
         assert!(check_disks("db", &domain(&shared))
             .unwrap_err()
+            .to_string()
             .contains("shareable"));
         // The second disk is the bad one.
         let two = format!("{BLOCK}{qcow2}");
         assert!(check_disks("db", &domain(&two)).is_err());
-        let e = check_disks("db", &domain("")).unwrap_err();
+        let e = check_disks("db", &domain("")).unwrap_err().to_string();
         assert!(e.contains("no disk"), "{e}");
         let net = "<disk type='network' device='disk'><driver name='qemu' type='raw' \
                    cache='none'/><source protocol='rbd' name='pool/db'/><target dev='vda'/></disk>";
         assert!(check_disks("db", &domain(net))
             .unwrap_err()
+            .to_string()
             .contains("type 'network'"));
     }
 
@@ -168,7 +261,9 @@ mod test {
         let spaced = BLOCK.replace("type='block'", "type = \"block\"");
         assert_eq!(check_disks("db", &domain(&spaced)), Ok(()));
         // `<disks>` is not a disk.
-        let e = check_disks("db", &domain("<disks type='block'/>")).unwrap_err();
+        let e = check_disks("db", &domain("<disks type='block'/>"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no disk"), "{e}");
     }
 
@@ -176,7 +271,7 @@ mod test {
     fn test_comments_do_not_fool_the_check() {
         // The only disk is inside a comment: there is no disk, refused.
         let hidden = format!("<!-- {BLOCK} -->");
-        let e = check_disks("db", &domain(&hidden)).unwrap_err();
+        let e = check_disks("db", &domain(&hidden)).unwrap_err().to_string();
         assert!(e.contains("no disk"), "{e}");
         // A file disk commented out next to a safe block disk: only the real one counts.
         let commented_file = "<!-- <disk type='file' device='disk'><source file='/img/db.qcow2'/>\
@@ -188,7 +283,9 @@ mod test {
         // A real file disk after a comment that mentions `</disk>`.
         let tricky = "<disk type='file' device='disk'><!-- </disk> --><source file='/img/x.img'/>\
                       <target dev='vdb'/><driver name='qemu' type='raw' cache='none'/></disk>";
-        let e = check_disks("db", &domain(&format!("{BLOCK}{tricky}"))).unwrap_err();
+        let e = check_disks("db", &domain(&format!("{BLOCK}{tricky}")))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("vdb (/img/x.img)") && e.contains("type 'file'"),
             "{e}"
@@ -206,7 +303,7 @@ mod test {
                  <source file='&img;'/><target dev='vda'/></disk>"
             )
         );
-        let e = check_disks("db", &xml).unwrap_err();
+        let e = check_disks("db", &xml).unwrap_err().to_string();
         assert!(
             e.contains("vda (/img/db.qcow2)") && e.contains("type 'file'"),
             "{e}"
@@ -219,6 +316,7 @@ mod test {
         let xml = format!("{dtd}{}", domain(&BLOCK.replace("'none'", "'&c;'")));
         assert!(check_disks("db", &xml)
             .unwrap_err()
+            .to_string()
             .contains("cache='writeback'"));
     }
 }

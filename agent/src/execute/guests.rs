@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::decide::standby::StandbyRefusal;
 use crate::store::protected::ProtectedSet;
 
 /// What the agent keeps of one guest (absent from the table: nothing of note).
@@ -24,7 +25,7 @@ struct Guest {
     /// Its define/start/resume calls inside libvirt right now.
     starts_in_flight: usize,
     /// Why its warm standby is refused (logged once per reason).
-    standby_refusal: Option<String>,
+    standby_refusal: Option<StandbyRefusal>,
 }
 
 #[derive(Debug)]
@@ -160,7 +161,7 @@ impl GuestTable {
 
     /// Records why the warm standby of `name` is refused (`None`: allowed); returns whether
     /// the reason is new (to log it once).
-    pub(super) fn set_standby_refusal(&self, name: &str, why: Option<String>) -> bool {
+    pub(super) fn set_standby_refusal(&self, name: &str, why: Option<StandbyRefusal>) -> bool {
         self.lock().with(name, |g| {
             let new = why.is_some() && g.standby_refusal != why;
             g.standby_refusal = why;
@@ -169,7 +170,7 @@ impl GuestTable {
     }
 
     /// Why the warm standby of `name` is refused, if it is.
-    pub(super) fn standby_refusal(&self, name: &str) -> Option<String> {
+    pub(super) fn standby_refusal(&self, name: &str) -> Option<StandbyRefusal> {
         self.lock()
             .guests
             .get(name)
@@ -177,7 +178,7 @@ impl GuestTable {
     }
 
     /// Every refused warm standby, with why.
-    pub(super) fn standby_refusals(&self) -> BTreeMap<String, String> {
+    pub(super) fn standby_refusals(&self) -> BTreeMap<String, StandbyRefusal> {
         self.lock()
             .guests
             .iter()
@@ -196,17 +197,15 @@ mod test {
         let dir = TempDir::new("guest-table");
         let t = GuestTable::new(ProtectedSet::open(dir.path()));
         t.stopping(["a".to_owned()]);
-        assert!(t.set_standby_refusal("a", Some("no disk".into())));
-        assert!(
-            !t.set_standby_refusal("a", Some("no disk".into())),
-            "logged once"
-        );
+        let no_disk = || StandbyRefusal::NoDisk { guest: "a".into() };
+        assert!(t.set_standby_refusal("a", Some(no_disk())));
+        assert!(!t.set_standby_refusal("a", Some(no_disk())), "logged once");
         assert_eq!(
             t.call("a", || t.close(false, Duration::ZERO)),
             Some(BTreeSet::from(["a".to_owned()]))
         );
         assert!(t.close(false, Duration::ZERO).is_empty());
-        assert_eq!(t.standby_refusal("a").as_deref(), Some("no disk"));
+        assert_eq!(t.standby_refusal("a"), Some(no_disk()));
         t.not_stopping("a");
         t.set_standby_refusal("a", None);
         assert!(t.lock().guests.is_empty());

@@ -323,7 +323,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 // (resuming it, guests with a recorded outcome are not redone).
                 lock(&self.running).remove(&order.key());
                 log::warn!("{}: hypervisor unavailable: {e}", order.key());
-                return Ok(OrderResult::Refused(Refusal::Hypervisor(e.to_string())));
+                return Ok(OrderResult::Refused(Refusal::Hypervisor(e.into())));
             }
             Err(e) => {
                 lock(&self.running).remove(&order.key());

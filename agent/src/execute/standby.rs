@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{lock, ms, Agent, AgentError};
+use crate::decide::standby::StandbyRefusal;
 use crate::hypervisor::{GuestState, Hypervisor, HypervisorError};
 use crate::store::definitions::GuestDef;
 
@@ -36,7 +37,10 @@ impl<H: Hypervisor + 'static> Agent<H> {
             return false;
         }
         let checked = crate::policy::check_definition(&self.cfg, &def.name, &def.xml)
-            .map_err(|r| format!("warm standby refused for guest `{}`: {r}", def.name))
+            .map_err(|refusal| StandbyRefusal::Policy {
+                guest: def.name.clone(),
+                refusal,
+            })
             .and_then(|()| crate::decide::standby::check_disks(&def.name, &def.xml));
         match checked {
             Ok(()) => {
@@ -56,13 +60,13 @@ impl<H: Hypervisor + 'static> Agent<H> {
     }
 
     /// Warm-standby guests refused so far (unsafe disks), with the reason.
-    pub fn standby_refusals(&self) -> BTreeMap<String, String> {
+    pub fn standby_refusals(&self) -> BTreeMap<String, StandbyRefusal> {
         self.guests.standby_refusals()
     }
 
     /// The start-time check of `[guests] warm_standby` against this blade's own guests
     /// (the partner checks the definitions it receives). Returns the refusals.
-    pub fn check_warm_standby_config(&self) -> Result<Vec<String>, AgentError> {
+    pub fn check_warm_standby_config(&self) -> Result<Vec<StandbyRefusal>, AgentError> {
         let all = self.hv.list_guests()?;
         let mut refusals = Vec::new();
         for g in all.iter().filter(|g| self.warm_standby_listed(&g.name)) {

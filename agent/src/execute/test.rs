@@ -905,7 +905,10 @@ fn test_warm_standby_kept_paused_then_resumed_by_the_restart_order() {
     a.store_partner_definition(def("web", 1000)).unwrap();
     let refused = a.standby_refusals();
     assert_eq!(refused.keys().collect::<Vec<_>>(), ["dq"]);
-    assert!(refused["dq"].contains("/img/dq.qcow2"), "{refused:?}");
+    assert!(
+        refused["dq"].to_string().contains("/img/dq.qcow2"),
+        "{refused:?}"
+    );
     assert_eq!(a.ensure_standbys().unwrap(), vec!["db".to_string()]);
     assert_eq!(hv.state_of("db"), Some(GuestState::Paused));
     assert_eq!(hv.state_of("dq"), None, "no standby for an unsafe disk");

@@ -161,7 +161,9 @@ fn test_stored_definition_checked_again_under_a_narrower_configuration() {
     let a = Agent::new(Arc::clone(&hv), config(&dir, "warm_standby = [\"db\"]\n")).unwrap();
     assert_eq!(a.partner_count(), 2, "loaded as stored");
     assert!(a.ensure_standbys().unwrap().is_empty(), "no standby");
-    assert!(a.standby_refusals()["db"].contains("/dev/shared/db"));
+    assert!(a.standby_refusals()["db"]
+        .to_string()
+        .contains("/dev/shared/db"));
     assert_eq!(hv.state_of("db"), None);
     let out = restart(&a, 2);
     let db = out.iter().find(|o| o.name == "db").unwrap();
