@@ -5,11 +5,11 @@
 //! [`crate::decide`].
 //!
 //! Files: this one holds the [`Agent`] (state, acceptance, dispatch, the journal record of each
-//! outcome); `deadline` (running a call with a deadline), `gate` (the start gate), `takeover`
-//! (RestartPartnerGuests, RestartGuest), `fence` (FenceSelf, DestroyGuest), `kill` (killing a
-//! QEMU directly and accounting for guests from the agent's own readings), `evacuate`
-//! (Evacuate, Migrate), `standby` (warm standbys), `definitions` (the definitions exchanged
-//! with the partner).
+//! outcome); `deadline` (running a call with a deadline), `guests` (the guest table, also the
+//! start gate), `takeover` (RestartPartnerGuests, RestartGuest), `fence` (FenceSelf,
+//! DestroyGuest), `kill` (killing a QEMU directly and accounting for guests from the agent's
+//! own readings), `evacuate` (Evacuate, Migrate), `standby` (warm standbys), `definitions`
+//! (the definitions exchanged with the partner).
 //!
 //! Order handling is split in two so the network thread never waits for libvirt:
 //! [`Agent::accept`] decides at once (refuse, new, in progress, or already done) and is
