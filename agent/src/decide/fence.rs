@@ -42,7 +42,12 @@ pub enum Prior {
 /// What the readings of one guest prove: `found` the QEMU pids of it found (pid file and
 /// scan), `left` those still running after SIGKILL, `scan` the process-table reading
 /// (`Err` with why it failed), `before` what libvirt did or said.
-pub fn judge(before: Prior, found: &[i32], left: &[i32], scan: Result<(), &str>) -> Accounted {
+pub fn judge<E: std::fmt::Display + ?Sized>(
+    before: Prior,
+    found: &[i32],
+    left: &[i32],
+    scan: Result<(), &E>,
+) -> Accounted {
     if !left.is_empty() {
         return Accounted::Remaining(format!("QEMU pid {left:?} still runs after SIGKILL"));
     }
@@ -97,8 +102,8 @@ mod test {
 
     #[test]
     fn test_only_positive_readings_prove_a_stop() {
-        let ok = Ok(());
-        let failed = Err("EACCES");
+        let ok: Result<(), &str> = Ok(());
+        let failed: Result<(), &str> = Err("EACCES");
         assert_eq!(judge(Prior::Nothing, &[5], &[], failed), Accounted::Killed);
         assert!(matches!(
             judge(Prior::Destroyed, &[5], &[5], ok),

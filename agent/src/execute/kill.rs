@@ -20,7 +20,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::decide::fence::judge;
-use crate::hypervisor::{Hypervisor, HypervisorError, QemuProcess};
+use crate::hypervisor::{Hypervisor, HypervisorError, QemuProcess, ScanError};
 
 /// How often [`kill_and_wait`] looks whether the process is gone.
 const POLL: Duration = Duration::from_millis(10);
@@ -74,7 +74,7 @@ pub use crate::decide::fence::{Accounted, Prior};
 pub fn account<H: Hypervisor + ?Sized>(
     hv: &H,
     prior: &BTreeMap<String, Prior>,
-    scan: &Result<Vec<QemuProcess>, String>,
+    scan: &Result<Vec<QemuProcess>, ScanError>,
     timeout: Duration,
 ) -> BTreeMap<String, Accounted> {
     let mut targets: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
@@ -93,12 +93,7 @@ pub fn account<H: Hypervisor + ?Sized>(
             let before = prior.get(name).copied().unwrap_or(Prior::Nothing);
             let left: Vec<i32> = pids.intersection(&survivors).copied().collect();
             let found: Vec<i32> = pids.iter().copied().collect();
-            let a = judge(
-                before,
-                &found,
-                &left,
-                scan.as_ref().map(|_| ()).map_err(String::as_str),
-            );
+            let a = judge(before, &found, &left, scan.as_ref().map(|_| ()));
             match (&a, scan) {
                 (Accounted::Killed, _) if !found.is_empty() => {
                     if matches!(before, Prior::Destroyed | Prior::LibvirtInactive) {

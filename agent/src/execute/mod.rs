@@ -34,14 +34,14 @@ pub mod kill;
 mod standby;
 mod takeover;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::decide::orders::precondition;
-use crate::hypervisor::{GuestInfo, Hypervisor, HypervisorError, QemuProcess};
+use crate::hypervisor::{GuestInfo, Hypervisor, HypervisorError, QemuProcess, ScanError};
 use crate::order::{GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 use crate::store::definitions::{DefinitionError, PartnerStore};
 use crate::store::fenced;
@@ -105,7 +105,7 @@ pub struct Agent<H: Hypervisor> {
     journal: Mutex<Journal>,
     partner: Mutex<PartnerStore>,
     /// The orders being carried out right now (journal keys).
-    running: Mutex<HashSet<String>>,
+    running: Mutex<HashMap<String, Order>>,
     /// Per guest: stopping on order, starts inside libvirt, standby refusal; the protected
     /// set and the fenced flag (see [`GuestTable`]).
     guests: Arc<GuestTable>,
@@ -183,7 +183,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             cfg,
             journal: Mutex::new(journal),
             partner: Mutex::new(partner),
-            running: Mutex::new(HashSet::new()),
+            running: Mutex::new(HashMap::new()),
             guests: Arc::new(guests),
             inherited_fences: Mutex::new(inherited_fences),
             boot_id,
@@ -231,7 +231,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
         }
         let key = order.key();
         let mut running = lock(&self.running);
-        if running.contains(&key) {
+        if running.contains_key(&key) {
             return Ok(Acceptance::InProgress);
         }
         match lock(&self.journal).begin(order)? {
@@ -244,7 +244,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             }
             Begin::Unfinished(_) => {
                 log::info!("{key}: resuming an order interrupted by an agent restart");
-                running.insert(key);
+                running.insert(key, order.clone());
                 Ok(Acceptance::Execute)
             }
             Begin::New => {
@@ -260,7 +260,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                         );
                     }
                 }
-                running.insert(key);
+                running.insert(key, order.clone());
                 Ok(Acceptance::Execute)
             }
         }
@@ -382,17 +382,16 @@ impl<H: Hypervisor + 'static> Agent<H> {
 
     /// One reading of this blade's QEMU processes, bounded by [`KILL_WAIT`] (a process stuck
     /// in the kernel can block a reader of its command line).
-    fn scan_bounded(&self) -> Result<Vec<QemuProcess>, String> {
+    fn scan_bounded(&self) -> Result<Vec<QemuProcess>, ScanError> {
         let hv = Arc::clone(&self.hv);
         match deadline::run("process table", "qemu-scan", KILL_WAIT, move || {
             hv.qemu_processes()
         }) {
             Ok(r) => r,
-            Err(DeadlineError::Exceeded(_)) => Err(format!(
-                "process table not read within {} ms",
-                KILL_WAIT.as_millis()
-            )),
-            Err(e) => Err(e.to_string()),
+            Err(DeadlineError::Exceeded(e)) => Err(ScanError::NoAnswer {
+                within_ms: e.within_ms,
+            }),
+            Err(DeadlineError::NoThread { source, .. }) => Err(ScanError::NoThread(source)),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{lock, ms, Agent, AgentError};
 use crate::decide::standby::StandbyRefusal;
 use crate::hypervisor::{GuestState, Hypervisor, HypervisorError};
+use crate::order::Order;
 use crate::store::definitions::GuestDef;
 
 impl<H: Hypervisor + 'static> Agent<H> {
@@ -100,8 +101,8 @@ impl<H: Hypervisor + 'static> Agent<H> {
         for def in defs {
             if !self.standby_allowed(&def)
                 || lock(&self.running)
-                    .iter()
-                    .any(|k| k.contains("restart-partner"))
+                    .values()
+                    .any(|o| matches!(o, Order::RestartPartnerGuests { .. }))
             {
                 continue;
             }

@@ -524,12 +524,15 @@ impl Hypervisor for FakeHypervisor {
         self.lock().pids.get(name).copied()
     }
 
-    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, String> {
+    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, super::ScanError> {
         // Never blocks: the process table is read without the daemon.
         let mut g = self.lock();
         g.scans += 1;
         if g.scan_fails {
-            return Err("injected: process table unreadable".into());
+            return Err(super::ScanError::Read {
+                path: "/proc".into(),
+                source: std::io::Error::other("injected: process table unreadable"),
+            });
         }
         Ok(g.processes
             .iter()

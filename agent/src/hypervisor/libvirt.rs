@@ -441,7 +441,7 @@ impl Hypervisor for LibvirtHypervisor {
         qemu_pid_from(&self.qemu_run_dir, name)
     }
 
-    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, String> {
+    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, procscan::ScanError> {
         procscan::scan(Path::new("/proc"), &self.qemu_run_dir)
     }
 

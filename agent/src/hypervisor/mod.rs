@@ -9,7 +9,7 @@ pub mod fake;
 pub mod libvirt;
 pub mod procscan;
 
-pub use procscan::QemuProcess;
+pub use procscan::{QemuProcess, ScanError};
 
 use std::sync::mpsc::Sender;
 
@@ -208,7 +208,7 @@ pub trait Hypervisor: Send + Sync {
     /// Every live QEMU process of this blade, read from the process table without asking the
     /// hypervisor daemon (see [`procscan`]). Err (with why) when the table could not be read
     /// completely; an Ok reading is a positive statement that no other QEMU of this blade runs.
-    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, String>;
+    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, ScanError>;
     /// Checks that the hypervisor answers.
     fn ping(&self) -> Result<(), HypervisorError>;
     /// Delivers lifecycle events (and connection loss) to `sink` from now on.
