@@ -24,11 +24,11 @@ use shelfha_proto::{
     UnprotectedReason, Waker,
 };
 
-use crate::hypervisor::{Hypervisor, HypervisorEvent, LifecycleKind};
-use crate::logic::sync::{KeeperAction, Outbox};
-use crate::logic::{sync::Keeper, Acceptance, Agent, AgentError};
-use crate::net;
+use crate::decide::sync::{Keeper, KeeperAction, Outbox};
+use crate::execute::{Acceptance, Agent, AgentError};
+use crate::hypervisor::{Hypervisor, HypervisorError, HypervisorEvent, LifecycleKind};
 use crate::order::{Order, OrderResult};
+use crate::wire_map;
 
 use crate::store::definitions::GuestDef;
 use crate::store::floors;
@@ -310,7 +310,7 @@ fn on_message<H: Hypervisor + 'static>(
     from: NodeId,
     message: Message,
 ) -> bool {
-    if let Some(order) = net::order_from(from, &message) {
+    if let Some(order) = wire_map::order_from(from, &message) {
         return handle_order(s, order);
     }
     if from != s.partner {
@@ -464,26 +464,26 @@ fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) -> bo
     };
     match acceptance {
         Acceptance::Refused(r) => {
-            for m in net::refusal_messages(&order, s.slot, &r, &guests_of(s, &order)) {
+            for m in wire_map::refusal_messages(&order, s.slot, &r, &guests_of(s, &order)) {
                 s.out.send(NodeId::SHMC, m);
             }
         }
         Acceptance::InProgress => log::info!("{}: retry of an order in progress", order.key()),
         Acceptance::Done { outcomes, result } => {
-            if net::streams_outcomes(&order) {
+            if wire_map::streams_outcomes(&order) {
                 for o in &outcomes {
                     s.out
-                        .send(NodeId::SHMC, net::outcome_message(&order, s.slot, o));
-                    if let Some(m) = net::moved_message(&order, s.slot, o) {
+                        .send(NodeId::SHMC, wire_map::outcome_message(&order, s.slot, o));
+                    if let Some(m) = wire_map::moved_message(&order, s.slot, o) {
                         s.out.send(NodeId::SHMC, m);
                     }
                 }
             }
             let msgs = match &result {
                 OrderResult::Refused(r) => {
-                    net::refusal_messages(&order, s.slot, r, &guests_of(s, &order))
+                    wire_map::refusal_messages(&order, s.slot, r, &guests_of(s, &order))
                 }
-                _ => net::final_messages(&order, s.slot, &result),
+                _ => wire_map::final_messages(&order, s.slot, &result),
             };
             for m in msgs {
                 s.out.send(NodeId::SHMC, m);
@@ -493,23 +493,25 @@ fn handle_order<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, order: Order) -> bo
             let s2 = Arc::clone(s);
             let spawned = spawn("agent-order", move || {
                 let (out, slot) = (s2.out.clone(), s2.slot);
-                let streams = net::streams_outcomes(&order);
+                let streams = wire_map::streams_outcomes(&order);
                 let emit = |o: &crate::order::GuestOutcome| {
                     if streams {
-                        out.send(NodeId::SHMC, net::outcome_message(&order, slot, o));
-                        if let Some(m) = net::moved_message(&order, slot, o) {
+                        out.send(NodeId::SHMC, wire_map::outcome_message(&order, slot, o));
+                        if let Some(m) = wire_map::moved_message(&order, slot, o) {
                             out.send(NodeId::SHMC, m);
                         }
                     }
                 };
                 match s2.agent.execute(&order, &emit) {
                     Ok(OrderResult::Refused(r)) => {
-                        for m in net::refusal_messages(&order, slot, &r, &guests_of(&s2, &order)) {
+                        for m in
+                            wire_map::refusal_messages(&order, slot, &r, &guests_of(&s2, &order))
+                        {
                             s2.out.send(NodeId::SHMC, m);
                         }
                     }
                     Ok(result) => {
-                        for m in net::final_messages(&order, slot, &result) {
+                        for m in wire_map::final_messages(&order, slot, &result) {
                             s2.out.send(NodeId::SHMC, m);
                         }
                     }
@@ -563,11 +565,14 @@ fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<Hypervi
     }
 }
 
-fn prober_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, results: Sender<Result<(), String>>) {
+fn prober_loop<H: Hypervisor + 'static>(
+    s: &Arc<Shared<H>>,
+    results: Sender<Result<(), HypervisorError>>,
+) {
     let interval = s.agent.config().heartbeat;
     let mut last_refresh: Option<Instant> = None;
     while !s.stop.load(Ordering::SeqCst) {
-        let r = s.agent.hypervisor().ping().map_err(|e| e.to_string());
+        let r = s.agent.hypervisor().ping();
         let ok = r.is_ok();
         if results.send(r).is_err() {
             return;
@@ -607,14 +612,14 @@ fn prober_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, results: Sender<Resu
 
 fn watchdog_loop<H: Hypervisor + 'static>(
     s: &Arc<Shared<H>>,
-    results: Receiver<Result<(), String>>,
+    results: Receiver<Result<(), HypervisorError>>,
 ) {
     // A ping that has not answered after this long means libvirt does not answer.
     let timeout = (s.agent.config().heartbeat * 3).max(Duration::from_millis(1000));
     while !s.stop.load(Ordering::SeqCst) {
         let (healthy, why) = match results.recv_timeout(timeout) {
             Ok(Ok(())) => (true, String::new()),
-            Ok(Err(e)) => (false, e),
+            Ok(Err(e)) => (false, e.to_string()),
             Err(RecvTimeoutError::Timeout) => (
                 false,
                 format!("no answer within {} ms", timeout.as_millis()),

@@ -4,17 +4,20 @@
 //!
 //! Layers: `config` (the TOML file), `hypervisor` (the trait, libvirt, lifecycle events),
 //! `store` (journal and partner definitions on disk), `order` (orders and outcomes),
-//! `logic` (decisions behind the trait), `net` (protocol messages <-> orders), `daemon`
-//! (threads and the protocol endpoint).
+//! `failure` (why a guest operation failed, typed), `decide` (pure decisions, time passed in),
+//! `execute` (carrying orders out: threads, deadlines, hypervisor calls), `wire_map`
+//! (protocol messages <-> orders and outcomes), `daemon` (threads and the protocol endpoint).
 
 pub mod config;
 pub mod daemon;
+pub mod decide;
+pub mod execute;
+pub mod failure;
 pub mod hypervisor;
-pub mod logic;
-pub mod net;
 pub mod order;
 pub mod policy;
 pub mod store;
+pub mod wire_map;
 
 #[cfg(test)]
 mod testutil;

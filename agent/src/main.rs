@@ -1,61 +1,104 @@
-//! `blade-agent` binary: command line, logging, and wiring of the parts (see the library).
+//! `blade-agent` binary: command line (clap), logging, and wiring of the parts (see the
+//! library). Exit codes: 0 done, 1 the agent failed while running, 2 usage or configuration
+//! (bad arguments, a configuration file that cannot be read or is refused).
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use blade_agent::config::Config;
+use clap::{Parser, Subcommand};
+
+use blade_agent::config::{Config, ConfigError};
+use blade_agent::execute::{Agent, AgentError};
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
-use blade_agent::logic::Agent;
-use shelfha_proto::{Endpoint, EndpointConfig, NodeId, SeqSeed};
+use blade_agent::hypervisor::HypervisorError;
+use shelfha_proto::{Endpoint, EndpointConfig, KeyFileError, NodeId, SeqSeed};
 
 const DEFAULT_CONFIG: &str = "/etc/blade-agent/agent.toml";
 
-const USAGE: &str = "\
-blade-agent: shelfha blade agent (self-fencing, partner guest restart, crash reports)
+/// Exit code of usage and configuration errors.
+const USAGE_EXIT: u8 = 2;
 
-Usage:
-  blade-agent run [--config PATH]           run the agent
-  blade-agent check-config [--config PATH]  validate the configuration and print it
-  blade-agent --version                     print the version
-  blade-agent --help                        print this help
-
-The configuration defaults to /etc/blade-agent/agent.toml. Log level: RUST_LOG (default info).
-";
-
-enum Command {
-    Run(PathBuf),
-    Check(PathBuf),
-    Help,
-    Version,
+/// shelfha blade agent (self-fencing, partner guest restart, crash reports).
+#[derive(Debug, Parser)]
+#[command(
+    name = "blade-agent",
+    version,
+    override_usage = "\
+blade-agent run [--config PATH]           run the agent
+       blade-agent check-config [--config PATH]  validate the configuration and print it
+       blade-agent --version                     print the version
+       blade-agent --help                        print this help",
+    after_help = "The configuration defaults to /etc/blade-agent/agent.toml. \
+                  Log level: RUST_LOG (default info)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn parse_args(args: &[String]) -> Result<Command, String> {
-    let mut it = args.iter();
-    let cmd = match it.next().map(String::as_str) {
-        None | Some("-h") | Some("--help") | Some("help") => return Ok(Command::Help),
-        Some("-V") | Some("--version") => return Ok(Command::Version),
-        Some(c @ ("run" | "check-config")) => c,
-        Some(other) => return Err(format!("unknown command `{other}`")),
-    };
-    let mut config = PathBuf::from(DEFAULT_CONFIG);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--config" | "-c" => config = PathBuf::from(it.next().ok_or("--config needs a path")?),
-            "-h" | "--help" => return Ok(Command::Help),
-            other => return Err(format!("unknown argument `{other}`")),
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run(ConfigArg),
+    /// Validate the configuration and print it.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArg {
+    /// The configuration file.
+    #[arg(short, long, value_name = "PATH", default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+/// Why the agent did not start or stopped.
+#[derive(Debug, thiserror::Error)]
+enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{}: {source}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Key(#[from] KeyFileError),
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+    #[error("slot {0} has no protocol id")]
+    NoProtocolId(u8),
+    #[error("{addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot add peer {0}")]
+    Peer(NodeId),
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    #[error("daemon: {0}")]
+    Daemon(#[source] std::io::Error),
+}
+
+impl RunError {
+    /// Configuration errors exit with [`USAGE_EXIT`], the others with 1.
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            RunError::Config(_) | RunError::Key(_) | RunError::NoProtocolId(_) => {
+                ExitCode::from(USAGE_EXIT)
+            }
+            _ => ExitCode::FAILURE,
         }
     }
-    Ok(if cmd == "run" {
-        Command::Run(config)
-    } else {
-        Command::Check(config)
-    })
 }
 
-fn run(path: &std::path::Path) -> Result<(), String> {
-    let cfg = Config::load(path).map_err(|e| e.to_string())?;
+fn run(path: &Path) -> Result<(), RunError> {
+    let cfg = Config::load(path)?;
     log::info!(
         "blade-agent {} slot {} partner slot {} ({}), ShMC {}, libvirt {}",
         env!("CARGO_PKG_VERSION"),
@@ -65,73 +108,91 @@ fn run(path: &std::path::Path) -> Result<(), String> {
         cfg.shmc,
         cfg.libvirt_uri
     );
-    blade_agent::store::ensure_dir(&cfg.state_dir)
-        .map_err(|e| format!("{}: {e}", cfg.state_dir.display()))?;
-    let key = shelfha_proto::load_key(&cfg.key_file).map_err(|e| e.to_string())?;
-    let hv = Arc::new(
-        LibvirtHypervisor::open(&cfg.libvirt_uri, cfg.qemu_run_dir.clone())
-            .map_err(|e| e.to_string())?,
-    );
-    let me =
-        NodeId::blade(cfg.slot).ok_or_else(|| format!("slot {} has no protocol id", cfg.slot))?;
-    let partner = NodeId::blade(cfg.partner.slot)
-        .ok_or_else(|| format!("slot {} has no protocol id", cfg.partner.slot))?;
+    blade_agent::store::ensure_dir(&cfg.state_dir).map_err(|source| RunError::StateDir {
+        path: cfg.state_dir.clone(),
+        source,
+    })?;
+    let key = shelfha_proto::load_key(&cfg.key_file)?;
+    let hv = Arc::new(LibvirtHypervisor::open(
+        &cfg.libvirt_uri,
+        cfg.qemu_run_dir.clone(),
+    )?);
+    let me = NodeId::blade(cfg.slot).ok_or(RunError::NoProtocolId(cfg.slot))?;
+    let partner =
+        NodeId::blade(cfg.partner.slot).ok_or(RunError::NoProtocolId(cfg.partner.slot))?;
     let ep_cfg = EndpointConfig {
         seq: SeqSeed::File(cfg.state_dir.join("sequence")),
         // Journal, then acknowledge: the daemon acks each command once it is durable.
         manual_ack: true,
         ..EndpointConfig::default()
     };
-    let mut ep =
-        Endpoint::bind(cfg.listen, me, key, ep_cfg).map_err(|e| format!("{}: {e}", cfg.listen))?;
+    let mut ep = Endpoint::bind(cfg.listen, me, key, ep_cfg).map_err(|source| RunError::Bind {
+        addr: cfg.listen,
+        source,
+    })?;
     ep.add_peer(NodeId::SHMC, Some(cfg.shmc))
-        .map_err(|id| format!("cannot add peer {id}"))?;
+        .map_err(RunError::Peer)?;
     ep.add_peer(partner, Some(cfg.partner.address))
-        .map_err(|id| format!("cannot add peer {id}"))?;
-    let agent = Arc::new(Agent::new(hv, cfg).map_err(|e| e.to_string())?);
-    blade_agent::daemon::run(agent, ep, Arc::new(AtomicBool::new(false))).map_err(|e| e.to_string())
+        .map_err(RunError::Peer)?;
+    let agent = Arc::new(Agent::new(hv, cfg)?);
+    blade_agent::daemon::run(agent, ep, Arc::new(AtomicBool::new(false))).map_err(RunError::Daemon)
+}
+
+/// The error and its causes, for the log.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmd = match parse_args(&args) {
+    let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("blade-agent: {e}\n\n{USAGE}");
-            return ExitCode::from(2);
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(USAGE_EXIT)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
-    match cmd {
-        Command::Help => {
-            print!("{USAGE}");
+    match cli.command {
+        None => {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
             ExitCode::SUCCESS
         }
-        Command::Version => {
-            println!("blade-agent {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
-        Command::Check(path) => match Config::load(&path) {
+        Some(Command::CheckConfig(a)) => match Config::load(&a.config) {
             Ok(c) => {
                 println!("{c:#?}");
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("blade-agent: {e}");
-                ExitCode::FAILURE
+                eprintln!("blade-agent: {}", chain(&e));
+                ExitCode::from(USAGE_EXIT)
             }
         },
-        Command::Run(path) => {
+        Some(Command::Run(a)) => {
             let logger = simple_logger::SimpleLogger::new()
                 .with_level(log::LevelFilter::Info)
                 .env();
             if let Err(e) = logger.init() {
                 eprintln!("blade-agent: logger: {e}");
             }
-            match run(&path) {
+            match run(&a.config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    log::error!("{e}");
-                    ExitCode::FAILURE
+                    log::error!("{}", chain(&e));
+                    e.exit_code()
                 }
             }
         }

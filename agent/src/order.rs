@@ -1,7 +1,9 @@
 //! Orders the agent accepts from the ShMC and the outcomes it reports: the agent's own
-//! vocabulary, independent of the wire encoding (`net` maps protocol messages to these).
+//! vocabulary, independent of the wire encoding (`wire_map` maps protocol messages to these).
 
 use serde::{Deserialize, Serialize};
+
+use crate::failure::{DeadlineExceeded, Failure, MigrationFailure};
 
 /// An order from the ShMC. Each names the incident it belongs to; an order is identified by
 /// ([`Order::key`]) so a retried or replayed order is recognised and answered from the journal.
@@ -124,10 +126,10 @@ pub enum GuestResult {
         /// libvirt did not answer; the QEMU process was killed.
         killed: bool,
     },
-    /// The hypervisor failed the operation.
+    /// The operation failed.
     Failed {
-        /// The hypervisor's message.
-        reason: String,
+        /// Why.
+        reason: Failure,
     },
     /// Live-migrated to the partner, with libvirt's job statistics (Evacuate, Migrate).
     LiveMigrated {
@@ -146,13 +148,13 @@ pub enum GuestResult {
     /// logged and not recorded as a takeover.
     TimedOut {
         /// What did not answer, and after how long.
-        reason: String,
+        reason: DeadlineExceeded,
     },
     /// Evacuate: the migration failed or timed out (its job aborted), so the guest was stopped
     /// here; the partner starts it once this blade is confirmed fenced.
     StoppedAfterMigration {
         /// Why the migration failed.
-        reason: String,
+        reason: MigrationFailure,
         /// Shut down without being destroyed.
         graceful: bool,
     },
@@ -229,7 +231,7 @@ pub enum Refusal {
     Fenced,
     /// The hypervisor could not be asked.
     #[error("hypervisor unavailable: {0}")]
-    Hypervisor(String),
+    Hypervisor(Failure),
 }
 
 /// The final answer to an order, kept in the journal and re-sent for duplicates.

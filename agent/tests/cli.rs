@@ -41,7 +41,7 @@ fn test_check_config() {
     .unwrap();
     let out = agent(&["check-config", "--config", bad.to_str().unwrap()]);
     let _ = std::fs::remove_file(&bad);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!("{}:4:", bad.display())) && err.contains("bogus"),
@@ -50,12 +50,41 @@ fn test_check_config() {
 }
 
 #[test]
-fn test_bad_usage() {
+fn test_every_subcommand_answers_help() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["help"],
+        &["run", "--help"],
+        &["check-config", "--help"],
+        &["help", "run"],
+        &[],
+    ] {
+        let out = agent(args);
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("--config") || text.contains("blade-agent run"),
+            "{args:?}: {text}"
+        );
+    }
+    let out = agent(&["-V"]);
+    assert!(out.status.success());
+}
+
+#[test]
+fn test_bad_usage_and_configuration_exit_2() {
     let out = agent(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown command `frobnicate`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"));
     let out = agent(&["run", "--config"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = agent(&["run", "--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    // A configuration that cannot be read is a configuration error, with either spelling.
     let out = agent(&["run", "--config", "/nonexistent/agent.toml"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
+    let out = agent(&["check-config", "-c", "/nonexistent/agent.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/agent.toml"));
 }

@@ -11,9 +11,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use blade_agent::config::Config;
+use blade_agent::execute::Agent;
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
 use blade_agent::hypervisor::{GuestState, Hypervisor};
-use blade_agent::logic::Agent;
 use shelfha_proto::host::definitions::{split, Assembler};
 use shelfha_proto::message::guest_name;
 use shelfha_proto::{

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use blade_agent::config::Config;
+use blade_agent::execute::kill::is_running;
+use blade_agent::execute::{Acceptance, Agent};
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
 use blade_agent::hypervisor::{GuestState, Hypervisor};
-use blade_agent::logic::fence::is_running;
-use blade_agent::logic::{Acceptance, Agent};
-use blade_agent::net::failure_reason;
 use blade_agent::order::{GuestOutcome, GuestResult, Order, OrderResult};
+use blade_agent::wire_map::failure_code;
 use shelfha_proto::message::guest_name;
 use shelfha_proto::{
     Endpoint, EndpointConfig, Event, Key, Message, NodeId, Outcome, ReasonCode, SeqSeed,
@@ -101,7 +101,7 @@ fn test_partner_restart_from_stored_definitions_and_fence() {
     };
     match &out[0].result {
         GuestResult::Failed { reason } => {
-            assert_eq!(failure_reason(reason), ReasonCode::DiskLocked, "{reason}")
+            assert_eq!(failure_code(reason), ReasonCode::DiskLocked, "{reason}")
         }
         other => panic!("g1 started twice: {other:?}"),
     }

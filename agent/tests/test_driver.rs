@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blade_agent::config::Config;
+use blade_agent::execute::{Acceptance, Agent};
 use blade_agent::hypervisor::libvirt::{qemu_pid_from, LibvirtHypervisor};
 use blade_agent::hypervisor::{
     GuestState, Hypervisor, HypervisorError, HypervisorEvent, LifecycleKind, METADATA_URI,
 };
-use blade_agent::logic::{Acceptance, Agent};
 use blade_agent::order::{GuestOutcome, GuestResult, Order, OrderResult};
 use blade_agent::store::definitions::GuestDef;
 

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blade_agent::config::Config;
+use blade_agent::execute::{Acceptance, Agent, AgentError};
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
 use blade_agent::hypervisor::{GuestState, Hypervisor};
-use blade_agent::logic::{Acceptance, Agent, AgentError};
 use blade_agent::order::{GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 use blade_agent::store::definitions::GuestDef;
 use shelfha_proto::UnprotectedReason;
@@ -297,7 +297,7 @@ fn test_warm_standby_resume_after_fence_and_refusals() {
     let refused = agent_a.check_warm_standby_config().unwrap();
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(
-        refused[0].contains("guest `dq`") && refused[0].contains(&image),
+        refused[0].to_string().contains("guest `dq`") && refused[0].to_string().contains(&image),
         "{}",
         refused[0]
     );
@@ -356,7 +356,10 @@ fn test_warm_standby_resume_after_fence_and_refusals() {
         "genuine pushes replace the refusals"
     );
     let refusals = agent_b.standby_refusals();
-    let why = refusals.get("dq").expect("dq refused on arrival");
+    let why = refusals
+        .get("dq")
+        .expect("dq refused on arrival")
+        .to_string();
     assert!(why.contains("guest `dq`") && why.contains("qcow2"), "{why}");
     assert_eq!(agent_b.ensure_standbys().unwrap(), vec!["db".to_string()]);
     assert_eq!(hv_b.state("db").unwrap(), GuestState::Paused);
@@ -383,7 +386,8 @@ fn test_warm_standby_resume_after_fence_and_refusals() {
         GuestResult::Failed { reason } => {
             println!("early resume refused: {reason}");
             assert!(
-                reason.contains("resource busy") || reason.contains("Lockspace"),
+                reason.to_string().contains("resource busy")
+                    || reason.to_string().contains("Lockspace"),
                 "{reason}"
             );
         }

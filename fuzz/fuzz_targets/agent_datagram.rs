@@ -1,6 +1,6 @@
 //! The blade agent's receive path, end to end: datagrams through `Verifier::open` (fixed test
 //! key), message decoding, definition reassembly (`Assembler`), the definitions `Keeper`, and
-//! the agent core (`net::order_from`, `Agent::accept` / `execute` with a fresh state
+//! the agent core (`wire_map::order_from`, `Agent::accept` / `execute` with a fresh state
 //! directory) against the fake hypervisor. Nothing may panic, and:
 //! - every message the agent would answer with is valid and can be sealed;
 //! - orders come only from the ShMC; a frame from any other node never starts a guest;
@@ -22,9 +22,9 @@ use std::time::Instant;
 use blade_agent::config::Config;
 use blade_agent::hypervisor::fake::FakeHypervisor;
 use blade_agent::hypervisor::GuestState;
-use blade_agent::logic::sync::{Keeper, KeeperAction};
-use blade_agent::logic::{Acceptance, Agent};
-use blade_agent::net;
+use blade_agent::decide::sync::{Keeper, KeeperAction};
+use blade_agent::execute::{Acceptance, Agent};
+use blade_agent::wire_map;
 use blade_agent::order::{GuestOutcome, Order, OrderResult};
 use blade_agent::store::definitions::GuestDef;
 use libfuzzer_sys::fuzz_target;
@@ -114,7 +114,7 @@ impl Blade {
     /// What the daemon does with a message, minus the network.
     fn on_message(&mut self, from: NodeId, message: Message) {
         let starts = self.starts();
-        if let Some(order) = net::order_from(from, &message) {
+        if let Some(order) = wire_map::order_from(from, &message) {
             assert_eq!(from, NodeId::SHMC, "order from {from}: {order:?}");
             if self.orders >= MAX_ORDERS {
                 return;
@@ -201,7 +201,7 @@ impl Blade {
                     .into_iter()
                     .map(|d| d.name)
                     .collect();
-                check_all(&net::refusal_messages(order, ME, &r, &guests));
+                check_all(&wire_map::refusal_messages(order, ME, &r, &guests));
             }
             Acceptance::InProgress => {}
             Acceptance::Done { outcomes, result } => {
@@ -248,15 +248,15 @@ fn check_all(msgs: &[Message]) {
 
 fn check_outcomes(order: &Order, outcomes: &[GuestOutcome]) {
     for o in outcomes {
-        check(&net::outcome_message(order, ME, o));
-        if let Some(m) = net::moved_message(order, ME, o) {
+        check(&wire_map::outcome_message(order, ME, o));
+        if let Some(m) = wire_map::moved_message(order, ME, o) {
             check(&m);
         }
     }
 }
 
 fn check_result(order: &Order, result: &OrderResult) {
-    check_all(&net::final_messages(order, ME, result));
+    check_all(&wire_map::final_messages(order, ME, result));
 }
 
 /// Builds the datagram of one record.

@@ -65,11 +65,14 @@ pub struct FakeHypervisor {
     cv: Condvar,
 }
 
-fn tag<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let start = xml.find(&format!("<{tag}"))?;
-    let body = start + xml[start..].find('>')? + 1;
-    let end = body + xml[body..].find(&format!("</{tag}>"))?;
-    Some(&xml[body..end])
+/// The text of the `<domain>` root's child element `tag`, parsed like libvirt would.
+fn tag(xml: &str, tag: &str) -> Option<String> {
+    let doc = roxmltree::Document::parse(xml).ok()?;
+    let node = doc
+        .root_element()
+        .children()
+        .find(|n| n.is_element() && n.tag_name().name() == tag)?;
+    Some(node.text().unwrap_or_default().to_owned())
 }
 
 impl FakeHypervisor {
@@ -306,6 +309,7 @@ impl Hypervisor for FakeHypervisor {
             name: "<xml>".into(),
             message: "no <name>".into(),
         })?;
+        let name = name.as_str();
         let mut g = self.gate(g, "define", name);
         if g.fail_define.contains(name) {
             return Err(HypervisorError::Failed {
@@ -317,9 +321,7 @@ impl Hypervisor for FakeHypervisor {
         let memory_kib = tag(xml, "memory")
             .and_then(|m| m.trim().parse().ok())
             .unwrap_or(0);
-        let uuid = tag(xml, "uuid")
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("uuid-{name}"));
+        let uuid = tag(xml, "uuid").unwrap_or_else(|| format!("uuid-{name}"));
         let state = g
             .domains
             .get(name)
@@ -522,16 +524,19 @@ impl Hypervisor for FakeHypervisor {
         self.lock().pids.get(name).copied()
     }
 
-    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, String> {
+    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, super::ScanError> {
         // Never blocks: the process table is read without the daemon.
         let mut g = self.lock();
         g.scans += 1;
         if g.scan_fails {
-            return Err("injected: process table unreadable".into());
+            return Err(super::ScanError::Read {
+                path: "/proc".into(),
+                source: std::io::Error::other("injected: process table unreadable"),
+            });
         }
         Ok(g.processes
             .iter()
-            .filter(|(_, pid)| crate::logic::fence::is_running(*pid))
+            .filter(|(_, pid)| crate::execute::kill::is_running(*pid))
             .map(|(guest, pid)| QemuProcess {
                 pid: *pid,
                 guest: guest.clone(),

@@ -248,11 +248,7 @@ impl LibvirtHypervisor {
             self.drop_connection();
             return HypervisorError::Unavailable(format!("{op} `{name}`: {e}"));
         }
-        HypervisorError::Failed {
-            op,
-            name: name.to_owned(),
-            message: e.message().to_owned(),
-        }
+        HypervisorError::failed(op, name, e.message().to_owned())
     }
 
     fn drop_connection(&self) {
@@ -445,7 +441,7 @@ impl Hypervisor for LibvirtHypervisor {
         qemu_pid_from(&self.qemu_run_dir, name)
     }
 
-    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, String> {
+    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, procscan::ScanError> {
         procscan::scan(Path::new("/proc"), &self.qemu_run_dir)
     }
 

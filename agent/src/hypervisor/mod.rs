@@ -9,7 +9,7 @@ pub mod fake;
 pub mod libvirt;
 pub mod procscan;
 
-pub use procscan::QemuProcess;
+pub use procscan::{QemuProcess, ScanError};
 
 use std::sync::mpsc::Sender;
 
@@ -116,9 +116,46 @@ pub enum HypervisorError {
         /// Hypervisor's message.
         message: String,
     },
+    /// A disk of the domain is locked by another QEMU ([`is_lock_conflict`]): the guest
+    /// runs elsewhere.
+    #[error("{op} `{name}`: {message}")]
+    DiskLocked {
+        /// Operation.
+        op: &'static str,
+        /// Domain.
+        name: String,
+        /// Hypervisor's message.
+        message: String,
+    },
     /// The hypervisor cannot be reached.
     #[error("hypervisor unavailable: {0}")]
     Unavailable(String),
+    /// The hypervisor did not answer within the call's deadline (the call is left to itself).
+    #[error("hypervisor unavailable: {0}")]
+    NoAnswer(#[source] crate::failure::DeadlineExceeded),
+}
+
+impl HypervisorError {
+    /// A failed operation, classified: a lock conflict ([`is_lock_conflict`]) is
+    /// [`HypervisorError::DiskLocked`], anything else [`HypervisorError::Failed`].
+    pub fn failed(op: &'static str, name: &str, message: String) -> HypervisorError {
+        let name = name.to_owned();
+        if is_lock_conflict(&message) {
+            HypervisorError::DiskLocked { op, name, message }
+        } else {
+            HypervisorError::Failed { op, name, message }
+        }
+    }
+}
+
+/// Whether libvirt's message for a failed operation is a real lock conflict. libvirt has no
+/// error number for it, so its text is read here, at the edge, once: virtlockd's "Lockspace
+/// resource '...' is locked" or QEMU's image lock ("Failed to get \"write\" lock"). A lock
+/// daemon that cannot be reached ("Failed to connect socket to '.../virtlockd-sock': Device or
+/// resource busy") is not one.
+pub fn is_lock_conflict(message: &str) -> bool {
+    (message.contains("Lockspace resource") && message.contains("is locked"))
+        || message.contains("get \"write\" lock")
 }
 
 /// What the hypervisor measured of one completed live migration.
@@ -171,9 +208,38 @@ pub trait Hypervisor: Send + Sync {
     /// Every live QEMU process of this blade, read from the process table without asking the
     /// hypervisor daemon (see [`procscan`]). Err (with why) when the table could not be read
     /// completely; an Ok reading is a positive statement that no other QEMU of this blade runs.
-    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, String>;
+    fn qemu_processes(&self) -> Result<Vec<QemuProcess>, ScanError>;
     /// Checks that the hypervisor answers.
     fn ping(&self) -> Result<(), HypervisorError>;
     /// Delivers lifecycle events (and connection loss) to `sink` from now on.
     fn subscribe(&self, sink: Sender<HypervisorEvent>) -> Result<(), HypervisorError>;
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_only_a_lock_conflict_is_disk_locked() {
+        for conflict in [
+            "resource busy: Lockspace resource '0123abcd' is locked",
+            "internal error: qemu unexpectedly closed the monitor: Failed to get \"write\" lock",
+        ] {
+            assert!(matches!(
+                HypervisorError::failed("start", "g1", conflict.into()),
+                HypervisorError::DiskLocked { .. }
+            ));
+        }
+        for other in [
+            "Failed to connect socket to '/run/libvirt/virtlockd-sock': Device or resource busy",
+            "Failed to connect socket to '/run/libvirt/virtlockd-sock': Connection refused",
+            "resource busy: cannot acquire state change lock",
+            "Lockspace for path /x does not exist",
+        ] {
+            assert!(matches!(
+                HypervisorError::failed("start", "g1", other.into()),
+                HypervisorError::Failed { .. }
+            ));
+        }
+    }
 }

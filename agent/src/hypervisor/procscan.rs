@@ -16,7 +16,7 @@
 
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::DEFAULT_QEMU_RUN_DIR;
 
@@ -76,16 +76,48 @@ fn gone(e: &std::io::Error) -> bool {
     e.kind() == ErrorKind::NotFound || e.raw_os_error() == Some(nix::errno::Errno::ESRCH as i32)
 }
 
+/// Why the process table could not be read completely (the caller then knows nothing).
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// pid 1 is not visible: not the whole table (another PID namespace, hidepid).
+    #[error("{}: pid 1 not visible: the process table cannot be read completely", root.display())]
+    Incomplete {
+        /// The table's root (`/proc`).
+        root: PathBuf,
+    },
+    /// A part of the table could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// What could not be read.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reading did not complete within its deadline (a process stuck in the kernel can
+    /// block a reader of its command line).
+    #[error("process table not read within {within_ms} ms")]
+    NoAnswer {
+        /// The deadline.
+        within_ms: u64,
+    },
+    /// No thread could be started for the reading.
+    #[error("process table: no thread: {0}")]
+    NoThread(#[source] std::io::Error),
+}
+
 /// Reads the process table under `proc_root` (`/proc`) and returns this blade's live QEMU
 /// processes; `run_dir` is the agent's `qemu_run_dir`. Err (with why) when any part of the
 /// table could not be read: the caller then knows nothing.
-pub fn scan(proc_root: &Path, run_dir: &Path) -> Result<Vec<QemuProcess>, String> {
-    let fail = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
+pub fn scan(proc_root: &Path, run_dir: &Path) -> Result<Vec<QemuProcess>, ScanError> {
+    let fail = |what: &Path, source: std::io::Error| ScanError::Read {
+        path: what.to_owned(),
+        source,
+    };
     if !proc_root.join("1").is_dir() {
-        return Err(format!(
-            "{}: pid 1 not visible: the process table cannot be read completely",
-            proc_root.display()
-        ));
+        return Err(ScanError::Incomplete {
+            root: proc_root.to_owned(),
+        });
     }
     let own_ns = std::fs::read_link(proc_root.join("self/ns/mnt")).ok();
     let run_dir_id = std::fs::metadata(run_dir).ok().map(|m| (m.dev(), m.ino()));
@@ -264,7 +296,8 @@ mod test {
         let fake = crate::testutil::TempDir::new("scan-proc");
         // No pid 1: not the whole table.
         let e = scan(fake.path(), fake.path()).unwrap_err();
-        assert!(e.contains("pid 1"), "{e}");
+        assert!(matches!(e, ScanError::Incomplete { .. }), "{e}");
+        assert!(e.to_string().contains("pid 1"), "{e}");
         std::fs::create_dir(fake.path().join("1")).unwrap();
         std::fs::write(fake.path().join("1/cmdline"), b"init\0").unwrap();
         std::fs::write(fake.path().join("1/stat"), b"1 (init) S 0").unwrap();

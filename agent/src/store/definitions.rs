@@ -66,23 +66,22 @@ pub fn valid_name(name: &str) -> bool {
     shelfha_proto::message::guest_name(name).is_some()
 }
 
-/// The text of the first `<tag ...>text</tag>` element in `xml` (no nesting, no entities).
-fn element<'a>(xml: &'a str, tag: &str) -> Option<(&'a str, &'a str)> {
-    let open = format!("<{tag}");
-    let mut from = 0;
-    loop {
-        let start = from + xml[from..].find(&open)?;
-        let after = &xml[start + open.len()..];
-        // `<memoryBacking>` must not match `<memory`.
-        if after.starts_with(['>', ' ', '\t', '\n', '/']) {
-            let head_end = after.find('>')?;
-            let attrs = &after[..head_end];
-            let body = &after[head_end + 1..];
-            let end = body.find(&format!("</{tag}>"))?;
-            return Some((attrs, &body[..end]));
-        }
-        from = start + open.len();
-    }
+/// The domain XML, parsed (`None` if it does not parse). No DTD: libvirt writes none, and the
+/// definition policy refuses one.
+fn parse(xml: &str) -> Option<roxmltree::Document<'_>> {
+    let opts = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: 100_000,
+        ..roxmltree::ParsingOptions::default()
+    };
+    roxmltree::Document::parse_with_options(xml, opts).ok()
+}
+
+/// The first child element `tag` of the `<domain>` root (no namespace).
+fn top<'a, 'i>(doc: &'a roxmltree::Document<'i>, tag: &str) -> Option<roxmltree::Node<'a, 'i>> {
+    doc.root_element().children().find(|n| {
+        n.is_element() && n.tag_name().name() == tag && n.tag_name().namespace().is_none()
+    })
 }
 
 impl GuestDef {
@@ -103,20 +102,19 @@ impl GuestDef {
     }
 
     /// The domain's `<uuid>`, if the XML has one.
-    pub fn uuid(&self) -> Option<&str> {
-        element(&self.xml, "uuid").map(|(_, t)| t.trim())
+    pub fn uuid(&self) -> Option<String> {
+        let doc = parse(&self.xml)?;
+        let text = top(&doc, "uuid")?.text()?.trim();
+        Some(text.to_owned())
     }
 
     /// The domain's `<memory>` in KiB (libvirt writes `unit='KiB'`; other units are converted).
     /// `None` if absent or unparsable: such a guest is started without a memory check.
     pub fn memory_kib(&self) -> Option<u64> {
-        let (attrs, text) = element(&self.xml, "memory")?;
-        let n: u64 = text.trim().parse().ok()?;
-        let unit = attrs
-            .split("unit=")
-            .nth(1)
-            .and_then(|u| u.trim_start_matches(['\'', '"']).split(['\'', '"']).next())
-            .unwrap_or("KiB");
+        let doc = parse(&self.xml)?;
+        let memory = top(&doc, "memory")?;
+        let n: u64 = memory.text()?.trim().parse().ok()?;
+        let unit = memory.attribute("unit").unwrap_or("KiB");
         let kib = match unit {
             "b" | "bytes" => n / 1024,
             "k" | "KiB" => n,
@@ -394,7 +392,18 @@ mod test {
             name: "db".into(),
             xml: xml.into(),
         };
-        assert_eq!(d.uuid(), Some("4dea22b3-1d52-d8f3-2516-782e98ab3fa0"));
+        assert_eq!(
+            d.uuid().as_deref(),
+            Some("4dea22b3-1d52-d8f3-2516-782e98ab3fa0")
+        );
+        // A comment is not an element; `<memoryBacking>` is not `<memory>`.
+        let commented = GuestDef {
+            name: "db".into(),
+            xml: "<domain><!-- <memory>1</memory> --><memoryBacking/>\
+                  <memory unit='MiB'>128</memory></domain>"
+                .into(),
+        };
+        assert_eq!(commented.memory_kib(), Some(128 * 1024));
         assert_eq!(d.memory_kib(), Some(128 * 1024));
         assert_eq!(def("x", 2048).memory_kib(), Some(2048));
         let bare = GuestDef {

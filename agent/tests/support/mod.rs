@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 
 use blade_agent::config::Config;
+use blade_agent::execute::Agent;
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
-use blade_agent::logic::Agent;
 
 /// The libvirt hypervisor for `cfg` and an agent core over it.
 pub fn agent(cfg: Config) -> (Arc<LibvirtHypervisor>, Agent<LibvirtHypervisor>) {

@@ -19,7 +19,8 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::hypervisor::{Hypervisor, HypervisorError, QemuProcess};
+use crate::decide::fence::judge;
+use crate::hypervisor::{Hypervisor, HypervisorError, QemuProcess, ScanError};
 
 /// How often [`kill_and_wait`] looks whether the process is gone.
 const POLL: Duration = Duration::from_millis(10);
@@ -59,33 +60,7 @@ pub fn stop_now<H: Hypervisor + ?Sized>(
     done(hv.destroy(name).map(|()| None));
 }
 
-/// How one guest was accounted for by a fence or a destroy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Accounted {
-    /// libvirt destroyed it (its destroy call succeeded).
-    Destroyed,
-    /// Its QEMU was SIGKILLed by the agent and seen gone.
-    Killed,
-    /// A positive reading that it does not run: libvirt lists it inactive or has no such
-    /// domain, or a complete process-table scan shows no QEMU of that name.
-    NotRunning,
-    /// Not proven stopped, with why: it counts as still running.
-    Remaining(String),
-}
-
-/// What was known of a guest before the process table was read (see [`account`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prior {
-    /// Nothing: libvirt did not answer, failed, or was not asked.
-    Nothing,
-    /// Its QEMU (found by the pid file) was SIGKILLed by the agent and seen gone.
-    Killed,
-    /// libvirt's destroy of it succeeded: libvirt had its QEMU and stopped it.
-    Destroyed,
-    /// libvirt lists it inactive or has no such domain: libvirt's bookkeeping only, which
-    /// loses a QEMU whose state file is gone (it then lists a running guest "shut off").
-    LibvirtInactive,
-}
+pub use crate::decide::fence::{Accounted, Prior};
 
 /// Accounts for the guests of `prior` with the agent's own readings, whatever libvirt said:
 /// every QEMU of each found by its pid file or by `scan` (one reading of the process table,
@@ -99,7 +74,7 @@ pub enum Prior {
 pub fn account<H: Hypervisor + ?Sized>(
     hv: &H,
     prior: &BTreeMap<String, Prior>,
-    scan: &Result<Vec<QemuProcess>, String>,
+    scan: &Result<Vec<QemuProcess>, ScanError>,
     timeout: Duration,
 ) -> BTreeMap<String, Accounted> {
     let mut targets: BTreeMap<&str, BTreeSet<i32>> = BTreeMap::new();
@@ -117,39 +92,25 @@ pub fn account<H: Hypervisor + ?Sized>(
         .map(|(name, pids)| {
             let before = prior.get(name).copied().unwrap_or(Prior::Nothing);
             let left: Vec<i32> = pids.intersection(&survivors).copied().collect();
-            let a = if !left.is_empty() {
-                Accounted::Remaining(format!("QEMU pid {left:?} still runs after SIGKILL"))
-            } else if !pids.is_empty() {
-                if matches!(before, Prior::Destroyed | Prior::LibvirtInactive) {
-                    log::error!(
-                        "`{name}`: libvirt said it was stopped, but QEMU pid {pids:?} ran: \
-                         killed directly (libvirt lost track of it)"
-                    );
-                } else {
-                    log::warn!("`{name}`: QEMU pid {pids:?} killed directly");
-                }
-                Accounted::Killed
-            } else {
-                match (scan, before) {
-                    (_, Prior::Killed) => Accounted::Killed,
-                    (Ok(_), Prior::Destroyed) => Accounted::Destroyed,
-                    (Ok(_), _) => Accounted::NotRunning,
-                    (Err(e), Prior::Destroyed) => {
-                        log::warn!(
-                            "`{name}`: the process table could not be read ({e}): the proof \
-                             that it stopped rests on libvirt's destroy alone"
+            let found: Vec<i32> = pids.iter().copied().collect();
+            let a = judge(before, &found, &left, scan.as_ref().map(|_| ()));
+            match (&a, scan) {
+                (Accounted::Killed, _) if !found.is_empty() => {
+                    if matches!(before, Prior::Destroyed | Prior::LibvirtInactive) {
+                        log::error!(
+                            "`{name}`: libvirt said it was stopped, but QEMU pid {pids:?} ran: \
+                             killed directly (libvirt lost track of it)"
                         );
-                        Accounted::Destroyed
+                    } else {
+                        log::warn!("`{name}`: QEMU pid {pids:?} killed directly");
                     }
-                    (Err(e), Prior::LibvirtInactive) => Accounted::Remaining(format!(
-                        "libvirt lists it not running, but libvirt can lose track of a QEMU \
-                         and the process table could not be read ({e})"
-                    )),
-                    (Err(e), Prior::Nothing) => Accounted::Remaining(format!(
-                        "no QEMU pid file, and the process table could not be read ({e})"
-                    )),
                 }
-            };
+                (Accounted::Destroyed, Err(e)) => log::warn!(
+                    "`{name}`: the process table could not be read ({e}): the proof that it \
+                     stopped rests on libvirt's destroy alone"
+                ),
+                _ => {}
+            }
             (name.to_owned(), a)
         })
         .collect()

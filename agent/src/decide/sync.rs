@@ -293,8 +293,8 @@ mod exchange_test {
 
     use super::*;
     use crate::config::Config;
+    use crate::execute::{Agent, AgentError};
     use crate::hypervisor::fake::FakeHypervisor;
-    use crate::logic::{Agent, AgentError};
     use crate::store::definitions::MAX_XML_LEN;
     use crate::testutil::TempDir;
 

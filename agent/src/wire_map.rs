@@ -1,5 +1,6 @@
-//! Mapping between protocol messages (`shelfha-proto`) and the agent's orders and outcomes.
-//! Pure functions; the daemon moves the results over the [`shelfha_proto::Endpoint`].
+//! Mapping between protocol messages (`shelfha-proto`) and the agent's orders and outcomes,
+//! and the one place a typed failure ([`Failure`]) becomes a wire reason code. No networking:
+//! pure functions; the daemon moves the results over the [`shelfha_proto::Endpoint`].
 //!
 //! Only the ShMC gives orders: an order-kind message from any other node is ignored
 //! ([`order_from`] takes the sender).
@@ -19,6 +20,7 @@
 use shelfha_proto::message::{guest_name, short_text};
 use shelfha_proto::{GuestName, Message, Move, NodeId, Outcome, ReasonCode};
 
+use crate::failure::Failure;
 use crate::order::{FenceReport, GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 
 /// The order a message carries, if it is an order from the ShMC.
@@ -69,21 +71,26 @@ fn wire_name(name: &str) -> GuestName {
     guest_name(name).unwrap_or_else(|| guest_name("?").unwrap_or_default())
 }
 
-/// The reason code for a hypervisor failure message. Only a real lock conflict is
-/// `DiskLocked`: virtlockd's "Lockspace resource '...' is locked" or QEMU's image lock
-/// ("Failed to get \"write\" lock"); a lock daemon that cannot be reached ("Failed to connect
-/// socket to '.../virtlockd-sock': Device or resource busy") is a hypervisor error.
-pub fn failure_reason(reason: &str) -> ReasonCode {
-    if reason.starts_with("migration") {
-        ReasonCode::MigrationFailed
-    } else if (reason.contains("Lockspace resource") && reason.contains("is locked"))
-        || reason.contains("get \"write\" lock")
-    {
-        ReasonCode::DiskLocked
-    } else if reason.contains("unavailable") {
-        ReasonCode::Timeout
-    } else {
-        ReasonCode::HypervisorError
+/// The reason code of a failure: the one place a [`Failure`] becomes a wire code.
+pub fn failure_code(failure: &Failure) -> ReasonCode {
+    match failure {
+        Failure::Migration(_) => ReasonCode::MigrationFailed,
+        Failure::DiskLocked { .. } => ReasonCode::DiskLocked,
+        Failure::Unavailable { .. } => ReasonCode::Timeout,
+        Failure::NotStopped {
+            hypervisor_unavailable,
+            ..
+        } => {
+            if *hypervisor_unavailable {
+                ReasonCode::Timeout
+            } else {
+                ReasonCode::HypervisorError
+            }
+        }
+        Failure::StandbyResume(inner) => failure_code(inner),
+        Failure::Hypervisor { .. }
+        | Failure::DefinitionRefused { .. }
+        | Failure::NoThread { .. } => ReasonCode::HypervisorError,
     }
 }
 
@@ -125,7 +132,9 @@ pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
             }
             .to_owned(),
         ),
-        GuestResult::Failed { reason } => (Outcome::Failed, failure_reason(reason), reason.clone()),
+        GuestResult::Failed { reason } => {
+            (Outcome::Failed, failure_code(reason), reason.to_string())
+        }
         GuestResult::LiveMigrated {
             migration_ms,
             downtime_ms,
@@ -147,7 +156,9 @@ pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
             ReasonCode::Fenced,
             "not started: this blade fenced itself".to_owned(),
         ),
-        GuestResult::TimedOut { reason } => (Outcome::Failed, ReasonCode::Timeout, reason.clone()),
+        GuestResult::TimedOut { reason } => {
+            (Outcome::Failed, ReasonCode::Timeout, reason.to_string())
+        }
         // The order's goal (guest no longer runs here) is met; the reason says it did not migrate.
         GuestResult::StoppedAfterMigration { reason, graceful } => (
             Outcome::Started,
@@ -401,7 +412,9 @@ mod test {
             incident: 3,
             name: "db".into(),
             result: GuestResult::Failed {
-                reason: long.into(),
+                reason: Failure::DiskLocked {
+                    detail: long.into(),
+                },
             },
             elapsed_ms: 1,
         };
@@ -427,20 +440,50 @@ mod test {
     }
 
     #[test]
-    fn test_only_a_lock_conflict_is_disk_locked() {
-        for conflict in [
-            "start `g1`: resource busy: Lockspace resource '0123abcd' is locked",
-            "start `g1`: internal error: qemu unexpectedly closed the monitor: Failed to get \"write\" lock",
+    fn test_failure_codes() {
+        let d = || "x".to_owned();
+        for (f, code) in [
+            (
+                Failure::Hypervisor { detail: d() },
+                ReasonCode::HypervisorError,
+            ),
+            (Failure::DiskLocked { detail: d() }, ReasonCode::DiskLocked),
+            (Failure::Unavailable { detail: d() }, ReasonCode::Timeout),
+            (
+                Failure::Migration(crate::failure::MigrationFailure::NoPath),
+                ReasonCode::MigrationFailed,
+            ),
+            (
+                Failure::DefinitionRefused { detail: d() },
+                ReasonCode::HypervisorError,
+            ),
+            (
+                Failure::StandbyResume(Box::new(Failure::DiskLocked { detail: d() })),
+                ReasonCode::DiskLocked,
+            ),
+            (
+                Failure::NotStopped {
+                    detail: d(),
+                    hypervisor_unavailable: true,
+                },
+                ReasonCode::Timeout,
+            ),
+            (
+                Failure::NotStopped {
+                    detail: d(),
+                    hypervisor_unavailable: false,
+                },
+                ReasonCode::HypervisorError,
+            ),
+            (
+                Failure::NoThread {
+                    what: d(),
+                    detail: d(),
+                },
+                ReasonCode::HypervisorError,
+            ),
         ] {
-            assert_eq!(failure_reason(conflict), ReasonCode::DiskLocked, "{conflict}");
-        }
-        for other in [
-            "start `g1`: Failed to connect socket to '/run/libvirt/virtlockd-sock': Device or resource busy",
-            "start `g1`: Failed to connect socket to '/run/libvirt/virtlockd-sock': Connection refused",
-            "start `g1`: resource busy: cannot acquire state change lock",
-            "start `g1`: Lockspace for path /x does not exist",
-        ] {
-            assert_eq!(failure_reason(other), ReasonCode::HypervisorError, "{other}");
+            assert_eq!(failure_code(&f), code, "{f:?}");
         }
     }
 
@@ -453,7 +496,10 @@ mod test {
         );
         assert_eq!(outcome_codes(&GuestResult::Fenced).1, ReasonCode::Fenced);
         let t = GuestResult::TimedOut {
-            reason: "start `db`: no answer from libvirt within 30000 ms".into(),
+            reason: crate::failure::DeadlineExceeded {
+                undone: "start `db`".into(),
+                within_ms: 30_000,
+            },
         };
         let (outcome, reason, text) = outcome_codes(&t);
         assert_eq!((outcome, reason), (Outcome::Failed, ReasonCode::Timeout));
@@ -522,7 +568,9 @@ mod test {
             GuestOutcome {
                 incident: 8,
                 name: "c".into(),
-                result: GuestResult::Failed { reason: "x".into() },
+                result: GuestResult::Failed {
+                    reason: Failure::Hypervisor { detail: "x".into() },
+                },
                 elapsed_ms: 1,
             },
         ];
@@ -574,7 +622,9 @@ mod test {
         let stuck = GuestOutcome {
             incident: 10,
             name: "a".into(),
-            result: GuestResult::Failed { reason: "x".into() },
+            result: GuestResult::Failed {
+                reason: Failure::Hypervisor { detail: "x".into() },
+            },
             elapsed_ms: 3,
         };
         assert!(matches!(

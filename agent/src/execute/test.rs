@@ -5,9 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::config::{Config, Protection};
+use crate::failure::{Failure, MigrationFailure};
 use crate::hypervisor::fake::FakeHypervisor;
+use crate::hypervisor::GuestState;
+use crate::order::{FenceReport, GuestResult};
 use crate::store::definitions::{digest, GuestDef};
 use crate::testutil::TempDir;
+use std::time::Duration;
 
 const PARTNER: u8 = 4;
 
@@ -297,7 +301,7 @@ fn test_start_failure_reported() {
     a.store_partner_definition(def("db", 1000)).unwrap();
     let (_, _, out) = run(&a, &restart(10, true));
     assert!(
-        matches!(result_of(&out, "db"), GuestResult::Failed { reason } if reason.contains("injected"))
+        matches!(result_of(&out, "db"), GuestResult::Failed { reason } if reason.to_string().contains("injected"))
     );
     assert!(a.taken_over().is_empty());
 }
@@ -777,13 +781,20 @@ fn test_evacuate_falls_back_to_stop_when_migration_fails_or_times_out() {
     let GuestResult::StoppedAfterMigration { reason, .. } = result_of(&out, "web") else {
         unreachable!()
     };
-    assert!(reason.contains("timed out"), "{reason}");
+    assert!(
+        matches!(
+            reason,
+            MigrationFailure::Aborted { .. } | MigrationFailure::NoReturn { .. }
+        ),
+        "{reason}"
+    );
+    assert!(reason.to_string().contains("timed out"), "{reason}");
     assert_eq!(
         hv.aborted(),
         vec!["web".to_string()],
         "the hung job was aborted"
     );
-    let msg = crate::net::moved_message(
+    let msg = crate::wire_map::moved_message(
         &Order::Evacuate {
             incident: 31,
             to_slot: PARTNER,
@@ -832,7 +843,7 @@ fn test_migrate_order_never_stops_a_guest() {
     assert!(result.is_some());
     let moved: Vec<_> = out
         .iter()
-        .filter_map(|o| crate::net::moved_message(&order, 3, o))
+        .filter_map(|o| crate::wire_map::moved_message(&order, 3, o))
         .collect();
     assert!(moved.iter().any(|m| matches!(
         m,
@@ -894,7 +905,10 @@ fn test_warm_standby_kept_paused_then_resumed_by_the_restart_order() {
     a.store_partner_definition(def("web", 1000)).unwrap();
     let refused = a.standby_refusals();
     assert_eq!(refused.keys().collect::<Vec<_>>(), ["dq"]);
-    assert!(refused["dq"].contains("/img/dq.qcow2"), "{refused:?}");
+    assert!(
+        refused["dq"].to_string().contains("/img/dq.qcow2"),
+        "{refused:?}"
+    );
     assert_eq!(a.ensure_standbys().unwrap(), vec!["db".to_string()]);
     assert_eq!(hv.state_of("db"), Some(GuestState::Paused));
     assert_eq!(hv.state_of("dq"), None, "no standby for an unsafe disk");
@@ -994,7 +1008,14 @@ fn test_evacuate_without_room_on_the_partner_falls_back() {
     ));
     match result_of(&out, "web") {
         GuestResult::StoppedAfterMigration { reason, .. } => {
-            assert!(reason.contains("no capacity on slot 4"), "{reason}")
+            assert!(
+                matches!(reason, MigrationFailure::NoCapacity { slot: 4, .. }),
+                "{reason}"
+            );
+            assert!(
+                reason.to_string().contains("no capacity on slot 4"),
+                "{reason}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -1145,7 +1166,9 @@ fn test_destroy_guest_answers_destroyed_only_on_a_positive_reading() {
     hv.fail_scan(true);
     let (_, _, out) = run(&a, &destroy(56, "web"));
     match result_of(&out, "web") {
-        GuestResult::Failed { reason } => assert!(reason.contains("process table"), "{reason}"),
+        GuestResult::Failed {
+            reason: reason @ Failure::NotStopped { .. },
+        } => assert!(reason.to_string().contains("process table"), "{reason}"),
         other => panic!("web reported {other:?} without a proof"),
     }
     // A complete reading without its QEMU: destroyed.
@@ -1274,7 +1297,10 @@ fn test_a_hung_start_times_out_and_the_other_guests_start() {
     let (out, _) = finished(&spawn_order(&a, restart(64, true)), Duration::from_secs(10));
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     match result_of(&out, "db") {
-        GuestResult::TimedOut { reason } => assert!(reason.contains("300 ms"), "{reason}"),
+        GuestResult::TimedOut { reason } => {
+            assert_eq!(reason.within_ms, 300, "{reason}");
+            assert!(reason.to_string().contains("300 ms"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(result_of(&out, "web"), &GuestResult::Started);
@@ -1337,7 +1363,10 @@ fn test_an_evacuation_stop_that_libvirt_never_answers_is_bounded() {
     let (out, _) = finished(&spawn_order(&a, order), Duration::from_secs(10));
     match result_of(&out, "db") {
         // evacuate_timeout_ms (300) + start_timeout (300)
-        GuestResult::TimedOut { reason } => assert!(reason.contains("600 ms"), "{reason}"),
+        GuestResult::TimedOut { reason } => {
+            assert_eq!(reason.within_ms, 600, "{reason}");
+            assert!(reason.to_string().contains("600 ms"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(
@@ -1447,7 +1476,7 @@ fn test_destroy_guest_kills_a_qemu_libvirt_lost() {
     hv.fail_scan(true);
     let (_, _, out) = run(&a, &destroy(65, "app"));
     assert!(
-        matches!(result_of(&out, "app"), GuestResult::Failed { reason } if reason.contains("lose track") || reason.contains("process table")),
+        matches!(result_of(&out, "app"), GuestResult::Failed { reason: reason @ Failure::NotStopped { .. } } if reason.to_string().contains("lose track") || reason.to_string().contains("process table")),
         "{out:?}"
     );
 }
