@@ -2,7 +2,7 @@
 //!
 //! [`MemoryAgents`] is an [`AgentLink`]: the core's orders go through the
 //! real ShMC-side mapping ([`order_message`]) and the agent-side one
-//! ([`blade_agent::net::order_from`]) to each blade's real agent core, and
+//! ([`blade_agent::wire_map::order_from`]) to each blade's real agent core, and
 //! what the agent answers (outcomes, closing messages, heartbeats, hellos)
 //! comes back as protocol messages through the real [`agent_input`] mapping,
 //! as the daemons carry them over UDP.
@@ -17,8 +17,8 @@ use std::time::Duration;
 use blade_agent::config::{Config as AgentConfig, Partner, Protection};
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
 use blade_agent::hypervisor::Hypervisor;
-use blade_agent::logic::{Acceptance, Agent};
-use blade_agent::net::{final_messages, order_from, outcome_message, streams_outcomes};
+use blade_agent::execute::{Acceptance, Agent};
+use blade_agent::wire_map::{final_messages, order_from, outcome_message, streams_outcomes};
 use blade_agent::order::{GuestOutcome, Order as AgentOrder, OrderResult};
 use blade_agent::store::definitions::GuestDef;
 use shelfha_proto::{Capabilities, Health, Message, NodeId, SoftwareVersion};

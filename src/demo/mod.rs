@@ -3,7 +3,7 @@
 //! The real ShMC core, driven by the plugin's one runtime
 //! ([`shmc_plugin::edge::runtime::Runtime`], as every event source drives
 //! it), hears emulated IPMCs ([`crate::sim`]) through real `ipmb_dev_int`
-//! frames; the real agent core ([`blade_agent::logic::Agent`]) of each blade
+//! frames; the real agent core ([`blade_agent::execute::Agent`]) of each blade
 //! drives libvirt's in-process test driver (a private `test:///PATH/node.xml`
 //! per blade: its own hypervisor). What the daemons carry over UDP (orders,
 //! outcomes, heartbeats) goes through the real protocol mappings on an
