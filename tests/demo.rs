@@ -71,7 +71,10 @@ fn demo_every_scenario() {
         alerts.len() == 1 && alerts[0].contains("ALERT ipmc_lost: slot 1"),
         "{out}"
     );
-    assert!(out.contains("no downtime: slot 1 stays in service"), "{out}");
+    assert!(
+        out.contains("no downtime: slot 1 stays in service"),
+        "{out}"
+    );
     // The hardware-fenced failures wait for the IPMB fence: the partner starts nothing before M1.
     assert!(out.contains("fence: HotSwapM1"), "{out}");
     assert!(out.contains("fence: SelfFenced"), "{out}");

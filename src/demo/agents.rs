@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blade_agent::config::{Config as AgentConfig, Partner, Protection};
+use blade_agent::execute::{Acceptance, Agent};
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
 use blade_agent::hypervisor::Hypervisor;
-use blade_agent::execute::{Acceptance, Agent};
-use blade_agent::wire_map::{final_messages, order_from, outcome_message, streams_outcomes};
 use blade_agent::order::{GuestOutcome, Order as AgentOrder, OrderResult};
 use blade_agent::store::definitions::GuestDef;
+use blade_agent::wire_map::{final_messages, order_from, outcome_message, streams_outcomes};
 use shelfha_proto::{Capabilities, Health, Message, NodeId, SoftwareVersion};
 use shmc_plugin::edge::agents::udp::{agent_input, order_message};
 use shmc_plugin::edge::agents::AgentLink;
