@@ -693,6 +693,8 @@ fn rmcp_partner_order_over_udp_only_after_m1() {
             slot,
             version,
             capabilities: Capabilities::SELF_FENCE,
+            heartbeat_ms: 200,
+            watchdog_ms: None,
         };
         ep.send(NodeId::SHMC, &hello, ms()).unwrap();
     }
@@ -707,6 +709,7 @@ fn rmcp_partner_order_over_udp_only_after_m1() {
                 health: Health::Ok,
                 protected: 1,
                 digest: [0; 32],
+                partner_heard_ms: None,
             };
             let _ = a1.send(NodeId::SHMC, &hb, now);
             let _ = a2.send(NodeId::SHMC, &hb, now);

@@ -177,6 +177,9 @@ pub fn run<H: Hypervisor + 'static>(
         slot: cfg.slot,
         version: version(),
         capabilities: capabilities(&cfg),
+        heartbeat_ms: u32::try_from(cfg.heartbeat.as_millis()).unwrap_or(u32::MAX),
+        // No hardware watchdog is armed by this agent: no watchdog proof is offered.
+        watchdog_ms: None,
     };
     let mut backlog: VecDeque<(NodeId, Message)> = VecDeque::new();
     backlog.push_back((NodeId::SHMC, hello.clone()));
@@ -185,10 +188,16 @@ pub fn run<H: Hypervisor + 'static>(
     let mut assembler = Assembler::new();
     let mut beat: u64 = 0;
     let mut next_beat = Instant::now();
+    // When the partner's last authenticated heartbeat arrived: every heartbeat tells the ShMC
+    // how long ago, so it can tell a network fault from a dead host.
+    let mut partner_heard: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
         while let Some(ev) = ep.poll(now_ms()) {
             match ev {
                 Event::Message { from, seq, message } => {
+                    if from == partner && message.kind() == Kind::Heartbeat {
+                        partner_heard = Some(Instant::now());
+                    }
                     // Orders are saved at once, heartbeats and pushes at most once per second.
                     floors_dirty = true;
                     floors_now |= message.kind().from_shmc() == Some(true);
@@ -264,6 +273,8 @@ pub fn run<H: Hypervisor + 'static>(
                 health,
                 protected,
                 digest,
+                partner_heard_ms: partner_heard
+                    .map(|t| u32::try_from(t.elapsed().as_millis()).unwrap_or(u32::MAX)),
             };
             // The partner repairs its copy from our digest: only once we know our guests.
             let known = lock(&shared.outbox).is_known();

@@ -164,10 +164,19 @@ fn test_agent_over_udp() {
     };
 
     // Registration and heartbeats (the test driver's own domain "test" is protected).
-    let (ok, _) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
-        matches!(m, Message::Hello { slot: 1, .. })
+    // The Hello announces the heartbeat interval and no hardware watchdog.
+    let (ok, seen) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(
+            m,
+            Message::Hello {
+                slot: 1,
+                heartbeat_ms: 50,
+                watchdog_ms: None,
+                ..
+            }
+        )
     });
-    assert!(ok, "no Hello");
+    assert!(ok, "no Hello announcing 50 ms heartbeats: {seen:?}");
     let (ok, seen) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
         matches!(
             m,
@@ -179,6 +188,19 @@ fn test_agent_over_udp() {
         )
     });
     assert!(ok, "no heartbeat with one protected guest: {seen:?}");
+
+    // Heartbeats tell the ShMC how long ago the partner was last heard: nothing before the
+    // partner speaks, then the age of its last heartbeat.
+    assert!(
+        seen.iter().all(|m| !matches!(
+            m,
+            Message::Heartbeat {
+                partner_heard_ms: Some(_),
+                ..
+            }
+        )),
+        "a partner report before the partner spoke: {seen:?}"
+    );
 
     // Our definition reaches the partner.
     let mut asm = Assembler::new();
@@ -194,6 +216,31 @@ fn test_agent_over_udp() {
     let (name, xml) = pushed.unwrap();
     assert_eq!(name, "test");
     assert!(xml.contains("<name>test</name>"));
+
+    // The partner speaks: the agent's heartbeats now say how long ago it was heard.
+    let empty = shelfha_proto::guest_set_digest(&mut []);
+    let (mut heard, mut beat) = (false, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !heard && Instant::now() < deadline {
+        beat += 1;
+        let hb = Message::Heartbeat {
+            beat,
+            health: Health::Ok,
+            protected: 0,
+            digest: empty,
+            partner_heard_ms: None,
+        };
+        let _ = partner.send(AGENT, &hb, t0.elapsed().as_millis() as u64);
+        let _ = collect(&mut partner, t0, Duration::from_millis(20), |_| false);
+        heard = collect(
+            &mut shmc,
+            t0,
+            Duration::from_millis(100),
+            |m| matches!(m, Message::Heartbeat { partner_heard_ms: Some(ms), .. } if *ms < 2000),
+        )
+        .0;
+    }
+    assert!(heard, "no heartbeat reported hearing the partner");
 
     // The partner pushes its guest's definition; the agent stores it.
     for chunk in split("pg", partner_xml("pg").as_bytes()).unwrap() {
@@ -642,6 +689,7 @@ fn test_unhealthy_partner_heartbeat_keeps_definitions() {
         health,
         protected: 0,
         digest: empty,
+        partner_heard_ms: None,
     };
     for _ in 0..10 {
         partner.send(AGENT, &beat(Health::Down), now()).unwrap();

@@ -9,7 +9,7 @@ use crate::auth::Key;
 use crate::message::{Message, NodeId};
 
 /// Protocol version carried in byte 0 of every frame.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Byte offsets of the header fields.
 pub mod field {
@@ -151,9 +151,9 @@ mod test {
         let mut buf = [0u8; MAX_FRAME];
         let n = seal(&key, &h, &Message::HypervisorUp, &mut buf).unwrap();
         assert_eq!(n, MIN_FRAME);
-        assert_eq!(&buf[..12], &[1, 3, 0, 8, 7, 6, 5, 4, 3, 2, 1, 5]);
+        assert_eq!(&buf[..12], &[2, 3, 0, 8, 7, 6, 5, 4, 3, 2, 1, 5]);
         assert_eq!(&buf[12..n], &key.tag(&buf[..12]));
-        assert_eq!(peek(&buf[..n]), Some((1, h, 5)));
+        assert_eq!(peek(&buf[..n]), Some((2, h, 5)));
         assert_eq!(peek(&buf[..MIN_FRAME - 1]), None);
     }
 

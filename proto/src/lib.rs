@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! offset  size  field
-//! 0       1     protocol version (PROTOCOL_VERSION = 1)
+//! 0       1     protocol version (PROTOCOL_VERSION = 2)
 //! 1       1     sender NodeId   (0 = ShMC, 1..=16 = blade in that physical slot)
 //! 2       1     dest NodeId     (the only node that may accept the frame)
 //! 3       8     sequence, u64 little-endian, strictly increasing per sender, never 0

@@ -159,8 +159,12 @@ fn test_unknown_sender_and_not_for_us() {
 #[test]
 fn test_other_version() {
     let mut f = frame(1, &crashed());
-    f[0] = 2;
+    f[0] = PROTOCOL_VERSION + 1;
     assert_dropped(&f, DropReason::BadVersion);
+    // A frame of the previous version (before Hello and Heartbeat grew their fields).
+    f[0] = PROTOCOL_VERSION - 1;
+    assert_dropped(&f, DropReason::BadVersion);
+    f[0] = PROTOCOL_VERSION + 1;
     // Even with a valid tag over the changed header.
     let n = f.len() - TAG_LEN;
     let tag = golden_key().tag(&f[..n]);

@@ -75,6 +75,7 @@ fn heartbeat(beat: u64, health: Health) -> Message {
         health,
         protected: 1,
         digest: [0; 32],
+        partner_heard_ms: None,
     }
 }
 
@@ -131,6 +132,8 @@ fn test_hypervisor_down_self_fence_then_partner_restart_over_udp() {
             patch: 0,
         },
         capabilities: Capabilities::SELF_FENCE,
+        heartbeat_ms: 200,
+        watchdog_ms: None,
     };
     std::thread::sleep(Duration::from_millis(200));
     a1.send(NodeId::SHMC, &hello(1), ms()).unwrap();

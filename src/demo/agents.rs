@@ -192,6 +192,8 @@ impl MemoryAgents {
                 patch: 0,
             },
             capabilities: Capabilities::default(),
+            heartbeat_ms: HEARTBEAT_MS as u32,
+            watchdog_ms: None,
         };
         self.inbox.push_back((slot, hello));
     }
@@ -209,7 +211,14 @@ impl MemoryAgents {
     /// A heartbeat of every agent whose host runs.
     pub fn heartbeats(&mut self) {
         self.beat += 1;
-        for b in &self.blades {
+        // Both agents beat together: each hears its partner at every beat while the
+        // partner's host runs and its agent speaks.
+        let speaks: Vec<bool> = self
+            .blades
+            .iter()
+            .map(|b| b.powered && !b.agent_silent)
+            .collect();
+        for (i, b) in self.blades.iter().enumerate() {
             if b.powered && !b.agent_silent {
                 let health = if b.hypervisor_down {
                     Health::Down
@@ -221,6 +230,7 @@ impl MemoryAgents {
                     health,
                     protected: 0,
                     digest: [0; 32],
+                    partner_heard_ms: speaks.get(1 - i).copied().unwrap_or(false).then_some(0),
                 };
                 self.inbox.push_back((b.slot, hb));
             }

@@ -140,6 +140,9 @@ code_enum! {
         /// Per-guest failover: the guest's own blade confirmed GuestDestroyed for every guest
         /// of the subset (the blade itself is not fenced).
         GuestDestroyed = 6,
+        /// The blade's agent announced an armed hardware watchdog in this run, and the blade
+        /// was silent on every channel for longer than its timeout plus a margin.
+        WatchdogExpired = 7,
     }
 }
 
@@ -304,6 +307,13 @@ pub enum Message {
         version: SoftwareVersion,
         /// What this agent can do.
         capabilities: Capabilities,
+        /// The agent's heartbeat interval in milliseconds (the ShMC checks its heartbeat
+        /// timeout against it).
+        heartbeat_ms: u32,
+        /// `Some(T)`: the agent armed the blade's hardware watchdog with timeout `T` ms in this
+        /// run and pets it only while it is heard; a blade silent on every channel for longer
+        /// than `T` plus a margin has been reset by it.
+        watchdog_ms: Option<u32>,
     },
     /// Agent -> ShMC and agent -> partner agent, periodically. Not acknowledged.
     Heartbeat {
@@ -315,6 +325,10 @@ pub enum Message {
         protected: u16,
         /// [`crate::guest_set_digest`] of their definitions; the partner compares it with what it holds.
         digest: Digest,
+        /// How long ago (ms) this agent last received its partner's heartbeat; `None` when it
+        /// has not heard it in this run. The ShMC uses it to tell a network fault from a dead
+        /// host.
+        partner_heard_ms: Option<u32>,
     },
     /// Any -> any: acknowledges the command with sequence `acked` sent by the receiver of this Ack.
     Ack {

@@ -75,7 +75,9 @@ fn test_validation() {
             minor: 1,
             patch: 0
         },
-        capabilities: Capabilities::default()
+        capabilities: Capabilities::default(),
+        heartbeat_ms: 200,
+        watchdog_ms: None,
     }
     .is_valid());
 }

@@ -48,12 +48,15 @@ pub fn samples() -> std::vec::Vec<Message> {
                 patch: 300,
             },
             capabilities: Capabilities::SELF_FENCE.with(Capabilities::KILL_QEMU),
+            heartbeat_ms: 200,
+            watchdog_ms: Some(5000),
         },
         Message::Heartbeat {
             beat: 1000,
             health: Health::Ok,
             protected: 2,
             digest: [0xab; 32],
+            partner_heard_ms: Some(150),
         },
         Message::Ack {
             acked: 0x1_0000,
@@ -162,12 +165,15 @@ pub fn largest() -> std::vec::Vec<Message> {
                 patch: u16::MAX,
             },
             capabilities: Capabilities(u32::MAX),
+            heartbeat_ms: u32::MAX,
+            watchdog_ms: Some(u32::MAX),
         },
         Message::Heartbeat {
             beat: u64::MAX,
             health: Health::Unknown(255),
             protected: u16::MAX,
             digest: [0xff; 32],
+            partner_heard_ms: Some(u32::MAX),
         },
         Message::Ack {
             acked: u64::MAX,

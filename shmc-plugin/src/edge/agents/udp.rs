@@ -149,18 +149,13 @@ const fn wire_slot(slot: Slot) -> u8 {
     slot.get()
 }
 
-/// The wire code a watchdog proof is sent with (the next free [`FenceProof`] code).
-const WATCHDOG_EXPIRED: u8 = 7;
-
 fn proof(c: Confirmation) -> FenceProof {
     match c {
         Confirmation::HotSwapM1 => FenceProof::HotSwapM1,
         Confirmation::HotSwapM0 => FenceProof::HotSwapM0,
         Confirmation::SelfFenced => FenceProof::SelfFenced,
         Confirmation::GuestDestroyed => FenceProof::GuestDestroyed,
-        // No protocol code yet: agents refuse an order quoting an unknown
-        // proof, so no guest starts on it until the protocol names it.
-        Confirmation::WatchdogExpired => FenceProof::Unknown(WATCHDOG_EXPIRED),
+        Confirmation::WatchdogExpired => FenceProof::WatchdogExpired,
     }
 }
 
@@ -221,25 +216,28 @@ pub fn order_message(order: &Order, base: u32) -> Message {
 pub fn agent_input(slot: Slot, message: Message, base: u32) -> Option<AgentInput> {
     let core = |incident: u32| incident.wrapping_sub(base);
     Some(match message {
-        // The protocol does not carry the heartbeat interval nor the
-        // watchdog yet: not announced (no watchdog proof, no timing check).
         Message::Hello {
             slot: s,
             capabilities,
+            heartbeat_ms,
+            watchdog_ms,
             ..
         } if Slot(s) == slot => AgentInput::Hello {
-            heartbeat_interval_ms: 0,
-            watchdog_ms: None,
+            heartbeat_interval_ms: heartbeat_ms,
+            watchdog_ms,
             live_migration: capabilities.contains(Capabilities::EVACUATE),
         },
         Message::Hello { slot: s, .. } => {
             warn!("agent of slot {slot} says it is slot {s}: ignored");
             return None;
         }
-        // Nor how long ago the agent heard its partner: no corroboration.
-        Message::Heartbeat { health, .. } => AgentInput::Heartbeat {
+        Message::Heartbeat {
+            health,
+            partner_heard_ms,
+            ..
+        } => AgentInput::Heartbeat {
             hypervisor_ok: health != Health::Down,
-            partner_heard_ago_ms: None,
+            partner_heard_ago_ms: partner_heard_ms,
         },
         Message::GuestCrashed { name } => AgentInput::GuestCrashed { name },
         Message::HypervisorDown => AgentInput::HypervisorDown,
@@ -450,6 +448,68 @@ mod test {
                 fence: FenceProof::GuestDestroyed,
                 subset: Some(s),
             } => assert_eq!(s.as_slice(), [name]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn test_announcements_and_partner_reports_reach_the_core() {
+        let hello = Message::Hello {
+            slot: 2,
+            version: shelfha_proto::SoftwareVersion {
+                major: 0,
+                minor: 1,
+                patch: 0,
+            },
+            capabilities: Capabilities::EVACUATE,
+            heartbeat_ms: 150,
+            watchdog_ms: Some(4000),
+        };
+        assert_eq!(
+            agent_input(Slot(2), hello.clone(), 0),
+            Some(AgentInput::Hello {
+                heartbeat_interval_ms: 150,
+                watchdog_ms: Some(4000),
+                live_migration: true,
+            })
+        );
+        // A Hello naming another slot is nobody's announcement.
+        assert_eq!(agent_input(Slot(1), hello, 0), None);
+        let beat = |partner_heard_ms| Message::Heartbeat {
+            beat: 9,
+            health: Health::Ok,
+            protected: 1,
+            digest: [0; 32],
+            partner_heard_ms,
+        };
+        assert_eq!(
+            agent_input(Slot(1), beat(Some(120)), 0),
+            Some(AgentInput::Heartbeat {
+                hypervisor_ok: true,
+                partner_heard_ago_ms: Some(120),
+            })
+        );
+        assert_eq!(
+            agent_input(Slot(1), beat(None), 0),
+            Some(AgentInput::Heartbeat {
+                hypervisor_ok: true,
+                partner_heard_ago_ms: None,
+            })
+        );
+        // The watchdog proof travels under its own code, which agents accept.
+        match order_message(
+            &Order::RestartPartnerGuests {
+                failed_slot: Slot(1),
+                incident: 7,
+                fence: Confirmation::WatchdogExpired,
+                subset: None,
+            },
+            0,
+        ) {
+            Message::RestartPartnerGuests { fence, .. } => {
+                assert_eq!(fence, FenceProof::WatchdogExpired);
+                assert!(fence.is_confirmed());
+            }
             other => panic!("{other:?}"),
         }
     }
