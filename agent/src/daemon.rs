@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shelfha_proto::host::definitions::{split, Assembler};
+use shelfha_proto::edge::definitions::{split, Assembler};
 use shelfha_proto::message::{guest_name, short_text};
 use shelfha_proto::{
     Capabilities, Endpoint, Event, Health, Kind, Message, NodeId, SendError, SoftwareVersion,

@@ -14,7 +14,7 @@ use blade_agent::config::Config;
 use blade_agent::execute::Agent;
 use blade_agent::hypervisor::libvirt::LibvirtHypervisor;
 use blade_agent::hypervisor::{GuestState, Hypervisor};
-use shelfha_proto::host::definitions::{split, Assembler};
+use shelfha_proto::edge::definitions::{split, Assembler};
 use shelfha_proto::message::guest_name;
 use shelfha_proto::{
     seal, Endpoint, EndpointConfig, Event, FenceProof, Header, Health, Key, Message, NodeId,

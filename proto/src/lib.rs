@@ -27,7 +27,7 @@
 //! and keeps an unknown code as `Unknown(n)`. Anything else needs a new `PROTOCOL_VERSION`.
 //!
 //! The core is `no_std` without allocation. Feature `std` adds key files, sequence seeding,
-//! definition chunk reassembly and the UDP [`Endpoint`] (module [`host`]).
+//! definition chunk reassembly and the UDP [`Endpoint`] (module [`edge`], the std edge).
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(unsafe_code)]
 // Receiving handles hostile bytes: outside tests nothing in this crate may index or slice
@@ -51,7 +51,7 @@ pub mod frame;
 pub mod message;
 
 #[cfg(feature = "std")]
-pub mod host;
+pub mod edge;
 
 pub use auth::{
     DropCounters, DropReason, Key, Peers, Received, ReplayWindow, Verifier, MAX_FLOOR, MAX_SEQUENCE,
@@ -69,10 +69,10 @@ pub use message::{
 };
 
 #[cfg(feature = "std")]
-pub use host::definitions::{split as split_definition, Assembler, ChunkError};
+pub use edge::definitions::{split as split_definition, Assembler, ChunkError};
 #[cfg(feature = "std")]
-pub use host::endpoint::{Endpoint, EndpointConfig, Event, SendError, Waker};
+pub use edge::endpoint::{Endpoint, EndpointConfig, Event, SendError, Waker};
 #[cfg(feature = "std")]
-pub use host::keyfile::{generate_key, load_key, write_key_file, KeyFileError};
+pub use edge::keyfile::{generate_key, load_key, write_key_file, KeyFileError};
 #[cfg(feature = "std")]
-pub use host::seq::{SeqCounter, SeqSeed};
+pub use edge::seq::{SeqCounter, SeqSeed};

@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use shelfha_proto::host::keyfile::{key_weakness, KEY_HOWTO};
+use shelfha_proto::edge::keyfile::{key_weakness, KEY_HOWTO};
 use shelfha_proto::*;
 
 fn dir(name: &str) -> PathBuf {

@@ -288,7 +288,7 @@ mod test {
 mod exchange_test {
     use std::sync::Arc;
 
-    use shelfha_proto::host::definitions::{split, Assembler};
+    use shelfha_proto::edge::definitions::{split, Assembler};
     use shelfha_proto::UnprotectedReason;
 
     use super::*;

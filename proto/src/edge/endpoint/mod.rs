@@ -72,8 +72,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use crate::auth::{DropCounters, DropReason, Key, ReplayWindow, Verifier};
+use crate::edge::seq::{SeqCounter, SeqSeed};
 use crate::frame::{field, peek, seal, Header, SealError, MAX_FRAME, TAG_LEN};
-use crate::host::seq::{SeqCounter, SeqSeed};
 use crate::message::{AckStatus, Kind, Message, NodeId};
 
 mod drops;
