@@ -167,9 +167,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None => {
+            // No command is a usage error, as for shmc-plugin and shelfha: the help on stderr.
             use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            ExitCode::SUCCESS
+            eprintln!("{}", Cli::command().render_help());
+            ExitCode::from(USAGE_EXIT)
         }
         Some(Command::CheckConfig(a)) => match Config::load(&a.config) {
             Ok(c) => {

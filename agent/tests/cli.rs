@@ -58,7 +58,6 @@ fn test_every_subcommand_answers_help() {
         &["run", "--help"],
         &["check-config", "--help"],
         &["help", "run"],
-        &[],
     ] {
         let out = agent(args);
         assert!(out.status.success(), "{args:?}");
@@ -77,6 +76,10 @@ fn test_bad_usage_and_configuration_exit_2() {
     let out = agent(&["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("frobnicate"));
+    // No command at all: the usage on stderr, exit 2 (as shmc-plugin and shelfha).
+    let out = agent(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("blade-agent run"));
     let out = agent(&["run", "--config"]);
     assert_eq!(out.status.code(), Some(2));
     let out = agent(&["run", "--bogus"]);
