@@ -203,12 +203,6 @@ fn bench_blade_hardware_critical_temperature() {
 
 #[test]
 #[ignore = "benchmark: run by bench/bench.py"]
-fn bench_blade_lost_silent_ipmc() {
-    injected("b-silent", "silent", "blade_lost", "silent IPMC", false);
-}
-
-#[test]
-#[ignore = "benchmark: run by bench/bench.py"]
 fn bench_host_os_watchdog() {
     injected("b-wdog", "watchdog", "host_os", "watchdog", true);
 }
