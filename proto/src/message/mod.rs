@@ -71,7 +71,6 @@ impl core::fmt::Display for NodeId {
     }
 }
 
-
 /// Agent software version, `major.minor.patch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub struct SoftwareVersion {
