@@ -181,6 +181,11 @@ fn every_ipmc_silent_is_ipmb_suspect_moves_nothing_then_a_real_failure_is_handle
         "silence bus: IPMB answering again {} ms after recover",
         ms_to(&rig, log1, t1, "IPMB answers again")
     );
+    for (_, l) in rig.plugin().lines_from(b.plugin) {
+        if l.contains("ALERT") || l.contains("IPMB answers again") {
+            println!("silence bus: {l}");
+        }
+    }
 
     // A real failure is still handled: A is fenced, B runs A's guests, never twice.
     let (sim2, log2) = (rig.sim.mark(), rig.plugin().mark());
