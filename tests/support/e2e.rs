@@ -36,6 +36,8 @@ use crate::blades::{alive, Blades};
 
 #[path = "bins.rs"]
 mod bins;
+#[path = "relay.rs"]
+pub mod relay;
 
 /// One shelf at a time: each test runs two daemons, QEMU guests and four programs.
 static SHELF: Mutex<()> = Mutex::new(());
@@ -387,6 +389,9 @@ pub struct Options {
     pub migrate: bool,
     /// The simulator's M6 -> M1 time (default 20 ms).
     pub deactivation_ms: Option<u64>,
+    /// Put a [`relay::Relay`] between the plugin and blade A's agent (the network
+    /// between the shelf manager and A, which a test can cut): [`Rig::relay`].
+    pub relay_a: bool,
 }
 
 impl Default for Options {
@@ -397,6 +402,7 @@ impl Default for Options {
             timing: Vec::new(),
             migrate: false,
             deactivation_ms: None,
+            relay_a: false,
         }
     }
 }
@@ -481,6 +487,8 @@ pub struct Rig {
     pub blades: Blades,
     /// Set-up.
     pub opts: Options,
+    /// The relay between the plugin and A's agent ([`Options::relay_a`]).
+    pub relay: Option<relay::Relay>,
     plugin_config: PathBuf,
     agent_configs: [PathBuf; 2],
 }
@@ -532,6 +540,19 @@ impl Rig {
         // The plugin.
         let shmc = free_udp();
         let agent_addr = [free_udp(), free_udp()];
+        // The plugin's address for A's agent and A's address for the plugin: the relay
+        // when there is one.
+        let relay = opts
+            .relay_a
+            .then(|| relay::Relay::start(shmc, agent_addr[0]));
+        let shmc_of = |i: usize| match (&relay, i) {
+            (Some(r), 0) => r.addr,
+            _ => shmc,
+        };
+        let agent_of = |i: usize| match (&relay, i) {
+            (Some(r), 0) => r.addr,
+            _ => agent_addr[i],
+        };
         let mut timing = String::new();
         for (k, v) in &opts.timing {
             timing.push_str(&format!("{k} = {v}\n"));
@@ -546,8 +567,8 @@ impl Rig {
                  [[blade]]\nslot = 2\nipmb_address = 0x84\npartner = 1\nagent = \"{}\"\n",
                 link.display(),
                 key_file.display(),
-                agent_addr[0],
-                agent_addr[1]
+                agent_of(0),
+                agent_of(1)
             ),
         )
         .expect("write plugin config");
@@ -569,12 +590,13 @@ impl Rig {
             std::fs::write(
                 &path,
                 format!(
-                    "slot = {}\nshmc = \"{shmc}\"\nlisten = \"{}\"\nlibvirt_uri = \"{}\"\nkey_file = \"{}\"\n\
+                    "slot = {}\nshmc = \"{}\"\nlisten = \"{}\"\nlibvirt_uri = \"{}\"\nkey_file = \"{}\"\n\
                      state_dir = \"{}\"\nqemu_run_dir = \"{}\"\nheartbeat_ms = 100\nfence_timeout_ms = 500\n\
                      evacuate_timeout_ms = 2000\n\
                      [partner]\nslot = {}\naddress = \"{}\"\n{partner_uri}\
                      [guests]\nallowed_storage_paths = [\"{}\", \"{}\"]\n",
                     i + 1,
+                    shmc_of(i),
                     agent_addr[i],
                     blades.uri(x),
                     key_file.display(),
@@ -605,6 +627,7 @@ impl Rig {
             sim_in: Mutex::new(sim_in.expect("simulator stdin")),
             blades,
             opts,
+            relay,
             plugin_config,
             agent_configs,
         };
@@ -867,5 +890,6 @@ impl Drop for Rig {
         self.kill_agent('a');
         self.kill_agent('b');
         self.sim.kill();
+        self.relay.take();
     }
 }
