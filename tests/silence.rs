@@ -5,6 +5,10 @@
 //! - The shelf manager's bus stops for every IPMC at once while both agents are
 //!   alive: `ipmb_suspect`, nothing killed or moved; when the bus answers again, a
 //!   real failure is still handled.
+//! - A's IPMC goes silent while A's agent is heard, the agents configured with each
+//!   other's libvirt URI: `ipmc_lost` (actions evacuate, alert), A's guests run on B by
+//!   live migration (B's QEMU received them; libvirt's guest downtime reported), no
+//!   guest restarted, A neither fenced nor powered off; nothing more once it answers.
 //! - The network between the shelf manager and A is cut (a UDP relay,
 //!   `tests/support/relay.rs`) while B still hears A: `agent_link_lost`, no fence;
 //!   after the cut is healed nothing else happens.
@@ -33,6 +37,7 @@ fn secs(s: u64) -> Duration {
 struct Before {
     plugin: usize,
     agents: [usize; 2],
+    sim: usize,
     qemus: BTreeMap<(char, &'static str), u32>,
     at: Instant,
 }
@@ -46,6 +51,7 @@ fn before(rig: &Rig) -> Before {
     Before {
         plugin: rig.plugin().mark(),
         agents: [rig.agent('a').mark(), rig.agent('b').mark()],
+        sim: rig.sim.mark(),
         qemus,
         at: Instant::now(),
     }
@@ -291,4 +297,236 @@ fn network_cut_between_shmc_and_a_is_agent_link_lost_and_nothing_is_fenced() {
         again.saturating_duration_since(t2).as_millis()
     );
     rig.poller().assert_never_twice();
+}
+
+/// The guest downtime libvirt's job statistics gave for `guest`, from the plugin's
+/// line for the agent's report ("guest g1 Migrated (decision #N): X ms, guest downtime D ms").
+fn reported_downtime(line: &str) -> Option<u64> {
+    line.split("guest downtime ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether the QEMU `pid` was started to receive a live migration (libvirt starts the
+/// destination's QEMU with `-incoming`; a guest started afresh has no such argument).
+fn incoming_qemu(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .any(|arg| arg == b"-incoming")
+}
+
+#[test]
+fn one_ipmc_silent_while_its_agent_is_heard_live_migrates_its_guests_restarting_none() {
+    let _shelf = one_shelf();
+    let mut rig = Rig::start(
+        "ipmclost",
+        Options {
+            migrate: true,
+            ..Options::default()
+        },
+    );
+    let b = before(&rig);
+    let h1 = b.qemus[&('b', "h1")];
+    // A's IPMC stops answering; A's host, its libvirtd and its agent keep running.
+    let t0 = rig.sim(&format!("inject {A:#04x} silent"));
+    let decided = rig.wait_decision(b.plugin, "ipmc_lost", 1, secs(10));
+    let (_, _, alert) = rig
+        .plugin()
+        .wait_line(b.plugin, "ipmc_lost alert", secs(5), |l| {
+            l.contains("ALERT ipmc_lost")
+        });
+    assert!(
+        alert.contains("live-migrating"),
+        "the ipmc_lost alert announces no migration: {alert}\n{}",
+        rig.logs()
+    );
+    let decision = rig
+        .decisions(b.plugin)
+        .into_iter()
+        .find(|d| d.contains(" ipmc_lost for slot 1 "))
+        .expect("the ipmc_lost decision");
+    let actions = decision.split("; actions ").nth(1).unwrap_or_default();
+    assert!(
+        actions.split(", ").any(|a| a.trim() == "evacuate"),
+        "ipmc_lost without evacuate: {decision}\n{}",
+        rig.logs()
+    );
+
+    // A's guests run on B by live migration: the agent reports each with libvirt's
+    // numbers, and B's QEMU of each received the running guest (never booted afresh).
+    rig.wait_running('b', &["g1", "g2"], secs(60));
+    let mut downtimes = Vec::new();
+    for g in ["g1", "g2"] {
+        let (_, _, line) =
+            rig.plugin()
+                .wait_line(b.plugin, &format!("{g} migrated"), secs(30), |l| {
+                    l.contains(&format!("guest {g} Migrated"))
+                });
+        println!("silence ipmc_lost: {}", line.trim());
+        downtimes.push((g, reported_downtime(&line)));
+        rig.agent('a')
+            .wait_line(b.agents[0], &format!("{g} live-migrated"), secs(10), |l| {
+                l.contains(&format!("`{g}`: live-migrated in"))
+            });
+        let pid = rig.blades.qemu_pid('b', g);
+        assert!(
+            incoming_qemu(pid),
+            "{g}'s QEMU on B ({pid}) was not started for an incoming migration: it was restarted\n{}",
+            rig.logs()
+        );
+    }
+    for (g, d) in &downtimes {
+        assert!(
+            d.is_some(),
+            "no guest downtime from libvirt's job statistics for {g}\n{}",
+            rig.logs()
+        );
+    }
+    rig.assert_not_running('a', &["g1", "g2"]);
+    let migrated = Instant::now();
+
+    // What must never happen, checked now and for four more default probe timeouts
+    // (1.5 s) with A's IPMC still silent.
+    let check = |rig: &Rig| {
+        assert!(
+            rig.running('b')
+                .is_superset(&["g1", "g2", "h1"].map(String::from).into()),
+            "a guest left B (B: {:?})\n{}",
+            rig.running('b'),
+            rig.logs()
+        );
+        rig.assert_not_running('a', &["g1", "g2"]);
+        assert_eq!(rig.blades.qemu_pid('b', "h1"), h1, "h1 was restarted on B");
+        assert!(
+            !rig.powered_off('a') && !rig.powered_off('b'),
+            "a blade was powered off\n{}",
+            rig.logs()
+        );
+        for (i, blade) in ['a', 'b'].into_iter().enumerate() {
+            assert!(
+                rig.agent(blade)
+                    .find(b.agents[i], |l| l.contains("self-fence")
+                        || l.contains("fenced:"))
+                    .is_none(),
+                "agent {blade} fenced its guests\n{}",
+                rig.logs()
+            );
+        }
+        let plugin = rig.plugin().lines_from(b.plugin);
+        for (_, l) in &plugin {
+            assert!(
+                !l.contains("slot 1: fence step")
+                    && !l.contains("slot 1: fence of")
+                    && !(l.contains("guest g")
+                        && (l.contains(" Stopped") || l.contains(" Started"))),
+                "A was fenced or a guest restarted: {l}\n{}",
+                rig.logs()
+            );
+        }
+        // The engine's decision lines (the agents' reports name their decision too).
+        let decisions: Vec<_> = rig
+            .decisions(b.plugin)
+            .into_iter()
+            .filter(|d| d.contains("] decision #"))
+            .collect();
+        assert_eq!(
+            decisions.len(),
+            1,
+            "more decisions than the one ipmc_lost: {decisions:?}\n{}",
+            rig.logs()
+        );
+        for d in &decisions {
+            assert!(
+                !FAILOVER_CLASSES
+                    .iter()
+                    .any(|c| d.contains(&format!(" {c} for slot"))),
+                "a failover decision: {d}\n{}",
+                rig.logs()
+            );
+        }
+        // A stays active: the simulator saw no hot-swap transition of A.
+        assert!(
+            rig.sim
+                .find(b.sim, |l| l.contains("\"ipmc\":130")
+                    && l.contains("\"previous\""))
+                .is_none(),
+            "A changed state\n{}",
+            rig.logs()
+        );
+    };
+    let until = Instant::now() + secs(6);
+    while Instant::now() < until {
+        check(&rig);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    check(&rig);
+    let a_agent = rig.agents[0].as_mut().expect("A's agent");
+    assert!(a_agent.running(), "A's agent exited\n{}", a_agent.text());
+
+    // The poller saw each of A's guests leave A and start on B once, h1 never change,
+    // and no guest on both blades.
+    rig.poller().sync();
+    {
+        let seen = rig.poller().seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut changes: Vec<_> = seen
+            .changes
+            .iter()
+            .filter(|(t, ..)| *t >= t0)
+            .map(|(_, blade, g, up)| (*blade, g.clone(), *up))
+            .collect();
+        changes.sort();
+        let want: Vec<_> = [
+            ('a', "g1", false),
+            ('a', "g2", false),
+            ('b', "g1", true),
+            ('b', "g2", true),
+        ]
+        .into_iter()
+        .map(|(x, g, up)| (x, g.to_string(), up))
+        .collect();
+        assert_eq!(
+            changes,
+            want,
+            "guest changes seen by the poller\n{}",
+            rig.logs()
+        );
+    }
+    rig.poller().assert_never_twice();
+
+    println!(
+        "silence ipmc_lost: decision {} ms after the IPMC went silent, both guests on B {} ms after it; \
+         libvirt guest downtime {downtimes:?}",
+        decided.saturating_duration_since(t0).as_millis(),
+        migrated.saturating_duration_since(t0).as_millis(),
+    );
+    for (_, l) in rig.plugin().lines_from(b.plugin) {
+        if l.contains("ALERT") || l.contains("decision #") || l.contains("migrat") {
+            println!("silence ipmc_lost: {l}");
+        }
+    }
+
+    // A's IPMC answers again: nothing moves back, nothing else is decided.
+    let sim1 = rig.sim.mark();
+    rig.sim(&format!("recover {A:#04x}"));
+    rig.sim.wait_line(sim1, "recovered", secs(5), |l| {
+        l.contains(&format!("\"recovered\":{A}"))
+    });
+    let until = Instant::now() + secs(3);
+    while Instant::now() < until {
+        check(&rig);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    check(&rig);
+    rig.poller().assert_never_twice();
+    rig.report(
+        "IPMC silent, agent heard (live migration)",
+        t0,
+        Some(decided),
+        'b',
+        &["g1", "g2"],
+    );
 }
