@@ -111,18 +111,20 @@ impl Shelf {
                 live_migration,
             } => {
                 let b = &mut self.blades[idx];
-                let again =
-                    b.registered && b.evidence.heartbeat_interval_ms == heartbeat_interval_ms;
+                if !b.registered {
+                    // A new registration episode: its alerts may be raised again.
+                    b.evidence.timing_alerted = false;
+                    b.evidence.watchdog_alerted = false;
+                }
                 b.registered = true;
                 b.last_heartbeat = now;
                 b.hypervisor_down_since = None;
                 b.evidence.heartbeat_interval_ms = heartbeat_interval_ms;
-                b.evidence.watchdog_ms = watchdog_ms;
                 b.evidence.live_migration = live_migration;
                 info!("slot {slot}: agent registered");
-                if !again {
-                    self.check_heartbeat_timing(idx);
-                }
+                let watchdog_ms = self.fitting_watchdog(idx, watchdog_ms, heartbeat_interval_ms);
+                self.blades[idx].evidence.watchdog_ms = watchdog_ms;
+                self.check_heartbeat_timing(idx);
                 self.unprotected.forget_owner(slot);
                 self.maybe_close_hypervisor(idx);
             }
@@ -142,6 +144,8 @@ impl Shelf {
                         return;
                     }
                     b.registered = true;
+                    b.evidence.timing_alerted = false;
+                    b.evidence.watchdog_alerted = false;
                     info!("slot {slot}: agent registered by heartbeat");
                 }
                 b.last_heartbeat = now;

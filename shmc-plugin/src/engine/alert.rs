@@ -167,6 +167,18 @@ pub enum Alert {
         /// The configured heartbeat timeout.
         timeout_ms: u64,
     },
+    /// An agent announced a hardware watchdog timeout of 0, below its
+    /// announced heartbeat interval, or beyond the longest IPMI watchdog
+    /// countdown: the announcement is refused, the blade has no watchdog
+    /// proof.
+    WatchdogRefused {
+        /// The agent's blade.
+        slot: Slot,
+        /// The announced watchdog timeout.
+        watchdog_ms: u32,
+        /// The announced heartbeat interval (0: not announced).
+        interval_ms: u32,
+    },
 }
 
 impl Alert {
@@ -190,6 +202,7 @@ impl Alert {
             Self::NetworkSuspect { .. } => "network_suspect",
             Self::FenceWithheld { .. } => "fence_withheld",
             Self::HeartbeatTiming { .. } => "heartbeat_timing",
+            Self::WatchdogRefused { .. } => "watchdog_refused",
         }
     }
 
@@ -207,7 +220,8 @@ impl Alert {
             | Self::IpmcLost { slot, .. }
             | Self::AgentLinkLost { slot }
             | Self::FenceWithheld { slot, .. }
-            | Self::HeartbeatTiming { slot, .. } => Some(*slot),
+            | Self::HeartbeatTiming { slot, .. }
+            | Self::WatchdogRefused { slot, .. } => Some(*slot),
             Self::GuestUnprotected { owner_slot, .. } => Some(*owner_slot),
             Self::UnknownGenerator { .. }
             | Self::TableFull { .. }
@@ -395,6 +409,15 @@ impl fmt::Display for Alert {
             } => write!(
                 f,
                 "slot {slot}: agent heartbeat interval {interval_ms} ms is not covered three times by heartbeat_timeout_ms = {timeout_ms}"
+            ),
+            Self::WatchdogRefused {
+                slot,
+                watchdog_ms,
+                interval_ms,
+            } => write!(
+                f,
+                "slot {slot}: announced watchdog of {watchdog_ms} ms refused (heartbeat interval {interval_ms} ms, longest IPMI watchdog {} ms): no watchdog proof for this blade",
+                super::silence::WATCHDOG_MAX_MS
             ),
         }
     }

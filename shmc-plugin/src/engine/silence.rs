@@ -35,26 +35,47 @@
 //!   no more than one `heartbeat_timeout` before it): alert
 //!   `network_suspect`; no decision on agent silence, and agent silence
 //!   corroborates nothing, until any agent is heard again; then the same
-//!   shift, capped at half a heartbeat timeout.
+//!   shift, capped at half a heartbeat timeout, of every agent's
+//!   `last_heartbeat`, of what the shelf manager last heard of it
+//!   (`agent_seen`) and of what its partner last reported hearing of it
+//!   (`partner_heard`).
+//! - Settling: for one `heartbeat_timeout` after either suspicion ends, no
+//!   decision on silence and no watchdog proof: the evidence the shelf
+//!   manager's own fault held back (heartbeats, partner reports) comes in
+//!   first.
 //! - Pair: a silence-based fence (`blade_lost` on IPMC silence, `host_os` on
 //!   agent silence) of X is not started while X's partner has an open
 //!   incident (other than a `blade_degraded` migration): alert
 //!   `fence_withheld`, once per silence; the operator decides.
 //! - Watchdog: X's agent announced, when it registered, a hardware watchdog
-//!   armed with timeout T. While X's fence is under way over IPMB and
-//!   neither channel suspect, no channel has heard X for longer than
+//!   armed with timeout T. While X's fence is under way over IPMB, neither
+//!   channel suspect nor settling, no channel has heard X for longer than
 //!   T + `heartbeat_timeout` (the margin: an agent stops petting once it has
 //!   heard neither the shelf manager nor its partner for a heartbeat timeout),
-//!   and the IPMC was asked for at least `probe_timeout` (probing, or the
-//!   fence's own requests): the fence is confirmed,
-//!   [`Confirmation::WatchdogExpired`], and the guests fail over.
+//!   the partner's word is fresh (its agent registered and heard here within
+//!   `heartbeat_timeout`, its latest report on X received within
+//!   `heartbeat_timeout`, and that report says it has not heard X for at
+//!   least T + `heartbeat_timeout`), and the IPMC was asked for at least
+//!   `probe_timeout` (probing, or the fence's own requests): the fence is
+//!   confirmed, [`Confirmation::WatchdogExpired`], and the guests fail over.
+//!   A partner that is unregistered, silent, or reports nothing on X gives
+//!   no proof: the fence stays unconfirmed, the operator decides.
+//! - Announced watchdog: T = 0, T below the announced heartbeat interval,
+//!   or T beyond the longest IPMI watchdog countdown ([`WATCHDOG_MAX_MS`])
+//!   is refused (the blade has no watchdog) and raises `watchdog_refused`.
 //! - Timing: a registration announcing a heartbeat interval with
-//!   `heartbeat_timeout < 3 x interval` raises `heartbeat_timing` (once per
-//!   registration).
+//!   `heartbeat_timeout < 3 x interval` raises `heartbeat_timing`.
+//! - `heartbeat_timing` and `watchdog_refused` are raised at most once per
+//!   registration episode: from the agent's registration until the blade
+//!   is fenced and its agent registers again.
 
-use log::info;
+use log::{info, warn};
 
 use super::*;
+
+/// The longest countdown of an IPMI watchdog timer (16 bits of 100 ms): an
+/// announced watchdog beyond it is refused.
+pub(super) const WATCHDOG_MAX_MS: u32 = 6_553_500;
 
 /// The shelf manager suspects one of its own channels since then.
 #[derive(Debug, Default, Clone, Copy)]
@@ -63,6 +84,9 @@ pub(super) struct Suspect {
     pub(super) ipmb: Option<u64>,
     /// Its network: several agents went silent together.
     pub(super) network: Option<u64>,
+    /// The latest suspicion (either channel) ended then: no decision on
+    /// silence and no watchdog proof for one heartbeat timeout after it.
+    pub(super) ended: Option<u64>,
 }
 
 impl Shelf {
@@ -75,6 +99,7 @@ impl Shelf {
                 let b = &mut self.blades[j];
                 b.last_heard = b.last_heard.map(|h| shift(h, paused, now, cap));
             }
+            self.suspect.ended = Some(now);
             info!(
                 "IPMB answers again (slot {}); silence clocks resume after {paused} ms",
                 self.blades[idx].cfg.slot
@@ -96,7 +121,11 @@ impl Shelf {
             for j in self.blades.indices() {
                 let b = &mut self.blades[j];
                 b.last_heartbeat = shift(b.last_heartbeat, paused, now, cap);
+                let e = &mut b.evidence;
+                e.agent_seen = e.agent_seen.map(|h| shift(h, paused, now, cap));
+                e.partner_heard = e.partner_heard.map(|h| shift(h, paused, now, cap));
             }
+            self.suspect.ended = Some(now);
             info!(
                 "agent of slot {} heard again; heartbeat clocks resume after {paused} ms",
                 self.blades[idx].cfg.slot
@@ -116,14 +145,18 @@ impl Shelf {
         let at = now.saturating_sub(u64::from(ago_ms));
         let e = &mut self.blades[p].evidence;
         e.partner_heard = Some(e.partner_heard.map_or(at, |h| h.max(at)));
+        e.partner_report = Some(now);
     }
 
-    /// A registration: the announced heartbeat interval fits the timeout.
+    /// A registration: the announced heartbeat interval fits the timeout
+    /// (alerted once per registration episode).
     pub(super) fn check_heartbeat_timing(&mut self, idx: BladeIdx) {
-        let b = &self.blades[idx];
+        let b = &mut self.blades[idx];
         let interval_ms = b.evidence.heartbeat_interval_ms;
         let timeout_ms = self.cfg.timing.heartbeat_timeout_ms;
-        if interval_ms != 0 && timeout_ms < 3 * u64::from(interval_ms) {
+        if interval_ms != 0 && timeout_ms < 3 * u64::from(interval_ms) && !b.evidence.timing_alerted
+        {
+            b.evidence.timing_alerted = true;
             let slot = b.cfg.slot;
             self.alert(Alert::HeartbeatTiming {
                 slot,
@@ -131,6 +164,46 @@ impl Shelf {
                 timeout_ms,
             });
         }
+    }
+
+    /// A registration announcing a watchdog of `watchdog_ms` and a heartbeat
+    /// interval of `interval_ms` (0: not announced): the watchdog kept, or
+    /// `None` when it is 0, below the interval, or beyond the longest IPMI
+    /// watchdog countdown (refused, alerted once per registration episode).
+    pub(super) fn fitting_watchdog(
+        &mut self,
+        idx: BladeIdx,
+        watchdog_ms: Option<u32>,
+        interval_ms: u32,
+    ) -> Option<u32> {
+        let wd = watchdog_ms?;
+        if wd != 0 && wd >= interval_ms && wd <= WATCHDOG_MAX_MS {
+            return Some(wd);
+        }
+        let b = &mut self.blades[idx];
+        warn!(
+            "slot {}: announced watchdog of {wd} ms refused (heartbeat interval {interval_ms} ms)",
+            b.cfg.slot
+        );
+        if !b.evidence.watchdog_alerted {
+            b.evidence.watchdog_alerted = true;
+            let slot = b.cfg.slot;
+            self.alert(Alert::WatchdogRefused {
+                slot,
+                watchdog_ms: wd,
+                interval_ms,
+            });
+        }
+        None
+    }
+
+    /// A suspicion ended less than a heartbeat timeout before `now`: the
+    /// evidence it held back is not fresh yet.
+    fn settling(&self, now: u64) -> bool {
+        let t = self.cfg.timing.heartbeat_timeout_ms;
+        self.suspect
+            .ended
+            .is_some_and(|e| now.saturating_sub(e) < t)
     }
 
     /// The agent of `idx` sent something within the last `ms`.
@@ -153,7 +226,7 @@ impl Shelf {
     /// The IPMC of `idx` (no open incident) is silent for `silent_ms`, at
     /// least the probe timeout.
     pub(super) fn ipmc_silent(&mut self, now: u64, idx: BladeIdx, silent_ms: u64) {
-        if self.ipmb_suspected(now, idx, silent_ms) {
+        if self.settling(now) || self.ipmb_suspected(now, idx, silent_ms) {
             return;
         }
         let hb = self.cfg.timing.heartbeat_timeout_ms;
@@ -193,7 +266,7 @@ impl Shelf {
     /// The registered agent of `idx` (no open incident, IPMC answering in
     /// M4) is silent for `silent_ms`, at least the heartbeat timeout.
     pub(super) fn agent_silent(&mut self, now: u64, idx: BladeIdx, silent_ms: u64) {
-        if self.network_suspected(now, idx, silent_ms) {
+        if self.settling(now) || self.network_suspected(now, idx, silent_ms) {
             return;
         }
         if self.partner_hears(now, idx) {
@@ -307,7 +380,7 @@ impl Shelf {
 
     /// The watchdog proof of the fence under way for `idx`, when it holds.
     pub(super) fn watchdog_proof(&mut self, now: u64, idx: BladeIdx) {
-        if self.suspect.ipmb.is_some() || self.suspect.network.is_some() {
+        if self.suspect.ipmb.is_some() || self.suspect.network.is_some() || self.settling(now) {
             return;
         }
         let t = self.cfg.timing;
@@ -315,6 +388,23 @@ impl Shelf {
         let Some(wd) = b.evidence.watchdog_ms else {
             return;
         };
+        let margin = u64::from(wd).saturating_add(t.heartbeat_timeout_ms);
+        // The partner's word must be fresh: its agent registered and heard
+        // within a heartbeat timeout, its latest report on X within one, and
+        // that report says it has not heard X for at least the margin (T +
+        // a heartbeat timeout). A partner that says nothing proves nothing.
+        let partner_fresh = self.index_of_slot(b.partner()).is_some_and(|p| {
+            self.blades[p].registered && self.agent_heard_within(now, p, t.heartbeat_timeout_ms)
+        });
+        let report_says = match (b.evidence.partner_report, b.evidence.partner_heard) {
+            (Some(r), Some(h)) => {
+                now.saturating_sub(r) < t.heartbeat_timeout_ms && r.saturating_sub(h) >= margin
+            }
+            _ => false,
+        };
+        if !(partner_fresh && report_says) {
+            return;
+        }
         let asked = self.cfg.probing
             || b.fence_began
                 .is_some_and(|f| now.saturating_sub(f.ms) >= t.probe_timeout_ms);
@@ -330,7 +420,7 @@ impl Shelf {
             return;
         };
         let silent_ms = now.saturating_sub(last);
-        if silent_ms > u64::from(wd).saturating_add(t.heartbeat_timeout_ms) {
+        if silent_ms > margin {
             info!(
                 "slot {}: silent on every channel for {silent_ms} ms, past its announced watchdog of {wd} ms and a heartbeat timeout: reset by its watchdog",
                 b.cfg.slot

@@ -123,6 +123,14 @@ pub(super) struct Evidence {
     /// When the partner's agent last heard this blade's heartbeat, as the
     /// partner reported it (time of its report minus the age it gave).
     pub(super) partner_heard: Option<u64>,
+    /// When the partner's agent last reported how long ago it heard this
+    /// blade (the time of its latest report).
+    pub(super) partner_report: Option<u64>,
+    /// `heartbeat_timing` was raised in this registration episode (until
+    /// the blade is fenced and its agent registers again).
+    pub(super) timing_alerted: bool,
+    /// `watchdog_refused` was raised in this registration episode.
+    pub(super) watchdog_alerted: bool,
     /// Announced in the agent's registration: heartbeat interval (0: unknown).
     pub(super) heartbeat_interval_ms: u32,
     /// Announced in the agent's registration: an armed hardware watchdog

@@ -20,8 +20,10 @@ use crate::config::Timing;
 /// every `host_os` on agent silence has no such partner report; both blades
 /// of the pair never have silence-based incidents open at once; a
 /// watchdog proof names a blade whose last registration announced a
-/// watchdog of T, unheard on every channel for longer than T and a
-/// heartbeat timeout.
+/// watchdog of T (a refused announcement of 0 ms counts as none), unheard
+/// on every channel for longer than T and a heartbeat timeout, and whose
+/// partner's latest report on it came within a heartbeat timeout and said
+/// it had not heard it for at least T and a heartbeat timeout.
 #[test]
 fn test_safety_no_failover_without_confirmed_fence() {
     let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
@@ -43,13 +45,15 @@ fn test_safety_no_failover_without_confirmed_fence() {
     // Per slot (index 1, 2): silence mode (bit 0: IPMC dropped, bit 1: agent
     // dropped, bit 2: agent cut from the shelf manager only, its partner
     // still hears it), next periodic heartbeat, last IPMC input, last agent input,
-    // latest time its partner reported hearing it, watchdog of its last
-    // registration, and the decision of its silence-based incident.
+    // latest time its partner reported hearing it, time of the partner's
+    // latest report on it, watchdog of its last registration, and the
+    // decision of its silence-based incident.
     let mut mode = [0u64; 3];
     let mut next_beat = [0u64; 3];
     let mut ipmc_last = [0u64; 3];
     let mut agent_last: [Option<u64>; 3] = [None; 3];
     let mut partner_heard: [Option<u64>; 3] = [None; 3];
+    let mut partner_report: [Option<u64>; 3] = [None; 3];
     let mut watchdog: [Option<u32>; 3] = [None; 3];
     let mut silence_decisions: std::vec::Vec<u32> = std::vec::Vec::new();
     let mut seen: std::collections::BTreeMap<&'static str, u32> = Default::default();
@@ -84,13 +88,20 @@ fn test_safety_no_failover_without_confirmed_fence() {
                 1 => Some(rnd(3000) as u32),
                 _ => Some(rnd(300) as u32),
             };
-            // A partner whose agent is dropped is not heard by this one either.
-            let ago = ago.filter(|_| mode[3 - j] & 2 == 0);
+            // A partner whose agent is dropped is not heard by this one
+            // either: it reports the time since it last spoke.
+            let ago = if mode[3 - j] & 2 == 0 {
+                ago
+            } else {
+                let last = agent_last[3 - j].unwrap_or(0);
+                ago.map(|_| u32::try_from(now - last).unwrap_or(u32::MAX))
+            };
             agent_last[j] = Some(now);
             if let Some(a) = ago {
                 let at = now.saturating_sub(u64::from(a));
                 let p = &mut partner_heard[3 - j];
                 *p = Some(p.map_or(at, |h| h.max(at)));
+                partner_report[3 - j] = Some(now);
             }
             s.on_agent(
                 now,
@@ -136,8 +147,9 @@ fn test_safety_no_failover_without_confirmed_fence() {
                     };
                     let input = match rnd(11) {
                         0 => {
-                            let wd = [None, Some(1000), Some(3000)][rnd(3) as usize];
-                            watchdog[i] = wd;
+                            let wd = [None, Some(0), Some(1000), Some(3000)][rnd(4) as usize];
+                            // A watchdog of 0 ms is refused.
+                            watchdog[i] = wd.filter(|&w| w != 0);
                             AgentInput::Hello {
                                 heartbeat_interval_ms: [0, 200, 400][rnd(3) as usize],
                                 watchdog_ms: wd,
@@ -317,6 +329,14 @@ fn test_safety_no_failover_without_confirmed_fence() {
                                 "step {step}: watchdog proof of slot {failed_slot} heard {} ms ago (watchdog {wd} ms)",
                                 now - last
                             );
+                            let report = partner_report[j]
+                                .expect("watchdog proof without a report of the partner");
+                            assert!(
+                                now - report < hb
+                                    && report - partner_heard[j].unwrap() >= u64::from(wd) + hb,
+                                "step {step}: watchdog proof of slot {failed_slot} on a stale or short partner report at {report} ms (heard {:?})",
+                                partner_heard[j]
+                            );
                             by_watchdog += 1;
                         }
                     }
@@ -351,6 +371,7 @@ fn test_safety_no_failover_without_confirmed_fence() {
         "network_suspect",
         "fence_withheld",
         "heartbeat_timing",
+        "watchdog_refused",
     ] {
         assert!(
             seen.contains_key(kind),

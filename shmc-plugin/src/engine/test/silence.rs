@@ -322,8 +322,9 @@ fn test_bus_silence_is_suspected_not_fenced() {
     let (d, _) = one_decision(&mut s, 5005, 1, &critical_temp(B));
     assert_eq!((d.class, d.slot), (Class::BladeHardware, Slot(2)));
 
-    // The bus answers again (B only): A's silence counts again, after a
-    // fresh half probe timeout, and a real failure is handled.
+    // The bus answers again (B only, at 5500): A's silence counts again,
+    // after a fresh half probe timeout and no earlier than a heartbeat
+    // timeout after the suspicion ended, and a real failure is handled.
     let mut s = Shelf::new(config(true)).unwrap();
     let outs = run(&mut s, 0, 5000, |_, _| false, |_, _| {});
     assert!(decisions(&outs).is_empty());
@@ -331,7 +332,7 @@ fn test_bus_silence_is_suspected_not_fenced() {
     let c = classes(&outs);
     assert_eq!(c.len(), 1, "{c:?}");
     assert_eq!((c[0].0, c[0].1), (Class::BladeLost, Slot(1)));
-    assert!((5500..=6300).contains(&c[0].2), "{c:?}");
+    assert!((6500..=6600).contains(&c[0].2), "{c:?}");
 }
 
 #[test]
@@ -434,7 +435,8 @@ fn test_never_both_of_a_pair_on_silence() {
 fn test_watchdog_proof_after_timeout_and_margin() {
     for watchdog in [Some(3000), None] {
         let mut s = Shelf::new(config(true)).unwrap();
-        // A and its agent go dark at 0; B and its agent are fine.
+        // A and its agent go dark at 0; B and its agent are fine, and B's
+        // agent reports it has not heard A since 0.
         let outs = run(
             &mut s,
             0,
@@ -446,7 +448,7 @@ fn test_watchdog_proof_after_timeout_and_margin() {
                     s.on_agent(0, Slot(2), HELLO);
                 }
                 if now.is_multiple_of(200) {
-                    beat(s, now, 2, None);
+                    beat(s, now, 2, Some(now as u32));
                 }
             },
         );
@@ -464,7 +466,7 @@ fn test_watchdog_proof_after_timeout_and_margin() {
             |_, a| a == B,
             |s, now| {
                 if now.is_multiple_of(200) {
-                    beat(s, now, 2, None);
+                    beat(s, now, 2, Some(now as u32));
                 }
             },
         );
@@ -492,7 +494,8 @@ fn test_watchdog_proof_after_timeout_and_margin() {
             assert!(kinds(&outs).contains(&"fence_unconfirmed"));
         }
     }
-    // The proof comes on the first poll past 3000 + 1000 ms of silence.
+    // The proof comes on the first poll past 3000 + 1000 ms of silence,
+    // when the partner's latest report (4000: not heard since 0) is fresh.
     let mut s = Shelf::new(config(true)).unwrap();
     let outs = run(
         &mut s,
@@ -503,11 +506,30 @@ fn test_watchdog_proof_after_timeout_and_margin() {
             if now == 0 {
                 s.on_agent(0, Slot(1), hello(Some(3000), false));
             }
+            if now.is_multiple_of(200) {
+                beat(s, now, 2, Some(now as u32));
+            }
         },
     );
     assert!(orders(&outs).iter().all(|(_, o)| !is_failover(o)));
     s.poll(4001);
     assert!(is_failover(&orders(&drain(&mut s))[0].1));
+    // A partner that says nothing does not say it has not heard A: no
+    // proof, the fence stays unconfirmed (the operator decides).
+    let mut s = Shelf::new(config(true)).unwrap();
+    let outs = run(
+        &mut s,
+        0,
+        20_000,
+        |_, a| a == B,
+        |s, now| {
+            if now == 0 {
+                s.on_agent(0, Slot(1), hello(Some(3000), false));
+            }
+        },
+    );
+    assert!(orders(&outs).iter().all(|(_, o)| !is_failover(o)));
+    assert!(kinds(&outs).contains(&"fence_unconfirmed"));
 }
 
 #[test]
@@ -574,18 +596,17 @@ fn test_watchdog_proof_never_while_the_bus_is_suspect() {
             .unwrap();
     }
     let mut s = Shelf::new(c).unwrap();
-    // A and its agent go dark at 0; every other IPMC stops answering at 2000.
-    let outs = run(
-        &mut s,
-        0,
-        10_000,
-        |now, a| a != A && now < 2000,
-        |s, now| {
-            if now == 0 {
-                s.on_agent(0, Slot(1), hello(Some(3000), false));
-            }
-        },
-    );
+    // A and its agent go dark at 0; every other IPMC stops answering at
+    // 2000; B's agent reports it has not heard A since 0.
+    let partner = |s: &mut Shelf, now: u64| {
+        if now == 0 {
+            s.on_agent(0, Slot(1), hello(Some(3000), false));
+        }
+        if now.is_multiple_of(200) {
+            beat(s, now, 2, Some(now as u32));
+        }
+    };
+    let outs = run(&mut s, 0, 10_000, |now, a| a != A && now < 2000, partner);
     assert_eq!(classes(&outs), [(Class::HostOs, Slot(1), 1000)]);
     assert!(kinds(&outs).contains(&"ipmb_suspect"));
     assert!(
@@ -594,9 +615,9 @@ fn test_watchdog_proof_never_while_the_bus_is_suspect() {
     );
     // The bus answers again: A's clock resumed, capped at half a probe
     // timeout of silence (9250 ms), proof past 9250 + 3000 + 1000 ms.
-    let outs = run(&mut s, 10_010, 13_250, |_, a| a != A, |_, _| {});
+    let outs = run(&mut s, 10_010, 13_250, |_, a| a != A, partner);
     assert!(orders(&outs).iter().all(|(_, o)| !is_failover(o)));
-    let outs = run(&mut s, 13_260, 14_000, |_, a| a != A, |_, _| {});
+    let outs = run(&mut s, 13_260, 14_000, |_, a| a != A, partner);
     let o = orders(&outs);
     assert!(
         matches!(
@@ -612,3 +633,5 @@ fn test_watchdog_proof_never_while_the_bus_is_suspect() {
         "{o:?}"
     );
 }
+
+mod fresh;
