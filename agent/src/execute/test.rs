@@ -1480,3 +1480,5 @@ fn test_destroy_guest_kills_a_qemu_libvirt_lost() {
         "{out:?}"
     );
 }
+
+mod stale;
