@@ -118,6 +118,8 @@ pub struct Agent<H: Hypervisor> {
     /// Orders accepted (or resumed) by this process (journal keys); an unfinished order not
     /// among them was accepted by an earlier process.
     accepted_here: Mutex<HashSet<String>>,
+    /// Protected guests whose libvirt autostart this process cleared.
+    autostart_cleared: Mutex<HashSet<String>>,
 }
 
 impl<H: Hypervisor> std::fmt::Debug for Agent<H> {
@@ -193,6 +195,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             inherited_fences: Mutex::new(inherited_fences),
             boot_id,
             accepted_here: Mutex::new(HashSet::new()),
+            autostart_cleared: Mutex::new(HashSet::new()),
         })
     }
 
