@@ -190,6 +190,8 @@ pub struct Config {
     pub start_workers: usize,
     /// Deadline of one guest's start (libvirt define, start, resume; a crashed guest's
     /// destroy before its restart): past it the guest is reported failed with a timeout.
+    /// Also the age past which an unfinished order that starts guests, accepted by an earlier
+    /// agent process in this boot, is abandoned instead of resumed.
     pub start_timeout: Duration,
     /// Memory (KiB) kept free when deciding whether a guest fits.
     pub memory_reserve_kib: u64,

@@ -154,7 +154,10 @@ pub fn run<H: Hypervisor + 'static>(
         report_unprotected(&shared, partner.0, &name, refusal.reason, &refusal.detail);
     }
     for order in agent.interrupted_orders() {
-        log::warn!("{}: resuming after agent restart", order.key());
+        log::warn!(
+            "{}: unfinished order of an earlier agent process (resumed, or abandoned if stale)",
+            order.key()
+        );
         handle_order(&shared, order);
     }
 

@@ -62,6 +62,14 @@ pub enum Failure {
         /// The system's error.
         detail: String,
     },
+    /// Not started: the order was accepted by an earlier agent process and is stale (of
+    /// another boot, or older than `start_timeout_ms`); it was closed without starting
+    /// anything, the operator decides.
+    #[error("order abandoned: {detail}")]
+    Abandoned {
+        /// Why it was not resumed.
+        detail: String,
+    },
 }
 
 impl From<HypervisorError> for Failure {
@@ -189,6 +197,9 @@ enum FailureTyped {
         what: String,
         detail: String,
     },
+    Abandoned {
+        detail: String,
+    },
 }
 
 impl From<FailureRepr> for Failure {
@@ -210,6 +221,7 @@ impl From<FailureRepr> for Failure {
                     hypervisor_unavailable,
                 },
                 FailureTyped::NoThread { what, detail } => Failure::NoThread { what, detail },
+                FailureTyped::Abandoned { detail } => Failure::Abandoned { detail },
             },
         }
     }

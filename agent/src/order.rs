@@ -69,6 +69,18 @@ pub enum Order {
 }
 
 impl Order {
+    /// Whether the order starts (or resumes) guests on this blade: RestartPartnerGuests and
+    /// RestartGuest. Such an order is resumed after an agent restart only within the boot it
+    /// was accepted in and within `start_timeout_ms` of its acceptance (see
+    /// [`crate::execute::Agent::accept`]); the others stop or move guests away and are always
+    /// resumed.
+    pub fn starts_guests(&self) -> bool {
+        matches!(
+            self,
+            Order::RestartPartnerGuests { .. } | Order::RestartGuest { .. }
+        )
+    }
+
     /// Incident id.
     pub fn incident(&self) -> u32 {
         match self {

@@ -88,6 +88,7 @@ pub fn failure_code(failure: &Failure) -> ReasonCode {
             }
         }
         Failure::StandbyResume(inner) => failure_code(inner),
+        Failure::Abandoned { .. } => ReasonCode::Abandoned,
         Failure::Hypervisor { .. }
         | Failure::DefinitionRefused { .. }
         | Failure::NoThread { .. } => ReasonCode::HypervisorError,
@@ -475,6 +476,7 @@ mod test {
                 },
                 ReasonCode::HypervisorError,
             ),
+            (Failure::Abandoned { detail: d() }, ReasonCode::Abandoned),
             (
                 Failure::NoThread {
                     what: d(),

@@ -101,6 +101,20 @@ fn test_define_start_pause_destroy() {
 }
 
 #[test]
+fn test_autostart_cleared() {
+    let hv = open();
+    hv.define(&xml("auto1", 1024, false)).unwrap();
+    hv.set_autostart("auto1", true).unwrap();
+    assert!(hv.autostart("auto1").unwrap());
+    hv.set_autostart("auto1", false).unwrap();
+    assert!(!hv.autostart("auto1").unwrap());
+    assert!(matches!(
+        hv.set_autostart("nope", false),
+        Err(HypervisorError::NoSuchGuest(_))
+    ));
+}
+
+#[test]
 fn test_metadata_flag() {
     let hv = open();
     hv.define(&xml("flagged", 1024, true)).unwrap();

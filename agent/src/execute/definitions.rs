@@ -27,7 +27,29 @@ impl<H: Hypervisor + 'static> Agent<H> {
             })
             .collect();
         defs.sort_by(|a, b| a.name.cmp(&b.name));
+        self.clear_autostart(&defs);
         Ok(defs)
+    }
+
+    /// Clears libvirt autostart of each protected guest once per agent process (the first
+    /// time it is seen protected): a fenced blade that reboots must not start a guest its
+    /// partner took over. A failure is logged and tried again at the next listing.
+    fn clear_autostart(&self, defs: &[GuestDef]) {
+        for def in defs {
+            if lock(&self.autostart_cleared).contains(&def.name) {
+                continue;
+            }
+            match self.hv.set_autostart(&def.name, false) {
+                Ok(()) => {
+                    log::debug!("`{}`: libvirt autostart cleared (protected)", def.name);
+                    lock(&self.autostart_cleared).insert(def.name.clone());
+                }
+                Err(e) => log::warn!(
+                    "`{}`: cannot clear libvirt autostart of a protected guest: {e}",
+                    def.name
+                ),
+            }
+        }
     }
 
     /// Stores one definition pushed by the partner; returns whether it changed. A definition

@@ -27,14 +27,32 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// Whether `pid` still runs: it exists in `/proc` and is not a zombie (a SIGKILLed QEMU whose
 /// parent, libvirtd, is stuck stays a zombie until reaped, but it no longer runs the guest).
+/// Only a reading proves it gone: `/proc/<pid>/stat` absent (ENOENT, ESRCH) or showing a
+/// zombie; any other error, or a stat that cannot be parsed, counts as still running.
 pub fn is_running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    let read = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+    if let Err(e) = &read {
+        if !is_absence(e) {
+            log::warn!("/proc/{pid}/stat: {e}: counted as still running");
+        }
+    }
+    running_from_stat(&read)
+}
+
+/// Whether a read error is the kernel saying the process does not exist.
+fn is_absence(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
+/// [`is_running`] from the result of reading `/proc/<pid>/stat`.
+fn running_from_stat(read: &std::io::Result<String>) -> bool {
+    match read {
         // Format: "pid (comm) S ...": the state follows the last ')'.
         Ok(stat) => stat
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
+            .is_none_or(|state| state != 'Z' && state != 'X'),
+        Err(e) => !is_absence(e),
     }
 }
 
@@ -156,6 +174,7 @@ pub fn kill_and_wait(pid: i32, timeout: Duration) -> bool {
         Ok(()) => {}
         Err(Errno::ESRCH) => return true,
         Err(e) => {
+            // Not killed (EPERM, ...): gone only if a reading of /proc shows it gone.
             log::error!("kill -9 {pid}: {e}");
             return !is_running(pid);
         }
@@ -192,6 +211,39 @@ mod test {
             !kill_and_wait(1, Duration::from_millis(1)),
             "pid 1 is never killed"
         );
+    }
+
+    #[test]
+    fn test_only_a_reading_proves_a_process_gone() {
+        use std::io::{Error, ErrorKind};
+        let stat = |s: &str| Ok(s.to_owned());
+        assert!(running_from_stat(&stat("42 (qemu-kvm) S 1 2 3")));
+        assert!(running_from_stat(&stat("42 (a) b) R 1")));
+        assert!(!running_from_stat(&stat("42 (qemu-kvm) Z 1 2 3")));
+        assert!(!running_from_stat(&stat("42 (qemu) X 1")));
+        assert!(!running_from_stat(&Err(Error::from(ErrorKind::NotFound))));
+        assert!(!running_from_stat(&Err(Error::from_raw_os_error(
+            libc::ENOENT
+        ))));
+        assert!(!running_from_stat(&Err(Error::from_raw_os_error(
+            libc::ESRCH
+        ))));
+        // Not readings of absence: still running.
+        for errno in [
+            libc::EACCES,
+            libc::EPERM,
+            libc::EIO,
+            libc::ENOMEM,
+            libc::EMFILE,
+        ] {
+            assert!(
+                running_from_stat(&Err(Error::from_raw_os_error(errno))),
+                "errno {errno}"
+            );
+        }
+        assert!(running_from_stat(&stat("")), "unparseable");
+        assert!(running_from_stat(&stat("42 (qemu")), "truncated");
+        assert!(running_from_stat(&stat("42 (qemu) ")), "no state");
     }
 
     #[test]

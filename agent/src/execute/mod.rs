@@ -41,11 +41,12 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::decide::orders::precondition;
+use crate::failure::Failure;
 use crate::hypervisor::{GuestInfo, Hypervisor, HypervisorError, QemuProcess, ScanError};
 use crate::order::{GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 use crate::store::definitions::{DefinitionError, PartnerStore};
 use crate::store::fenced;
-use crate::store::journal::{Begin, Journal, JournalError, TakenOver};
+use crate::store::journal::{self, Begin, Journal, JournalError, OrderRecord, Stamp, TakenOver};
 use crate::store::protected::ProtectedSet;
 use deadline::DeadlineError;
 use guests::GuestTable;
@@ -111,8 +112,14 @@ pub struct Agent<H: Hypervisor> {
     guests: Arc<GuestTable>,
     /// FenceSelf orders an earlier process accepted and did not finish (journal keys).
     inherited_fences: Mutex<HashSet<String>>,
-    /// The kernel's boot id at start (`None`: not readable), recorded with a fence.
+    /// The kernel's boot id at start (`None`: not readable), recorded with a fence and with
+    /// every order accepted.
     boot_id: Option<String>,
+    /// Orders accepted (or resumed) by this process (journal keys); an unfinished order not
+    /// among them was accepted by an earlier process.
+    accepted_here: Mutex<HashSet<String>>,
+    /// Protected guests whose libvirt autostart this process cleared.
+    autostart_cleared: Mutex<HashSet<String>>,
 }
 
 impl<H: Hypervisor> std::fmt::Debug for Agent<H> {
@@ -187,6 +194,8 @@ impl<H: Hypervisor + 'static> Agent<H> {
             guests: Arc::new(guests),
             inherited_fences: Mutex::new(inherited_fences),
             boot_id,
+            accepted_here: Mutex::new(HashSet::new()),
+            autostart_cleared: Mutex::new(HashSet::new()),
         })
     }
 
@@ -205,7 +214,9 @@ impl<H: Hypervisor + 'static> Agent<H> {
         self.guests.is_fenced()
     }
 
-    /// Orders accepted before an agent restart and not finished; the caller executes them again.
+    /// Orders accepted before an agent restart and not finished; the caller hands each to
+    /// [`Agent::accept`] again, which resumes it or, for a stale order that starts guests,
+    /// closes it as abandoned (see there).
     pub fn interrupted_orders(&self) -> Vec<Order> {
         lock(&self.journal)
             .unfinished()
@@ -224,6 +235,15 @@ impl<H: Hypervisor + 'static> Agent<H> {
     }
 
     /// Decides what to do with an order, without calling the hypervisor.
+    ///
+    /// An unfinished order accepted by an earlier agent process is resumed, except an order
+    /// that starts guests ([`Order::starts_guests`]) accepted in another boot (or in an unknown
+    /// one), or `start_timeout_ms` or longer ago (`CLOCK_BOOTTIME`): the fence or failure it
+    /// relied on is a reading of the past, the partner may run those guests again by now. It
+    /// is closed as abandoned instead: nothing is started, each guest without a recorded
+    /// outcome is reported not started ([`Failure::Abandoned`]) and the journal record is
+    /// finished, so the ShMC reports them and the operator decides. A FenceSelf finished in
+    /// another boot is carried out again (fresh readings), not answered from the journal.
     pub fn accept(&self, order: &Order) -> Result<Acceptance, AgentError> {
         if let Err(refusal) = precondition(order, self.cfg.partner.slot, self.is_fenced()) {
             log::warn!("refusing {}: {refusal}", order.key());
@@ -234,7 +254,24 @@ impl<H: Hypervisor + 'static> Agent<H> {
         if running.contains_key(&key) {
             return Ok(Acceptance::InProgress);
         }
-        match lock(&self.journal).begin(order)? {
+        let stamp = Stamp {
+            boot_id: self.boot_id.clone(),
+            boottime_ms: journal::boottime_ms(),
+        };
+        let begun = lock(&self.journal).begin(order, &stamp)?;
+        match begun {
+            Begin::Done(rec)
+                if matches!(order, Order::FenceSelf { .. })
+                    && !same_boot(rec.boot_id.as_deref(), self.boot_id.as_deref()) =>
+            {
+                log::warn!(
+                    "{key}: finished in another boot ({}): carried out again with fresh readings",
+                    rec.boot_id.as_deref().unwrap_or("unknown")
+                );
+                lock(&self.journal).restart(order, &stamp)?;
+                self.accepted_new(order, key, &mut running);
+                Ok(Acceptance::Execute)
+            }
             Begin::Done(rec) => {
                 log::info!("{key}: duplicate of a finished order, repeating its result");
                 Ok(Acceptance::Done {
@@ -242,28 +279,109 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     result: rec.result.unwrap_or(OrderResult::Guests(Vec::new())),
                 })
             }
-            Begin::Unfinished(_) => {
+            Begin::Unfinished(rec) => {
+                let inherited = !lock(&self.accepted_here).contains(&key);
+                if inherited && order.starts_guests() {
+                    if let Some(why) = self.stale(&rec) {
+                        return self.abandon(order, rec, &why);
+                    }
+                }
                 log::info!("{key}: resuming an order interrupted by an agent restart");
+                lock(&self.accepted_here).insert(key.clone());
                 running.insert(key, order.clone());
                 Ok(Acceptance::Execute)
             }
             Begin::New => {
                 log::info!("{key}: accepted");
-                if matches!(order, Order::FenceSelf { .. }) {
-                    // Recorded before it is acknowledged: a restarted agent stays fenced
-                    // until the blade reboots.
-                    if let Err(e) = fenced::save(&self.cfg.state_dir, self.boot_id.as_deref(), &key)
-                    {
-                        log::error!(
-                            "{key}: cannot record the fence ({e}): a restarted agent would not \
-                             know this blade is fenced"
-                        );
-                    }
-                }
-                running.insert(key, order.clone());
+                self.accepted_new(order, key, &mut running);
                 Ok(Acceptance::Execute)
             }
         }
+    }
+
+    /// An order (newly) accepted: a FenceSelf is recorded in the fence record; the order is
+    /// marked running.
+    fn accepted_new(&self, order: &Order, key: String, running: &mut HashMap<String, Order>) {
+        if matches!(order, Order::FenceSelf { .. }) {
+            // Recorded before it is acknowledged: a restarted agent stays fenced
+            // until the blade reboots.
+            if let Err(e) = fenced::save(&self.cfg.state_dir, self.boot_id.as_deref(), &key) {
+                log::error!(
+                    "{key}: cannot record the fence ({e}): a restarted agent would not \
+                     know this blade is fenced"
+                );
+            }
+        }
+        lock(&self.accepted_here).insert(key.clone());
+        running.insert(key, order.clone());
+    }
+
+    /// Why an unfinished order of an earlier process is too old to start guests now, if it is.
+    fn stale(&self, rec: &OrderRecord) -> Option<String> {
+        match (rec.boot_id.as_deref(), self.boot_id.as_deref()) {
+            (Some(then), Some(now)) if then == now => {}
+            (None, _) => return Some("accepted in an unknown boot (no boot id recorded)".into()),
+            (_, None) => return Some("the boot id of this boot cannot be read".into()),
+            (Some(then), Some(_)) => return Some(format!("accepted in an earlier boot ({then})")),
+        }
+        let bound = u64::try_from(self.cfg.start_timeout.as_millis()).unwrap_or(u64::MAX);
+        match (rec.accepted_boottime_ms, journal::boottime_ms()) {
+            (Some(then), Some(now)) => {
+                let age = now.saturating_sub(then);
+                (age >= bound)
+                    .then(|| format!("accepted {age} ms ago, start_timeout_ms is {bound}"))
+            }
+            (None, _) => Some("its acceptance time was not recorded".into()),
+            (_, None) => Some("the boot time cannot be read".into()),
+        }
+    }
+
+    /// Closes a stale order that starts guests without starting anything (see
+    /// [`Agent::accept`]).
+    fn abandon(
+        &self,
+        order: &Order,
+        rec: OrderRecord,
+        why: &str,
+    ) -> Result<Acceptance, AgentError> {
+        let key = order.key();
+        let names: Vec<String> = match order {
+            Order::RestartGuest { name, .. } => vec![name.clone()],
+            Order::RestartPartnerGuests {
+                subset: Some(s), ..
+            } => s.clone(),
+            Order::RestartPartnerGuests { subset: None, .. } => {
+                lock(&self.partner).all().map(|d| d.name.clone()).collect()
+            }
+            _ => Vec::new(),
+        };
+        log::error!(
+            "{key}: accepted by an earlier agent process and not finished, ABANDONED: {why}; \
+             nothing is started, {} guest(s) reported not started, the operator decides",
+            names.len()
+        );
+        let mut outcomes = rec.outcomes;
+        for name in names {
+            if outcomes.iter().any(|o| o.name == name) {
+                continue;
+            }
+            log::warn!("{key}: `{name}` not started (order abandoned)");
+            let o = GuestOutcome {
+                incident: order.incident(),
+                name,
+                result: GuestResult::Failed {
+                    reason: Failure::Abandoned {
+                        detail: why.to_owned(),
+                    },
+                },
+                elapsed_ms: 0,
+            };
+            lock(&self.journal).record_outcome(order, &o)?;
+            outcomes.push(o);
+        }
+        let result = OrderResult::Guests(outcomes.clone());
+        lock(&self.journal).finish(order, &result)?;
+        Ok(Acceptance::Done { outcomes, result })
     }
 
     /// Executes an accepted order; `emit` receives each guest outcome as it happens. The
@@ -442,6 +560,11 @@ impl<H: Hypervisor + 'static> Agent<H> {
         log::info!("{}: {:?} after {} ms", order.key(), o.result, o.elapsed_ms);
         Ok(OrderResult::Guests(vec![self.record(order, o, emit)?]))
     }
+}
+
+/// Whether a record of boot `then` is of the boot `now` (an unknown boot is another one).
+fn same_boot(then: Option<&str>, now: Option<&str>) -> bool {
+    matches!((then, now), (Some(a), Some(b)) if a == b)
 }
 
 /// One line describing a result, for the log.

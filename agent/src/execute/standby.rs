@@ -116,6 +116,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 break;
             };
             defined?;
+            super::takeover::no_autostart(&*self.hv, &def.name);
             let Some(started) = self
                 .guests
                 .call(&def.name, || self.hv.start_paused(&def.name))

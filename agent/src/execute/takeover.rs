@@ -44,10 +44,20 @@ fn start_partner_guest<H: Hypervisor + ?Sized>(
         Some(Err(e)) => return failed(e),
         Some(Ok(_)) => {}
     }
+    no_autostart(hv, &def.name);
     match gate.call(&def.name, || hv.start(&def.name)) {
         None => GuestResult::Fenced,
         Some(Ok(())) => GuestResult::Started,
         Some(Err(e)) => failed(e),
+    }
+}
+
+/// Clears libvirt autostart of a guest defined here on takeover (a redefinition keeps the
+/// flag): if this blade is fenced and reboots, the guest must not start by itself. A failure
+/// is logged; the start goes on.
+pub(super) fn no_autostart<H: Hypervisor + ?Sized>(hv: &H, name: &str) {
+    if let Err(e) = hv.set_autostart(name, false) {
+        log::warn!("`{name}`: cannot clear libvirt autostart: {e}");
     }
 }
 

@@ -1480,3 +1480,33 @@ fn test_destroy_guest_kills_a_qemu_libvirt_lost() {
         "{out:?}"
     );
 }
+
+mod stale;
+
+/// A guest defined on takeover does not autostart (a redefinition keeps the flag), and a
+/// protected guest's autostart is cleared when it is listed; an unprotected one keeps it.
+#[test]
+fn test_autostart_cleared_on_takeover_and_for_protected_guests() {
+    let dir = TempDir::new("autostart");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("db", GuestState::Shutoff, 1000);
+    hv.set_autostart_flag("db", true);
+    let a = agent(&dir, &hv);
+    a.store_partner_definition(def("db", 1000)).unwrap();
+    let (_, _, out) = run(&a, &restart(95, true));
+    assert_eq!(result_of(&out, "db"), &GuestResult::Started);
+    assert!(!hv.autostart_of("db"), "taken-over guest autostarts");
+
+    let dir = TempDir::new("autostart-local");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    hv.add("app", GuestState::Running, 100);
+    hv.add("scratch", GuestState::Running, 100);
+    hv.set_autostart_flag("app", true);
+    hv.set_autostart_flag("scratch", true);
+    let mut c = config(dir.path());
+    c.protection = Protection::List(vec!["app".into()]);
+    let a = Agent::new(Arc::clone(&hv), c).unwrap();
+    a.local_definitions().unwrap();
+    assert!(!hv.autostart_of("app"), "protected guest autostarts");
+    assert!(hv.autostart_of("scratch"), "unprotected guest left alone");
+}

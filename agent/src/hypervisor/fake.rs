@@ -1,7 +1,7 @@
 //! An in-memory [`Hypervisor`] for unit tests: domains, free memory, a call log, and knobs to
 //! make libvirt hang or fail.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -39,6 +39,7 @@ struct Inner {
     hang: bool,
     fail_start: HashSet<String>,
     pids: BTreeMap<String, i32>,
+    autostart: BTreeSet<String>,
     wait_for_overlap: bool,
     events: Option<Sender<HypervisorEvent>>,
     migrated: Vec<(String, String)>,
@@ -113,6 +114,21 @@ impl FakeHypervisor {
         if let Some(d) = self.lock().domains.get_mut(name) {
             f(d);
         }
+    }
+
+    /// Marks a domain to start with the host (libvirt autostart), or not.
+    pub fn set_autostart_flag(&self, name: &str, on: bool) {
+        let mut g = self.lock();
+        if on {
+            g.autostart.insert(name.to_owned());
+        } else {
+            g.autostart.remove(name);
+        }
+    }
+
+    /// Whether a domain starts with the host.
+    pub fn autostart_of(&self, name: &str) -> bool {
+        self.lock().autostart.contains(name)
     }
 
     /// State of a domain, if defined.
@@ -339,6 +355,17 @@ impl Hypervisor for FakeHypervisor {
             },
         );
         Ok(name.to_owned())
+    }
+
+    fn set_autostart(&self, name: &str, on: bool) -> Result<(), HypervisorError> {
+        let mut g = self.gate(self.call(), "autostart", name);
+        Self::get(&mut g, name)?;
+        if on {
+            g.autostart.insert(name.to_owned());
+        } else {
+            g.autostart.remove(name);
+        }
+        Ok(())
     }
 
     fn start(&self, name: &str) -> Result<(), HypervisorError> {

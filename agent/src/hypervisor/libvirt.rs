@@ -199,6 +199,13 @@ impl std::fmt::Debug for LibvirtHypervisor {
 }
 
 impl LibvirtHypervisor {
+    /// Whether the domain starts with the host (libvirt autostart).
+    pub fn autostart(&self, name: &str) -> Result<bool, HypervisorError> {
+        self.lookup(name)?
+            .autostart()
+            .map_err(|e| self.error("autostart", name, e))
+    }
+
     /// Starts libvirt's event loop (once per process) and begins connecting to `uri`,
     /// waiting at most [`CONNECT_WAIT`]: a daemon that is down or does not answer is not
     /// fatal (the heartbeat's ping reconnects and reports health; calls fail meanwhile).
@@ -361,6 +368,12 @@ impl Hypervisor for LibvirtHypervisor {
             .define_domain_xml(xml)
             .map_err(|e| self.error("define", "<xml>", e))?;
         d.name().map_err(|e| self.error("define", "<xml>", e))
+    }
+
+    fn set_autostart(&self, name: &str, on: bool) -> Result<(), HypervisorError> {
+        self.lookup(name)?
+            .set_autostart(on)
+            .map_err(|e| self.error("autostart", name, e))
     }
 
     fn start(&self, name: &str) -> Result<(), HypervisorError> {

@@ -176,6 +176,10 @@ pub trait Hypervisor: Send + Sync {
     fn state(&self, name: &str) -> Result<GuestState, HypervisorError>;
     /// Defines (or redefines) a persistent domain from XML; returns its name.
     fn define(&self, xml: &str) -> Result<String, HypervisorError>;
+    /// Sets whether the host starts the domain when it boots (libvirt autostart). A protected
+    /// guest must not autostart: a fenced blade that reboots would start a guest already
+    /// failed over to its partner.
+    fn set_autostart(&self, name: &str, on: bool) -> Result<(), HypervisorError>;
     /// Starts a defined, inactive domain. Precondition: the domain is not active.
     fn start(&self, name: &str) -> Result<(), HypervisorError>;
     /// Starts a defined domain with its CPUs paused (warm standby).

@@ -2,7 +2,9 @@
 //! guest taken over from the partner, in `<state>/journal.json`, rewritten atomically after
 //! each change. It is what lets a restarted agent neither forget nor repeat:
 //! - a duplicate of a finished order is answered with the recorded result, nothing is redone;
-//! - an order interrupted by an agent restart is resumed, skipping guests with a recorded outcome;
+//! - an order interrupted by an agent restart is resumed, skipping guests with a recorded outcome
+//!   (an order that starts guests only within the boot and the bound it was accepted in: each
+//!   record carries the boot id and the boot time of its acceptance, see `crate::execute`);
 //! - guests taken over are remembered (and reported) across restarts.
 
 use std::collections::BTreeMap;
@@ -42,6 +44,31 @@ pub struct OrderRecord {
     pub outcomes: Vec<GuestOutcome>,
     /// Final result, once the order is done.
     pub result: Option<OrderResult>,
+    /// The kernel's boot id when the order was accepted (`None`: not readable, or a record
+    /// of an older agent: counted as another boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// `CLOCK_BOOTTIME` in ms when the order was accepted (`None`: not readable, or a record
+    /// of an older agent). Only comparable within the boot of [`OrderRecord::boot_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_boottime_ms: Option<u64>,
+}
+
+/// When an order is accepted: the kernel's boot id and `CLOCK_BOOTTIME` in ms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// The kernel's boot id (`None`: not readable).
+    pub boot_id: Option<String>,
+    /// `CLOCK_BOOTTIME` in ms (`None`: not readable).
+    pub boottime_ms: Option<u64>,
+}
+
+/// `CLOCK_BOOTTIME` in ms: time since this boot, suspend included; `None` if unreadable.
+pub fn boottime_ms() -> Option<u64> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    let secs = u64::try_from(t.tv_sec()).ok()?;
+    let ms = u64::try_from(t.tv_nsec()).ok()? / 1_000_000;
+    secs.checked_mul(1000)?.checked_add(ms)
 }
 
 /// A guest of the partner started here.
@@ -153,8 +180,9 @@ impl Journal {
         })
     }
 
-    /// Looks the order up and, if new, records it as accepted (durably, before returning).
-    pub fn begin(&mut self, order: &Order) -> Result<Begin, JournalError> {
+    /// Looks the order up and, if new, records it as accepted at `stamp` (durably, before
+    /// returning).
+    pub fn begin(&mut self, order: &Order, stamp: &Stamp) -> Result<Begin, JournalError> {
         let key = order.key();
         if let Some(rec) = self.data.orders.get(&key) {
             return Ok(if rec.result.is_some() {
@@ -163,6 +191,25 @@ impl Journal {
                 Begin::Unfinished(rec.clone())
             });
         }
+        self.accept_afresh(order, stamp)?;
+        Ok(Begin::New)
+    }
+
+    /// Records the order as newly accepted at `stamp`, replacing any earlier record of it
+    /// (its outcomes and result are dropped: the order is carried out again).
+    pub fn restart(&mut self, order: &Order, stamp: &Stamp) -> Result<(), JournalError> {
+        let old = self.data.orders.remove(&order.key());
+        let r = self.accept_afresh(order, stamp);
+        if r.is_err() {
+            if let Some(old) = old {
+                self.data.orders.insert(order.key(), old);
+            }
+        }
+        r
+    }
+
+    fn accept_afresh(&mut self, order: &Order, stamp: &Stamp) -> Result<(), JournalError> {
+        let key = order.key();
         let seq = self.data.next_seq;
         self.data.next_seq += 1;
         self.data.orders.insert(
@@ -172,6 +219,8 @@ impl Journal {
                 order: order.clone(),
                 outcomes: Vec::new(),
                 result: None,
+                boot_id: stamp.boot_id.clone(),
+                accepted_boottime_ms: stamp.boottime_ms,
             },
         );
         self.prune();
@@ -181,7 +230,7 @@ impl Journal {
             self.data.orders.remove(&key);
             return Err(e);
         }
-        Ok(Begin::New)
+        Ok(())
     }
 
     /// Records one guest's outcome within an accepted order (replacing an earlier one).
@@ -281,7 +330,7 @@ mod test {
         };
         {
             let mut j = Journal::open(dir.path()).unwrap();
-            assert_eq!(j.begin(&o).unwrap(), Begin::New);
+            assert_eq!(j.begin(&o, &Stamp::default()).unwrap(), Begin::New);
             j.record_outcome(&o, &out).unwrap();
             j.record_takeover(
                 "db",
@@ -297,11 +346,14 @@ mod test {
         let unfinished = j.unfinished();
         assert_eq!(unfinished.len(), 1);
         assert_eq!(unfinished[0].outcomes, vec![out.clone()]);
-        assert!(matches!(j.begin(&o).unwrap(), Begin::Unfinished(_)));
+        assert!(matches!(
+            j.begin(&o, &Stamp::default()).unwrap(),
+            Begin::Unfinished(_)
+        ));
         j.finish(&o, &OrderResult::Guests(vec![out.clone()]))
             .unwrap();
         let mut j = Journal::open(dir.path()).unwrap();
-        match j.begin(&o).unwrap() {
+        match j.begin(&o, &Stamp::default()).unwrap() {
             Begin::Done(rec) => assert_eq!(rec.result, Some(OrderResult::Guests(vec![out]))),
             other => panic!("{other:?}"),
         }
@@ -315,7 +367,7 @@ mod test {
         std::fs::write(dir.path().join("journal.json"), b"{not json").unwrap();
         let mut j = Journal::open(dir.path()).unwrap();
         assert!(dir.path().join("journal.json.corrupt").exists());
-        assert_eq!(j.begin(&fence(1)).unwrap(), Begin::New);
+        assert_eq!(j.begin(&fence(1), &Stamp::default()).unwrap(), Begin::New);
     }
 
     #[test]
@@ -323,9 +375,9 @@ mod test {
         let dir = TempDir::new("prune");
         let mut j = Journal::open(dir.path()).unwrap();
         j.max_orders = 8;
-        assert_eq!(j.begin(&fence(0)).unwrap(), Begin::New); // never finished
+        assert_eq!(j.begin(&fence(0), &Stamp::default()).unwrap(), Begin::New); // never finished
         for i in 1..=13 {
-            j.begin(&fence(i)).unwrap();
+            j.begin(&fence(i), &Stamp::default()).unwrap();
             j.finish(&fence(i), &OrderResult::Fenced(Default::default()))
                 .unwrap();
         }

@@ -129,6 +129,9 @@ code_enum! {
         NotProtected = 10,
         /// This blade fenced itself: it starts nothing more (queued starts are cancelled).
         Fenced = 11,
+        /// Not started: the order was accepted before the agent restarted and is stale (of an
+        /// earlier boot, or older than the agent's start bound); closed without starting.
+        Abandoned = 12,
     }
 }
 
