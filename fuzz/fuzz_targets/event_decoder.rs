@@ -3,6 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use shmc_plugin::wire::addr::IpmbAddr;
 use shmc_plugin::wire::event::PlatformEvent;
 use shmc_plugin::wire::sel::{parse_get_sel_entry, SelRecord};
 
@@ -11,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // Platform Event data from generator `head`, LUN from its low bits.
-    if let Ok(ev) = PlatformEvent::parse(head, head & 0x03, rest) {
+    if let Ok(ev) = PlatformEvent::parse(IpmbAddr(head), head & 0x03, rest) {
         let _ = (ev.hot_swap(), ev.offset());
         let mut out = [0u8; 7];
         ev.emit(&mut out);
