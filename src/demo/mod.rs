@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use blade_agent::hypervisor::Hypervisor;
 use shmc_plugin::config::{BladeConfig, ShelfConfig};
 use shmc_plugin::edge::runtime::{Clocks, Detail, Inbound, Runtime};
-use shmc_plugin::engine::{Phase, Shelf};
+use shmc_plugin::engine::{IncidentState, Shelf};
 use shmc_plugin::wire::addr::{IpmbAddr, Slot};
 use shmc_plugin::wire::event::MState;
 use shmc_plugin::wire::ipmb::Message;
@@ -124,15 +124,15 @@ pub fn run(opts: &Options) -> Result<(), DemoError> {
     result
 }
 
-fn phase_name(p: &Phase) -> String {
-    match p {
-        Phase::Evacuating { .. } => "evacuating".into(),
-        Phase::SelfFencing { .. } => "self-fencing (agent destroys its guests)".into(),
-        Phase::Fencing { step, rounds, .. } => {
+fn phase_name(state: &IncidentState) -> String {
+    match state {
+        IncidentState::Migrating { .. } | IncidentState::Evacuating { .. } => "evacuating".into(),
+        IncidentState::SelfFencing { .. } => "self-fencing (agent destroys its guests)".into(),
+        IncidentState::Fencing { step, rounds, .. } => {
             format!("fencing over IPMB, step {step:?} (round {})", rounds + 1)
         }
-        Phase::FailingOver => "fence confirmed; failing over to the partner".into(),
-        Phase::Recovered => "recovered".into(),
+        IncidentState::FailingOver { .. } => "fence confirmed; failing over to the partner".into(),
+        IncidentState::Recovered { .. } => "recovered".into(),
     }
 }
 
@@ -454,7 +454,7 @@ impl Shelfsim {
             // Incident phases, as the core sees them.
             for (i, b) in self.link.blades.iter().enumerate() {
                 let inc = self.rt.shelf().blade(b.slot).and_then(|s| s.incident);
-                let cur = inc.map(|x| (x.id, phase_name(&x.phase)));
+                let cur = inc.map(|x| (x.id, phase_name(&x.state)));
                 if cur != phases[i] {
                     if let Some((id, name)) = &cur {
                         narrator.say(&format!("incident #{id} on slot {}: {name}", b.slot));

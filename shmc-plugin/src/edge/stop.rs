@@ -24,8 +24,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::agents::AgentLink;
-use crate::classify::Class;
-use crate::engine::{Confirmation, FenceStep, Incident, Phase, Shelf};
+
+use crate::engine::{Confirmation, FenceStep, IncidentState, OpenIncident, Shelf};
 use crate::wire::addr::Slot;
 
 /// The signals that stop the daemon.
@@ -113,7 +113,7 @@ impl StopSignals {
 #[derive(Debug, Clone, Default)]
 pub struct OpenWork {
     /// Open incidents with their blade's slot and partner slot.
-    pub incidents: Vec<(Slot, Slot, Incident)>,
+    pub incidents: Vec<(Slot, Slot, OpenIncident)>,
     /// Guest failovers waiting for DestroyGuest's confirmation: (slot, guest, decision).
     pub guests: Vec<(Slot, String, u32)>,
     /// Predictive holds pending (dropped by the stop).
@@ -130,40 +130,44 @@ fn step_name(s: FenceStep) -> &'static str {
     }
 }
 
-fn proof_name(c: Option<Confirmation>) -> &'static str {
+fn proof_name(c: Confirmation) -> &'static str {
     match c {
-        Some(Confirmation::HotSwapM1) => "M1",
-        Some(Confirmation::HotSwapM0) => "M0",
-        Some(Confirmation::SelfFenced) => "self-fence",
-        Some(Confirmation::GuestDestroyed) => "guest destroyed",
-        Some(Confirmation::WatchdogExpired) => "watchdog expired",
-        None => "confirmed",
+        Confirmation::HotSwapM1 => "M1",
+        Confirmation::HotSwapM0 => "M0",
+        Confirmation::SelfFenced => "self-fence",
+        Confirmation::GuestDestroyed => "guest destroyed",
+        Confirmation::WatchdogExpired => "watchdog expired",
     }
 }
 
 /// One incident in words: where it stands and what is left undone.
-pub fn describe(slot: Slot, partner: Slot, inc: &Incident) -> String {
-    let state = match inc.phase {
-        Phase::Evacuating { .. } if inc.class == Class::BladeDegraded => {
+pub fn describe(slot: Slot, partner: Slot, inc: &OpenIncident) -> String {
+    let state = match inc.state {
+        IncidentState::Migrating { .. } => {
             "guests being migrated (Migrate ordered, no report yet)".to_string()
         }
-        Phase::Evacuating { .. } => format!(
+        IncidentState::Evacuating { .. } => format!(
             "evacuation to partner slot {partner} under way, blade not deactivated yet"
         ),
-        Phase::SelfFencing { .. } => format!(
+        IncidentState::SelfFencing { .. } => format!(
             "self-fence ordered, not confirmed, IPMB fence not started; partner slot {partner} not ordered to take over"
         ),
-        Phase::Fencing { step, rounds, .. } => format!(
+        IncidentState::Fencing {
+            step,
+            rounds,
+            self_fence,
+            ..
+        } => format!(
             "fence NOT confirmed (step {}, round {}{}); partner slot {partner} not ordered to take over",
             step_name(step),
             rounds.saturating_add(1),
-            if inc.self_fence { ", self-fence ordered too" } else { "" }
+            if self_fence { ", self-fence ordered too" } else { "" }
         ),
-        Phase::FailingOver => format!(
+        IncidentState::FailingOver { proof, .. } => format!(
             "fence confirmed ({}), partner slot {partner} ordered to restart the guests, no report yet",
-            proof_name(inc.proof)
+            proof_name(proof)
         ),
-        Phase::Recovered => "failed over, blade not back in M4 yet".to_string(),
+        IncidentState::Recovered { .. } => "failed over, blade not back in M4 yet".to_string(),
     };
     format!("#{} {} slot {slot}: {state}", inc.id, inc.class)
 }
@@ -234,17 +238,14 @@ impl OpenWork {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::classify::Class;
 
-    fn incident(phase: Phase, self_fence: bool) -> Incident {
-        Incident {
+    fn incident(state: IncidentState) -> OpenIncident {
+        OpenIncident {
             id: 7,
             class: Class::BladeHardware,
             opened_ms: 0,
-            phase,
-            confirmed: false,
-            evacuated: false,
-            proof: None,
-            self_fence,
+            state,
         }
     }
 
@@ -253,14 +254,13 @@ mod test {
         let d = describe(
             Slot(3),
             Slot(4),
-            &incident(
-                Phase::Fencing {
-                    step: FenceStep::ColdReset,
-                    deadline: 0,
-                    rounds: 1,
-                },
-                true,
-            ),
+            &incident(IncidentState::Fencing {
+                step: FenceStep::ColdReset,
+                deadline: 0,
+                rounds: 1,
+                self_fence: true,
+                evacuated: false,
+            }),
         );
         assert_eq!(
             d,
@@ -270,9 +270,11 @@ mod test {
 
     #[test]
     fn test_confirmed_fence_names_the_partner_order() {
-        let mut inc = incident(Phase::FailingOver, false);
-        inc.confirmed = true;
-        inc.proof = Some(Confirmation::HotSwapM1);
+        let inc = incident(IncidentState::FailingOver {
+            proof: Confirmation::HotSwapM1,
+            self_fence: false,
+            evacuated: false,
+        });
         assert_eq!(
             describe(Slot(1), Slot(2), &inc),
             "#7 blade_hardware slot 1: fence confirmed (M1), partner slot 2 ordered to restart the guests, no report yet"

@@ -34,58 +34,6 @@ impl FenceStep {
     }
 }
 
-/// Phase of an open incident, as [`Incident`] shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Extraction: waiting for the partner to report the evacuation.
-    Evacuating {
-        /// When deactivation proceeds anyway.
-        deadline: u64,
-    },
-    /// `hypervisor`: waiting for the agent's FenceSelf confirmation.
-    SelfFencing {
-        /// When the IPMB fence joins in.
-        deadline: u64,
-    },
-    /// IPMB fence in progress.
-    Fencing {
-        /// Current step.
-        step: FenceStep,
-        /// When the next step starts.
-        deadline: u64,
-        /// Completed rounds of all steps.
-        rounds: u32,
-    },
-    /// Fence confirmed; the partner was ordered to restart the guests.
-    FailingOver,
-    /// Recovery done; waiting for the blade to come back.
-    Recovered,
-}
-
-/// An open incident as a flat snapshot (see [`BladeStatus::incident`]); the
-/// shelf keeps an [`OpenIncident`], whose state cannot hold impossible
-/// combinations. Kept for the host edge until it moves to [`Shelf::incident`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Incident {
-    /// Decision number.
-    pub id: u32,
-    /// Class.
-    pub class: Class,
-    /// When it opened.
-    pub opened_ms: u64,
-    /// Phase.
-    pub phase: Phase,
-    /// The fence is confirmed.
-    pub confirmed: bool,
-    /// Extraction: the partner reported the evacuation.
-    pub evacuated: bool,
-    /// How the fence was confirmed, once it is.
-    pub proof: Option<Confirmation>,
-    /// The blade's agent was ordered to destroy its guests (FenceSelf); its
-    /// confirmation then counts as the fence.
-    pub self_fence: bool,
-}
-
 /// An open incident: its decision, and the state it is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenIncident {
@@ -239,44 +187,6 @@ impl IncidentState {
             _ => None,
         }
     }
-
-    /// The flat phase of [`Incident`].
-    pub const fn phase(&self) -> Phase {
-        match *self {
-            Self::Migrating { deadline } | Self::Evacuating { deadline } => {
-                Phase::Evacuating { deadline }
-            }
-            Self::SelfFencing { deadline } => Phase::SelfFencing { deadline },
-            Self::Fencing {
-                step,
-                deadline,
-                rounds,
-                ..
-            } => Phase::Fencing {
-                step,
-                deadline,
-                rounds,
-            },
-            Self::FailingOver { .. } => Phase::FailingOver,
-            Self::Recovered { .. } => Phase::Recovered,
-        }
-    }
-}
-
-impl OpenIncident {
-    /// The flat snapshot.
-    pub const fn view(&self) -> Incident {
-        Incident {
-            id: self.id,
-            class: self.class,
-            opened_ms: self.opened_ms,
-            phase: self.state.phase(),
-            confirmed: self.state.is_confirmed(),
-            evacuated: self.state.evacuated(),
-            proof: self.state.proof(),
-            self_fence: self.state.self_fence(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -304,7 +214,7 @@ mod tests {
         assert!(done.is_confirmed() && !done.awaits_proof() && !done.awaits_self_fence());
         assert_eq!(done.confirmed(Confirmation::HotSwapM0), None, "never twice");
         let recovered = done.reported().unwrap();
-        assert_eq!(recovered.phase(), Phase::Recovered);
+        assert!(matches!(recovered, IncidentState::Recovered { .. }));
         assert_eq!(recovered.proof(), Some(Confirmation::HotSwapM1));
         assert_eq!(recovered.reported(), None);
     }
@@ -321,9 +231,5 @@ mod tests {
         assert!(!ipmb_only.awaits_self_fence());
         assert!(IncidentState::SelfFencing { deadline: 0 }.awaits_self_fence());
         assert!(!IncidentState::Migrating { deadline: 0 }.awaits_self_fence());
-        assert_eq!(
-            IncidentState::Migrating { deadline: 5 }.phase(),
-            Phase::Evacuating { deadline: 5 }
-        );
     }
 }

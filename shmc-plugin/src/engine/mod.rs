@@ -162,7 +162,7 @@ use unprotected::Unprotected;
 pub use agents::AgentInput;
 use fencing::Began;
 use guest_failover::PendingGuest;
-pub use incident::{FenceStep, Incident, IncidentState, OpenIncident, Phase};
+pub use incident::{FenceStep, IncidentState, OpenIncident};
 use predictive::Hold;
 use state::Blades;
 pub use state::{BladeIdx, BladeStatus, Counters, EventOutcome, Link};
@@ -250,7 +250,7 @@ impl Shelf {
         Some(BladeStatus {
             config: b.cfg,
             m_state: b.m_state,
-            incident: b.incident.map(|i| i.view()),
+            incident: b.incident,
             commanded: b.commanded,
             agent_registered: b.registered,
             link: b.link,

@@ -22,7 +22,7 @@ pub struct BladeStatus {
     /// Last M-state of FRU 0 seen (event or poll).
     pub m_state: Option<MState>,
     /// Open incident.
-    pub incident: Option<Incident>,
+    pub incident: Option<OpenIncident>,
     /// We sent a deactivation or fence in the open incident.
     pub commanded: bool,
     /// The agent is registered.

@@ -74,10 +74,10 @@ fn test_extraction_evacuates_then_deactivates() {
             incident: d.incident,
         },
     );
-    assert_eq!(
-        s.blade(Slot(1)).unwrap().incident.unwrap().phase,
-        Phase::Recovered
-    );
+    assert!(matches!(
+        s.blade(Slot(1)).unwrap().incident.unwrap().state,
+        IncidentState::Recovered { .. }
+    ));
     s.on_platform_event(90, 4, &hs(A, 4, Some(0x03)));
     assert!(s.blade(Slot(1)).unwrap().incident.is_none());
 }

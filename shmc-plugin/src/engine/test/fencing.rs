@@ -60,10 +60,10 @@ fn test_blade_lost_m7_fences_then_fails_over() {
             }
         )]
     );
-    assert_eq!(
-        s.blade(Slot(1)).unwrap().incident.unwrap().phase,
-        Phase::FailingOver
-    );
+    assert!(matches!(
+        s.blade(Slot(1)).unwrap().incident.unwrap().state,
+        IncidentState::FailingOver { .. }
+    ));
     // A report quoting another decision is ignored.
     s.on_agent(
         390,
@@ -73,10 +73,10 @@ fn test_blade_lost_m7_fences_then_fails_over() {
             incident: d.incident + 7,
         },
     );
-    assert_eq!(
-        s.blade(Slot(1)).unwrap().incident.unwrap().phase,
-        Phase::FailingOver
-    );
+    assert!(matches!(
+        s.blade(Slot(1)).unwrap().incident.unwrap().state,
+        IncidentState::FailingOver { .. }
+    ));
     s.on_agent(
         400,
         Slot(2),
@@ -85,10 +85,10 @@ fn test_blade_lost_m7_fences_then_fails_over() {
             incident: d.incident,
         },
     );
-    assert_eq!(
-        s.blade(Slot(1)).unwrap().incident.unwrap().phase,
-        Phase::Recovered
-    );
+    assert!(matches!(
+        s.blade(Slot(1)).unwrap().incident.unwrap().state,
+        IncidentState::Recovered { .. }
+    ));
     assert_eq!(
         s.incident(Slot(1)).unwrap().state,
         IncidentState::Recovered {
@@ -120,7 +120,13 @@ fn test_m4_to_inactive_uncommanded_is_blade_lost() {
             !orders(&outs).iter().any(|(_, o)| is_failover(o)),
             "M4 -> M{cur}: failover on the event that opened the incident"
         );
-        assert!(!s.blade(Slot(1)).unwrap().incident.unwrap().confirmed);
+        assert!(!s
+            .blade(Slot(1))
+            .unwrap()
+            .incident
+            .unwrap()
+            .state
+            .is_confirmed());
         let reqs = requests(&outs);
         assert_eq!(reqs[0].2, cmd::CMD_SET_FRU_ACTIVATION, "the fence starts");
         if cur == 6 {
@@ -363,7 +369,13 @@ fn test_unconfirmed_fence_escalates_and_never_fails_over() {
         ]
     );
     assert_eq!(s.counters().failovers, 0);
-    assert!(!s.blade(Slot(1)).unwrap().incident.unwrap().confirmed);
+    assert!(!s
+        .blade(Slot(1))
+        .unwrap()
+        .incident
+        .unwrap()
+        .state
+        .is_confirmed());
 }
 
 #[test]
@@ -453,7 +465,13 @@ fn test_confirmation_by_get_sensor_reading() {
             }
         )]
     );
-    assert!(s.blade(Slot(1)).unwrap().incident.unwrap().confirmed);
+    assert!(s
+        .blade(Slot(1))
+        .unwrap()
+        .incident
+        .unwrap()
+        .state
+        .is_confirmed());
 }
 
 #[test]

@@ -281,15 +281,15 @@ fn test_safety_no_failover_without_confirmed_fence() {
                     failovers += 1;
                     let b = s.blade(failed_slot).unwrap();
                     let inc = b.incident.expect("failover without an incident");
-                    assert!(inc.confirmed);
-                    assert_eq!(inc.proof, Some(fence));
+                    assert!(inc.state.is_confirmed());
+                    assert_eq!(inc.state.proof(), Some(fence));
                     let (id, began_in, began_at) = began[usize::from(failed_slot.get())]
                         .expect("failover of an incident never opened");
                     assert_eq!(id, inc.id, "failover of another incident");
                     match fence {
                         Confirmation::SelfFenced => {
                             assert!(
-                                inc.self_fence && self_fence_fed == Some(failed_slot),
+                                inc.state.self_fence() && self_fence_fed == Some(failed_slot),
                                 "self-fence proof without its confirmation: {b:?}"
                             );
                             self_fenced += 1;

@@ -488,7 +488,7 @@ fn test_watchdog_proof_after_timeout_and_margin() {
                 )]
             );
             let inc = s.blade(Slot(1)).unwrap().incident.unwrap();
-            assert_eq!(inc.proof, Some(Confirmation::WatchdogExpired));
+            assert_eq!(inc.state.proof(), Some(Confirmation::WatchdogExpired));
         } else {
             assert!(failovers.is_empty());
             assert!(kinds(&outs).contains(&"fence_unconfirmed"));
