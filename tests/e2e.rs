@@ -15,14 +15,7 @@ mod e2e;
 
 use std::time::{Duration, Instant};
 
-use e2e::{one_shelf, Options, Rig, FAILOVER_CLASSES};
-
-const A: u8 = 0x82;
-const B: u8 = 0x84;
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
+use e2e::{one_shelf, secs, Options, Rig, A, B, FAILOVER_CLASSES};
 
 /// A failover of every guest of A to B after a hardware fence: the simulator reaches
 /// M1 (A's power is cut), B runs A's guests, A runs nothing.

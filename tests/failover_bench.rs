@@ -26,20 +26,15 @@ mod blades;
 #[path = "support/e2e.rs"]
 mod e2e;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use e2e::{one_shelf, Options, Rig};
+use e2e::{one_shelf, secs, Options, Rig, A};
 
-const A: u8 = 0x82;
 /// Guest names on blade A, as many as `SHELFHA_BENCH_GUESTS` asks for.
 const GUESTS: [&str; 16] = [
     "g1", "g2", "g3", "g4", "g5", "g6", "g7", "g8", "g9", "g10", "g11", "g12", "g13", "g14", "g15",
     "g16",
 ];
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
 
 /// The guests of blade A for this run.
 fn guests() -> &'static [&'static str] {

@@ -24,14 +24,7 @@ mod e2e;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use e2e::{one_shelf, Options, Rig, FAILOVER_CLASSES};
-
-const A: u8 = 0x82;
-const B: u8 = 0x84;
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
+use e2e::{one_shelf, secs, Options, Rig, A, B, FAILOVER_CLASSES};
 
 /// Where each program's log stood, and each guest's QEMU, before the fault.
 struct Before {

@@ -13,14 +13,9 @@ mod e2e;
 
 use std::time::Duration;
 
-use e2e::{one_shelf, Options, Rig};
+use e2e::{one_shelf, secs, Options, Rig, A};
 
-const A: u8 = 0x82;
 const HOLD_MS: u64 = 1500;
-
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
 
 /// Restarts the plugin with `[predictive]` added to its configuration; waits until both
 /// agents are registered again (their heartbeats register them).

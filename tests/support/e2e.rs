@@ -47,6 +47,16 @@ pub fn one_shelf() -> MutexGuard<'static, ()> {
     SHELF.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// IPMB address of blade A's IPMC (slot 1).
+pub const A: u8 = 0x82;
+/// IPMB address of blade B's IPMC (slot 2).
+pub const B: u8 = 0x84;
+
+/// `s` seconds.
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
 /// Decision classes that move or restart guests (everything but the IPMB link alerts).
 pub const FAILOVER_CLASSES: [&str; 6] = [
     "blade_lost",
