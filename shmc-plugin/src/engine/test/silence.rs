@@ -51,6 +51,24 @@ fn hello(watchdog_ms: Option<u32>, live_migration: bool) -> AgentInput {
     }
 }
 
+/// Two more blades, C (slot 3) and D (slot 4), a pair of their own.
+fn four_blades() -> ShelfConfig {
+    const C: IpmbAddr = IpmbAddr(0x86);
+    const D: IpmbAddr = IpmbAddr(0x88);
+    let mut c = config(true);
+    for (slot, addr, partner) in [(3, C, 4), (4, D, 3)] {
+        c.blades
+            .push(BladeConfig {
+                slot: Slot(slot),
+                ipmb_address: addr,
+                partner: Slot(partner),
+                hot_swap_sensor: None,
+            })
+            .unwrap();
+    }
+    c
+}
+
 fn classes(outs: &[Output]) -> std::vec::Vec<(Class, Slot, u64)> {
     decisions(outs)
         .iter()
@@ -582,20 +600,7 @@ fn test_announced_heartbeat_interval_is_checked() {
 
 #[test]
 fn test_watchdog_proof_never_while_the_bus_is_suspect() {
-    const C: IpmbAddr = IpmbAddr(0x86);
-    const D: IpmbAddr = IpmbAddr(0x88);
-    let mut c = config(true);
-    for (slot, addr, partner) in [(3, C, 4), (4, D, 3)] {
-        c.blades
-            .push(BladeConfig {
-                slot: Slot(slot),
-                ipmb_address: addr,
-                partner: Slot(partner),
-                hot_swap_sensor: None,
-            })
-            .unwrap();
-    }
-    let mut s = Shelf::new(c).unwrap();
+    let mut s = Shelf::new(four_blades()).unwrap();
     // A and its agent go dark at 0; every other IPMC stops answering at
     // 2000; B's agent reports it has not heard A since 0.
     let partner = |s: &mut Shelf, now: u64| {

@@ -4,24 +4,6 @@
 
 use super::*;
 
-/// Two more blades, C (slot 3) and D (slot 4), a pair of their own.
-fn four_blades() -> ShelfConfig {
-    const C: IpmbAddr = IpmbAddr(0x86);
-    const D: IpmbAddr = IpmbAddr(0x88);
-    let mut c = config(true);
-    for (slot, addr, partner) in [(3, C, 4), (4, D, 3)] {
-        c.blades
-            .push(BladeConfig {
-                slot: Slot(slot),
-                ipmb_address: addr,
-                partner: Slot(partner),
-                hot_swap_sensor: None,
-            })
-            .unwrap();
-    }
-    c
-}
-
 fn failovers(outs: &[Output]) -> std::vec::Vec<(Slot, Order)> {
     orders(outs)
         .into_iter()
