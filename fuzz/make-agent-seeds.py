@@ -67,8 +67,10 @@ def restart_guest(incident, name):
     return bytes([10]) + varint(incident) + text(name)
 
 
-def heartbeat(beat, health, protected, digest):
-    return bytes([1]) + varint(beat) + bytes([health]) + varint(protected) + digest
+def heartbeat(beat, health, protected, digest, running=0):
+    # partner_heard_ms None, running, partner_seq None
+    return (bytes([1]) + varint(beat) + bytes([health]) + varint(protected) + digest
+            + b"\x00" + varint(running) + b"\x00")
 
 
 def write(name, data):

@@ -710,6 +710,8 @@ fn rmcp_partner_order_over_udp_only_after_m1() {
                 protected: 1,
                 digest: [0; 32],
                 partner_heard_ms: None,
+                running: 1,
+                partner_seq: None,
             };
             let _ = a1.send(NodeId::SHMC, &hb, now);
             let _ = a2.send(NodeId::SHMC, &hb, now);

@@ -194,12 +194,16 @@ pub fn run<H: Hypervisor + 'static>(
     // When the partner's last authenticated heartbeat arrived: every heartbeat tells the ShMC
     // how long ago, so it can tell a network fault from a dead host.
     let mut partner_heard: Option<Instant> = None;
+    // The frame sequence of the partner's latest heartbeat, echoed in ours: the partner's proof
+    // that it was heard.
+    let mut partner_seq: Option<u64> = None;
     while !stop.load(Ordering::SeqCst) {
         while let Some(ev) = ep.poll(now_ms()) {
             match ev {
                 Event::Message { from, seq, message } => {
                     if from == partner && message.kind() == Kind::Heartbeat {
                         partner_heard = Some(Instant::now());
+                        partner_seq = Some(partner_seq.map_or(seq, |s| s.max(seq)));
                     }
                     // Orders are saved at once, heartbeats and pushes at most once per second.
                     floors_dirty = true;
@@ -278,6 +282,10 @@ pub fn run<H: Hypervisor + 'static>(
                 digest,
                 partner_heard_ms: partner_heard
                     .map(|t| u32::try_from(t.elapsed().as_millis()).unwrap_or(u32::MAX)),
+                // Every protected guest counts as running: what cannot be accounted for counts
+                // as still running.
+                running: protected,
+                partner_seq,
             };
             // The partner repairs its copy from our digest: only once we know our guests.
             let known = lock(&shared.outbox).is_known();

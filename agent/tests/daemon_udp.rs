@@ -229,6 +229,8 @@ fn test_agent_over_udp() {
             protected: 0,
             digest: empty,
             partner_heard_ms: None,
+            running: 0,
+            partner_seq: None,
         };
         let _ = partner.send(AGENT, &hb, t0.elapsed().as_millis() as u64);
         let _ = collect(&mut partner, t0, Duration::from_millis(20), |_| false);
@@ -690,6 +692,8 @@ fn test_unhealthy_partner_heartbeat_keeps_definitions() {
         protected: 0,
         digest: empty,
         partner_heard_ms: None,
+        running: 0,
+        partner_seq: None,
     };
     for _ in 0..10 {
         partner.send(AGENT, &beat(Health::Down), now()).unwrap();
@@ -757,7 +761,13 @@ fn test_order_not_journaled_is_not_acknowledged_and_its_retry_is_carried_out() {
         while Instant::now() < until && !(acked && answered) {
             while let Some(ev) = shmc.poll(now()) {
                 match ev {
-                    Event::Acked { seq, .. } if seq == handle => acked = true,
+                    Event::Acked { seq, status, .. } if seq == handle => {
+                        assert!(
+                            status.is_delivered(),
+                            "a retry answered {status:?}: taken for a late copy"
+                        );
+                        acked = true
+                    }
                     Event::GaveUp { seq, .. } if seq == handle => panic!("gave up"),
                     Event::Message {
                         message: Message::GuestOutcome { incident: 77, .. },

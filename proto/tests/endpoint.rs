@@ -964,11 +964,21 @@ fn test_a_refused_command_is_never_delivered_after_its_retries() {
         out.nothing_received(),
         "a refused command is not acknowledged"
     );
-    // Two retry intervals after the last refusal the sender has given up: a late copy is
-    // dropped and answered Rejected (not Duplicate: it never was delivered).
-    assert_eq!(agent.poll(400), None);
+    // A retry that waited in the socket while the receiver was stalled (three intervals after
+    // the last refusal) is still delivered again.
     out.socket.send_to(&command, to).unwrap();
-    let events = poll_until(&mut agent, 400, |a| {
+    match next_event(&mut agent, 400) {
+        Some(Event::Message { seq: 20, .. }) => assert!(agent.refuse(NodeId::SHMC, 20)),
+        other => panic!("a stalled receiver took a retry for a late copy: {other:?}"),
+    }
+    assert!(out.nothing_received(), "refused, not acknowledged");
+    // The sender's whole retry schedule (max_tries x retry_interval) after the last refusal it
+    // has given up: a late copy is dropped and answered Rejected (not Duplicate: it never was
+    // delivered).
+    let late = 400 + u64::from(config().max_tries) * config().retry_interval_ms;
+    assert_eq!(agent.poll(late), None);
+    out.socket.send_to(&command, to).unwrap();
+    let events = poll_until(&mut agent, late, |a| {
         a.drops().get(DropReason::Replayed) == 1
     });
     assert!(events.is_empty(), "delivered after its retries: {events:?}");

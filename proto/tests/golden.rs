@@ -22,11 +22,11 @@ const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
         "318111f3802e6e79388be7aededb3066c8730bdf0367052fdcb2759882621e4c",
     ),
     // kind 01, beat 1000 (e8 07), health Ok, 2 protected, digest 32 x ab, partner heard
-    // Some(150) (01 96 01)
+    // Some(150) (01 96 01), running 1, partner seq Some(0x10000) (01 80 80 04)
     (
         "0203000100ab8967452301",
-        "01e8070002abababababababababababababababababababababababababababababababab019601",
-        "2d743354e34c9ad83234f15d1102520a7fe676364087c295134988f414d37ad7",
+        "01e8070002abababababababababababababababababababababababababababababababab0196010101808004",
+        "273cf6daa9d4468079dc8fa14adf774a489b834d67dedb753d9d7ef2a116b8a4",
     ),
     // kind 02, acked 0x10000 (80 80 04), status Duplicate
     (

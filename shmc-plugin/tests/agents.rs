@@ -76,6 +76,8 @@ fn heartbeat(beat: u64, health: Health) -> Message {
         protected: 1,
         digest: [0; 32],
         partner_heard_ms: None,
+        running: 1,
+        partner_seq: None,
     }
 }
 

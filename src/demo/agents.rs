@@ -231,6 +231,8 @@ impl MemoryAgents {
                     protected: 0,
                     digest: [0; 32],
                     partner_heard_ms: speaks.get(1 - i).copied().unwrap_or(false).then_some(0),
+                    running: 0,
+                    partner_seq: None,
                 };
                 self.inbox.push_back((b.slot, hb));
             }

@@ -144,6 +144,16 @@ pub enum Message {
         /// has not heard it in this run. The ShMC uses it to tell a network fault from a dead
         /// host.
         partner_heard_ms: Option<u32>,
+        /// Protected guests this agent cannot account for as stopped: those libvirt lists as
+        /// running, or, when libvirt cannot be read, every protected guest not proven gone.
+        /// The partner refuses to restart this blade's guests while it still hears a count
+        /// above zero.
+        running: u16,
+        /// The frame sequence number of the latest heartbeat received from the partner in
+        /// this run (`None`: none yet). The partner knows when it sent that frame, so this is
+        /// its proof, free of clock offsets and delays, that it was heard at or after then:
+        /// it pets its hardware watchdog only on such proofs.
+        partner_seq: Option<u64>,
     },
     /// Any -> any: acknowledges the command with sequence `acked` sent by the receiver of this Ack.
     Ack {

@@ -57,6 +57,8 @@ pub fn samples() -> std::vec::Vec<Message> {
             protected: 2,
             digest: [0xab; 32],
             partner_heard_ms: Some(150),
+            running: 1,
+            partner_seq: Some(0x1_0000),
         },
         Message::Ack {
             acked: 0x1_0000,
@@ -174,6 +176,8 @@ pub fn largest() -> std::vec::Vec<Message> {
             protected: u16::MAX,
             digest: [0xff; 32],
             partner_heard_ms: Some(u32::MAX),
+            running: u16::MAX,
+            partner_seq: Some(u64::MAX),
         },
         Message::Ack {
             acked: u64::MAX,

@@ -387,12 +387,14 @@ impl Endpoint {
             Some(i) => {
                 self.awaiting.swap_remove(i);
                 self.verifier.forget(from, seq);
-                // Only the sender's retries may bring it back: two retry intervals after the
-                // last refusal it is marked seen again, so a late duplicate or a replay of a
-                // command the sender has given up on is never delivered.
-                let until = self
-                    .last_now_ms
-                    .saturating_add(self.config.retry_interval_ms.saturating_mul(2));
+                // Only the sender's retries may bring it back: once a sender with these
+                // settings has surely given up (its whole retry schedule, `max_tries` times
+                // `retry_interval_ms`, after the last refusal) it is marked seen again, so a
+                // late duplicate or a replay of a command the sender has given up on is never
+                // delivered. The span is the whole schedule, not one or two intervals: a
+                // receiver stalled between two retries (a slow fsync) must still deliver the
+                // retry waiting in its socket, not answer it `Rejected`.
+                let until = self.last_now_ms.saturating_add(self.retry_span_ms());
                 self.refused.retain(|(f, s, _)| !(*f == from && *s == seq));
                 if self.refused.len() >= REFUSED {
                     if let Some((f, s, pending)) = self.refused.first().copied() {
@@ -407,6 +409,13 @@ impl Endpoint {
             }
             None => false,
         }
+    }
+
+    /// How long a sender with this endpoint's settings goes on retrying a command.
+    fn retry_span_ms(&self) -> u64 {
+        self.config
+            .retry_interval_ms
+            .saturating_mul(u64::from(self.config.max_tries.max(1)))
     }
 
     /// Marks seen again the refused commands whose retry span is over (they stay listed, so

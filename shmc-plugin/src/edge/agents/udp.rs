@@ -481,6 +481,8 @@ mod test {
             protected: 1,
             digest: [0; 32],
             partner_heard_ms,
+            running: 1,
+            partner_seq: None,
         };
         assert_eq!(
             agent_input(Slot(1), beat(Some(120)), 0),
