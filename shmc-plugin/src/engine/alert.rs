@@ -178,6 +178,8 @@ pub enum Alert {
         watchdog_ms: u32,
         /// The announced heartbeat interval (0: not announced).
         interval_ms: u32,
+        /// The configured heartbeat timeout.
+        timeout_ms: u64,
     },
 }
 
@@ -414,9 +416,10 @@ impl fmt::Display for Alert {
                 slot,
                 watchdog_ms,
                 interval_ms,
+                timeout_ms,
             } => write!(
                 f,
-                "slot {slot}: announced watchdog of {watchdog_ms} ms refused (heartbeat interval {interval_ms} ms, longest IPMI watchdog {} ms): no watchdog proof for this blade",
+                "slot {slot}: announced watchdog of {watchdog_ms} ms refused (needs a heartbeat interval, announced {interval_ms} ms, at most a third of heartbeat_timeout_ms = {timeout_ms}, and a watchdog from the interval up to the longest IPMI watchdog, {} ms): no watchdog proof for this blade",
                 super::silence::WATCHDOG_MAX_MS
             ),
         }

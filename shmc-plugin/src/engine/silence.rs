@@ -50,8 +50,10 @@
 //! - Watchdog: X's agent announced, when it registered, a hardware watchdog
 //!   armed with timeout T. While X's fence is under way over IPMB, neither
 //!   channel suspect nor settling, no channel has heard X for longer than
-//!   T + `heartbeat_timeout` (the margin: an agent stops petting once it has
-//!   heard neither the shelf manager nor its partner for a heartbeat timeout),
+//!   T + `heartbeat_timeout` (the margin: an agent pets only for two
+//!   heartbeat intervals after the sending of its latest frame the shelf
+//!   manager acknowledged or its partner echoed, so its last pet came less
+//!   than `heartbeat_timeout` after the last frame anyone heard from it),
 //!   the partner's word is fresh (its agent registered and heard here within
 //!   `heartbeat_timeout`, its latest report on X received within
 //!   `heartbeat_timeout`, and that report says it has not heard X for at
@@ -61,8 +63,11 @@
 //!   A partner that is unregistered, silent, or reports nothing on X gives
 //!   no proof: the fence stays unconfirmed, the operator decides.
 //! - Announced watchdog: T = 0, T below the announced heartbeat interval,
-//!   or T beyond the longest IPMI watchdog countdown ([`WATCHDOG_MAX_MS`])
-//!   is refused (the blade has no watchdog) and raises `watchdog_refused`.
+//!   T beyond the longest IPMI watchdog countdown ([`WATCHDOG_MAX_MS`]), or
+//!   a heartbeat interval not announced or above a third of
+//!   `heartbeat_timeout` (the margin above would not cover the agent's two
+//!   intervals of petting) is refused (the blade has no watchdog) and raises
+//!   `watchdog_refused`.
 //! - Timing: a registration announcing a heartbeat interval with
 //!   `heartbeat_timeout < 3 x interval` raises `heartbeat_timing`.
 //! - `heartbeat_timing` and `watchdog_refused` are raised at most once per
@@ -177,12 +182,14 @@ impl Shelf {
         interval_ms: u32,
     ) -> Option<u32> {
         let wd = watchdog_ms?;
-        if wd != 0 && wd >= interval_ms && wd <= WATCHDOG_MAX_MS {
+        let timeout_ms = self.cfg.timing.heartbeat_timeout_ms;
+        let margin_covers = interval_ms != 0 && u64::from(interval_ms) * 3 <= timeout_ms;
+        if wd != 0 && wd >= interval_ms && wd <= WATCHDOG_MAX_MS && margin_covers {
             return Some(wd);
         }
         let b = &mut self.blades[idx];
         warn!(
-            "slot {}: announced watchdog of {wd} ms refused (heartbeat interval {interval_ms} ms)",
+            "slot {}: announced watchdog of {wd} ms refused (heartbeat interval {interval_ms} ms, heartbeat timeout {timeout_ms} ms)",
             b.cfg.slot
         );
         if !b.evidence.watchdog_alerted {
@@ -192,6 +199,7 @@ impl Shelf {
                 slot,
                 watchdog_ms: wd,
                 interval_ms,
+                timeout_ms,
             });
         }
         None

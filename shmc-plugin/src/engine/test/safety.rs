@@ -148,10 +148,15 @@ fn test_safety_no_failover_without_confirmed_fence() {
                     let input = match rnd(11) {
                         0 => {
                             let wd = [None, Some(0), Some(1000), Some(3000)][rnd(4) as usize];
-                            // A watchdog of 0 ms is refused.
-                            watchdog[i] = wd.filter(|&w| w != 0);
+                            let interval = [0, 200, 400][rnd(3) as usize];
+                            // A watchdog of 0 ms is refused, and so is any watchdog with an
+                            // unknown interval or one the heartbeat timeout does not cover
+                            // three times.
+                            watchdog[i] = wd.filter(|&w| {
+                                w != 0 && interval != 0 && u64::from(interval) * 3 <= hb
+                            });
                             AgentInput::Hello {
-                                heartbeat_interval_ms: [0, 200, 400][rnd(3) as usize],
+                                heartbeat_interval_ms: interval,
                                 watchdog_ms: wd,
                                 live_migration: rnd(2) == 0,
                             }

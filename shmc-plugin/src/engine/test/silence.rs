@@ -45,7 +45,7 @@ fn beat(s: &mut Shelf, now: u64, slot: u8, partner_heard_ago_ms: Option<u32>) {
 
 fn hello(watchdog_ms: Option<u32>, live_migration: bool) -> AgentInput {
     AgentInput::Hello {
-        heartbeat_interval_ms: 0,
+        heartbeat_interval_ms: 200,
         watchdog_ms,
         live_migration,
     }

@@ -169,18 +169,25 @@ fn test_no_silence_decision_for_a_heartbeat_timeout_after_a_suspicion() {
 /// alerted; a fitting one is kept.
 #[test]
 fn test_unfit_watchdog_announcement_is_refused() {
-    for (wd, fits) in [
-        (0, false),
-        (299, false),
-        (6_553_501, false),
-        (u32::MAX, false),
-        (300, true),
-        (6_553_500, true),
+    // The default heartbeat timeout (1000 ms) covers three intervals of at most 333 ms.
+    assert_eq!(crate::config::Timing::DEFAULT.heartbeat_timeout_ms, 1000);
+    for (wd, interval, fits) in [
+        (0, 300, false),
+        (299, 300, false),
+        (6_553_501, 300, false),
+        (u32::MAX, 300, false),
+        (300, 300, true),
+        (6_553_500, 300, true),
+        (3000, 333, true),
+        // The margin (one heartbeat timeout) does not cover the agent's two intervals of
+        // petting after its latest proof of being heard, or the interval is unknown.
+        (3000, 334, false),
+        (3000, 0, false),
     ] {
         let mut s = Shelf::new(config(true)).unwrap();
         s.on_platform_event(0, 1, &critical_temp(A));
         let hello = AgentInput::Hello {
-            heartbeat_interval_ms: 300,
+            heartbeat_interval_ms: interval,
             watchdog_ms: Some(wd),
             live_migration: false,
         };
@@ -203,7 +210,8 @@ fn test_unfit_watchdog_announcement_is_refused() {
                 [&Alert::WatchdogRefused {
                     slot: Slot(1),
                     watchdog_ms: wd,
-                    interval_ms: 300
+                    interval_ms: interval,
+                    timeout_ms: 1000,
                 }]
             );
             // Once per registration.
