@@ -135,7 +135,9 @@ fn run(path: &Path) -> Result<(), RunError> {
     ep.add_peer(partner, Some(cfg.partner.address))
         .map_err(RunError::Peer)?;
     let agent = Arc::new(Agent::new(hv, cfg)?);
-    blade_agent::daemon::run(agent, ep, Arc::new(AtomicBool::new(false))).map_err(RunError::Daemon)
+    let stop = Arc::new(AtomicBool::new(false));
+    blade_agent::stop::on_signal_set(Arc::clone(&stop)).map_err(RunError::Daemon)?;
+    blade_agent::daemon::run(agent, ep, stop).map_err(RunError::Daemon)
 }
 
 /// The error and its causes, for the log.
