@@ -32,7 +32,8 @@ blade-agent run [--config PATH]           run the agent
        blade-agent --version                     print the version
        blade-agent --help                        print this help",
     after_help = "The configuration defaults to /etc/blade-agent/agent.toml. \
-                  Log level: RUST_LOG (default info)."
+                  Log level: RUST_LOG (default info). SIGTERM or SIGINT stops `run` cleanly \
+                  (exit 0; an armed hardware watchdog is disarmed once the ShMC knows)."
 )]
 struct Cli {
     #[command(subcommand)]

@@ -37,7 +37,7 @@ pub fn seconds_for(ms: u32) -> libc::c_int {
 
 impl LinuxWatchdog {
     /// Opens `path` (which starts the countdown), sets the timeout to `timeout_ms` rounded up
-    /// to seconds and reads back what the driver runs. On a failure after the open, the device
+    /// to seconds and reads back what the driver runs (refused when shorter than asked). On a failure after the open, the device
     /// is closed with the magic character so a half-configured watchdog does not reset the
     /// blade.
     pub fn open(path: &Path, timeout_ms: u32) -> Result<Self, WatchdogError> {
@@ -84,8 +84,10 @@ impl LinuxWatchdog {
         // SAFETY: as above.
         unsafe { ioctl::get_timeout(fd, &mut got) }.map_err(|e| err("WDIOC_GETTIMEOUT", e))?;
         let reported_ms = u64::try_from(got).unwrap_or(0) * 1000;
+        // A driver may clamp the timeout: shorter than configured, the petting rule may not
+        // keep a healthy blade alive (the configuration checked it against the heartbeat).
         match u32::try_from(reported_ms) {
-            Ok(ms) if ms > 0 => self.timeout_ms = ms,
+            Ok(ms) if ms >= timeout_ms => self.timeout_ms = ms,
             _ => {
                 return Err(WatchdogError::Timeout {
                     path: self.path.clone(),
