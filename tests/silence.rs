@@ -617,6 +617,8 @@ fn blade_dark_on_every_channel_fails_over_only_after_its_watchdog_reset_it() {
         rig.powered_off('a'),
         "the watchdog's power cut did not complete"
     );
+    // The poller has seen what libvirt reports.
+    rig.poller().sync();
     // A's agent stopped petting when it was no longer heard; the blade was reset before
     // the shelf manager decided, and every guest started on B after that.
     assert!(
