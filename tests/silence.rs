@@ -700,6 +700,7 @@ fn blade_dark_on_every_channel_without_watchdog_is_left_to_the_operator() {
         "a failover without a confirmed fence\n{}",
         rig.logs()
     );
+    rig.poller().sync();
     for g in ["g1", "g2"] {
         assert_eq!(
             rig.poller().started_after('b', g, b.at),
