@@ -24,7 +24,7 @@ const AGENT: NodeId = NodeId(1);
 const PARTNER: NodeId = NodeId(2);
 /// The agent's heartbeat interval and watchdog timeout in these tests.
 const HEARTBEAT_MS: u64 = 50;
-const WATCHDOG_MS: u64 = 1000;
+const WATCHDOG_MS: u64 = 3000;
 
 struct TempDir(PathBuf);
 impl Drop for TempDir {
@@ -104,6 +104,8 @@ struct Shelf {
     latest_beat: Option<u64>,
     hellos: Vec<(u64, Option<u32>)>,
     presents: usize,
+    /// Presents received while `ack_present` was off (their retries wait for an answer).
+    unacked: Vec<(NodeId, u64)>,
     next_partner_beat: Instant,
 }
 
@@ -117,6 +119,11 @@ impl Shelf {
         let until = Instant::now() + span;
         while Instant::now() < until {
             let now = self.now_ms();
+            if self.ack_present {
+                for (from, seq) in self.unacked.drain(..) {
+                    self.shmc.ack(from, seq);
+                }
+            }
             while let Some(ev) = self.shmc.poll(now) {
                 if let Event::Message { from, seq, message } = ev {
                     match message {
@@ -128,6 +135,8 @@ impl Shelf {
                             self.presents += 1;
                             if self.ack_present {
                                 self.shmc.ack(from, seq);
+                            } else {
+                                self.unacked.push((from, seq));
                             }
                         }
                         m if m.needs_ack() => {
@@ -185,6 +194,7 @@ fn test_watchdog_petted_only_on_proofs_of_being_heard() {
         latest_beat: None,
         hellos: Vec::new(),
         presents: 0,
+        unacked: Vec::new(),
         next_partner_beat: Instant::now(),
     };
     let (stop, daemon) = run_agent(&dir.0, shmc_addr, partner_addr);
@@ -236,6 +246,23 @@ fn test_watchdog_petted_only_on_proofs_of_being_heard() {
         "petted {stopped} then {echoed} times on echoes"
     );
 
+    // The partner goes quiet until less than half the countdown is left, then echoes again:
+    // the ShMC may still hold an older report of the partner, so its echo alone does not
+    // resume petting; the ShMC's ack of a Present does.
+    shelf.echo = None;
+    shelf.run(Duration::from_millis(WATCHDOG_MS / 2 + 300));
+    let quiet = pets(&dir.0);
+    shelf.echo = Some(None);
+    shelf.run(Duration::from_millis(400));
+    assert_eq!(
+        pets(&dir.0),
+        quiet,
+        "resumed on the partner's echo late in the countdown"
+    );
+    shelf.ack_present = true;
+    shelf.run(Duration::from_millis(300));
+    assert!(pets(&dir.0) > quiet + 2, "not resumed on the ShMC's ack");
+
     // Clean stop: a Hello without watchdog, acknowledged, then the magic close.
     let before = shelf.hellos.len();
     stop.store(true, Ordering::SeqCst);
@@ -278,6 +305,7 @@ fn test_watchdog_left_armed_when_the_shmc_does_not_hear_the_stop() {
         latest_beat: None,
         hellos: Vec::new(),
         presents: 0,
+        unacked: Vec::new(),
         next_partner_beat: Instant::now(),
     };
     shelf.run(Duration::from_millis(500));

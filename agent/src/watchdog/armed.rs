@@ -21,24 +21,14 @@ use crate::config::Config;
 /// armed (the endpoint gives a command up after about a second of retries).
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Armed, not heard yet in this run.
-    Waiting,
-    /// Petted on a fresh proof.
-    Petting,
-    /// The latest proof got too old: not petted.
-    Stopped,
-}
-
 /// The watchdog of a running agent.
 pub struct Armed {
     wd: Box<dyn Watchdog>,
     policy: PetPolicy,
     interval: Duration,
     partner: NodeId,
-    last_pet: Instant,
-    state: State,
+    /// Petted at least once in this run (for the log).
+    ever_petted: bool,
 }
 
 impl Armed {
@@ -48,18 +38,18 @@ impl Armed {
             return Ok(None);
         };
         let wd = super::open(wcfg)?;
+        let timeout = Duration::from_millis(u64::from(wd.timeout_ms()));
         log::warn!(
             "hardware watchdog {} armed with {} ms: petted only while the ShMC or the partner proves it hears this agent; the blade resets if neither does",
             wcfg.device.display(),
-            wd.timeout_ms()
+            timeout.as_millis()
         );
         Ok(Some(Armed {
             wd,
-            policy: PetPolicy::new(cfg.heartbeat),
+            policy: PetPolicy::new(cfg.heartbeat, timeout, Instant::now()),
             interval: cfg.heartbeat,
             partner: NodeId::blade(cfg.partner.slot).unwrap_or(NodeId(cfg.partner.slot)),
-            last_pet: Instant::now(),
-            state: State::Waiting,
+            ever_petted: false,
         }))
     }
 
@@ -120,18 +110,18 @@ impl Armed {
         }
     }
 
-    /// Pets when the latest proof allows it (at most four times per heartbeat interval); logs
-    /// when petting stops and when it resumes.
+    /// Pets when the proofs allow it (at most four times per heartbeat interval while petting);
+    /// logs when petting stops and when it resumes.
     pub fn pet_if_heard(&mut self) {
         let now = Instant::now();
         if self.policy.may_pet(now) {
-            let resumed = self.state != State::Petting;
-            if resumed || now.duration_since(self.last_pet) >= self.interval / 4 {
+            let resumed = !self.policy.petting();
+            if resumed || now.duration_since(self.policy.last_pet()) >= self.interval / 4 {
                 if let Err(e) = self.wd.pet() {
                     log::error!("hardware watchdog not petted: {e}");
                     return;
                 }
-                self.last_pet = now;
+                self.policy.petted(now);
             }
             if resumed {
                 let by = match self.policy.heard() {
@@ -140,22 +130,24 @@ impl Armed {
                 };
                 log::warn!(
                     "heard by {by} again{}: hardware watchdog petted",
-                    match self.state {
-                        State::Waiting => " (first time in this run)",
-                        _ => "",
+                    if self.ever_petted {
+                        ""
+                    } else {
+                        " (first time in this run)"
                     }
                 );
-                self.state = State::Petting;
+                self.ever_petted = true;
             }
-        } else if self.state == State::Petting {
-            self.state = State::Stopped;
+        } else if self.policy.petting() {
+            self.policy.stopped();
             let since = self
                 .policy
                 .heard()
                 .map(|(at, _)| wall_clock(at))
                 .unwrap_or_else(|| "the start".to_owned());
-            let left = (self.last_pet + Duration::from_millis(u64::from(self.timeout_ms())))
-                .saturating_duration_since(now);
+            let left = (self.policy.last_pet()
+                + Duration::from_millis(u64::from(self.timeout_ms())))
+            .saturating_duration_since(now);
             log::error!(
                 "not heard by the ShMC nor the partner since {since}: watchdog no longer petted, the blade resets in about {} ms",
                 left.as_millis()

@@ -23,6 +23,17 @@
 //! `c + 2 x interval`, and the watchdog resets the blade before
 //! `c + 2 x interval + T <= d - heartbeat_timeout + 2 x interval < d` because the ShMC
 //! requires `heartbeat_timeout >= 3 x interval`. See `docs/design.md`, "Hardware watchdog".
+//!
+//! **Resuming** after petting stopped (or before the first pet after arming) is stricter. The
+//! ShMC knows what the partner heard only from the partner's latest report, which can be older
+//! than what the partner has already echoed back to us (the echo and the report leave in the
+//! same heartbeat, and the one to the ShMC may be delayed). A blade unheard for `T +
+//! heartbeat_timeout` whose next heartbeat reaches the partner just before its watchdog fires
+//! could otherwise resume on the echo while the ShMC, still holding the older report, decides.
+//! So petting resumes on a fresh ShMC proof at any time (the ShMC counts what it acks before it
+//! acks it), but on a fresh partner proof only while at least half the timeout is left on the
+//! countdown: that race then needs the report to reach the ShMC more than
+//! `heartbeat_timeout - 2 x interval + T / 2` later than the echo reaches us.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -36,12 +47,20 @@ pub const RING: usize = 32;
 pub struct PetPolicy {
     /// The agent's heartbeat interval.
     interval: Duration,
+    /// The watchdog's countdown.
+    timeout: Duration,
     /// (wire sequence, send time) of our latest heartbeats to the partner, oldest first.
     beats: VecDeque<(u64, Instant)>,
     /// (send handle, first transmission) of our `Present` commands not answered yet.
     presents: VecDeque<(u64, Instant)>,
-    /// Send time of the latest frame proven heard, and by whom.
-    heard: Option<(Instant, Witness)>,
+    /// Send time of the latest frame the partner proved it heard.
+    by_partner: Option<Instant>,
+    /// Send time of the latest frame the ShMC proved it heard.
+    by_shmc: Option<Instant>,
+    /// The latest pet (or the arming, which starts the countdown).
+    last_pet: Instant,
+    /// Petted on the latest proof (false after arming and once the proofs got too old).
+    petting: bool,
 }
 
 /// Who proved that the agent was heard.
@@ -54,13 +73,18 @@ pub enum Witness {
 }
 
 impl PetPolicy {
-    /// A policy for an agent heartbeating every `interval`; nothing proven yet.
-    pub fn new(interval: Duration) -> Self {
+    /// A policy for an agent heartbeating every `interval` whose watchdog, counting `timeout`,
+    /// was armed at `armed`; nothing proven yet.
+    pub fn new(interval: Duration, timeout: Duration, armed: Instant) -> Self {
         PetPolicy {
             interval,
+            timeout,
             beats: VecDeque::with_capacity(RING),
             presents: VecDeque::with_capacity(RING),
-            heard: None,
+            by_partner: None,
+            by_shmc: None,
+            last_pet: armed,
+            petting: false,
         }
     }
 
@@ -92,7 +116,7 @@ impl PetPolicy {
             .iter()
             .find(|(s, _)| *s == partner_seq)
             .map(|(_, t)| *t)?;
-        self.proven(at, Witness::Partner);
+        self.by_partner = Some(self.by_partner.map_or(at, |h| h.max(at)));
         Some(at)
     }
 
@@ -104,28 +128,60 @@ impl PetPolicy {
         if !delivered {
             return None;
         }
-        self.proven(at, Witness::Shmc);
+        self.by_shmc = Some(self.by_shmc.map_or(at, |h| h.max(at)));
         Some(at)
-    }
-
-    fn proven(&mut self, at: Instant, by: Witness) {
-        if self.heard.is_none_or(|(h, _)| at > h) {
-            self.heard = Some((at, by));
-        }
     }
 
     /// Send time of the latest frame proven heard, and who heard it.
     pub fn heard(&self) -> Option<(Instant, Witness)> {
-        self.heard
+        match (self.by_shmc, self.by_partner) {
+            (Some(s), Some(p)) if p > s => Some((p, Witness::Partner)),
+            (Some(s), _) => Some((s, Witness::Shmc)),
+            (None, Some(p)) => Some((p, Witness::Partner)),
+            (None, None) => None,
+        }
     }
 
-    /// Until when petting is allowed: the latest proof plus two heartbeat intervals.
+    /// Until when petting may go on: the latest proof plus two heartbeat intervals.
     pub fn pet_deadline(&self) -> Option<Instant> {
-        self.heard.map(|(h, _)| h + self.interval * 2)
+        self.heard().map(|(h, _)| h + self.interval * 2)
     }
 
-    /// Whether the watchdog may be petted at `now`.
+    /// Whether `proof` is fresh at `now`.
+    fn fresh(&self, proof: Option<Instant>, now: Instant) -> bool {
+        proof.is_some_and(|c| now < c + self.interval * 2)
+    }
+
+    /// Whether the watchdog may be petted at `now`: while petting, on any fresh proof; to
+    /// resume, on a fresh ShMC proof, or on a fresh partner proof with at least half the
+    /// timeout left on the countdown (see the module doc).
     pub fn may_pet(&self, now: Instant) -> bool {
-        self.pet_deadline().is_some_and(|d| now < d)
+        if self.petting {
+            return self.fresh(self.heard().map(|h| h.0), now);
+        }
+        let left = (self.last_pet + self.timeout).saturating_duration_since(now);
+        self.fresh(self.by_shmc, now)
+            || (self.fresh(self.by_partner, now) && left >= self.timeout / 2)
+    }
+
+    /// Whether the latest decision was to pet.
+    pub fn petting(&self) -> bool {
+        self.petting
+    }
+
+    /// The watchdog was petted at `now`.
+    pub fn petted(&mut self, now: Instant) {
+        self.last_pet = now;
+        self.petting = true;
+    }
+
+    /// Petting stopped (the proofs got too old); resuming is stricter from now on.
+    pub fn stopped(&mut self) {
+        self.petting = false;
+    }
+
+    /// The latest pet (or the arming).
+    pub fn last_pet(&self) -> Instant {
+        self.last_pet
     }
 }

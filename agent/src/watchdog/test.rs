@@ -9,6 +9,8 @@ use super::policy::{PetPolicy, Witness, RING};
 use super::{Watchdog, WatchdogError};
 
 const I: Duration = Duration::from_millis(200);
+/// The watchdog timeout of these tests: ten intervals.
+const T: Duration = Duration::from_millis(2000);
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -17,7 +19,7 @@ fn ms(n: u64) -> Duration {
 #[test]
 fn test_no_proof_no_pet() {
     let t0 = Instant::now();
-    let mut p = PetPolicy::new(I);
+    let mut p = PetPolicy::new(I, T, t0);
     // Beats and Presents sent, nothing heard back: hearing nothing proves nothing.
     p.beat_sent(100, t0);
     p.present_sent(7, t0);
@@ -29,7 +31,7 @@ fn test_no_proof_no_pet() {
 #[test]
 fn test_partner_echo_proves_the_send_time() {
     let t0 = Instant::now();
-    let mut p = PetPolicy::new(I);
+    let mut p = PetPolicy::new(I, T, t0);
     p.beat_sent(100, t0);
     p.beat_sent(130, t0 + ms(200));
     p.beat_sent(160, t0 + ms(400));
@@ -48,7 +50,7 @@ fn test_partner_echo_proves_the_send_time() {
 #[test]
 fn test_unknown_or_old_run_sequences_prove_nothing() {
     let t0 = Instant::now();
-    let mut p = PetPolicy::new(I);
+    let mut p = PetPolicy::new(I, T, t0);
     // This run's sequences start above everything an earlier run sent.
     p.beat_sent(5_000_000, t0);
     // The partner still echoes our previous run's last heartbeat.
@@ -68,7 +70,7 @@ fn test_unknown_or_old_run_sequences_prove_nothing() {
 #[test]
 fn test_shmc_ack_proves_the_first_transmission() {
     let t0 = Instant::now();
-    let mut p = PetPolicy::new(I);
+    let mut p = PetPolicy::new(I, T, t0);
     p.present_sent(7, t0 + ms(50));
     assert_eq!(p.presents_in_flight(), 1);
     // An answer to another command is no answer to this one.
@@ -85,7 +87,7 @@ fn test_shmc_ack_proves_the_first_transmission() {
 #[test]
 fn test_rejected_or_given_up_present_proves_nothing() {
     let t0 = Instant::now();
-    let mut p = PetPolicy::new(I);
+    let mut p = PetPolicy::new(I, T, t0);
     // A ShMC that does not know Present rejects it: it did not count it as hearing us.
     p.present_sent(7, t0);
     assert_eq!(p.present_answered(7, false), None);
@@ -97,16 +99,62 @@ fn test_rejected_or_given_up_present_proves_nothing() {
 }
 
 #[test]
-fn test_petting_resumes_on_a_new_proof() {
+fn test_petting_stops_when_the_proofs_get_old_and_resumes_on_a_new_one() {
     let t0 = Instant::now();
-    let mut p = PetPolicy::new(I);
+    let mut p = PetPolicy::new(I, T, t0);
     p.present_sent(1, t0);
     p.present_answered(1, true);
-    assert!(!p.may_pet(t0 + ms(5000)));
-    p.beat_sent(40, t0 + ms(5000));
+    assert!(p.may_pet(t0 + ms(100)));
+    p.petted(t0 + ms(100));
+    assert!(p.petting());
+    // While petting, a fresh partner proof keeps it going.
+    p.beat_sent(40, t0 + ms(300));
     p.partner_echo(40);
-    assert!(p.may_pet(t0 + ms(5100)));
-    assert_eq!(p.heard().map(|h| h.1), Some(Witness::Partner));
+    assert!(p.may_pet(t0 + ms(650)));
+    p.petted(t0 + ms(650));
+    assert!(!p.may_pet(t0 + ms(700)), "proofs older than two intervals");
+    p.stopped();
+    // A new ShMC proof resumes petting however late (the ShMC counts what it acks).
+    p.present_sent(2, t0 + ms(2500));
+    p.present_answered(2, true);
+    assert!(p.may_pet(t0 + ms(2550)));
+    assert_eq!(p.heard().map(|h| h.1), Some(Witness::Shmc));
+}
+
+#[test]
+fn test_a_partner_proof_resumes_only_with_half_the_countdown_left() {
+    let t0 = Instant::now();
+    let mut p = PetPolicy::new(I, T, t0);
+    p.present_sent(1, t0);
+    p.present_answered(1, true);
+    p.petted(t0 + ms(10));
+    assert!(!p.may_pet(t0 + ms(400)));
+    p.stopped();
+    // Heard by the partner again 600 ms after the last pet: 1410 ms of 2000 left, resumed.
+    p.beat_sent(50, t0 + ms(600));
+    p.partner_echo(50);
+    assert!(p.may_pet(t0 + ms(610)));
+    p.petted(t0 + ms(610));
+    // Stopped again; heard by the partner only when less than half the countdown is left
+    // (the ShMC may hold an older report of the partner and decide): not resumed.
+    assert!(!p.may_pet(t0 + ms(1000)));
+    p.stopped();
+    p.beat_sent(60, t0 + ms(1700));
+    p.partner_echo(60);
+    assert!(!p.may_pet(t0 + ms(1710)), "600 ms of 2000 left");
+    // A ShMC proof still resumes.
+    p.present_sent(2, t0 + ms(1720));
+    p.present_answered(2, true);
+    assert!(p.may_pet(t0 + ms(1730)));
+    // Before the first pet of a run, the arming counts as the last pet.
+    let mut q = PetPolicy::new(I, T, t0);
+    q.beat_sent(1, t0 + ms(900));
+    q.partner_echo(1);
+    assert!(q.may_pet(t0 + ms(950)));
+    let mut q = PetPolicy::new(I, T, t0);
+    q.beat_sent(1, t0 + ms(1100));
+    q.partner_echo(1);
+    assert!(!q.may_pet(t0 + ms(1150)));
 }
 
 #[test]
