@@ -12,6 +12,11 @@
 //! - The network between the shelf manager and A is cut (a UDP relay,
 //!   `tests/support/relay.rs`) while B still hears A: `agent_link_lost`, no fence;
 //!   after the cut is healed nothing else happens.
+//! - A goes dark on every channel (IPMC silent, agent stopped with SIGSTOP). With a
+//!   pet-file watchdog armed by A's agent (2000 ms; the rig's watcher plays the
+//!   hardware and cuts A's power when it is not petted): the watchdog fires, then the
+//!   shelf manager confirms the fence `WatchdogExpired` and A's guests run on B, never
+//!   before the power cut. Without a watchdog: `fence_unconfirmed`, nothing fails over.
 //!
 //! Every check is on the end state and the decisions taken; detection times are
 //! printed, never asserted. Needs root and the packages of `tests/ci.sh install`.
@@ -522,4 +527,192 @@ fn one_ipmc_silent_while_its_agent_is_heard_live_migrates_its_guests_restarting_
         'b',
         &["g1", "g2"],
     );
+}
+
+/// The pet-file watchdog timeout of blade A in the dark-blade tests (the rig's agents
+/// heartbeat every 100 ms; the plugin's heartbeat timeout is 1000 ms).
+const WATCHDOG_MS: u64 = 2000;
+
+/// Stops (SIGSTOP) or resumes (SIGCONT) a process.
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Blade A goes dark on every channel: its IPMC is silent and its agent is stopped
+/// (SIGSTOP), so neither the shelf manager nor B hears anything of A. Returns the rig,
+/// where the logs stood, A's agent's pid and when A went dark.
+fn dark_a(test: &str, watchdog: bool) -> (Rig, Before, u32, Instant) {
+    let rig = Rig::start(
+        test,
+        Options {
+            watchdog_ms: [watchdog.then_some(WATCHDOG_MS), None],
+            ..Options::default()
+        },
+    );
+    if watchdog {
+        // Armed, announced, and petted in steady state: the proofs of being heard work.
+        rig.agent('a').wait_line(0, "watchdog armed", secs(5), |l| {
+            l.contains("hardware watchdog") && l.contains("armed with 2000 ms")
+        });
+        rig.agent('a')
+            .wait_line(0, "first pet on a proof", secs(5), |l| {
+                l.contains("hardware watchdog petted")
+            });
+        let file = rig.blades.base.join("watchdog-a");
+        let pets = || -> u64 {
+            let c = std::fs::read_to_string(&file).unwrap_or_default();
+            c.split_whitespace()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let first = pets();
+        std::thread::sleep(secs(1));
+        let later = pets();
+        assert!(
+            later >= first + 3,
+            "A's watchdog petted {first} then {later} times over one second\n{}",
+            rig.logs()
+        );
+        println!(
+            "silence dark: A's watchdog petted {} times in 1 s",
+            later - first
+        );
+    }
+    let b = before(&rig);
+    let pid = rig.agent('a').pid();
+    let t0 = rig.sim(&format!("inject {A:#04x} silent"));
+    signal(pid, "-STOP");
+    (rig, b, pid, t0)
+}
+
+#[test]
+fn blade_dark_on_every_channel_fails_over_only_after_its_watchdog_reset_it() {
+    let _shelf = one_shelf();
+    let (rig, b, pid, t0) = dark_a("darkwd", true);
+    // The fence of a silent IPMC cannot be confirmed over IPMB; the watchdog proof
+    // confirms it once A was not heard for T + heartbeat timeout.
+    let confirmed = rig
+        .plugin()
+        .wait_line(b.plugin, "fence confirmed by the watchdog", secs(20), |l| {
+            l.contains("slot 1: fence of decision") && l.contains("(WatchdogExpired)")
+        })
+        .1;
+    rig.plugin()
+        .wait_line(b.plugin, "failover order", secs(5), |l| {
+            l.contains("to slot 2: RestartPartnerGuests") && l.contains("WatchdogExpired")
+        });
+    rig.wait_running('b', &["g1", "g2"], secs(20));
+    let fired = rig.watchdog_fired('a').unwrap_or_else(|| {
+        panic!(
+            "A's guests run on B but A's watchdog never fired\n{}",
+            rig.logs()
+        )
+    });
+    assert!(
+        rig.powered_off('a'),
+        "the watchdog's power cut did not complete"
+    );
+    // The poller has seen what libvirt reports.
+    rig.poller().sync();
+    // A's agent stopped petting when it was no longer heard; the blade was reset before
+    // the shelf manager decided, and every guest started on B after that.
+    assert!(
+        fired < confirmed,
+        "WatchdogExpired decided {} ms before the watchdog fired\n{}",
+        fired.saturating_duration_since(confirmed).as_millis(),
+        rig.logs()
+    );
+    for g in ["g1", "g2"] {
+        let started = rig
+            .poller()
+            .started_after('b', g, b.at)
+            .unwrap_or_else(|| panic!("{g} never seen starting on B\n{}", rig.logs()));
+        assert!(
+            started > fired,
+            "{g} started on B {} ms before A's watchdog fired\n{}",
+            fired.saturating_duration_since(started).as_millis(),
+            rig.logs()
+        );
+    }
+    let killed = rig.power_off_qemus('a').unwrap_or_default();
+    for g in ["g1", "g2"] {
+        assert!(
+            killed.contains(&b.qemus[&('a', g)]),
+            "A's QEMU of {g} was not among those the power cut killed: {killed:?}"
+        );
+    }
+    rig.assert_not_running('a', &["g1", "g2"]);
+    assert!(rig.running('b').contains("h1"), "B's own guest stopped");
+    assert!(!rig.powered_off('b'), "B was powered off");
+    rig.poller().sync();
+    rig.poller().assert_never_twice();
+    let decisions = rig.decisions(b.plugin);
+    println!(
+        "silence dark watchdog: watchdog fired {} ms after A went dark, WatchdogExpired {} ms, \
+         margin {} ms; decisions {decisions:?}",
+        fired.saturating_duration_since(t0).as_millis(),
+        confirmed.saturating_duration_since(t0).as_millis(),
+        confirmed.saturating_duration_since(fired).as_millis()
+    );
+    rig.report(
+        "silence dark watchdog",
+        t0,
+        Some(confirmed),
+        'b',
+        &["g1", "g2"],
+    );
+    // The power cut killed the stopped agent; in case it did not, let it run to its end.
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid.to_string()])
+        .status();
+}
+
+#[test]
+fn blade_dark_on_every_channel_without_watchdog_is_left_to_the_operator() {
+    let _shelf = one_shelf();
+    let (rig, b, pid, t0) = dark_a("dark", false);
+    rig.plugin()
+        .wait_line(b.plugin, "fence_unconfirmed alert", secs(30), |l| {
+            l.contains("ALERT fence_unconfirmed") && l.contains("slot 1")
+        });
+    // Far past the watchdog proof's time (T + heartbeat timeout) had A announced one:
+    // nothing starts on B, A is not powered off, never twice.
+    let until = t0 + secs(12);
+    while Instant::now() < until {
+        rig.assert_not_running('b', &["g1", "g2"]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    rig.assert_not_running('b', &["g1", "g2"]);
+    assert!(
+        !rig.powered_off('a') && !rig.powered_off('b'),
+        "a blade was powered off"
+    );
+    assert!(
+        !rig.plugin()
+            .lines_from(b.plugin)
+            .iter()
+            .any(|(_, l)| l.contains("RestartPartnerGuests") || l.contains("WatchdogExpired")),
+        "a failover without a confirmed fence\n{}",
+        rig.logs()
+    );
+    rig.poller().sync();
+    for g in ["g1", "g2"] {
+        assert_eq!(
+            rig.poller().started_after('b', g, b.at),
+            None,
+            "{g} started on B"
+        );
+    }
+    rig.poller().assert_never_twice();
+    println!(
+        "silence dark without watchdog: decisions {:?}; nothing failed over within {} ms",
+        rig.decisions(b.plugin),
+        t0.elapsed().as_millis()
+    );
+    signal(pid, "-CONT");
 }

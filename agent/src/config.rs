@@ -47,6 +47,14 @@ pub const DEFAULT_ALLOWED_EMULATORS: &[&str] = &[
     "/usr/libexec/qemu-kvm",
     "/usr/bin/qemu-kvm",
 ];
+/// Default `[watchdog] timeout_ms`.
+pub const DEFAULT_WATCHDOG_TIMEOUT_MS: u32 = 10_000;
+/// Longest `[watchdog] timeout_ms`: the longest countdown of an IPMI watchdog (16 bits of
+/// 100 ms); the ShMC refuses a longer announced watchdog.
+pub const MAX_WATCHDOG_TIMEOUT_MS: u32 = 6_553_500;
+/// Default `[watchdog] device` of kind `linux`.
+pub const DEFAULT_WATCHDOG_DEVICE: &str = "/dev/watchdog";
+
 /// Largest accepted slot number (ATCA shelves have at most 16 logical slots).
 pub const MAX_SLOT: u8 = 16;
 
@@ -161,6 +169,26 @@ impl Default for ZeroDowntime {
     }
 }
 
+/// Which watchdog backend `[watchdog] kind` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchdogKind {
+    /// `"linux"`: a Linux watchdog device.
+    Linux,
+    /// `"pet-file"`: a file a watcher outside the agent checks (tests and rigs only).
+    PetFile,
+}
+
+/// The blade's hardware watchdog (`[watchdog]`; absent: none is armed or announced).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchdogConfig {
+    /// Backend.
+    pub kind: WatchdogKind,
+    /// The device (`linux`) or the pet file (`pet-file`).
+    pub device: PathBuf,
+    /// Countdown asked for, in ms (a Linux device rounds it up to whole seconds).
+    pub timeout_ms: u32,
+}
+
 /// Validated agent configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -212,6 +240,8 @@ pub struct Config {
     /// Whether a partner definition may have network disks (`[guests] allow_network_disks`,
     /// default false); see [`crate::policy`].
     pub allow_network_disks: bool,
+    /// The hardware watchdog the agent arms, if any.
+    pub watchdog: Option<WatchdogConfig>,
 }
 
 impl Config {
@@ -425,6 +455,10 @@ impl Config {
                 }
             }
         };
+        let watchdog = match raw.watchdog {
+            None => None,
+            Some(w) => Some(watchdog_config(w, heartbeat_ms, &invalid)?),
+        };
         Ok(Config {
             slot,
             shmc: raw.shmc,
@@ -469,8 +503,70 @@ impl Config {
             allowed_storage_paths,
             allowed_emulators,
             allow_network_disks: guests.allow_network_disks.unwrap_or(false),
+            watchdog,
         })
     }
+}
+
+/// Checks `[watchdog]`: a known kind, a device where one is needed, and a timeout the
+/// ShMC accepts and the petting rule can keep (at least three heartbeat intervals: the agent
+/// pets only within two intervals of its latest proof of being heard).
+fn watchdog_config(
+    w: RawWatchdog,
+    heartbeat_ms: u64,
+    invalid: &dyn Fn(&'static str, std::ops::Range<usize>, String) -> ConfigError,
+) -> Result<WatchdogConfig, ConfigError> {
+    let kind_span = w.kind.span();
+    let kind = match w.kind.get_ref().as_str() {
+        "linux" => WatchdogKind::Linux,
+        "pet-file" => WatchdogKind::PetFile,
+        other => {
+            return Err(invalid(
+                "watchdog.kind",
+                kind_span,
+                format!("`{other}`: expected \"linux\" or \"pet-file\""),
+            ))
+        }
+    };
+    let device = match (w.device, kind) {
+        (Some(d), _) => {
+            if !d.get_ref().is_absolute() {
+                return Err(invalid(
+                    "watchdog.device",
+                    d.span(),
+                    format!("`{}` is not an absolute path", d.get_ref().display()),
+                ));
+            }
+            d.into_inner()
+        }
+        (None, WatchdogKind::Linux) => PathBuf::from(DEFAULT_WATCHDOG_DEVICE),
+        (None, WatchdogKind::PetFile) => {
+            return Err(invalid(
+                "watchdog.device",
+                kind_span,
+                "kind \"pet-file\" needs `device`, the pet file's path".to_owned(),
+            ))
+        }
+    };
+    let (timeout, span) = match w.timeout_ms {
+        Some(t) => (*t.get_ref(), t.span()),
+        None => (u64::from(DEFAULT_WATCHDOG_TIMEOUT_MS), kind_span),
+    };
+    let least = heartbeat_ms.saturating_mul(3);
+    if timeout == 0 || timeout < least || timeout > u64::from(MAX_WATCHDOG_TIMEOUT_MS) {
+        return Err(invalid(
+            "watchdog.timeout_ms",
+            span,
+            format!(
+                "{timeout} is not in {least}..={MAX_WATCHDOG_TIMEOUT_MS} (at least three heartbeat intervals of {heartbeat_ms} ms, at most the longest IPMI watchdog countdown)"
+            ),
+        ));
+    }
+    Ok(WatchdogConfig {
+        kind,
+        device,
+        timeout_ms: u32::try_from(timeout).unwrap_or(MAX_WATCHDOG_TIMEOUT_MS),
+    })
 }
 
 /// The port a `scheme://host:port[/...]` URI names explicitly, if any (IPv6 hosts in brackets).
@@ -516,6 +612,15 @@ struct RawConfig {
     migration_workers: Option<toml::Spanned<usize>>,
     migration_timeout_ms: Option<toml::Spanned<u64>>,
     guests: Option<RawGuests>,
+    watchdog: Option<RawWatchdog>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWatchdog {
+    kind: toml::Spanned<String>,
+    device: Option<toml::Spanned<PathBuf>>,
+    timeout_ms: Option<toml::Spanned<u64>>,
 }
 
 #[derive(Deserialize)]

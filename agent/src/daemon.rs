@@ -28,6 +28,7 @@ use crate::decide::sync::{Keeper, KeeperAction, Outbox};
 use crate::execute::{Acceptance, Agent, AgentError};
 use crate::hypervisor::{Hypervisor, HypervisorError, HypervisorEvent, LifecycleKind};
 use crate::order::{Order, OrderResult};
+use crate::watchdog::armed::Armed;
 use crate::wire_map;
 
 use crate::store::definitions::GuestDef;
@@ -176,13 +177,14 @@ pub fn run<H: Hypervisor + 'static>(
 
     let start = Instant::now();
     let now_ms = || u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+    // Armed before the Hello, which announces it only once armed.
+    let mut watchdog = Armed::arm(&cfg).map_err(std::io::Error::other)?;
     let hello = Message::Hello {
         slot: cfg.slot,
         version: version(),
         capabilities: capabilities(&cfg),
         heartbeat_ms: u32::try_from(cfg.heartbeat.as_millis()).unwrap_or(u32::MAX),
-        // No hardware watchdog is armed by this agent: no watchdog proof is offered.
-        watchdog_ms: None,
+        watchdog_ms: watchdog.as_ref().map(Armed::timeout_ms),
     };
     let mut backlog: VecDeque<(NodeId, Message)> = VecDeque::new();
     backlog.push_back((NodeId::SHMC, hello.clone()));
@@ -199,6 +201,9 @@ pub fn run<H: Hypervisor + 'static>(
     let mut partner_seq: Option<u64> = None;
     while !stop.load(Ordering::SeqCst) {
         while let Some(ev) = ep.poll(now_ms()) {
+            if let Some(w) = watchdog.as_mut() {
+                w.observe(&ev);
+            }
             match ev {
                 Event::Message { from, seq, message } => {
                     if from == partner && message.kind() == Kind::Heartbeat {
@@ -240,6 +245,9 @@ pub fn run<H: Hypervisor + 'static>(
                 }
                 Event::Acked { .. } => {}
             }
+        }
+        if let Some(w) = watchdog.as_mut() {
+            w.pet_if_heard();
         }
         if floors_dirty && (floors_now || floors_saved.elapsed() >= FLOORS_SAVE_INTERVAL) {
             let highest = ep.peer_highest().map(|(id, seq)| (id.0, seq)).collect();
@@ -293,9 +301,17 @@ pub fn run<H: Hypervisor + 'static>(
                 if to == partner && !known {
                     continue;
                 }
-                if let Err(e) = ep.send(to, &hb, now_ms()) {
-                    log::debug!("heartbeat to {to}: {e}");
+                match ep.send(to, &hb, now_ms()) {
+                    Ok(seq) => {
+                        if let Some(w) = watchdog.as_mut() {
+                            w.beat_sent(to, seq);
+                        }
+                    }
+                    Err(e) => log::debug!("heartbeat to {to}: {e}"),
                 }
+            }
+            if let Some(w) = watchdog.as_mut() {
+                w.send_present(&mut ep, now_ms());
             }
         }
         let mut timeout = u64::try_from(
@@ -311,6 +327,9 @@ pub fn run<H: Hypervisor + 'static>(
             timeout = timeout.min(BACKLOG_POLL_MS);
         }
         ep.wait(Some(timeout))?;
+    }
+    if let Some(w) = watchdog {
+        w.stop(&mut ep, &now_ms, &hello);
     }
     log::info!("agent stopping; {} datagrams dropped", ep.drops().total());
     Ok(())

@@ -6,7 +6,8 @@
 //! `store` (journal and partner definitions on disk), `order` (orders and outcomes),
 //! `failure` (why a guest operation failed, typed), `decide` (pure decisions, time passed in),
 //! `execute` (carrying orders out: threads, deadlines, hypervisor calls), `wire_map`
-//! (protocol messages <-> orders and outcomes), `daemon` (threads and the protocol endpoint).
+//! (protocol messages <-> orders and outcomes), `watchdog` (the blade's hardware watchdog,
+//! petted only on proofs of being heard), `daemon` (threads and the protocol endpoint).
 
 pub mod config;
 pub mod daemon;
@@ -16,7 +17,9 @@ pub mod failure;
 pub mod hypervisor;
 pub mod order;
 pub mod policy;
+pub mod stop;
 pub mod store;
+pub mod watchdog;
 pub mod wire_map;
 
 #[cfg(test)]

@@ -32,7 +32,8 @@ blade-agent run [--config PATH]           run the agent
        blade-agent --version                     print the version
        blade-agent --help                        print this help",
     after_help = "The configuration defaults to /etc/blade-agent/agent.toml. \
-                  Log level: RUST_LOG (default info)."
+                  Log level: RUST_LOG (default info). SIGTERM or SIGINT stops `run` cleanly \
+                  (exit 0; an armed hardware watchdog is disarmed once the ShMC knows)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -135,7 +136,9 @@ fn run(path: &Path) -> Result<(), RunError> {
     ep.add_peer(partner, Some(cfg.partner.address))
         .map_err(RunError::Peer)?;
     let agent = Arc::new(Agent::new(hv, cfg)?);
-    blade_agent::daemon::run(agent, ep, Arc::new(AtomicBool::new(false))).map_err(RunError::Daemon)
+    let stop = Arc::new(AtomicBool::new(false));
+    blade_agent::stop::on_signal_set(Arc::clone(&stop)).map_err(RunError::Daemon)?;
+    blade_agent::daemon::run(agent, ep, stop).map_err(RunError::Daemon)
 }
 
 /// The error and its causes, for the log.

@@ -154,6 +154,12 @@ const GOLDEN: [(&str, &str, &str); Kind::COUNT as usize] = [
         "16030503766d310a2f7372762f782e696d67",
         "2222001e3bd46cdc2d24252ff9659270bb24a369b03b8b0ce67a451daa380124",
     ),
+    // kind 23 (unit)
+    (
+        "0203001700ab8967452301",
+        "17",
+        "bf026607e2cc113aceeb0badb72ddfe6a541ed3693dcfe2ce658378980297e79",
+    ),
 ];
 
 fn unhex(s: &str) -> Vec<u8> {

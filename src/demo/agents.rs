@@ -81,6 +81,7 @@ fn agent_config(slot: u8, partner: u8, state_dir: PathBuf, guests: &[String]) ->
             .map(PathBuf::from)
             .collect(),
         allow_network_disks: false,
+        watchdog: None,
     }
 }
 

@@ -10,6 +10,11 @@
 //! reports the state: the script SIGKILLs the blade's QEMU processes, its
 //! libvirtd (and the subreaper it runs under) and its agent.
 //!
+//! Watchdog: with [`Options::watchdog_ms`] an agent arms a pet-file watchdog
+//! (`BASE/watchdog-x`); a [`PetWatcher`] plays the hardware: when the file has not
+//! changed for its timeout while armed it runs `power-off.sh` for that blade, as a
+//! real watchdog resets it, and records when.
+//!
 //! Never twice: a [`Poller`] asks both daemons for their running guests about
 //! every 50 ms for the whole test (QEMU PID files stand in for a daemon that does
 //! not answer) and records every guest seen running on both blades at once.
@@ -402,6 +407,9 @@ pub struct Options {
     /// Put a [`relay::Relay`] between the plugin and blade A's agent (the network
     /// between the shelf manager and A, which a test can cut): [`Rig::relay`].
     pub relay_a: bool,
+    /// Per blade (A, B): arm a pet-file watchdog with this timeout in its agent, watched
+    /// by a [`PetWatcher`] that cuts the blade's power when it is not petted in time.
+    pub watchdog_ms: [Option<u64>; 2],
 }
 
 impl Default for Options {
@@ -413,6 +421,7 @@ impl Default for Options {
             migrate: false,
             deactivation_ms: None,
             relay_a: false,
+            watchdog_ms: [None, None],
         }
     }
 }
@@ -481,9 +490,85 @@ echo "blade $x: still alive after power-off:$left" >> "$B/power.log"
 exit 1
 "#;
 
+/// The hardware of a pet-file watchdog: polls the file every [`PetWatcher::POLL`];
+/// while it reads `armed <timeout_ms> <count>` and has not changed for the timeout,
+/// runs the blade's `power-off.sh` once and records when that returned (the blade's
+/// processes are gone then). `disarmed` (the agent's magic close) stops the countdown.
+pub struct PetWatcher {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+    fired: Arc<Mutex<Option<Instant>>>,
+}
+
+impl PetWatcher {
+    /// How often the file is read.
+    pub const POLL: Duration = Duration::from_millis(10);
+
+    /// Watches `file`; on expiry runs `bash power_off base ipmc`.
+    pub fn start(file: PathBuf, power_off: PathBuf, base: PathBuf, ipmc: u8) -> PetWatcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let fired: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let (st, f) = (stop.clone(), fired.clone());
+        let handle = std::thread::spawn(move || {
+            let mut last: Option<(String, Instant)> = None;
+            while !st.load(Ordering::SeqCst) {
+                let now = Instant::now();
+                if let Ok(content) = std::fs::read_to_string(&file) {
+                    if last.as_ref().is_none_or(|(c, _)| *c != content) {
+                        last = Some((content, now));
+                    }
+                }
+                let timeout = last.as_ref().and_then(|(c, _)| {
+                    let mut w = c.split_whitespace();
+                    (w.next() == Some("armed"))
+                        .then(|| w.next().and_then(|t| t.parse::<u64>().ok()))
+                        .flatten()
+                });
+                if let (Some(t), Some((_, since))) = (timeout, &last) {
+                    if now.duration_since(*since) >= Duration::from_millis(t) {
+                        let status = Command::new("bash")
+                            .arg(&power_off)
+                            .arg(&base)
+                            .arg(format!("{ipmc:#04x}"))
+                            .status();
+                        eprintln!(
+                            "watchdog {}: not petted for {t} ms: power cut ({status:?})",
+                            file.display()
+                        );
+                        *f.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                        return;
+                    }
+                }
+                std::thread::sleep(Self::POLL);
+            }
+        });
+        PetWatcher {
+            stop,
+            handle: Some(handle),
+            fired,
+        }
+    }
+
+    /// When the watchdog cut the power (after the hook returned), if it did.
+    pub fn fired(&self) -> Option<Instant> {
+        *self.fired.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for PetWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// A running shelf: simulator, plugin, two agents, two blades, the poller.
 pub struct Rig {
     // Dropped in this order: the poller, the programs, then the blades.
+    /// The watchdogs of blades A and B ([`Options::watchdog_ms`]).
+    pub watchers: [Option<PetWatcher>; 2],
     /// Never-twice watcher.
     pub poller: Option<Poller>,
     /// `shmc-plugin run`.
@@ -596,6 +681,13 @@ impl Rig {
             } else {
                 String::new()
             };
+            let watchdog = match opts.watchdog_ms[i] {
+                Some(t) => format!(
+                    "[watchdog]\nkind = \"pet-file\"\ndevice = \"{}\"\ntimeout_ms = {t}\n",
+                    base.join(format!("watchdog-{x}")).display()
+                ),
+                None => String::new(),
+            };
             let path = base.join(format!("agent-{x}.toml"));
             std::fs::write(
                 &path,
@@ -604,7 +696,7 @@ impl Rig {
                      state_dir = \"{}\"\nqemu_run_dir = \"{}\"\nheartbeat_ms = 100\nfence_timeout_ms = 500\n\
                      evacuate_timeout_ms = 2000\n\
                      [partner]\nslot = {}\naddress = \"{}\"\n{partner_uri}\
-                     [guests]\nallowed_storage_paths = [\"{}\", \"{}\"]\n",
+                     [guests]\nallowed_storage_paths = [\"{}\", \"{}\"]\n{watchdog}",
                     i + 1,
                     shmc_of(i),
                     agent_addr[i],
@@ -629,7 +721,18 @@ impl Rig {
         plugin.wait_line(0, "start-up", Duration::from_secs(10), |l| {
             l.contains("shmc-plugin running")
         });
+        let watchers = [('a', A), ('b', B)].map(|(x, ipmc)| {
+            opts.watchdog_ms[idx(x)].map(|_| {
+                PetWatcher::start(
+                    base.join(format!("watchdog-{x}")),
+                    power.clone(),
+                    base.clone(),
+                    ipmc,
+                )
+            })
+        });
         let mut rig = Rig {
+            watchers,
             poller: None,
             plugin: Some(plugin),
             agents: [None, None],
@@ -848,6 +951,13 @@ impl Rig {
             .any(|l| l.starts_with(&format!("blade {blade} powered off")))
     }
 
+    /// When `blade`'s watchdog cut its power, if it did.
+    pub fn watchdog_fired(&self, blade: char) -> Option<Instant> {
+        self.watchers[idx(blade)]
+            .as_ref()
+            .and_then(PetWatcher::fired)
+    }
+
     /// The last lines of every program's output.
     pub fn logs(&self) -> String {
         let mut s = String::new();
@@ -894,7 +1004,8 @@ impl Drop for Rig {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        // Stop the poller before the daemons go.
+        // Stop the watchdogs and the poller before the daemons go.
+        self.watchers = [None, None];
         self.poller.take();
         self.plugin.take();
         self.kill_agent('a');

@@ -297,3 +297,91 @@ fn test_shipped_default_config_parses() {
     assert_eq!(c.libvirt_uri, DEFAULT_LIBVIRT_URI);
     assert_eq!(c.protection, Protection::AllPersistent);
 }
+
+#[test]
+fn test_watchdog_section() {
+    assert_eq!(
+        parse(MINIMAL).unwrap().watchdog,
+        None,
+        "absent: no watchdog"
+    );
+    let c = parse(&format!("{MINIMAL}[watchdog]\nkind = \"linux\"\n")).unwrap();
+    assert_eq!(
+        c.watchdog,
+        Some(WatchdogConfig {
+            kind: WatchdogKind::Linux,
+            device: PathBuf::from(DEFAULT_WATCHDOG_DEVICE),
+            timeout_ms: DEFAULT_WATCHDOG_TIMEOUT_MS,
+        })
+    );
+    let c = parse(&format!(
+        "{MINIMAL}[watchdog]\nkind = \"pet-file\"\ndevice = \"/run/wd\"\ntimeout_ms = 2000\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.watchdog,
+        Some(WatchdogConfig {
+            kind: WatchdogKind::PetFile,
+            device: PathBuf::from("/run/wd"),
+            timeout_ms: 2000,
+        })
+    );
+}
+
+#[test]
+fn test_watchdog_errors_name_file_line_and_key() {
+    // MINIMAL has 6 lines: `[watchdog]` is line 7, its first key line 8.
+    let cases = [
+        ("kind = \"ipmi\"\n", "watchdog.kind", 8),
+        ("kind = \"pet-file\"\n", "watchdog.device", 8),
+        (
+            "kind = \"linux\"\ndevice = \"dev/watchdog\"\n",
+            "watchdog.device",
+            9,
+        ),
+        (
+            "kind = \"linux\"\ntimeout_ms = 0\n",
+            "watchdog.timeout_ms",
+            9,
+        ),
+        // Below three heartbeat intervals (3 x 200 ms).
+        (
+            "kind = \"linux\"\ntimeout_ms = 599\n",
+            "watchdog.timeout_ms",
+            9,
+        ),
+        (
+            "kind = \"linux\"\ntimeout_ms = 6553501\n",
+            "watchdog.timeout_ms",
+            9,
+        ),
+    ];
+    for (body, key, line) in cases {
+        let e = parse(&format!("{MINIMAL}[watchdog]\n{body}")).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key: k, line: l, .. } if *k == key && *l == line),
+            "{body}: {e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with(&format!("agent.toml:{line}: key `{key}`")),
+            "{e}"
+        );
+    }
+    // Exactly three intervals is enough; the bound follows heartbeat_ms.
+    assert!(parse(&format!(
+        "{MINIMAL}[watchdog]\nkind = \"linux\"\ntimeout_ms = 600\n"
+    ))
+    .is_ok());
+    let slow =
+        format!("heartbeat_ms = 1000\n{MINIMAL}[watchdog]\nkind = \"linux\"\ntimeout_ms = 2999\n");
+    assert!(parse(&slow).is_err());
+    // Unknown keys and a missing kind are refused with a line.
+    for body in ["kind = \"linux\"\nperiod = 3\n", "timeout_ms = 5000\n"] {
+        let e = parse(&format!("{MINIMAL}[watchdog]\n{body}")).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::Parse { line, .. } if line >= 7),
+            "{e}"
+        );
+    }
+}

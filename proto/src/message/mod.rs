@@ -343,6 +343,13 @@ pub enum Message {
         /// Short detail (e.g. the offending disk path), may be empty.
         text: String<MAX_TEXT>,
     },
+    /// Agent -> ShMC, periodically while the agent has armed the blade's hardware watchdog:
+    /// "I am here". Command, without a body: its only content is that it is acknowledged. The
+    /// ShMC counts it as hearing the agent (as a heartbeat, for the silence evidence) before
+    /// its endpoint acknowledges it, so the Ack of a `Present` first sent at `c` proves the
+    /// agent was heard at or after `c`: one of the proofs on which it pets its watchdog. It
+    /// does not depend on the partner, so a dead partner does not make the survivor reset.
+    Present,
 }
 
 /// Wire kind of a message: the postcard variant index of [`Message`], byte 11 of a frame.
@@ -395,11 +402,13 @@ pub enum Kind {
     ChallengeReply = 21,
     /// [`Message::GuestUnprotected`].
     GuestUnprotected = 22,
+    /// [`Message::Present`].
+    Present = 23,
 }
 
 impl Kind {
     /// Number of kinds this version knows; a body byte `>= COUNT` is an unknown kind.
-    pub const COUNT: u8 = 23;
+    pub const COUNT: u8 = 24;
 
     /// Every kind, in wire order.
     pub const ALL: [Kind; Kind::COUNT as usize] = [
@@ -426,6 +435,7 @@ impl Kind {
         Kind::Challenge,
         Kind::ChallengeReply,
         Kind::GuestUnprotected,
+        Kind::Present,
     ];
 
     /// The kind with wire value `v`, if known.
@@ -457,7 +467,8 @@ impl Kind {
             | Kind::DefinitionRequest
             | Kind::GuestDestroyed
             | Kind::GuestMoved
-            | Kind::GuestUnprotected => Some(false),
+            | Kind::GuestUnprotected
+            | Kind::Present => Some(false),
         }
     }
 
@@ -507,6 +518,7 @@ impl Message {
             Message::Challenge { .. } => Kind::Challenge,
             Message::ChallengeReply { .. } => Kind::ChallengeReply,
             Message::GuestUnprotected { .. } => Kind::GuestUnprotected,
+            Message::Present => Kind::Present,
         }
     }
 
@@ -591,7 +603,8 @@ impl Message {
             | Message::FenceSelf { .. }
             | Message::FenceSelfConfirmed { .. }
             | Message::Challenge { .. }
-            | Message::ChallengeReply { .. } => true,
+            | Message::ChallengeReply { .. }
+            | Message::Present => true,
         }
     }
 }

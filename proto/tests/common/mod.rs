@@ -147,6 +147,7 @@ pub fn samples() -> std::vec::Vec<Message> {
             name: String::try_from("vm1").unwrap(),
             text: String::try_from("/srv/x.img").unwrap(),
         },
+        Message::Present,
     ]
 }
 
@@ -266,6 +267,7 @@ pub fn largest() -> std::vec::Vec<Message> {
             name: text.clone(),
             text: text.clone(),
         },
+        Message::Present,
     ]
 }
 

@@ -27,6 +27,14 @@ pub enum AgentInput {
         /// (`None`: not reported, no corroboration for the partner).
         partner_heard_ago_ms: Option<u32>,
     },
+    /// The agent is present ([`shelfha_proto`]'s `Present`, sent while its
+    /// hardware watchdog is armed): nothing but "heard now". It counts for
+    /// the silence evidence exactly as a heartbeat does (`agent_seen`), and
+    /// only that: the agent pets its watchdog on the acknowledgement of it,
+    /// so a `Present` the shelf manager acknowledged but did not count would
+    /// let a blade keep running while the shelf manager takes its silence
+    /// for a watchdog reset.
+    Present,
     /// The hypervisor is down (grace period starts).
     HypervisorDown,
     /// The hypervisor is up again.
@@ -157,6 +165,8 @@ impl Shelf {
                     self.check_hypervisor(now, idx);
                 }
             }
+            // `agent_heard` above recorded it; nothing more to do.
+            AgentInput::Present => {}
             AgentInput::HypervisorDown => {
                 let b = &mut self.blades[idx];
                 if !b.registered {

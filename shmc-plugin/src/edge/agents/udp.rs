@@ -9,6 +9,9 @@
 //! - FenceSelfConfirmed counts only with `remaining == 0`; an incomplete
 //!   self-fence is logged and the core's deadline brings in the IPMB fence.
 //! - IncidentDone is the core's AllReported; GuestOutcome is logged.
+//! - Present is the core's Present: the agent is heard (its silence clock
+//!   restarts) and nothing else; the endpoint acknowledges it as it passes
+//!   it on, and the agent pets its hardware watchdog on that ack.
 //! - An order that cannot be queued (no address yet, queue full) is logged
 //!   as an error and counted: the core does not resend orders.
 //! - Incidents on the wire are the core's decision numbers plus a base taken
@@ -239,6 +242,9 @@ pub fn agent_input(slot: Slot, message: Message, base: u32) -> Option<AgentInput
             hypervisor_ok: health != Health::Down,
             partner_heard_ago_ms: partner_heard_ms,
         },
+        // Heard, nothing else: the agent's watchdog proof relies on the
+        // engine counting it as seen (see `AgentInput::Present`).
+        Message::Present => AgentInput::Present,
         Message::GuestCrashed { name } => AgentInput::GuestCrashed { name },
         Message::HypervisorDown => AgentInput::HypervisorDown,
         Message::HypervisorUp => AgentInput::HypervisorUp,
@@ -497,6 +503,11 @@ mod test {
                 hypervisor_ok: true,
                 partner_heard_ago_ms: None,
             })
+        );
+        // Present marks the agent heard and carries nothing else.
+        assert_eq!(
+            agent_input(Slot(1), Message::Present, 0),
+            Some(AgentInput::Present)
         );
         // The watchdog proof travels under its own code, which agents accept.
         match order_message(

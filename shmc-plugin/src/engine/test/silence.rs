@@ -551,6 +551,45 @@ fn test_watchdog_proof_after_timeout_and_margin() {
 }
 
 #[test]
+fn test_present_counts_as_heard_for_the_watchdog_proof() {
+    // As in the test above, but A's agent is heard once more at 2000 by a
+    // Present (the command whose ack its watchdog petting relies on): the
+    // proof must wait for 2000 + 3000 + 1000 ms, not 4000.
+    let mut s = Shelf::new(config(true)).unwrap();
+    let partner = |s: &mut Shelf, now: u64| {
+        if now == 0 {
+            s.on_agent(0, Slot(1), hello(Some(3000), false));
+        }
+        if now == 2000 {
+            s.on_agent(2000, Slot(1), AgentInput::Present);
+        }
+        if now.is_multiple_of(200) {
+            beat(s, now, 2, Some(now as u32));
+        }
+    };
+    let outs = run(&mut s, 0, 6000, |_, a| a == B, partner);
+    assert!(
+        orders(&outs).iter().all(|(_, o)| !is_failover(o)),
+        "a Present resets the silence the watchdog proof counts"
+    );
+    let outs = run(&mut s, 6010, 8000, |_, a| a == B, partner);
+    let o = orders(&outs);
+    assert!(
+        matches!(
+            o.as_slice(),
+            [(
+                Slot(2),
+                Order::RestartPartnerGuests {
+                    fence: Confirmation::WatchdogExpired,
+                    ..
+                }
+            )]
+        ),
+        "{o:?}"
+    );
+}
+
+#[test]
 fn test_watchdog_proof_waits_for_every_channel() {
     // The partner still hears A: no proof, however long the IPMC is silent.
     let mut s = Shelf::new(config(true)).unwrap();
