@@ -160,6 +160,11 @@ pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
         GuestResult::TimedOut { reason } => {
             (Outcome::Failed, ReasonCode::Timeout, reason.to_string())
         }
+        GuestResult::PartnerRunning { running } => (
+            Outcome::Refused,
+            ReasonCode::PartnerRunning,
+            format!("partner still reports running guests ({running})"),
+        ),
         // The order's goal (guest no longer runs here) is met; the reason says it did not migrate.
         GuestResult::StoppedAfterMigration { reason, graceful } => (
             Outcome::Started,
@@ -254,6 +259,7 @@ pub fn refusal_messages(
         Refusal::Hypervisor(_) => ReasonCode::Timeout,
         Refusal::Fenced => ReasonCode::Fenced,
         Refusal::NotPartner(_) => ReasonCode::None,
+        Refusal::PartnerRunning { .. } => ReasonCode::PartnerRunning,
     };
     let text = short_text(&refusal.to_string());
     let mut out: Vec<Message> = guests
