@@ -295,6 +295,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 }
                 log::info!("{key}: resuming an order interrupted by an agent restart");
                 lock(&self.accepted_here).insert(key.clone());
+                self.mark_partner_beats(order);
                 running.insert(key, order.clone());
                 Ok(Acceptance::Execute)
             }
@@ -320,6 +321,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             }
         }
         lock(&self.accepted_here).insert(key.clone());
+        self.mark_partner_beats(order);
         running.insert(key, order.clone());
     }
 

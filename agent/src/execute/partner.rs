@@ -9,6 +9,7 @@
 //!   accounting), from which the heartbeat's `running` count is made; a change wakes the
 //!   protocol thread so an extra heartbeat goes out.
 
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use super::{lock, Agent};
 use crate::decide::partner::{self, PartnerBeat, Verdict};
 use crate::decide::running::{running_count, Reading};
 use crate::hypervisor::Hypervisor;
+use crate::order::Order;
 
 /// The partner's latest heartbeat as received.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +34,9 @@ pub(super) struct Pair {
     heard: Mutex<(Option<Heard>, u64)>,
     /// Signalled on every partner heartbeat.
     cv: Condvar,
+    /// Per accepted order that starts partner guests (journal key): how many partner
+    /// heartbeats had been received when it was accepted.
+    marks: Mutex<HashMap<String, u64>>,
     /// This blade's latest reading, with the moment it began (an older reading noted later
     /// does not replace a newer one).
     own: Mutex<Option<(Instant, Reading)>>,
@@ -91,10 +96,20 @@ impl<H: Hypervisor + 'static> Agent<H> {
         self.pair.cv.notify_all();
     }
 
-    /// How many partner heartbeats were received so far: an order's mark, to tell which came
-    /// after it.
-    pub(super) fn partner_mark(&self) -> u64 {
-        lock(&self.pair.heard).1
+    /// Notes, for an order that starts the partner's guests, how many partner heartbeats were
+    /// received when it was accepted: those that come later are "after the order".
+    pub(super) fn mark_partner_beats(&self, order: &Order) {
+        if matches!(order, Order::RestartPartnerGuests { .. }) {
+            let count = lock(&self.pair.heard).1;
+            lock(&self.pair.marks).insert(order.key(), count);
+        }
+    }
+
+    /// The mark of `order` noted at its acceptance (taken now if it was not noted).
+    pub(super) fn partner_mark(&self, order: &Order) -> u64 {
+        lock(&self.pair.marks)
+            .remove(&order.key())
+            .unwrap_or_else(|| lock(&self.pair.heard).1)
     }
 
     /// The second line for an order that starts partner guests, marked `mark`: waits (bounded

@@ -131,7 +131,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
         // alive and runs its other guests, so a count cannot speak for one guest; the proof is
         // its own agent's reading of that guest destroyed.
         let gated = subset.is_none();
-        let mark = self.partner_mark();
+        let mark = self.partner_mark(order);
         if gated {
             if let Some(running) = self.partner_gate(&order.key(), mark) {
                 return Ok(OrderResult::Refused(Refusal::PartnerRunning {

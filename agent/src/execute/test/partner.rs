@@ -203,3 +203,24 @@ fn test_running_count_follows_listings_and_the_fence() {
     a.local_definitions().unwrap();
     assert_eq!(a.running_count(true, 3), 1);
 }
+
+#[test]
+fn test_heartbeat_between_acceptance_and_execution_counts_as_after_the_order() {
+    let dir = TempDir::new("partner-mark");
+    let hv = Arc::new(FakeHypervisor::new(1 << 20));
+    let a = agent(&dir, &hv);
+    a.store_partner_definition(def("db", 1000)).unwrap();
+    let order = restart(47, true);
+    assert_eq!(a.accept(&order).unwrap(), Acceptance::Execute);
+    // The network thread handles the next datagram before the order's thread begins.
+    a.partner_heartbeat(1);
+    let result = a.execute(&order, &|_| {}).unwrap();
+    assert_eq!(
+        result,
+        OrderResult::Refused(Refusal::PartnerRunning {
+            slot: PARTNER,
+            running: 1
+        })
+    );
+    assert_eq!(hv.starts("db"), 0);
+}
