@@ -629,6 +629,14 @@ fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<Hypervi
                 name, kind, raw, ..
             } => {
                 log::debug!("lifecycle `{name}`: {kind:?} {raw:?}");
+                if matches!(
+                    kind,
+                    LifecycleKind::Started | LifecycleKind::Stopped | LifecycleKind::Crashed
+                ) {
+                    // A guest started or stopped: listed at once, for the `running` count.
+                    s.refresh.store(true, Ordering::SeqCst);
+                    let _ = s.kick.send(());
+                }
                 match kind {
                     LifecycleKind::Crashed if s.agent.reports_crash_of(&name) => {
                         log::warn!("protected guest `{name}` crashed (event {raw:?}); reporting");
@@ -639,11 +647,6 @@ fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<Hypervi
                     }
                     LifecycleKind::Defined | LifecycleKind::Undefined => {
                         s.refresh.store(true, Ordering::SeqCst)
-                    }
-                    // A guest started or stopped: listed at once, for the `running` count.
-                    LifecycleKind::Started | LifecycleKind::Stopped | LifecycleKind::Crashed => {
-                        s.refresh.store(true, Ordering::SeqCst);
-                        let _ = s.kick.send(());
                     }
                     _ => {}
                 }
