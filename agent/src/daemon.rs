@@ -84,6 +84,8 @@ struct Shared<H: Hypervisor> {
     stop: Arc<AtomicBool>,
     health: AtomicU8,
     refresh: AtomicBool,
+    /// Wakes the prober before its interval ends (a guest started or stopped: list now).
+    kick: Sender<()>,
     outbox: Mutex<Outbox>,
 }
 
@@ -115,6 +117,7 @@ pub fn run<H: Hypervisor + 'static>(
         tx,
         waker: Arc::new(ep.waker()?),
     };
+    let (kick, kicked) = mpsc::channel();
     let shared = Arc::new(Shared {
         agent: Arc::clone(&agent),
         out: out.clone(),
@@ -123,7 +126,13 @@ pub fn run<H: Hypervisor + 'static>(
         stop: Arc::clone(&stop),
         health: AtomicU8::new(HEALTH_OK),
         refresh: AtomicBool::new(true),
+        kick,
         outbox: Mutex::new(Outbox::default()),
+    });
+    // A changed `running` count goes out in an extra heartbeat.
+    agent.on_running_change({
+        let waker = Arc::clone(&out.waker);
+        move || waker.wake()
     });
 
     match agent.check_warm_standby_config() {
@@ -145,7 +154,7 @@ pub fn run<H: Hypervisor + 'static>(
     let (ping_tx, ping_rx) = mpsc::channel();
     spawn("agent-prober", {
         let s = Arc::clone(&shared);
-        move || prober_loop(&s, ping_tx)
+        move || prober_loop(&s, ping_tx, &kicked)
     })?;
     spawn("agent-watchdog", {
         let s = Arc::clone(&shared);
@@ -199,6 +208,7 @@ pub fn run<H: Hypervisor + 'static>(
     // The frame sequence of the partner's latest heartbeat, echoed in ours: the partner's proof
     // that it was heard.
     let mut partner_seq: Option<u64> = None;
+    let mut last_beat: Option<LastBeat> = None;
     while !stop.load(Ordering::SeqCst) {
         while let Some(ev) = ep.poll(now_ms()) {
             if let Some(w) = watchdog.as_mut() {
@@ -272,6 +282,7 @@ pub fn run<H: Hypervisor + 'static>(
                 Err(e) => log::warn!("not sent to {to}: {:?}: {e}", msg.kind()),
             }
         }
+        next_beat = beat_due(&shared, next_beat, last_beat);
         if Instant::now() >= next_beat {
             next_beat += cfg.heartbeat;
             if next_beat < Instant::now() {
@@ -283,6 +294,12 @@ pub fn run<H: Hypervisor + 'static>(
                 HEALTH_OK => Health::Ok,
                 _ => Health::Down,
             };
+            let running = running_now(&shared, protected);
+            last_beat = Some(LastBeat {
+                at: Instant::now(),
+                running,
+                protected,
+            });
             let hb = Message::Heartbeat {
                 beat,
                 health,
@@ -290,9 +307,7 @@ pub fn run<H: Hypervisor + 'static>(
                 digest,
                 partner_heard_ms: partner_heard
                     .map(|t| u32::try_from(t.elapsed().as_millis()).unwrap_or(u32::MAX)),
-                // Every protected guest counts as running: what cannot be accounted for counts
-                // as still running.
-                running: protected,
+                running,
                 partner_seq,
             };
             // The partner repairs its copy from our digest: only once we know our guests.
@@ -335,6 +350,50 @@ pub fn run<H: Hypervisor + 'static>(
     Ok(())
 }
 
+/// The last heartbeat sent: when, and its counts.
+#[derive(Debug, Clone, Copy)]
+struct LastBeat {
+    at: Instant,
+    running: u16,
+    protected: u16,
+}
+
+/// The `running` count of a heartbeat now ([`crate::decide::running`]): libvirt's listing
+/// while it answers, else every protected guest not proven gone.
+fn running_now<H: Hypervisor + 'static>(s: &Shared<H>, protected: u16) -> u16 {
+    let answers = s.health.load(Ordering::SeqCst) == HEALTH_OK;
+    s.agent.running_count(answers, protected)
+}
+
+/// When the next heartbeat goes out: `next_beat`, or sooner when the `running` count changed
+/// since the `last` one (at most one extra per quarter interval), so the partner and the ShMC
+/// learn at once that this blade's guests are gone.
+fn beat_due<H: Hypervisor + 'static>(
+    s: &Shared<H>,
+    next_beat: Instant,
+    last: Option<LastBeat>,
+) -> Instant {
+    let Some(last) = last else {
+        return next_beat;
+    };
+    let now = Instant::now();
+    let running = running_now(s, last.protected);
+    let due = crate::decide::running::next_beat_in(
+        next_beat.saturating_duration_since(now),
+        now.saturating_duration_since(last.at),
+        Some(last.running),
+        running,
+        s.agent.config().heartbeat,
+    );
+    if running != last.running && due.is_zero() {
+        log::info!(
+            "protected guests running here: {} -> {running}; extra heartbeat",
+            last.running
+        );
+    }
+    next_beat.min(now + due)
+}
+
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name(name.into())
@@ -358,6 +417,7 @@ fn on_message<H: Hypervisor + 'static>(
         log::debug!("ignoring {:?} from {from}", message.kind());
         return true;
     }
+    note_partner_beat(s, &message);
     match message {
         Message::Heartbeat { health, .. } if health != Health::Ok => {
             log::debug!(
@@ -430,6 +490,13 @@ fn on_message<H: Hypervisor + 'static>(
         other => log::debug!("ignoring {:?} from the partner", other.kind()),
     }
     true
+}
+
+/// Hands the partner's `running` count to the agent's second line against a double start.
+fn note_partner_beat<H: Hypervisor + 'static>(s: &Shared<H>, message: &Message) {
+    if let Message::Heartbeat { running, .. } = message {
+        s.agent.partner_heartbeat(*running);
+    }
 }
 
 /// Logs a guest that is not protected by its partner and tells the ShMC (`owner` is the slot
@@ -581,6 +648,14 @@ fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<Hypervi
                 name, kind, raw, ..
             } => {
                 log::debug!("lifecycle `{name}`: {kind:?} {raw:?}");
+                if matches!(
+                    kind,
+                    LifecycleKind::Started | LifecycleKind::Stopped | LifecycleKind::Crashed
+                ) {
+                    // A guest started or stopped: listed at once, for the `running` count.
+                    s.refresh.store(true, Ordering::SeqCst);
+                    let _ = s.kick.send(());
+                }
                 match kind {
                     LifecycleKind::Crashed if s.agent.reports_crash_of(&name) => {
                         log::warn!("protected guest `{name}` crashed (event {raw:?}); reporting");
@@ -609,6 +684,7 @@ fn events_loop<H: Hypervisor + 'static>(s: &Arc<Shared<H>>, rx: Receiver<Hypervi
 fn prober_loop<H: Hypervisor + 'static>(
     s: &Arc<Shared<H>>,
     results: Sender<Result<(), HypervisorError>>,
+    kicked: &Receiver<()>,
 ) {
     let interval = s.agent.config().heartbeat;
     let mut last_refresh: Option<Instant> = None;
@@ -647,7 +723,14 @@ fn prober_loop<H: Hypervisor + 'static>(
                 log::warn!("warm standby: {e}");
             }
         }
-        std::thread::sleep(interval);
+        nap(kicked, interval);
+    }
+}
+
+/// The prober's pause: `interval`, cut short by a kick (the kicks queued meanwhile count once).
+fn nap(kicked: &Receiver<()>, interval: Duration) {
+    if kicked.recv_timeout(interval).is_ok() {
+        while kicked.try_recv().is_ok() {}
     }
 }
 

@@ -162,6 +162,13 @@ pub enum GuestResult {
         /// What did not answer, and after how long.
         reason: DeadlineExceeded,
     },
+    /// Not started: a heartbeat of the failed blade received after the order still reports
+    /// `running` protected guests there (the starts still to come are refused, see
+    /// [`crate::decide::partner`]).
+    PartnerRunning {
+        /// The heartbeat's `running` count.
+        running: u16,
+    },
     /// Evacuate: the migration failed or timed out (its job aborted), so the guest was stopped
     /// here; the partner starts it once this blade is confirmed fenced.
     StoppedAfterMigration {
@@ -244,6 +251,16 @@ pub enum Refusal {
     /// The hypervisor could not be asked.
     #[error("hypervisor unavailable: {0}")]
     Hypervisor(Failure),
+    /// RestartPartnerGuests while the failed blade's agent, heard recently, still reports
+    /// `running` protected guests in a heartbeat received after the order: nothing started
+    /// (see [`crate::decide::partner`]).
+    #[error("partner still reports running guests: slot {slot} reports {running} running")]
+    PartnerRunning {
+        /// The failed blade.
+        slot: u8,
+        /// Its heartbeat's `running` count.
+        running: u16,
+    },
 }
 
 /// The final answer to an order, kept in the journal and re-sent for duplicates.

@@ -160,6 +160,11 @@ pub fn outcome_codes(result: &GuestResult) -> (Outcome, ReasonCode, String) {
         GuestResult::TimedOut { reason } => {
             (Outcome::Failed, ReasonCode::Timeout, reason.to_string())
         }
+        GuestResult::PartnerRunning { running } => (
+            Outcome::Refused,
+            ReasonCode::PartnerRunning,
+            format!("partner still reports running guests ({running})"),
+        ),
         // The order's goal (guest no longer runs here) is met; the reason says it did not migrate.
         GuestResult::StoppedAfterMigration { reason, graceful } => (
             Outcome::Started,
@@ -254,6 +259,7 @@ pub fn refusal_messages(
         Refusal::Hypervisor(_) => ReasonCode::Timeout,
         Refusal::Fenced => ReasonCode::Fenced,
         Refusal::NotPartner(_) => ReasonCode::None,
+        Refusal::PartnerRunning { .. } => ReasonCode::PartnerRunning,
     };
     let text = short_text(&refusal.to_string());
     let mut out: Vec<Message> = guests
@@ -541,6 +547,56 @@ mod test {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn test_partner_running_codes() {
+        let (outcome, reason, text) = outcome_codes(&GuestResult::PartnerRunning { running: 2 });
+        assert_eq!(
+            (outcome, reason),
+            (Outcome::Refused, ReasonCode::PartnerRunning)
+        );
+        assert!(
+            text.contains("partner still reports running guests"),
+            "{text}"
+        );
+        let order = Order::RestartPartnerGuests {
+            incident: 9,
+            failed_slot: 2,
+            fence_confirmed: true,
+            subset: None,
+        };
+        let refusal = Refusal::PartnerRunning {
+            slot: 2,
+            running: 1,
+        };
+        let msgs = refusal_messages(&order, 1, &refusal, &["db".into(), "web".into()]);
+        assert_eq!(msgs.len(), 3);
+        for m in &msgs[..2] {
+            match m {
+                Message::GuestOutcome {
+                    slot: 2,
+                    outcome: Outcome::Refused,
+                    reason: ReasonCode::PartnerRunning,
+                    text,
+                    ..
+                } => assert!(
+                    text.contains("partner still reports running guests"),
+                    "{text}"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            msgs[2],
+            Message::IncidentDone {
+                incident: 9,
+                slot: 2,
+                started: 0,
+                refused: 2,
+                failed: 0
+            }
+        );
     }
 
     #[test]

@@ -794,3 +794,214 @@ fn test_order_not_journaled_is_not_acknowledged_and_its_retry_is_carried_out() {
     stop.store(true, Ordering::SeqCst);
     daemon.join().unwrap().unwrap();
 }
+
+/// The second line against a double start: a whole-blade takeover is refused while the
+/// partner's heartbeats keep reporting running guests (reason `PartnerRunning`, nothing
+/// started), carried out when they report none, and carried out when the partner falls silent
+/// (its agent died with its blade) once its last heartbeat is older than 1.5 heartbeats. The
+/// agent's own heartbeats count the protected guests running here, and a change goes out at
+/// once. The blade has a private libvirt test driver (no guests of the other tests).
+#[test]
+fn test_partner_heartbeats_reporting_running_guests_refuse_a_takeover() {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("blade-agent-second-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let node = dir.0.join("node.xml");
+    std::fs::write(&node, "<node><memory>8388608</memory></node>\n").unwrap();
+    let uri = format!("test://{}", node.display());
+    let t0 = Instant::now();
+    let now = || t0.elapsed().as_millis() as u64;
+    let mut shmc = endpoint(NodeId::SHMC, 1);
+    let mut partner = endpoint(PARTNER, 1);
+    let mut agent_ep = agent_endpoint(AGENT, 1);
+    let agent_addr = agent_ep.local_addr().unwrap();
+    shmc.add_peer(AGENT, Some(agent_addr)).unwrap();
+    partner.add_peer(AGENT, Some(agent_addr)).unwrap();
+    let text = format!(
+        "slot = 1\nshmc = \"{}\"\nlisten = \"{agent_addr}\"\nstate_dir = \"{}\"\nlibvirt_uri = \"{uri}\"\n\
+         heartbeat_ms = 50\n[partner]\nslot = 2\naddress = \"{}\"\n[guests]\nallowed_storage_paths = [\"/guest\"]\n",
+        shmc.local_addr().unwrap(),
+        dir.0.display(),
+        partner.local_addr().unwrap()
+    );
+    let cfg = Config::parse(&text, Path::new("second.toml")).unwrap();
+    agent_ep.add_peer(NodeId::SHMC, Some(cfg.shmc)).unwrap();
+    agent_ep
+        .add_peer(PARTNER, Some(cfg.partner.address))
+        .unwrap();
+    let hv = Arc::new(LibvirtHypervisor::open(&uri, dir.0.join("run")).unwrap());
+    let agent = Arc::new(Agent::new(Arc::clone(&hv), cfg).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let daemon = {
+        let (agent, stop) = (Arc::clone(&agent), Arc::clone(&stop));
+        std::thread::spawn(move || blade_agent::daemon::run(agent, agent_ep, stop))
+    };
+    let (ok, _) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(m, Message::Hello { slot: 1, .. })
+    });
+    assert!(ok, "no Hello");
+    let (ok, seen) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(
+            m,
+            Message::Heartbeat {
+                protected: 0,
+                running: 0,
+                ..
+            }
+        )
+    });
+    assert!(ok, "no heartbeat saying nothing runs here: {seen:?}");
+
+    // The partner's guest, stored here; its heartbeats carry the matching digest (so the
+    // agent keeps the definition).
+    // With its UUID, as libvirt gives it: defining it again after a takeover is a redefinition.
+    let guest = "second-line";
+    let xml = partner_xml(guest).replace(
+        "<memory",
+        "<uuid>6f1c2f5e-2b1d-4c3a-9e57-5a1d2c3b4e5f</uuid><memory",
+    );
+    for chunk in split(guest, xml.as_bytes()).unwrap() {
+        partner.send(AGENT, &chunk, now()).unwrap();
+    }
+    let stored = dir.0.join(format!("partner/{guest}.xml"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !stored.exists() {
+        assert!(Instant::now() < deadline, "definition not stored");
+        let _ = collect(&mut partner, t0, Duration::from_millis(50), |_| false);
+    }
+    let digest = shelfha_proto::guest_set_digest(&mut [(
+        guest,
+        shelfha_proto::definition_digest(xml.as_bytes()),
+    )]);
+    let beat = std::cell::Cell::new(0u64);
+    let heartbeat = |partner: &mut Endpoint, running: u16| {
+        beat.set(beat.get() + 1);
+        let hb = Message::Heartbeat {
+            beat: beat.get(),
+            health: Health::Ok,
+            protected: 1,
+            digest,
+            partner_heard_ms: None,
+            running,
+            partner_seq: None,
+        };
+        partner.send(AGENT, &hb, now()).unwrap();
+        let _ = collect(partner, t0, Duration::from_millis(1), |_| false);
+    };
+    let order = |incident| Message::RestartPartnerGuests {
+        incident,
+        failed_slot: 2,
+        fence: FenceProof::HotSwapM1,
+        subset: None,
+    };
+    // Sends the order, the partner beating every 25 ms with `running` (`None`: silent), and
+    // returns what the ShMC saw up to the order's IncidentDone.
+    let takeover = |shmc: &mut Endpoint,
+                    partner: &mut Endpoint,
+                    incident: u32,
+                    running: Option<u16>|
+     -> (Duration, Vec<Message>) {
+        let sent = Instant::now();
+        shmc.send(AGENT, &order(incident), now()).unwrap();
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(r) = running {
+                heartbeat(partner, r);
+            }
+            let (done, more) = collect(
+                shmc,
+                t0,
+                Duration::from_millis(25),
+                |m| matches!(m, Message::IncidentDone { incident: i, .. } if *i == incident),
+            );
+            seen.extend(more);
+            if done {
+                return (sent.elapsed(), seen);
+            }
+        }
+        panic!("no IncidentDone for {incident}: {seen:?}");
+    };
+    let outcome_of = |seen: &[Message]| -> Vec<(Outcome, ReasonCode)> {
+        seen.iter()
+            .filter_map(|m| match m {
+                Message::GuestOutcome {
+                    name,
+                    outcome,
+                    reason,
+                    slot: 2,
+                    ..
+                } if name.as_str() == guest => Some((*outcome, *reason)),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // (i) The partner keeps reporting a running guest: refused, nothing started or defined.
+    heartbeat(&mut partner, 1);
+    let (took, seen) = takeover(&mut shmc, &mut partner, 301, Some(1));
+    println!("refused after {} ms", took.as_millis());
+    assert_eq!(
+        outcome_of(&seen),
+        [(Outcome::Refused, ReasonCode::PartnerRunning)],
+        "{seen:?}"
+    );
+    assert!(matches!(
+        seen.last(),
+        Some(Message::IncidentDone {
+            slot: 2,
+            started: 0,
+            refused: 1,
+            failed: 0,
+            ..
+        })
+    ));
+    assert!(
+        hv.state(guest).is_err(),
+        "the guest must not even be defined"
+    );
+
+    // (ii) Its heartbeats say no guest runs there: carried out.
+    let (took, seen) = takeover(&mut shmc, &mut partner, 302, Some(0));
+    println!(
+        "carried out after {} ms (partner reports 0)",
+        took.as_millis()
+    );
+    assert_eq!(
+        outcome_of(&seen),
+        [(Outcome::Started, ReasonCode::None)],
+        "{seen:?}"
+    );
+    assert_eq!(hv.state(guest).unwrap(), GuestState::Running);
+    // The guest taken over is protected here now: this agent's heartbeats count it running,
+    // and its stop goes out at once (lifecycle event, listing, extra heartbeat).
+    let (ok, seen) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(m, Message::Heartbeat { running: 1, .. })
+    });
+    assert!(ok, "no heartbeat counting the guest running: {seen:?}");
+    hv.destroy(guest).unwrap();
+    let stopped = Instant::now();
+    let (ok, seen) = collect(&mut shmc, t0, Duration::from_secs(5), |m| {
+        matches!(m, Message::Heartbeat { running: 0, .. })
+    });
+    assert!(ok, "no heartbeat counting the guest stopped: {seen:?}");
+    println!(
+        "stop reported by a heartbeat after {} ms",
+        stopped.elapsed().as_millis()
+    );
+
+    // (iii) Its last heartbeat still said "running", then nothing: carried out once that
+    // heartbeat is older than 1.5 heartbeat intervals.
+    heartbeat(&mut partner, 1);
+    let (took, seen) = takeover(&mut shmc, &mut partner, 303, None);
+    println!("carried out after {} ms (partner silent)", took.as_millis());
+    assert_eq!(
+        outcome_of(&seen),
+        [(Outcome::Started, ReasonCode::None)],
+        "{seen:?}"
+    );
+    assert_eq!(hv.state(guest).unwrap(), GuestState::Running);
+    stop.store(true, Ordering::SeqCst);
+    daemon.join().unwrap().unwrap();
+}

@@ -111,11 +111,13 @@ impl AgentLink for Partner {
                 failed_slot,
                 name: name("web"),
                 started: true,
+                partner_running: false,
             }),
             Some(AgentInput::GuestOutcome {
                 failed_slot,
                 name: name("db"),
                 started: false,
+                partner_running: false,
             }),
             Some(AgentInput::GuestUnprotected {
                 owner_slot: failed_slot,

@@ -9,7 +9,8 @@
 //! start gate), `takeover` (RestartPartnerGuests, RestartGuest), `fence` (FenceSelf,
 //! DestroyGuest), `kill` (killing a QEMU directly and accounting for guests from the agent's
 //! own readings), `evacuate` (Evacuate, Migrate), `standby` (warm standbys), `definitions`
-//! (the definitions exchanged with the partner).
+//! (the definitions exchanged with the partner), `partner` (the partner's heartbeats and this
+//! blade's `running` reading: the second line against a double start).
 //!
 //! Order handling is split in two so the network thread never waits for libvirt:
 //! [`Agent::accept`] decides at once (refuse, new, in progress, or already done) and is
@@ -31,6 +32,7 @@ mod evacuate;
 mod fence;
 mod guests;
 pub mod kill;
+mod partner;
 mod standby;
 mod takeover;
 
@@ -42,7 +44,9 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::decide::orders::precondition;
 use crate::failure::Failure;
-use crate::hypervisor::{GuestInfo, Hypervisor, HypervisorError, QemuProcess, ScanError};
+use crate::hypervisor::{
+    GuestInfo, GuestState, Hypervisor, HypervisorError, QemuProcess, ScanError,
+};
 use crate::order::{GuestOutcome, GuestResult, Order, OrderResult, Refusal};
 use crate::store::definitions::{DefinitionError, PartnerStore};
 use crate::store::fenced;
@@ -120,6 +124,8 @@ pub struct Agent<H: Hypervisor> {
     accepted_here: Mutex<HashSet<String>>,
     /// Protected guests whose libvirt autostart this process cleared.
     autostart_cleared: Mutex<HashSet<String>>,
+    /// The partner's latest heartbeat and this blade's `running` reading.
+    pair: partner::Pair,
 }
 
 impl<H: Hypervisor> std::fmt::Debug for Agent<H> {
@@ -196,6 +202,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             boot_id,
             accepted_here: Mutex::new(HashSet::new()),
             autostart_cleared: Mutex::new(HashSet::new()),
+            pair: partner::Pair::default(),
         })
     }
 
@@ -288,6 +295,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
                 }
                 log::info!("{key}: resuming an order interrupted by an agent restart");
                 lock(&self.accepted_here).insert(key.clone());
+                self.mark_partner_beats(order);
                 running.insert(key, order.clone());
                 Ok(Acceptance::Execute)
             }
@@ -313,6 +321,7 @@ impl<H: Hypervisor + 'static> Agent<H> {
             }
         }
         lock(&self.accepted_here).insert(key.clone());
+        self.mark_partner_beats(order);
         running.insert(key, order.clone());
     }
 
@@ -419,7 +428,9 @@ impl<H: Hypervisor + 'static> Agent<H> {
                         order.key()
                     );
                 }
-                Ok(OrderResult::Fenced(self.fence_self(started, !inherited)))
+                let report = self.fence_self(started, !inherited);
+                self.note_fenced(report.failed);
+                Ok(OrderResult::Fenced(report))
             }
             Order::RestartGuest { incident, name } => {
                 self.restart_guest(order, *incident, name, started, emit)
@@ -525,13 +536,17 @@ impl<H: Hypervisor + 'static> Agent<H> {
     }
 
     /// A listing that began at `at` found `all`: the protected set is replaced (and stored).
+    /// Also the `running` reading of the heartbeats: the protected guests with a QEMU (a
+    /// crashed one that libvirt preserves holds its QEMU and disks too).
     fn note_listing(&self, all: &[GuestInfo], at: Instant) {
-        let names: Vec<String> = self
-            .protected_of(all)
+        let protected = self.protected_of(all);
+        let active = protected
             .iter()
-            .map(|g| g.name.clone())
-            .collect();
+            .filter(|g| g.state.is_active() || g.state == GuestState::Crashed)
+            .count();
+        let names: Vec<String> = protected.iter().map(|g| g.name.clone()).collect();
         self.guests.protected(|p| p.listed(names, at));
+        self.note_active(at, active);
     }
 
     /// Whether a lifecycle crash of `name` should be reported to the ShMC.

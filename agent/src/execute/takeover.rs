@@ -126,6 +126,20 @@ impl<H: Hypervisor + 'static> Agent<H> {
         started: Instant,
         emit: &(dyn Fn(&GuestOutcome) + Sync),
     ) -> Result<OrderResult, AgentError> {
+        // The second line against a double start, for a whole blade: its agent must not still
+        // report running guests. A one-guest failover (subset) is not gated: its blade is
+        // alive and runs its other guests, so a count cannot speak for one guest; the proof is
+        // its own agent's reading of that guest destroyed.
+        let gated = subset.is_none();
+        let mark = self.partner_mark(order);
+        if gated {
+            if let Some(running) = self.partner_gate(&order.key(), mark) {
+                return Ok(OrderResult::Refused(Refusal::PartnerRunning {
+                    slot: failed_slot,
+                    running,
+                }));
+            }
+        }
         let recorded: BTreeMap<String, GuestOutcome> = lock(&self.journal)
             .record(order)
             .map(|r| {
@@ -222,10 +236,25 @@ impl<H: Hypervisor + 'static> Agent<H> {
                     let Some(def) = lock(&queue).pop_front() else {
                         break;
                     };
-                    // A fence cancels the queued starts (the gate refuses the ones that race it).
+                    // A fence cancels the queued starts (the gate refuses the ones that race it),
+                    // and so does a partner heard after the order with guests running.
+                    let partner_running = if gated {
+                        self.partner_refuses_start(mark)
+                    } else {
+                        None
+                    };
                     let result = if self.is_fenced() {
                         self.guests.protected(|p| p.start_ended(&def.name));
                         GuestResult::Fenced
+                    } else if let Some(running) = partner_running {
+                        self.guests.protected(|p| p.start_ended(&def.name));
+                        log::error!(
+                            "{}: partner guest `{}` NOT started: the partner still reports {running} \
+                             running guest(s) in a heartbeat received after the order",
+                            order.key(),
+                            def.name
+                        );
+                        GuestResult::PartnerRunning { running }
                     } else {
                         self.define_and_start(&def)
                     };

@@ -1481,6 +1481,7 @@ fn test_destroy_guest_kills_a_qemu_libvirt_lost() {
     );
 }
 
+mod partner;
 mod stale;
 
 /// A guest defined on takeover does not autostart (a redefinition keeps the flag), and a

@@ -132,6 +132,9 @@ code_enum! {
         /// Not started: the order was accepted before the agent restarted and is stale (of an
         /// earlier boot, or older than the agent's start bound); closed without starting.
         Abandoned = 12,
+        /// Not started: the failed blade's agent still reports running protected guests in
+        /// heartbeats this agent hears (the second line against a double start).
+        PartnerRunning = 13,
     }
 }
 

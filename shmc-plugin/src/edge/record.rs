@@ -253,7 +253,9 @@ pub struct AlertRecord<'a> {
     /// guest_unprotected: the guest.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest: Option<&'a str>,
-    /// order_undelivered and guest_unprotected: why.
+    /// order_undelivered and guest_unprotected: why; guests_not_restarted: `partner_running`
+    /// when the partner refused guests because the failed blade's agent still reports
+    /// running guests.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
     /// guest_unprotected: the agent's text.
@@ -303,12 +305,14 @@ impl<'a> AlertRecord<'a> {
                 not_started,
                 started,
                 reported,
+                partner_running,
                 ..
             } => {
                 r.not_started = Some(Names(GuestNames(not_started)));
                 r.not_started_unnamed = Some(not_started.more);
                 r.started = Some(*started);
                 r.reported = Some(*reported);
+                r.reason = partner_running.then_some("partner_running");
             }
             Alert::OrderUndelivered { kind, reason, .. } => {
                 r.order = Some(kind.as_str());
@@ -528,6 +532,7 @@ mod test {
             not_started,
             started: 3,
             reported: false,
+            partner_running: false,
         };
         let v = line(&Record::Alert(AlertRecord::of(40, &a)));
         assert_eq!(v["kind"], "guests_not_restarted");

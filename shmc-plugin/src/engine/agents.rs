@@ -65,6 +65,9 @@ pub enum AgentInput {
         name: GuestName,
         /// Started (true) or not.
         started: bool,
+        /// Not started because the failed blade's agent, heard by the partner, still reports
+        /// running protected guests (the agent's second line against a double start).
+        partner_running: bool,
     },
     /// The partner reported every guest of `failed_slot` (failover or evacuation done).
     AllReported {
@@ -198,13 +201,18 @@ impl Shelf {
                 failed_slot,
                 name,
                 started,
+                partner_running,
             } => {
                 self.counters.guest_reports += 1;
                 info!(
                     "slot {slot}: guest {name} of slot {failed_slot} {}",
-                    if started { "started" } else { "not started" }
+                    match (started, partner_running) {
+                        (true, _) => "started",
+                        (false, true) => "not started: partner still reports running guests",
+                        (false, false) => "not started",
+                    }
                 );
-                self.guest_outcome(idx, failed_slot, &name, started);
+                self.guest_outcome(idx, failed_slot, &name, started, partner_running);
             }
             AgentInput::AllReported {
                 failed_slot,

@@ -82,6 +82,10 @@ pub enum Alert {
         /// The partner reported every guest (false: its report is overdue, and
         /// every guest of the blade not reported started may be down).
         reported: bool,
+        /// The partner refused some because the failed blade's agent, heard by
+        /// the partner, still reports running protected guests (its second line
+        /// against a double start): the fence's confirmation may be wrong.
+        partner_running: bool,
     },
     /// A `blade_degraded` decision ended: the blade warns and should be
     /// serviced; it was not fenced.
@@ -304,6 +308,19 @@ impl fmt::Display for Alert {
                 not_started,
                 started: _,
                 reported: true,
+                partner_running: true,
+            } => write!(
+                f,
+                "slot {slot} (decision #{incident}): partner still reports running guests: the partner refused to start {} guest(s): {not_started}; slot {slot}'s agent still reports protected guests running although its fence was confirmed; not started anywhere, the operator decides",
+                not_started.len()
+            ),
+            Self::GuestsNotRestarted {
+                slot,
+                incident,
+                not_started,
+                started: _,
+                reported: true,
+                partner_running: false,
             } => write!(
                 f,
                 "slot {slot} (decision #{incident}): the partner could not start {} of its guest(s): {not_started}; they are down",
@@ -315,9 +332,15 @@ impl fmt::Display for Alert {
                 not_started,
                 started,
                 reported: false,
+                partner_running,
             } => write!(
                 f,
-                "slot {slot} (decision #{incident}): the partner has not reported the failover done in time; {started} guest(s) reported started, not started: {not_started}; every guest of slot {slot} not reported started may be down"
+                "slot {slot} (decision #{incident}): the partner has not reported the failover done in time; {started} guest(s) reported started, not started: {not_started}{}; every guest of slot {slot} not reported started may be down",
+                if *partner_running {
+                    " (partner still reports running guests)"
+                } else {
+                    ""
+                }
             ),
             Self::BladeDegraded {
                 slot,

@@ -6,7 +6,10 @@
 //! failed blade and the decision. GuestOutcome inputs from the failed blade's
 //! partner are booked to it (a one-guest report takes only its own guest);
 //! AllReported quoting the decision settles it, and guests reported not
-//! started raise [`Alert::GuestsNotRestarted`] naming them. Without an
+//! started raise [`Alert::GuestsNotRestarted`] naming them (and saying so when
+//! the partner refused them because the failed blade's agent still reports
+//! running guests: nothing retries them, nothing starts them elsewhere; the
+//! operator decides). Without an
 //! AllReported by the deadline the same alert (`reported: false`) names what
 //! is known: the guests reported not started, and for a one-guest failover
 //! its guest unless it was reported started. The report then stays, overdue,
@@ -43,6 +46,8 @@ pub(super) struct Report {
     started: u16,
     /// Guests reported not started.
     not_started: GuestList,
+    /// Some were refused because the failed blade's agent still reports running guests.
+    partner_running: bool,
 }
 
 impl Report {
@@ -92,6 +97,7 @@ impl Shelf {
             overdue: false,
             started: 0,
             not_started: GuestList::new(),
+            partner_running: false,
         };
         if self.reports.push(report).is_err() {
             self.counters.failover_reports_dropped += 1;
@@ -100,13 +106,16 @@ impl Shelf {
     }
 
     /// A guest outcome from the agent of blade `reporter` about a guest of
-    /// `failed_slot`: booked to the open failover report it belongs to.
+    /// `failed_slot`: booked to the open failover report it belongs to
+    /// (`partner_running`: refused because the failed blade's agent still
+    /// reports running guests).
     pub(super) fn guest_outcome(
         &mut self,
         reporter: BladeIdx,
         failed_slot: Slot,
         name: &GuestName,
         started: bool,
+        partner_running: bool,
     ) {
         let Some(f) = self.index_of_slot(failed_slot) else {
             return;
@@ -132,6 +141,7 @@ impl Shelf {
             r.not_started.remove(name);
         } else {
             r.not_started.add(name);
+            r.partner_running |= partner_running;
         }
     }
 
@@ -160,6 +170,7 @@ impl Shelf {
                 not_started: r.not_started,
                 started: r.started,
                 reported: true,
+                partner_running: r.partner_running,
             });
         }
         true
@@ -186,6 +197,7 @@ impl Shelf {
             not_started: r.missing(),
             started: r.started,
             reported: false,
+            partner_running: r.partner_running,
         });
     }
 

@@ -32,7 +32,7 @@ use std::path::Path;
 use log::{error, info, warn};
 use shelfha_proto::{
     load_key, Capabilities, Endpoint, EndpointConfig, Event, FenceProof, Health, Message, NodeId,
-    Outcome, SeqSeed,
+    Outcome, ReasonCode, SeqSeed,
 };
 
 use super::AgentLink;
@@ -264,11 +264,13 @@ pub fn agent_input(slot: Slot, message: Message, base: u32) -> Option<AgentInput
             slot: of,
             name,
             outcome,
+            reason,
             ..
         } => AgentInput::GuestOutcome {
             failed_slot: Slot(of),
             name,
             started: outcome == Outcome::Started,
+            partner_running: outcome != Outcome::Started && reason == ReasonCode::PartnerRunning,
         },
         Message::IncidentDone {
             incident, slot: of, ..
@@ -525,6 +527,43 @@ mod test {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn test_partner_running_refusal_reaches_the_core() {
+        let outcome = |outcome, reason| Message::GuestOutcome {
+            incident: 3,
+            slot: 1,
+            name: shelfha_proto::message::guest_name("db").unwrap(),
+            outcome,
+            reason,
+            text: shelfha_proto::message::short_text("partner still reports running guests"),
+            elapsed_ms: 0,
+        };
+        let input = |partner_running, started| {
+            Some(AgentInput::GuestOutcome {
+                failed_slot: Slot(1),
+                name: crate::engine::GuestName::try_from("db").unwrap(),
+                started,
+                partner_running,
+            })
+        };
+        assert_eq!(
+            agent_input(
+                Slot(2),
+                outcome(Outcome::Refused, ReasonCode::PartnerRunning),
+                0
+            ),
+            input(true, false)
+        );
+        assert_eq!(
+            agent_input(Slot(2), outcome(Outcome::Refused, ReasonCode::NoMemory), 0),
+            input(false, false)
+        );
+        assert_eq!(
+            agent_input(Slot(2), outcome(Outcome::Started, ReasonCode::None), 0),
+            input(false, true)
+        );
     }
 
     #[test]

@@ -295,6 +295,7 @@ fn outcome(s: &mut Shelf, now: u64, from: Slot, guest: &str, started: bool) {
             failed_slot: Slot(1),
             name: name(guest),
             started,
+            partner_running: false,
         },
     );
 }

@@ -24,6 +24,7 @@ fn test_guests_not_restarted_raise_an_alert() {
                 failed_slot: Slot(1),
                 name: name(n),
                 started,
+                partner_running: false,
             },
         );
     }
@@ -44,6 +45,7 @@ fn test_guests_not_restarted_raise_an_alert() {
             not_started: guest_list(&["g2"], 0),
             started: 1,
             reported: true,
+            partner_running: false,
         }],
         "the guest not started is named"
     );
@@ -54,6 +56,75 @@ fn test_guests_not_restarted_raise_an_alert() {
     // The report is settled: no late alert follows.
     s.poll(40 + s.config().timing.failover_report_timeout_ms);
     assert!(alerts(&drain(&mut s)).is_empty());
+    assert_eq!(s.pending_reports().count(), 0);
+}
+
+/// The partner refuses a whole-blade failover because the failed blade's agent still reports
+/// running guests: one alert names the guests and says why; nothing is retried, nothing is
+/// started anywhere else.
+#[test]
+fn test_partner_running_refusal_is_alerted_and_not_retried() {
+    let mut s = shelf();
+    s.on_agent(0, Slot(1), HELLO);
+    s.on_platform_event(10, 1, &critical_temp(A));
+    let d = decisions(&drain(&mut s)).remove(0);
+    s.on_agent(
+        20,
+        Slot(1),
+        AgentInput::FenceSelfConfirmed {
+            incident: d.incident,
+        },
+    );
+    assert!(is_failover(&orders(&drain(&mut s))[0].1));
+    for n in ["g1", "g2"] {
+        s.on_agent(
+            30,
+            Slot(2),
+            AgentInput::GuestOutcome {
+                failed_slot: Slot(1),
+                name: name(n),
+                started: false,
+                partner_running: true,
+            },
+        );
+    }
+    s.on_agent(
+        40,
+        Slot(2),
+        AgentInput::AllReported {
+            failed_slot: Slot(1),
+            incident: d.incident,
+        },
+    );
+    let outs = drain(&mut s);
+    let alert = Alert::GuestsNotRestarted {
+        slot: Slot(1),
+        incident: d.incident,
+        not_started: guest_list(&["g1", "g2"], 0),
+        started: 0,
+        reported: true,
+        partner_running: true,
+    };
+    assert_eq!(alerts(&outs), std::slice::from_ref(&alert));
+    let text = alert.to_string();
+    assert!(
+        text.contains("partner still reports running guests")
+            && text.contains("g1")
+            && text.contains("g2"),
+        "{text}"
+    );
+    assert!(orders(&outs).is_empty(), "{outs:?}");
+    // Nothing follows: no retry, no start elsewhere, no late alert.
+    for t in [
+        1_000,
+        60_000,
+        40 + s.config().timing.failover_report_timeout_ms + 1,
+    ] {
+        s.poll(t);
+        let outs = drain(&mut s);
+        assert!(orders(&outs).is_empty(), "at {t}: {outs:?}");
+        assert!(alerts(&outs).is_empty(), "at {t}: {outs:?}");
+    }
     assert_eq!(s.pending_reports().count(), 0);
 }
 
@@ -76,6 +147,7 @@ fn test_failover_report_overdue_names_what_is_known() {
         not_started: guest_list(&["db"], 0),
         started: 1,
         reported: false,
+        partner_running: false,
     };
     assert_eq!(alerts(&drain(&mut s)), std::slice::from_ref(&not_reported));
     assert!(not_reported.to_string().contains("db"), "{not_reported}");
@@ -105,6 +177,7 @@ fn test_failover_report_overdue_names_what_is_known() {
             not_started: guest_list(&["db", "crm"], 0),
             started: 1,
             reported: true,
+            partner_running: false,
         }]
     );
     assert!(matches!(
@@ -217,6 +290,7 @@ fn test_guest_failover_report_overdue_names_the_guest() {
             not_started: guest_list(&["vm1"], 0),
             started: 0,
             reported: false,
+            partner_running: false,
         }]
     );
 }

@@ -180,6 +180,7 @@ fn test_safety_no_failover_without_confirmed_fence() {
                             failed_slot: Slot(3 - slot.get()),
                             name: name(["g", "h"][rnd(2) as usize]),
                             started: rnd(2) == 0,
+                            partner_running: false,
                         },
                         8 => AgentInput::OrderUndelivered {
                             kind: OrderKind::RestartPartnerGuests,
