@@ -482,8 +482,10 @@ for i in $(seq 1 400); do
         [ -r "/proc/$p/stat" ] && [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] && left="$left $p"
     done
     # A power cut is a reboot: the agent's fence record (kept for one boot id, which the rig's
-    # blades share with the host) ends with it.
-    [ -z "$left" ] && { rm -f "$B/state-$x/fenced.json"; echo "blade $x powered off; QEMU killed: $qemus" >> "$B/power.log"; exit 0; }
+    # blades share with the host) ends with it, and so does libvirt's runtime state (/run is a
+    # tmpfs): a libvirtd started again must not list a guest of the dead QEMU as running
+    # until it fails to reconnect to it.
+    [ -z "$left" ] && { rm -f "$B/state-$x/fenced.json" "$B/$x"/run/libvirt/qemu/*.xml; echo "blade $x powered off; QEMU killed: $qemus" >> "$B/power.log"; exit 0; }
     sleep 0.01
 done
 echo "blade $x: still alive after power-off:$left" >> "$B/power.log"
