@@ -317,6 +317,7 @@ E2E_TESTS = [
     ("bench_host_os_watchdog", "host_os (watchdog)"),
     ("bench_host_os_heartbeat_loss", "host_os (heartbeat loss)"),
     ("bench_hypervisor_libvirtd_killed", "hypervisor (libvirtd killed)"),
+    ("bench_blade_lost_dark_watchdog", "blade_lost (dark on every channel, watchdog 2 s)"),
 ]
 E2E_MEASURES = ("detection", "fence", "first_guest", "all_guests")
 
@@ -326,8 +327,11 @@ def e2e(guest_counts, reps):
     emulated IPMCs: the ignored tests of tests/failover_bench.rs, one failure class each, with
     N guests on the failed blade; each asserts the failover and prints its timeline."""
     res = []
+    only = [t for t in os.environ.get("BENCH_E2E_TESTS", "").split(",") if t]
     for n in guest_counts:
         for name, cls in E2E_TESTS:
+            if only and name not in only:
+                continue
             runs, fails, why = [], 0, []
             for _ in range(reps):
                 out = run_bounded(["cargo", "test", "--release", "-q", "-p", "shelfha", "--test",

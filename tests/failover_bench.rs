@@ -96,18 +96,44 @@ fn ms(from: Instant, to: Instant) -> f64 {
     to.saturating_duration_since(from).as_secs_f64() * 1000.0
 }
 
+/// How blade A's power goes off in a failover, if it does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PowerCut {
+    /// It stays on (the agent's self-fence is the proof).
+    None,
+    /// The IPMB fence: A's IPMC reaches M1, waited for.
+    Ipmb,
+    /// A's hardware watchdog (the rig's pet-file watcher) cut it.
+    Watchdog,
+}
+
 /// Asserts the failover of every guest of A to B, then prints the timings.
-/// `power_cut`: the fence ends with A's IPMC in M1 (its power cut), waited for.
 fn failed_over_and_report(
     rig: &Rig,
     class: &str,
     how: &str,
     t0: Instant,
     m: &Marks,
-    power_cut: bool,
+    power_cut: PowerCut,
 ) {
     let guests = guests();
-    let detected = rig.wait_decision(m.plugin, class, 1, secs(10));
+    // `class` "|"-separated: whichever of them is decided first (a blade dark on every
+    // channel is `host_os` when its agent's silence is noticed before its IPMC's).
+    let (_, detected, line) = rig.plugin().wait_line(
+        m.plugin,
+        &format!("decision {class} slot 1"),
+        secs(10),
+        |l| {
+            l.contains("decision #")
+                && class
+                    .split('|')
+                    .any(|c| l.contains(&format!(" {c} for slot 1 ")))
+        },
+    );
+    let class = class
+        .split('|')
+        .find(|c| line.contains(&format!(" {c} for slot 1 ")))
+        .unwrap_or(class);
     rig.wait_running('b', guests, secs(180));
     rig.assert_not_running('a', guests);
     rig.poller().sync();
@@ -151,8 +177,25 @@ fn failed_over_and_report(
         .map(|g| rig.poller().started_after('b', g, t0))
         .collect::<Option<Vec<_>>>()
         .and_then(|v| v.into_iter().max());
-    let sim_m1 = power_cut.then(|| rig.wait_sim_state(m.sim, A, "M1", secs(10)));
-    assert_eq!(rig.powered_off('a'), power_cut, "A's power cut");
+    let sim_m1 =
+        (power_cut == PowerCut::Ipmb).then(|| rig.wait_sim_state(m.sim, A, "M1", secs(10)));
+    assert_eq!(
+        rig.powered_off('a'),
+        power_cut != PowerCut::None,
+        "A's power cut"
+    );
+    let watchdog_fired = rig.watchdog_fired('a');
+    if power_cut == PowerCut::Watchdog {
+        let fired = watchdog_fired.expect("A's watchdog never fired");
+        assert!(
+            fired < fenced,
+            "the fence was confirmed before A's watchdog fired"
+        );
+        assert!(
+            fired < first,
+            "a guest started on B before A's watchdog fired"
+        );
+    }
     let line = serde_json::json!({
         "class": class,
         "how": how,
@@ -164,6 +207,7 @@ fn failed_over_and_report(
         "all_guests": ms(t0, all),
         "all_guests_polled": polled.map(|p| ms(t0, p)),
         "a_reached_m1": sim_m1.map(|t| ms(t0, t)),
+        "a_watchdog_fired": watchdog_fired.map(|t| ms(t0, t)),
         "agent_a_rss_kb": m.agent_a_rss_kb,
         "agent_b_rss_kb": status_kb(rig.agent('b').pid(), "VmRSS"),
         "agent_b_hwm_kb": status_kb(rig.agent('b').pid(), "VmHWM"),
@@ -176,7 +220,7 @@ fn failed_over_and_report(
 
 /// A failure the simulator injects into A's IPMC (`fault`, its `inject` word), on a rig
 /// for `test`; then [`failed_over_and_report`].
-fn injected(test: &str, fault: &str, class: &str, how: &str, power_cut: bool) {
+fn injected(test: &str, fault: &str, class: &str, how: &str, power_cut: PowerCut) {
     let _shelf = one_shelf();
     let rig = rig(test);
     let m = marks(&rig);
@@ -192,14 +236,14 @@ fn bench_blade_hardware_critical_temperature() {
         "critical-temperature",
         "blade_hardware",
         "critical temperature",
-        true,
+        PowerCut::Ipmb,
     );
 }
 
 #[test]
 #[ignore = "benchmark: run by bench/bench.py"]
 fn bench_host_os_watchdog() {
-    injected("b-wdog", "watchdog", "host_os", "watchdog", true);
+    injected("b-wdog", "watchdog", "host_os", "watchdog", PowerCut::Ipmb);
 }
 
 #[test]
@@ -210,7 +254,7 @@ fn bench_host_os_heartbeat_loss() {
     let m = marks(&rig);
     let t0 = Instant::now();
     rig.kill_agent('a');
-    failed_over_and_report(&rig, "host_os", "heartbeat loss", t0, &m, true);
+    failed_over_and_report(&rig, "host_os", "heartbeat loss", t0, &m, PowerCut::Ipmb);
 }
 
 #[test]
@@ -221,5 +265,55 @@ fn bench_hypervisor_libvirtd_killed() {
     let m = marks(&rig);
     let t0 = Instant::now();
     rig.blades.harness("kill-libvirtd", &["a"]);
-    failed_over_and_report(&rig, "hypervisor", "libvirtd killed", t0, &m, false);
+    failed_over_and_report(
+        &rig,
+        "hypervisor",
+        "libvirtd killed",
+        t0,
+        &m,
+        PowerCut::None,
+    );
 }
+
+/// Blade A dark on every channel (its IPMC silent, its agent stopped) with a hardware
+/// watchdog of [`DARK_WATCHDOG_MS`] announced: the fence is confirmed by `WatchdogExpired`
+/// once nobody heard A for the watchdog's timeout plus the heartbeat timeout.
+#[test]
+#[ignore = "benchmark: run by bench/bench.py"]
+fn bench_blade_lost_dark_watchdog() {
+    let _shelf = one_shelf();
+    let rig = Rig::start(
+        "b-dark",
+        Options {
+            guests_a: guests().to_vec(),
+            watchdog_ms: [Some(DARK_WATCHDOG_MS), None],
+            ..Options::default()
+        },
+    );
+    rig.agent('a')
+        .wait_line(0, "first pet on a proof", secs(10), |l| {
+            l.contains("hardware watchdog petted")
+        });
+    let m = marks(&rig);
+    let pid = rig.agent('a').pid().to_string();
+    let t0 = rig.sim(&format!("inject {A:#04x} silent"));
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    assert!(stopped.success(), "A's agent not stopped");
+    failed_over_and_report(
+        &rig,
+        "blade_lost|host_os",
+        "dark: IPMC and agent silent, watchdog",
+        t0,
+        &m,
+        PowerCut::Watchdog,
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+}
+
+/// The watchdog timeout A's agent announces in [`bench_blade_lost_dark_watchdog`].
+const DARK_WATCHDOG_MS: u64 = 2000;
