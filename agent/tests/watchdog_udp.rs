@@ -175,15 +175,20 @@ impl Shelf {
     }
 }
 
-#[test]
-fn test_watchdog_petted_only_on_proofs_of_being_heard() {
-    let dir = TempDir(std::env::temp_dir().join(format!("blade-agent-wd-{}", std::process::id())));
+/// An empty state directory named after `tag`, and the ShMC's and the partner's endpoints.
+fn setup(tag: &str) -> (TempDir, Endpoint, Endpoint) {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("blade-agent-{tag}-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
-    let (shmc, partner) = (
-        endpoint(NodeId::SHMC, 1_000_000),
-        endpoint(PARTNER, 1_000_000),
-    );
+    let shmc = endpoint(NodeId::SHMC, 1_000_000);
+    let partner = endpoint(PARTNER, 1_000_000);
+    (dir, shmc, partner)
+}
+
+#[test]
+fn test_watchdog_petted_only_on_proofs_of_being_heard() {
+    let (dir, shmc, partner) = setup("wd");
     let (shmc_addr, partner_addr) = (shmc.local_addr().unwrap(), partner.local_addr().unwrap());
     let mut shelf = Shelf {
         t0: Instant::now(),
@@ -287,13 +292,7 @@ fn test_watchdog_petted_only_on_proofs_of_being_heard() {
 
 #[test]
 fn test_watchdog_left_armed_when_the_shmc_does_not_hear_the_stop() {
-    let dir = TempDir(std::env::temp_dir().join(format!("blade-agent-wd2-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let (shmc, partner) = (
-        endpoint(NodeId::SHMC, 1_000_000),
-        endpoint(PARTNER, 1_000_000),
-    );
+    let (dir, shmc, partner) = setup("wd2");
     let (shmc_addr, partner_addr) = (shmc.local_addr().unwrap(), partner.local_addr().unwrap());
     let (stop, daemon) = run_agent(&dir.0, shmc_addr, partner_addr);
     let mut shelf = Shelf {

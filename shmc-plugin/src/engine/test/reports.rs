@@ -2,8 +2,9 @@
 
 use super::*;
 
-#[test]
-fn test_guests_not_restarted_raise_an_alert() {
+/// A's critical temperature, its self-fence confirmed: B has been ordered to restart A's
+/// guests. The shelf and the decision.
+fn failover_ordered() -> (Shelf, Decision) {
     let mut s = shelf();
     s.on_agent(0, Slot(1), HELLO);
     s.on_platform_event(10, 1, &critical_temp(A));
@@ -16,6 +17,12 @@ fn test_guests_not_restarted_raise_an_alert() {
         },
     );
     assert!(is_failover(&orders(&drain(&mut s))[0].1));
+    (s, d)
+}
+
+#[test]
+fn test_guests_not_restarted_raise_an_alert() {
+    let (mut s, d) = failover_ordered();
     for (n, started) in [("g1", true), ("g2", false)] {
         s.on_agent(
             30,
@@ -64,18 +71,7 @@ fn test_guests_not_restarted_raise_an_alert() {
 /// started anywhere else.
 #[test]
 fn test_partner_running_refusal_is_alerted_and_not_retried() {
-    let mut s = shelf();
-    s.on_agent(0, Slot(1), HELLO);
-    s.on_platform_event(10, 1, &critical_temp(A));
-    let d = decisions(&drain(&mut s)).remove(0);
-    s.on_agent(
-        20,
-        Slot(1),
-        AgentInput::FenceSelfConfirmed {
-            incident: d.incident,
-        },
-    );
-    assert!(is_failover(&orders(&drain(&mut s))[0].1));
+    let (mut s, d) = failover_ordered();
     for n in ["g1", "g2"] {
         s.on_agent(
             30,
